@@ -1,0 +1,24 @@
+//! cambio: a streaming online-learning engine for exchange rates.
+//!
+//! Map of the modules (the core has no I/O, no clock, no async runtime):
+//!
+//! - [`tick`]: the wire format (JSON ticks and factors) turned into plain [`tick::Tick`] values.
+//! - [`quality`]: incremental data-quality checks, quarantine reasons, DAMA dimension scores, field profiles.
+//! - [`model`]: online models (local-level Kalman filter, recursive least squares, EWMA volatility).
+//! - [`drift`]: streaming drift detectors (ADWIN, Page-Hinkley, CUSUM, CUSUM of squares, window tests).
+//! - [`eval`]: prequential (predict, then learn) metrics per horizon.
+//! - [`engine`]: the pure core, `Engine::on_tick`, which ties the above together per pair.
+//! - [`config`]: serde configuration with defaults, building the runtime types.
+//! - [`replay`]: files and scenarios fed through the engine, with a JSON report (the only file I/O).
+//!
+//! Live serving (NATS) and replay call the same [`engine::Engine`], so they agree bit for bit.
+
+pub mod config;
+pub mod drift;
+pub mod engine;
+pub mod eval;
+pub mod model;
+pub mod quality;
+pub mod replay;
+pub mod tick;
+pub mod time;
