@@ -1,1 +1,467 @@
-//! TODO(owner: lead) engine
+//! The pure core: one [`Engine`] per pair turns ticks into forecasts, quarantine records, quality changes,
+//! alarms and adaptations, written into an output buffer.
+//!
+//! No I/O, no clock, no async: time comes from tick timestamps, so live serving and replay, which both call
+//! [`Engine::on_tick`], produce bit-identical outputs for the same input. Per accepted tick the order is
+//! fixed: realise due forecasts (score, then learn: predict-then-learn), update the filters, forecast.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::EngineConfig;
+use crate::drift::{Alarm, DriftState, Signal, SignalMonitor};
+use crate::eval::{HorizonScore, HorizonSummary, Realised};
+use crate::forecast::combine::SignalWeight;
+use crate::forecast::features::{FeatureState, N_FEATURES};
+use crate::forecast::interval::AdaptiveQuantile;
+use crate::forecast::{DriftStatus, Forecast, HorizonForecast, ModelId};
+use crate::horizon::Horizon;
+use crate::model::{EwmaVol, LocalLevel, Rls};
+use crate::quality::{Dimension, QualityReport, QuarantineReason, Status, Validator, Verdict};
+use crate::tick::{Factor, Pair, Source, Tick};
+use crate::time::format_ts;
+
+/// A tick that never reached the model, with its reason (subject `fx.quarantine.<PAIR>`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Quarantined {
+    /// The pair (the subject's or the replayed one).
+    pub pair: Pair,
+    /// The tick's time, when it could be read (RFC 3339).
+    pub ts: Option<String>,
+    /// The tick's sequence number, when it could be read.
+    pub seq: Option<u64>,
+    /// The tick's source, when it could be read.
+    pub source: Option<Source>,
+    /// Why.
+    pub reason: QuarantineReason,
+    /// The raw payload when the tick could not be parsed, so nothing is lost.
+    pub raw: Option<String>,
+}
+
+/// A drift alarm of a pair (subject `fx.alert.<PAIR>`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PairAlarm {
+    /// The pair.
+    pub pair: Pair,
+    /// The alarm: detector, signal, time, statistic and threshold.
+    #[serde(flatten)]
+    pub alarm: Alarm,
+    /// The time as RFC 3339.
+    pub ts: String,
+}
+
+/// The model changed how it learns because of a drift alarm.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Adaptation {
+    /// The pair.
+    pub pair: Pair,
+    /// When (RFC 3339).
+    pub ts: String,
+    /// The detector whose alarm triggered it.
+    pub trigger: String,
+    /// The forgetting factor now in force.
+    pub forgetting: f64,
+    /// Accepted ticks it lasts.
+    pub ticks: u64,
+}
+
+/// Everything the engine emits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Output {
+    /// One per accepted tick.
+    Forecast(Forecast),
+    /// One per rejected tick.
+    Quarantined(Quarantined),
+    /// A drift alarm.
+    Alarm(PairAlarm),
+    /// A quality dimension's status changed.
+    QualityChanged(QualityReport),
+    /// The model adapted to a drift alarm.
+    Adapted(Adaptation),
+}
+
+/// When a pending forecast is realised.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+enum Due {
+    /// At this accepted-tick index.
+    Step(u64),
+    /// At the first accepted tick at or after this time (µs).
+    Time(i64),
+}
+
+/// A forecast waiting for its horizon.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+struct Pending {
+    due: Due,
+    origin_log_mid: f64,
+    origin_mid: f64,
+    x: [f64; N_FEATURES],
+    sigma: f64,
+    p: f64,
+    c: f64,
+    f: [f64; 5],
+}
+
+/// Per-horizon model, calibration and score.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct HorizonState {
+    horizon: Horizon,
+    rls: Rls<N_FEATURES>,
+    weight: SignalWeight,
+    q80: AdaptiveQuantile,
+    q95: AdaptiveQuantile,
+    score: HorizonScore,
+    pending: VecDeque<Pending>,
+    last_registered_us: Option<i64>,
+}
+
+/// A pair's engine state and counters.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Engine {
+    pair: Pair,
+    model_id: Arc<ModelId>,
+    cfg: EngineConfig,
+    validator: Validator,
+    kalman: LocalLevel,
+    vol: EwmaVol,
+    features: FeatureState,
+    horizons: Vec<HorizonState>,
+    monitors: Vec<SignalMonitor>,
+    ticks: u64,
+    accepted: u64,
+    quarantined: [u64; QuarantineReason::ALL.len()],
+    last_log_mid: Option<f64>,
+    adapting_until: Option<u64>,
+    adaptations: u64,
+    alarms_total: u64,
+    rate_differential: f64,
+    factors: Vec<(String, f64)>,
+    quality_worst: [Status; Dimension::ALL.len()],
+    #[serde(skip)]
+    alarm_buf: Vec<Alarm>,
+}
+
+/// Most distinct factors remembered per engine (factor names come from the network: bounded).
+const MAX_FACTORS: usize = 64;
+
+/// The one-step volatility assumed before any return has been seen (log units): wide on purpose, so the
+/// first intervals are conservative; the EWMA replaces it within a few ticks.
+const PRIOR_STEP_VOL: f64 = 5e-3;
+
+/// A pair's summary for reports and status replies.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EngineSummary {
+    /// The pair.
+    pub pair: Pair,
+    /// Ticks seen (accepted + quarantined).
+    pub ticks: u64,
+    /// Ticks accepted.
+    pub accepted: u64,
+    /// Quarantined ticks per reason (only reasons that occurred).
+    pub quarantined: BTreeMap<String, u64>,
+    /// Prequential metrics per horizon.
+    pub horizons: Vec<HorizonSummary>,
+    /// Current quality scores.
+    pub quality: QualityReport,
+    /// Worst status each quality dimension reached.
+    pub quality_worst: BTreeMap<String, Status>,
+    /// Drift detectors' state per signal.
+    pub drift: Vec<DriftState>,
+    /// Alarms raised.
+    pub alarms_total: u64,
+    /// Adaptations made.
+    pub adaptations: u64,
+    /// Current signal weight per horizon (0 = random walk).
+    pub signal_weights: Vec<f64>,
+}
+
+impl Engine {
+    /// A fresh engine for `pair`. The configuration should have passed [`EngineConfig::validate`].
+    pub fn new(pair: Pair, cfg: &EngineConfig) -> Engine {
+        let m = &cfg.model;
+        let horizons = cfg
+            .horizons
+            .iter()
+            .map(|&horizon| HorizonState {
+                horizon,
+                rls: Rls::new(m.forgetting, m.rls_delta),
+                weight: SignalWeight::new(m.weight_decay, m.weight_prior),
+                q80: AdaptiveQuantile::new(0.20, 1.2816, m.interval_gamma),
+                q95: AdaptiveQuantile::new(0.05, 1.96, m.interval_gamma),
+                score: HorizonScore::default(),
+                pending: VecDeque::new(),
+                last_registered_us: None,
+            })
+            .collect();
+        Engine {
+            pair,
+            model_id: Arc::new(ModelId { name: m.name.clone(), version: m.version.clone() }),
+            validator: Validator::new(&cfg.quality),
+            kalman: LocalLevel::new(m.kalman.clone()),
+            vol: EwmaVol::new(m.vol_lambda),
+            features: FeatureState::default(),
+            horizons,
+            monitors: [Signal::Input, Signal::Prediction, Signal::Residual]
+                .into_iter()
+                .map(|s| SignalMonitor::new(s, &cfg.drift))
+                .collect(),
+            ticks: 0,
+            accepted: 0,
+            quarantined: [0; QuarantineReason::ALL.len()],
+            last_log_mid: None,
+            adapting_until: None,
+            adaptations: 0,
+            alarms_total: 0,
+            rate_differential: 0.0,
+            factors: Vec::new(),
+            quality_worst: [Status::Ok; Dimension::ALL.len()],
+            alarm_buf: Vec::new(),
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// The pair this engine serves.
+    pub fn pair(&self) -> Pair {
+        self.pair
+    }
+
+    /// Processes one parsed tick, appending what it produced to `out`.
+    pub fn on_tick(&mut self, tick: &Tick, out: &mut Vec<Output>) {
+        self.ticks += 1;
+        match self.validator.check(tick) {
+            Verdict::Quarantine(reason) => {
+                self.quarantined[reason.index()] += 1;
+                out.push(Output::Quarantined(Quarantined {
+                    pair: self.pair,
+                    ts: Some(format_ts(tick.ts_us)),
+                    seq: tick.seq,
+                    source: Some(tick.source),
+                    reason,
+                    raw: None,
+                }));
+            }
+            Verdict::Accept { mid, flags } => self.accept(tick, mid, flags, out),
+        }
+        self.quality_transitions(out);
+    }
+
+    /// Counts a payload that could not be parsed into a tick (malformed, wrong pair), keeping its raw text.
+    pub fn on_rejected(&mut self, reason: QuarantineReason, ts_us: Option<i64>, raw: String, out: &mut Vec<Output>) {
+        self.ticks += 1;
+        self.quarantined[reason.index()] += 1;
+        self.validator.record_rejected(ts_us, reason);
+        out.push(Output::Quarantined(Quarantined {
+            pair: self.pair,
+            ts: ts_us.map(format_ts),
+            seq: None,
+            source: None,
+            reason,
+            raw: Some(raw),
+        }));
+        self.quality_transitions(out);
+    }
+
+    /// Records a factor observation; the model joins the latest value of each factor as of each tick.
+    pub fn on_factor(&mut self, factor: &Factor) {
+        if !factor.value.is_finite() {
+            return;
+        }
+        self.validator.on_factor(&factor.name, factor.ts_us);
+        match self.factors.iter_mut().find(|(n, _)| *n == factor.name) {
+            Some(slot) => slot.1 = factor.value,
+            None if self.factors.len() < MAX_FACTORS => self.factors.push((factor.name.clone(), factor.value)),
+            None => return,
+        }
+        let get = |name: &Option<String>| {
+            name.as_ref().and_then(|n| self.factors.iter().find(|(f, _)| f == n)).map(|(_, v)| *v)
+        };
+        if let (Some(d), Some(f)) = (get(&self.cfg.model.domestic_rate), get(&self.cfg.model.foreign_rate)) {
+            self.rate_differential = d - f;
+        }
+    }
+
+    fn quality_transitions(&mut self, out: &mut Vec<Output>) {
+        if self.validator.take_status_change() {
+            let report = self.validator.scores();
+            for d in &report.dimensions {
+                let w = &mut self.quality_worst[d.dimension.index()];
+                if d.status > *w {
+                    *w = d.status;
+                }
+            }
+            out.push(Output::QualityChanged(report));
+        }
+    }
+
+    fn step_sigma(&self) -> f64 {
+        let s = self.vol.var_per_step().sqrt();
+        if s.is_finite() && s > 0.0 { s } else { PRIOR_STEP_VOL }
+    }
+
+    /// The standard deviation of the log-return to a horizon, from the EWMA volatility.
+    fn horizon_sigma(&self, h: Horizon) -> f64 {
+        let var = match h {
+            Horizon::Steps(n) => self.vol.var_per_step() * n as f64,
+            Horizon::Time { us } => self.vol.var_over_secs(us as f64 / 1e6),
+        };
+        let s = var.sqrt();
+        if s.is_finite() && s > 0.0 { s } else { PRIOR_STEP_VOL }
+    }
+
+    fn accept(&mut self, tick: &Tick, mid: f64, flags: crate::quality::Flags, out: &mut Vec<Output>) {
+        let ts = tick.ts_us;
+        let y = mid.ln();
+        let step_sigma = self.step_sigma();
+        let index = self.accepted;
+        self.accepted += 1;
+        self.alarm_buf.clear();
+
+        // 1. Realise due forecasts: score them, then learn from them (predict-then-learn).
+        for (k, h) in self.horizons.iter_mut().enumerate() {
+            while let Some(p) = h.pending.front() {
+                let due = match p.due {
+                    Due::Step(i) => index >= i,
+                    Due::Time(t) => ts >= t,
+                };
+                if !due {
+                    break;
+                }
+                let Some(p) = h.pending.pop_front() else { break };
+                h.score.record(&Realised {
+                    origin_mid: p.origin_mid,
+                    mean: p.f[0],
+                    lo80: p.f[1],
+                    hi80: p.f[2],
+                    lo95: p.f[3],
+                    hi95: p.f[4],
+                    actual: mid,
+                });
+                let y_std = (y - p.origin_log_mid) / p.sigma;
+                h.rls.update(&p.x, y_std.clamp(-10.0, 10.0));
+                h.weight.update(p.p, y_std);
+                let err = (y_std - p.c * p.p).abs();
+                h.q80.update(err);
+                h.q95.update(err);
+                if k == 0 {
+                    self.monitors[2].update(ts, y_std - p.c * p.p, &mut self.alarm_buf);
+                }
+            }
+        }
+
+        // 2. Update the filters with this observation.
+        let ret = self.last_log_mid.map(|prev| y - prev);
+        self.kalman.update(ts, y);
+        if let Some(r) = ret {
+            self.vol.update(ts, r);
+            let z = r / step_sigma;
+            self.features.update(z);
+            self.monitors[0].update(ts, z, &mut self.alarm_buf);
+        }
+        self.last_log_mid = Some(y);
+
+        // 3. Forecast every horizon and register it for scoring.
+        let gap = (self.kalman.level() - y) / self.step_sigma();
+        let x = self.features.vector(gap, self.rate_differential);
+        let mut fc = Vec::with_capacity(self.horizons.len());
+        let max_pending = self.cfg.max_pending;
+        let sigmas: Vec<f64> = self.horizons.iter().map(|h| self.horizon_sigma(h.horizon)).collect();
+        let mut first_pred = 0.0;
+        for (k, (h, &sigma)) in self.horizons.iter_mut().zip(&sigmas).enumerate() {
+            let p = h.rls.predict(&x);
+            let p = if p.is_finite() { p.clamp(-10.0, 10.0) } else { 0.0 };
+            let c = h.weight.weight();
+            let m = c * p * sigma;
+            let (q80, q95) = (h.q80.q() * sigma, h.q95.q() * sigma);
+            let f = [mid * m.exp(), mid * (m - q80).exp(), mid * (m + q80).exp(), mid * (m - q95).exp(), mid * (m + q95).exp()];
+            if k == 0 {
+                first_pred = c * p;
+            }
+            fc.push(HorizonForecast { horizon: h.horizon, mean: f[0], lo80: f[1], hi80: f[2], lo95: f[3], hi95: f[4] });
+            let due = match h.horizon {
+                Horizon::Steps(n) => Some(Due::Step(index + n as u64)),
+                Horizon::Time { us } => {
+                    let spacing = us / max_pending as i64;
+                    let free = h.last_registered_us.is_none_or(|last| ts - last >= spacing);
+                    (free && h.pending.len() < max_pending + 1).then_some(Due::Time(ts + us))
+                }
+            };
+            if let Some(due) = due {
+                h.last_registered_us = Some(ts);
+                h.pending.push_back(Pending { due, origin_log_mid: y, origin_mid: mid, x, sigma, p, c, f });
+            }
+        }
+        self.monitors[1].update(ts, first_pred, &mut self.alarm_buf);
+
+        // 4. Alarms, and adaptation to residual drift.
+        self.handle_alarms(ts, out);
+        if self.adapting_until.is_some_and(|until| self.accepted >= until) {
+            self.adapting_until = None;
+            for h in &mut self.horizons {
+                h.rls.set_forgetting(self.cfg.model.forgetting);
+            }
+        }
+
+        out.push(Output::Forecast(Forecast {
+            pair: self.pair,
+            ts_us: ts,
+            seq: tick.seq,
+            mid,
+            horizons: fc,
+            model: Arc::clone(&self.model_id),
+            quality: self.validator.overall_status(),
+            flags,
+            drift: if self.adapting_until.is_some() { DriftStatus::Adapting } else { DriftStatus::Stable },
+        }));
+    }
+
+    fn handle_alarms(&mut self, ts: i64, out: &mut Vec<Output>) {
+        let mut adapt_trigger = None;
+        for alarm in self.alarm_buf.drain(..) {
+            self.alarms_total += 1;
+            if alarm.signal == Signal::Residual && adapt_trigger.is_none() {
+                adapt_trigger = Some(alarm.detector.to_string());
+            }
+            out.push(Output::Alarm(PairAlarm { pair: self.pair, ts: format_ts(alarm.ts_us), alarm }));
+        }
+        if let Some(trigger) = adapt_trigger {
+            let m = &self.cfg.model;
+            for h in &mut self.horizons {
+                h.rls.set_forgetting(m.adapt_forgetting);
+                h.weight.reset();
+            }
+            self.adapting_until = Some(self.accepted + m.adapt_ticks);
+            self.adaptations += 1;
+            out.push(Output::Adapted(Adaptation {
+                pair: self.pair,
+                ts: format_ts(ts),
+                trigger,
+                forgetting: m.adapt_forgetting,
+                ticks: m.adapt_ticks,
+            }));
+        }
+    }
+
+    /// A summary of counters, metrics, quality and drift.
+    pub fn summary(&self) -> EngineSummary {
+        EngineSummary {
+            pair: self.pair,
+            ticks: self.ticks,
+            accepted: self.accepted,
+            quarantined: QuarantineReason::ALL
+                .iter()
+                .filter(|r| self.quarantined[r.index()] > 0)
+                .map(|r| (r.name().to_string(), self.quarantined[r.index()]))
+                .collect(),
+            horizons: self.horizons.iter().map(|h| h.score.summary(&h.horizon.to_string())).collect(),
+            quality: self.validator.scores(),
+            quality_worst: Dimension::ALL.iter().map(|d| (d.name().to_string(), self.quality_worst[d.index()])).collect(),
+            drift: self.monitors.iter().map(|m| m.state()).collect(),
+            alarms_total: self.alarms_total,
+            adaptations: self.adaptations,
+            signal_weights: self.horizons.iter().map(|h| h.weight.weight()).collect(),
+        }
+    }
+}

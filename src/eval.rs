@@ -1,1 +1,205 @@
-//! TODO(owner: lead) eval
+//! Prequential (predict, then learn) evaluation per horizon.
+//!
+//! Every forecast that is registered for scoring is scored once, when its horizon is realised, against the
+//! realised mid; the same point is scored for the random walk (the last mid at forecast time), which is the
+//! benchmark exchange-rate forecasts must beat (Meese–Rogoff). Only sums are kept: memory is constant.
+
+use serde::{Deserialize, Serialize};
+
+/// Running sums of the prequential scores of one horizon.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HorizonScore {
+    /// Forecasts scored.
+    pub n: u64,
+    sum_abs_err: f64,
+    sum_sq_err: f64,
+    rw_sum_abs_err: f64,
+    rw_sum_sq_err: f64,
+    covered80: u64,
+    covered95: u64,
+    sum_winkler95: f64,
+    sum_width95: f64,
+}
+
+/// One realised forecast: what was predicted at origin and what happened.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Realised {
+    /// The mid at forecast time (the random walk's forecast).
+    pub origin_mid: f64,
+    /// The forecast mean of the mid at the horizon.
+    pub mean: f64,
+    /// The 80% interval.
+    pub lo80: f64,
+    /// The 80% interval.
+    pub hi80: f64,
+    /// The 95% interval.
+    pub lo95: f64,
+    /// The 95% interval.
+    pub hi95: f64,
+    /// The mid that realised the horizon.
+    pub actual: f64,
+}
+
+/// The Winkler (interval) score of a central `(1-alpha)` interval: its width plus `2/alpha` times the
+/// distance by which the outcome falls outside it. Lower is better; it rewards narrow intervals that cover.
+pub fn winkler(lo: f64, hi: f64, y: f64, alpha: f64) -> f64 {
+    let width = hi - lo;
+    if y < lo {
+        width + 2.0 / alpha * (lo - y)
+    } else if y > hi {
+        width + 2.0 / alpha * (y - hi)
+    } else {
+        width
+    }
+}
+
+impl HorizonScore {
+    /// Scores one realised forecast. Non-finite inputs are ignored (they cannot occur from the engine, which
+    /// never publishes NaN, but a score must not be poisoned by one).
+    pub fn record(&mut self, r: &Realised) {
+        let vals = [r.origin_mid, r.mean, r.lo80, r.hi80, r.lo95, r.hi95, r.actual];
+        if vals.iter().any(|v| !v.is_finite()) {
+            return;
+        }
+        let e = r.actual - r.mean;
+        let rw = r.actual - r.origin_mid;
+        self.n += 1;
+        self.sum_abs_err += e.abs();
+        self.sum_sq_err += e * e;
+        self.rw_sum_abs_err += rw.abs();
+        self.rw_sum_sq_err += rw * rw;
+        self.covered80 += u64::from(r.lo80 <= r.actual && r.actual <= r.hi80);
+        self.covered95 += u64::from(r.lo95 <= r.actual && r.actual <= r.hi95);
+        self.sum_winkler95 += winkler(r.lo95, r.hi95, r.actual, 0.05);
+        self.sum_width95 += r.hi95 - r.lo95;
+    }
+
+    fn mean_of(&self, sum: f64) -> f64 {
+        if self.n == 0 { 0.0 } else { sum / self.n as f64 }
+    }
+
+    /// Mean absolute error of the forecast mean (price units).
+    pub fn mae(&self) -> f64 {
+        self.mean_of(self.sum_abs_err)
+    }
+
+    /// Root mean squared error of the forecast mean (price units).
+    pub fn rmse(&self) -> f64 {
+        self.mean_of(self.sum_sq_err).sqrt()
+    }
+
+    /// The random walk's MAE on the same points.
+    pub fn rw_mae(&self) -> f64 {
+        self.mean_of(self.rw_sum_abs_err)
+    }
+
+    /// The random walk's RMSE on the same points.
+    pub fn rw_rmse(&self) -> f64 {
+        self.mean_of(self.rw_sum_sq_err).sqrt()
+    }
+
+    /// RMSE relative to the random walk's (below 1 beats the random walk); 1 when nothing was scored.
+    pub fn rmse_ratio(&self) -> f64 {
+        let rw = self.rw_rmse();
+        if rw > 0.0 { self.rmse() / rw } else { 1.0 }
+    }
+
+    /// Share of outcomes inside the 80% interval.
+    pub fn coverage80(&self) -> f64 {
+        self.mean_of(self.covered80 as f64)
+    }
+
+    /// Share of outcomes inside the 95% interval.
+    pub fn coverage95(&self) -> f64 {
+        self.mean_of(self.covered95 as f64)
+    }
+
+    /// Mean Winkler score of the 95% interval (price units).
+    pub fn winkler95(&self) -> f64 {
+        self.mean_of(self.sum_winkler95)
+    }
+
+    /// Mean width of the 95% interval (price units).
+    pub fn width95(&self) -> f64 {
+        self.mean_of(self.sum_width95)
+    }
+
+    /// A plain-data summary for reports and status replies.
+    pub fn summary(&self, horizon: &str) -> HorizonSummary {
+        HorizonSummary {
+            horizon: horizon.to_string(),
+            n: self.n,
+            mae: self.mae(),
+            rmse: self.rmse(),
+            rw_mae: self.rw_mae(),
+            rw_rmse: self.rw_rmse(),
+            rmse_ratio: self.rmse_ratio(),
+            coverage80: self.coverage80(),
+            coverage95: self.coverage95(),
+            winkler95: self.winkler95(),
+            width95: self.width95(),
+        }
+    }
+}
+
+/// The prequential metrics of one horizon, as reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HorizonSummary {
+    /// The horizon as configured (`1step`, `1d`, …).
+    pub horizon: String,
+    /// Forecasts scored.
+    pub n: u64,
+    /// Mean absolute error (price units).
+    pub mae: f64,
+    /// Root mean squared error (price units).
+    pub rmse: f64,
+    /// The random walk's MAE on the same points.
+    pub rw_mae: f64,
+    /// The random walk's RMSE on the same points.
+    pub rw_rmse: f64,
+    /// `rmse / rw_rmse`.
+    pub rmse_ratio: f64,
+    /// Share of outcomes inside the 80% interval.
+    pub coverage80: f64,
+    /// Share of outcomes inside the 95% interval.
+    pub coverage95: f64,
+    /// Mean Winkler score of the 95% interval.
+    pub winkler95: f64,
+    /// Mean width of the 95% interval.
+    pub width95: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn winkler_matches_definition() {
+        assert_eq!(winkler(1.0, 2.0, 1.5, 0.05), 1.0);
+        assert!((winkler(1.0, 2.0, 0.5, 0.05) - (1.0 + 40.0 * 0.5)).abs() < 1e-12);
+        assert!((winkler(1.0, 2.0, 3.0, 0.05) - (1.0 + 40.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn scores_against_the_random_walk() {
+        let mut s = HorizonScore::default();
+        let r = |mean: f64, actual: f64| Realised {
+            origin_mid: 10.0,
+            mean,
+            lo80: mean - 0.5,
+            hi80: mean + 0.5,
+            lo95: mean - 1.0,
+            hi95: mean + 1.0,
+            actual,
+        };
+        s.record(&r(10.0, 10.4));
+        s.record(&r(10.0, 9.0));
+        s.record(&r(f64::NAN, 9.0));
+        assert_eq!(s.n, 2);
+        assert!((s.mae() - 0.7).abs() < 1e-12);
+        assert!((s.rmse_ratio() - 1.0).abs() < 1e-12);
+        assert_eq!(s.coverage80(), 0.5);
+        assert_eq!(s.coverage95(), 1.0);
+        assert!((s.winkler95() - 2.0).abs() < 1e-12);
+    }
+}

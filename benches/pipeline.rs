@@ -1,0 +1,147 @@
+//! Per-stage and whole-pipeline benchmarks, each beside its floor measured in the same run.
+//!
+//! Floors: `floor/serde_json_value` parses each JSON line into a generic `serde_json::Value` (what any
+//! consumer must at least do), `floor/read_lines` only splits the buffer into lines. Stages: `parse`
+//! (`parse_tick`), `validate` (quality checks), `model` (Kalman + EWMA + RLS), `drift` (one signal
+//! monitor), `engine/on_tick` (parsed ticks through the whole engine) and `engine/from_json_lines`
+//! (parse + engine, the figure the README reports as ticks/s). Inputs are real EUR/USD ticks when
+//! `../shared/data` is present, else a seeded synthetic stream; setup is outside the timing.
+//!
+//! Run: `cargo bench --bench pipeline` (criterion prints time per batch of `BATCH` ticks; ticks/s is
+//! reported as throughput).
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+
+use cambio::config::EngineConfig;
+use cambio::drift::{DriftConfig, Signal, SignalMonitor};
+use cambio::engine::Engine;
+use cambio::quality::{QualityConfig, Validator};
+use cambio::replay::Item;
+use cambio::replay::source::CsvTicks;
+use cambio::replay::synth::{SplitMix64, SynthSpec, SynthTicks};
+use cambio::tick::{Pair, Tick, parse_tick};
+
+const BATCH: usize = 100_000;
+
+fn ticks() -> Vec<Tick> {
+    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/ticks/oanda_eurusd_ticks_201405.csv");
+    let pair = Pair::parse("EURUSD").unwrap();
+    let items: Vec<Item> = match CsvTicks::open(&real, Some(pair)) {
+        Ok(src) => src.take(BATCH).collect(),
+        Err(_) => {
+            let spec: SynthSpec = toml::from_str(&format!("seed = 1\nticks = {BATCH}\nmid = 1.38")).unwrap();
+            SynthTicks::new(spec, pair).unwrap().collect()
+        }
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, it)| match it {
+            Item::Tick(mut t) => {
+                t.seq = Some(i as u64 + 1);
+                Some(t)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn json_lines(ticks: &[Tick]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for t in ticks {
+        let line = serde_json::json!({
+            "pair": t.pair.as_str(),
+            "ts": cambio::time::format_ts(t.ts_us),
+            "bid": t.bid, "ask": t.ask, "source": "oanda", "seq": t.seq,
+        });
+        serde_json::to_writer(&mut buf, &line).unwrap();
+        buf.push(b'\n');
+    }
+    buf
+}
+
+fn bench(c: &mut Criterion) {
+    let ticks = ticks();
+    let lines = json_lines(&ticks);
+    let pair = ticks[0].pair;
+    let cfg = EngineConfig::default();
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(ticks.len() as u64));
+    g.sample_size(10);
+
+    g.bench_function("floor/read_lines", |b| b.iter(|| lines.split(|&c| c == b'\n').map(|l| black_box(l).len()).sum::<usize>()));
+    g.bench_function("floor/serde_json_value", |b| {
+        b.iter(|| {
+            for l in lines.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+                black_box(serde_json::from_slice::<serde_json::Value>(l).ok());
+            }
+        })
+    });
+    g.bench_function("parse", |b| {
+        b.iter(|| {
+            for l in lines.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+                black_box(parse_tick(l, Some(pair)).ok());
+            }
+        })
+    });
+    g.bench_function("validate", |b| {
+        b.iter_batched_ref(
+            || Validator::new(&QualityConfig::default()),
+            |v| {
+                for t in &ticks {
+                    black_box(v.check(t));
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("drift/one_signal", |b| {
+        let mut rng = SplitMix64::new(1);
+        let xs: Vec<f64> = (0..ticks.len()).map(|_| rng.student_t_unit(4)).collect();
+        b.iter_batched_ref(
+            || (SignalMonitor::new(Signal::Input, &DriftConfig::default()), Vec::new()),
+            |(m, alarms)| {
+                for (i, &x) in xs.iter().enumerate() {
+                    m.update(i as i64, x, alarms);
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("engine/on_tick", |b| {
+        b.iter_batched_ref(
+            || (Engine::new(pair, &cfg), Vec::with_capacity(16)),
+            |(e, out)| {
+                for t in &ticks {
+                    e.on_tick(t, out);
+                    black_box(out.len());
+                    out.clear();
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("engine/from_json_lines", |b| {
+        b.iter_batched_ref(
+            || (Engine::new(pair, &cfg), Vec::with_capacity(16)),
+            |(e, out)| {
+                for l in lines.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+                    match parse_tick(l, Some(pair)) {
+                        Ok(t) => e.on_tick(&t, out),
+                        Err(r) => e.on_rejected(r, None, String::new(), out),
+                    }
+                    black_box(out.len());
+                    out.clear();
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,296 @@
+//! Replay: files and scenarios fed through the same [`Engine`] as live serving, in process and
+//! deterministically, producing a [`Report`] (and, on request, every output as JSON lines).
+//!
+//! This is an edge: it reads files and the wall clock (for `ticks_per_sec` and the progress line only).
+//! The engine itself never sees either.
+
+pub mod report;
+pub mod scenario;
+pub mod source;
+pub mod synth;
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::config::EngineConfig;
+use crate::engine::{Engine, Output};
+use crate::quality::QuarantineReason;
+use crate::tick::{Factor, Pair};
+use crate::time::format_ts;
+
+pub use report::{AlarmEntry, Report};
+pub use scenario::Scenario;
+pub use source::Item;
+
+/// Why a replay could not run (bad lines are quarantined, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The input file could not be read or understood.
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    /// The scenario could not be loaded.
+    #[error(transparent)]
+    Scenario(#[from] scenario::ScenarioError),
+    /// The synthetic stream's spec is invalid.
+    #[error("synthetic data: {0}")]
+    Synthetic(String),
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Writing outputs failed.
+    #[error("writing outputs: {0}")]
+    Output(#[from] std::io::Error),
+    /// Too many distinct pairs in one input (each pair is an engine; the count is bounded).
+    #[error("more than {0} distinct pairs in one input")]
+    TooManyPairs(usize),
+}
+
+/// How to replay.
+#[derive(Default)]
+pub struct ReplayOptions {
+    /// Only this pair (ticks of others are pair mismatches); also the pair of files that do not name one.
+    pub pair: Option<Pair>,
+    /// Measure `ticks_per_sec` (off for byte-identical reports).
+    pub timing: bool,
+    /// Print a progress line to stderr on long runs (only when stderr is a terminal).
+    pub progress: bool,
+    /// Write every output as a JSON line here.
+    pub outputs: Option<Box<dyn Write>>,
+    /// Called with every output as it is produced (the demo prints from here).
+    pub observer: Option<Box<dyn FnMut(&Output)>>,
+}
+
+/// Most pairs one replay serves.
+pub const MAX_PAIRS: usize = 256;
+
+/// Ticks between progress updates.
+const PROGRESS_EVERY: u64 = 1 << 18;
+
+/// Runs `items` (with `factors` merged in by time) through one engine per pair.
+///
+/// # Errors
+/// [`ReplayError`] when outputs cannot be written or the input has too many pairs.
+pub fn run(
+    input: &str,
+    items: impl Iterator<Item = Item>,
+    mut factors: Vec<Factor>,
+    cfg: &EngineConfig,
+    mut opts: ReplayOptions,
+) -> Result<Report, ReplayError> {
+    cfg.validate().map_err(ReplayError::Config)?;
+    factors.sort_by_key(|f| f.ts_us);
+    let mut next_factor = 0;
+    let mut engines: BTreeMap<Pair, Engine> = BTreeMap::new();
+    let mut latest_factors: Vec<Factor> = Vec::new();
+    let mut out: Vec<Output> = Vec::with_capacity(16);
+    let mut alarms = Vec::new();
+    let mut n_factors = 0u64;
+    let mut unattributed: BTreeMap<String, u64> = BTreeMap::new();
+    let started = Instant::now();
+    let progress = opts.progress && std::io::stderr().is_terminal();
+    let mut seen = 0u64;
+
+    let apply_factor =
+        |f: &Factor, engines: &mut BTreeMap<Pair, Engine>, latest: &mut Vec<Factor>, n_factors: &mut u64| {
+            *n_factors += 1;
+            for e in engines.values_mut() {
+                e.on_factor(f);
+            }
+            match latest.iter_mut().find(|l| l.name == f.name) {
+                Some(l) => *l = f.clone(),
+                None => latest.push(f.clone()),
+            }
+        };
+
+    for item in items {
+        seen += 1;
+        if progress && seen.is_multiple_of(PROGRESS_EVERY) {
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            eprint!("\rreplay: {seen:>12} ticks  {:>10.0} ticks/s", seen as f64 / secs);
+        }
+        match item {
+            Item::Factor(f) => apply_factor(&f, &mut engines, &mut latest_factors, &mut n_factors),
+            Item::Tick(tick) => {
+                while next_factor < factors.len() && factors[next_factor].ts_us <= tick.ts_us {
+                    apply_factor(&factors[next_factor], &mut engines, &mut latest_factors, &mut n_factors);
+                    next_factor += 1;
+                }
+                if let Some(want) = opts.pair
+                    && want != tick.pair
+                {
+                    let engine = engine_for(&mut engines, want, cfg, &latest_factors)?;
+                    engine.on_rejected(QuarantineReason::PairMismatch, Some(tick.ts_us), tick_text(&tick), &mut out);
+                } else {
+                    engine_for(&mut engines, tick.pair, cfg, &latest_factors)?.on_tick(&tick, &mut out);
+                }
+            }
+            Item::Rejected { reason, pair, ts_us, raw } => match opts.pair.or(pair).or(engines.keys().next().copied()) {
+                Some(p) => engine_for(&mut engines, p, cfg, &latest_factors)?.on_rejected(reason, ts_us, raw, &mut out),
+                None => *unattributed.entry(reason.name().to_string()).or_default() += 1,
+            },
+        }
+        for o in out.drain(..) {
+            if let Output::Alarm(a) = &o
+                && alarms.len() < report::MAX_ALARMS_LISTED
+            {
+                alarms.push(AlarmEntry {
+                    pair: a.pair.to_string(),
+                    detector: a.alarm.detector.to_string(),
+                    signal: a.alarm.signal,
+                    ts: format_ts(a.alarm.ts_us),
+                    ts_us: a.alarm.ts_us,
+                    statistic: a.alarm.statistic,
+                    threshold: a.alarm.threshold,
+                });
+            }
+            if let Some(f) = opts.observer.as_mut() {
+                f(&o);
+            }
+            if let Some(w) = opts.outputs.as_mut() {
+                serde_json::to_writer(&mut *w, &o).map_err(std::io::Error::other)?;
+                w.write_all(b"\n")?;
+            }
+        }
+    }
+    if let Some(w) = opts.outputs.as_mut() {
+        w.flush()?;
+    }
+    if progress {
+        eprintln!();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let pairs: Vec<_> = engines.values().map(Engine::summary).collect();
+    let mut quarantined = unattributed.clone();
+    for p in &pairs {
+        for (k, v) in &p.quarantined {
+            *quarantined.entry(k.clone()).or_default() += v;
+        }
+    }
+    let ticks = pairs.iter().map(|p| p.ticks).sum::<u64>() + unattributed.values().sum::<u64>();
+    let first = pairs.first();
+    Ok(Report {
+        input: input.to_string(),
+        ticks,
+        accepted: pairs.iter().map(|p| p.accepted).sum(),
+        quarantined,
+        factors: n_factors,
+        horizons: first.map(|p| p.horizons.clone()).unwrap_or_default(),
+        alarms,
+        alarms_total: pairs.iter().map(|p| p.alarms_total).sum(),
+        adaptations: pairs.iter().map(|p| p.adaptations).sum(),
+        quality: first.map(|p| p.quality.clone()),
+        quality_worst: first.map(|p| p.quality_worst.clone()).unwrap_or_default(),
+        pairs,
+        expectations: Vec::new(),
+        passed: true,
+        ticks_per_sec: if opts.timing && elapsed > 0.0 { (ticks as f64 / elapsed).round() } else { 0.0 },
+    })
+}
+
+fn engine_for<'a>(
+    engines: &'a mut BTreeMap<Pair, Engine>,
+    pair: Pair,
+    cfg: &EngineConfig,
+    latest_factors: &[Factor],
+) -> Result<&'a mut Engine, ReplayError> {
+    if !engines.contains_key(&pair) {
+        if engines.len() >= MAX_PAIRS {
+            return Err(ReplayError::TooManyPairs(MAX_PAIRS));
+        }
+        let mut e = Engine::new(pair, cfg);
+        for f in latest_factors {
+            e.on_factor(f);
+        }
+        engines.insert(pair, e);
+    }
+    engines.get_mut(&pair).ok_or(ReplayError::TooManyPairs(MAX_PAIRS))
+}
+
+fn tick_text(t: &crate::tick::Tick) -> String {
+    serde_json::to_string(t).unwrap_or_default()
+}
+
+/// The kind of input a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// A scenario folder or `scenario.toml`.
+    Scenario,
+    /// A CSV file.
+    Csv,
+    /// A JSON-lines file.
+    Jsonl,
+}
+
+/// Tells a scenario, a CSV file and a JSON-lines file apart (by folder, extension, then first byte).
+pub fn input_kind(path: &Path) -> InputKind {
+    if path.is_dir() {
+        return InputKind::Scenario;
+    }
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("toml") => InputKind::Scenario,
+        Some("csv") => InputKind::Csv,
+        Some("jsonl" | "ndjson" | "json") => InputKind::Jsonl,
+        _ => {
+            let mut first = [0u8; 1];
+            let is_json = std::fs::File::open(path)
+                .and_then(|mut f| std::io::Read::read(&mut f, &mut first))
+                .is_ok_and(|n| n == 1 && first[0] == b'{');
+            if is_json { InputKind::Jsonl } else { InputKind::Csv }
+        }
+    }
+}
+
+/// Replays a tick file (CSV or JSON lines) with `cfg`.
+///
+/// # Errors
+/// [`ReplayError`] when the file cannot be read or understood.
+pub fn replay_file(path: &Path, cfg: &EngineConfig, opts: ReplayOptions) -> Result<Report, ReplayError> {
+    let name = path.display().to_string();
+    match input_kind(path) {
+        InputKind::Jsonl => run(&name, source::JsonlTicks::open(path, opts.pair)?, Vec::new(), cfg, opts),
+        _ => run(&name, source::CsvTicks::open(path, opts.pair)?, Vec::new(), cfg, opts),
+    }
+}
+
+/// Replays a scenario and checks its expectations (`report.passed`). `cfg_override`, when given, replaces
+/// the scenario's own `[config]`.
+///
+/// # Errors
+/// [`ReplayError`] when the scenario or its data cannot be loaded.
+pub fn replay_scenario(
+    scenario: &Scenario,
+    cfg_override: Option<&EngineConfig>,
+    mut opts: ReplayOptions,
+) -> Result<Report, ReplayError> {
+    let pair = Pair::parse(&scenario.pair)
+        .ok_or_else(|| ReplayError::Config(format!("scenario pair `{}` is not six uppercase letters", scenario.pair)))?;
+    opts.pair = Some(pair);
+    let cfg = cfg_override.unwrap_or(&scenario.config);
+    let mut factors = Vec::new();
+    for f in &scenario.factors {
+        let lag = match f.lag {
+            Some(crate::horizon::Horizon::Time { us }) => us,
+            Some(crate::horizon::Horizon::Steps(_)) => {
+                return Err(ReplayError::Config(format!("factor {}: lag must be a time span", f.name)));
+            }
+            None => 0,
+        };
+        factors.extend(source::read_factor_csv(&scenario.dir.join(&f.file), &f.name, lag)?);
+    }
+    let name = scenario.name.clone();
+    let mut report = if let Some(spec) = &scenario.synthetic {
+        let items = synth::SynthTicks::new(spec.clone(), pair).map_err(ReplayError::Synthetic)?;
+        run(&name, items, factors, cfg, opts)?
+    } else {
+        let data: PathBuf = scenario.data.as_ref().map(|d| scenario.dir.join(d)).unwrap_or_default();
+        match input_kind(&data) {
+            InputKind::Jsonl => run(&name, source::JsonlTicks::open(&data, Some(pair))?, factors, cfg, opts)?,
+            _ => run(&name, source::CsvTicks::open(&data, Some(pair))?, factors, cfg, opts)?,
+        }
+    };
+    report.expectations = scenario::check(&scenario.expect, &report);
+    report.passed = report.expectations.iter().all(|o| o.passed);
+    Ok(report)
+}

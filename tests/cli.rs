@@ -1,0 +1,116 @@
+//! The `cambio` binary as a user runs it: the demo, replay of files and scenarios, exit codes, and
+//! byte-identical reports for the same input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn cambio(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cambio")).args(args).output().expect("run cambio")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cambio-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn demo_replays_the_embedded_history_and_summarises() {
+    let out = cambio(&["demo"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{}", stdout, text(&out.stderr));
+    assert!(stdout.contains("ALARM"), "the 2008 and 2020 crises raise alarms:\n{stdout}");
+    assert!(stdout.contains("rw_rmse"), "a summary table is printed:\n{stdout}");
+    assert!(stdout.contains("2008-"), "{stdout}");
+}
+
+#[test]
+fn replay_reports_are_byte_identical_for_the_same_input() {
+    let dir = scratch("determinism");
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/vol_regime");
+    let (r1, r2) = (dir.join("r1.json"), dir.join("r2.json"));
+    let (o1, o2) = (dir.join("o1.jsonl"), dir.join("o2.jsonl"));
+    for (r, o) in [(&r1, &o1), (&r2, &o2)] {
+        let out = cambio(&[
+            "replay",
+            scenario.to_str().unwrap(),
+            "--no-timing",
+            "--report",
+            r.to_str().unwrap(),
+            "--out",
+            o.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let (a, b) = (std::fs::read(&r1).unwrap(), std::fs::read(&r2).unwrap());
+    assert!(a.len() > 1000);
+    assert_eq!(a, b, "reports differ");
+    let (a, b) = (std::fs::read(&o1).unwrap(), std::fs::read(&o2).unwrap());
+    assert!(a.len() > 1_000_000, "every forecast was written");
+    assert_eq!(a, b, "outputs differ");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&r1).unwrap()).unwrap();
+    for key in ["ticks", "accepted", "quarantined", "horizons", "alarms", "quality", "ticks_per_sec"] {
+        assert!(report.get(key).is_some(), "report has {key}");
+    }
+    for key in ["horizon", "n", "mae", "rmse", "rw_rmse", "coverage80", "coverage95", "winkler95"] {
+        assert!(report["horizons"][0].get(key).is_some(), "horizon has {key}");
+    }
+    for key in ["detector", "signal", "ts"] {
+        assert!(report["alarms"][0].get(key).is_some(), "alarm has {key}");
+    }
+}
+
+#[test]
+fn replay_of_a_csv_with_missing_cells_and_garbage_counts_them() {
+    let dir = scratch("csv");
+    let csv = dir.join("usdmxn.csv");
+    let mut body = String::from("date,usdmxn\n");
+    for d in 1..=28 {
+        body.push_str(&format!("2020-02-{d:02},{}\n", 18.5 + d as f64 * 0.01));
+    }
+    body.push_str("2020-03-01,\n2020-03-02,not-a-number\n2020-03-03,18.9\n");
+    std::fs::write(&csv, body).unwrap();
+    let report = dir.join("r.json");
+    let out = cambio(&["replay", csv.to_str().unwrap(), "--report", report.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["ticks"], 31);
+    assert_eq!(r["quarantined"]["missing_value"], 1);
+    assert_eq!(r["quarantined"]["malformed"], 1);
+    assert_eq!(r["accepted"], 29);
+}
+
+#[test]
+fn a_failed_expectation_exits_1_and_bad_input_exits_2() {
+    let dir = scratch("exit");
+    std::fs::write(
+        dir.join("scenario.toml"),
+        "name = \"impossible\"\npair = \"USDMXN\"\n[synthetic]\nseed = 1\nticks = 500\n\
+         [[expect]]\nkind = \"accepted_at_least\"\ncount = 1000\n",
+    )
+    .unwrap();
+    let out = cambio(&["replay", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("FAIL"));
+
+    let out = cambio(&["replay", dir.join("missing.csv").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("missing.csv"));
+
+    std::fs::write(dir.join("nopair.csv"), "date,value\n2020-01-01,1\n").unwrap();
+    let out = cambio(&["replay", dir.join("nopair.csv").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--pair"), "{}", text(&out.stderr));
+    let out = cambio(&["replay", dir.join("nopair.csv").to_str().unwrap(), "--pair", "USDMXN"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    std::fs::write(dir.join("bad.toml"), "name = \"x\"\npair = \"USDMXN\"\nunknown_key = 1\n").unwrap();
+    let out = cambio(&["replay", dir.join("bad.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown"), "{}", text(&out.stderr));
+}
