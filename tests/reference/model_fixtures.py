@@ -8,6 +8,7 @@ same library versions reproduces the files byte for byte.
 """
 import json
 import os
+from fractions import Fraction
 
 import numpy as np
 import padasip
@@ -51,6 +52,21 @@ data = sm.datasets.macrodata.load_pandas().data
 X = sm.add_constant(data["m1"]).to_numpy()
 y = data["cpi"].to_numpy()
 res = sm.RecursiveLS(y, X).fit()
+
+
+def exact_ols_path(X, y, k):
+    """OLS on the first t+1 observations, t >= k-1, in exact rational arithmetic (a k = 2 closed form)."""
+    assert k == 2
+    a = b = d = u = v = Fraction(0)
+    out = []
+    for (x0, x1), yt in zip(X, y):
+        x0, x1, yt = Fraction(x0), Fraction(x1), Fraction(yt)
+        a, b, d, u, v = a + x0 * x0, b + x0 * x1, d + x1 * x1, u + x0 * yt, v + x1 * yt
+        det = a * d - b * b
+        out.append([float((d * u - b * v) / det), float((a * v - b * u) / det)] if det != 0 else [0.0, 0.0])
+    return out
+
+
 dump(
     "rls_statsmodels_macrodata.json",
     {
@@ -63,6 +79,9 @@ dump(
         # resid_recursive: e_t / sqrt(1 + x_t' P_{t-1} x_t) (statsmodels: standardized forecast error * sqrt(scale))
         "resid_recursive": vec(res.resid_recursive),
         "final_params": vec(res.params),
+        # Not from statsmodels: the same path in exact rational arithmetic (Python fractions), because
+        # statsmodels' exact diffuse recursion carries ~1e-8 relative error through its first steps.
+        "exact_ols_coefficients": exact_ols_path(X, y, 2),
     },
 )
 
@@ -101,6 +120,9 @@ level = 3.0 + np.cumsum(np.sqrt(level_var) * rng.normal(size=T))
 yy = level + np.sqrt(obs_var) * rng.normal(size=T)
 uc = UnobservedComponents(yy, "local level", use_exact_diffuse=True)
 params = np.array([obs_var, level_var])  # [sigma2.irregular, sigma2.level]
+# tolerance = 0 disables statsmodels' steady-state shortcut (it freezes P once it has converged to within
+# the tolerance, which leaves ~1e-8 relative differences); we always run the full recursion.
+uc.ssm.tolerance = 0
 ucr = uc.filter(params)
 H = 10
 fc = ucr.get_forecast(steps=H)
@@ -125,7 +147,8 @@ dump(
     "local_level.json",
     {
         "produced_by": (
-            f"statsmodels {statsmodels.__version__} UnobservedComponents('local level', use_exact_diffuse=True)"
+            f"statsmodels {statsmodels.__version__} UnobservedComponents('local level', use_exact_diffuse=True,"
+            " ssm.tolerance=0)"
             f".filter([obs_var, level_var]); filterpy {filterpy.__version__} KalmanFilter(dim_x=1) started at"
             " x=y0, P=obs_var; numpy seed 7"
         ),
