@@ -75,3 +75,24 @@ impl Forecast {
 pub(crate) fn clamp_finite(v: f64, lo: f64, hi: f64) -> f64 {
     if v.is_nan() { lo } else { v.clamp(lo, hi) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_is_symmetric_and_survives_a_bad_variance() {
+        let f = Forecast { mean: 1.0, var: 4.0 };
+        assert_eq!(f.interval(1.96), (1.0 - 3.92, 1.0 + 3.92));
+        let g = Forecast { mean: 1.0, var: -1.0 };
+        assert_eq!(g.interval(1.96), (1.0, 1.0));
+    }
+
+    #[test]
+    fn clamp_finite_maps_nan_to_the_floor() {
+        assert_eq!(clamp_finite(f64::NAN, 1.0, 2.0), 1.0);
+        assert_eq!(clamp_finite(f64::INFINITY, 1.0, 2.0), 2.0);
+        assert_eq!(clamp_finite(f64::NEG_INFINITY, 1.0, 2.0), 1.0);
+        assert_eq!(clamp_finite(1.5, 1.0, 2.0), 1.5);
+    }
+}

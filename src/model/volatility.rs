@@ -11,6 +11,9 @@
 //! or per unit time (half-life in seconds: right for ticks, whose arrival rate varies with activity, so that
 //! a burst of quotes does not flush the memory in seconds).
 //!
+//! Normalising by the sum of weights (rather than the textbook recursion `σ² ← λσ² + (1-λ)r²`) needs no
+//! seed variance and is unbiased from the first return; once `λⁿ` is negligible the two coincide.
+//!
 //! Both estimates are floored (a constant series must not give zero-width intervals) and capped.
 
 use serde::{Deserialize, Serialize};
