@@ -86,10 +86,11 @@ pub struct QualityConfig {
     pub jump_window: usize,
     /// Returns needed before the jump check applies. Default 32.
     pub jump_min_history: usize,
-    /// The median/MAD are recomputed every this many accepted ticks (O(window) work amortised). Default 32.
+    /// The median/MAD are recomputed every this many accepted ticks (O(window) work amortised over them). Default 128.
     pub jump_recompute_every: usize,
     /// Floor of the robust sigma (log-return units), so a quiet market whose mid rarely changes (MAD = 0)
-    /// does not flag every one-pip move. Default 1e-4 (1 bp), so the smallest band is k bp.
+    /// does not flag every one-pip move. Default 2.5e-4 (2.5 bp), so the smallest band is 25 bp: the real
+    /// EUR/USD pass showed news moves (NFP, 15 bp in 14 ms) inside a 10 bp band; fat fingers are ≥ 1 %.
     pub jump_min_sigma: f64,
     /// Cap of the time scaling `sqrt(gap / typical gap)` of the band: returns over a long gap (a weekend)
     /// are legitimately larger. Default 30; 1 disables time scaling.
@@ -162,8 +163,8 @@ impl Default for QualityConfig {
             jump_k: 10.0,
             jump_window: 256,
             jump_min_history: 32,
-            jump_recompute_every: 32,
-            jump_min_sigma: 1e-4,
+            jump_recompute_every: 128,
+            jump_min_sigma: 2.5e-4,
             jump_max_time_scale: 30.0,
             reanchor_after: 3,
             max_arrival_lag_us: 30 * US_PER_SEC,

@@ -34,14 +34,33 @@ fn price_bits(p: Option<f64>) -> u64 {
     p.map_or(0x7FF8_DEAD_BEEF_0001, |x| if x == 0.0 { 0 } else { x.to_bits() })
 }
 
-/// The fingerprint of a tick's content: source, timestamp and prices (not `seq`, not `arrival_us`).
-pub(crate) fn content_hash(t: &Tick) -> u64 {
-    let mut h = mix(t.ts_us as u64);
-    for chunk in t.source.as_str().as_bytes().chunks(8) {
-        let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        h = combine(h, u64::from_le_bytes(w));
+/// A fixed-seed streaming hasher, so `#[derive(Hash)]` types (the inline source id) hash the same in every
+/// run and process.
+struct Fixed(u64);
+
+impl std::hash::Hasher for Fixed {
+    fn finish(&self) -> u64 {
+        self.0
     }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.0 = combine(self.0, u64::from_le_bytes(w));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.0 = combine(self.0, i as u64);
+    }
+}
+
+/// The fingerprint of a tick's content: source, timestamp and prices (not `seq`, not `arrival_us`).
+#[inline]
+pub(crate) fn content_hash(t: &Tick) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = Fixed(mix(t.ts_us as u64));
+    t.source.hash(&mut hasher);
+    let mut h = hasher.finish();
     h = combine(h, price_bits(t.bid));
     h = combine(h, price_bits(t.ask));
     combine(h, price_bits(t.mid))
@@ -108,6 +127,42 @@ impl RecentSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tick::{Pair, Source};
+
+    #[test]
+    fn content_hash_covers_source_time_and_prices() {
+        let t = Tick {
+            pair: Pair::parse("USDMXN").unwrap(),
+            ts_us: 1,
+            bid: Some(20.0),
+            ask: Some(20.1),
+            mid: None,
+            source: Source::new("a").unwrap(),
+            seq: Some(1),
+            arrival_us: None,
+        };
+        let h = content_hash(&t);
+        assert_eq!(
+            h,
+            content_hash(&Tick {
+                seq: Some(2),
+                arrival_us: Some(5),
+                ..t
+            })
+        );
+        for other in [
+            Tick { ts_us: 2, ..t },
+            Tick { bid: Some(20.01), ..t },
+            Tick { ask: None, ..t },
+            Tick { mid: Some(20.05), ..t },
+            Tick {
+                source: Source::new("b").unwrap(),
+                ..t
+            },
+        ] {
+            assert_ne!(content_hash(&other), h);
+        }
+    }
 
     #[test]
     fn remembers_the_window_and_forgets_older() {

@@ -56,7 +56,21 @@ impl Store {
         }
     }
 
+    #[inline]
     fn add(&mut self, idx: i64, n: u64) {
+        // Hot path: inside the current range.
+        if let Some(c) = usize::try_from(idx.wrapping_sub(self.offset))
+            .ok()
+            .and_then(|i| self.counts.get_mut(i))
+        {
+            *c += n;
+            return;
+        }
+        self.add_slow(idx, n);
+    }
+
+    #[cold]
+    fn add_slow(&mut self, idx: i64, n: u64) {
         if self.counts.is_empty() {
             self.offset = idx;
             self.counts.push(n);
@@ -96,6 +110,7 @@ impl Store {
         self.counts = counts;
     }
 
+    #[cfg(test)]
     fn total(&self) -> u64 {
         self.counts.iter().sum()
     }
@@ -142,8 +157,12 @@ impl DdSketch {
         self.count
     }
 
+    #[inline]
     fn index(&self, magnitude: f64) -> i64 {
-        (approx_log2(magnitude) * self.multiplier).floor() as i64
+        // floor without a libm call: truncate, then step down for negative non-integers.
+        let y = approx_log2(magnitude) * self.multiplier;
+        let i = y as i64;
+        if (i as f64) > y { i - 1 } else { i }
     }
 
     /// The representative of bucket `idx`: the point with equal relative distance to both bucket edges.
@@ -155,6 +174,7 @@ impl DdSketch {
     }
 
     /// Adds one value. Non-finite values are ignored (the profile counts them as nulls).
+    #[inline]
     pub fn add(&mut self, x: f64) {
         if !x.is_finite() {
             return;
