@@ -37,7 +37,7 @@ impl Ring {
             self.buf.push(x);
         } else if let Some(slot) = self.buf.get_mut(self.head) {
             *slot = x;
-            self.head = (self.head + 1) % self.cap;
+            self.head = if self.head + 1 == self.cap { 0 } else { self.head + 1 };
         }
     }
 

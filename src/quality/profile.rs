@@ -11,8 +11,10 @@ use super::sketch::DdSketch;
 pub struct FieldProfile {
     count: u64,
     nulls: u64,
-    min: Option<f64>,
-    max: Option<f64>,
+    /// Meaningful only when `count > 0` (kept as plain floats: no branch on an `Option` per value, and
+    /// always finite so the state serializes to JSON).
+    min: f64,
+    max: f64,
     mean: f64,
     m2: f64,
     sketch: DdSketch,
@@ -51,8 +53,8 @@ impl FieldProfile {
         FieldProfile {
             count: 0,
             nulls: 0,
-            min: None,
-            max: None,
+            min: 0.0,
+            max: 0.0,
             mean: 0.0,
             m2: 0.0,
             sketch: DdSketch::new(alpha, max_buckets),
@@ -66,9 +68,13 @@ impl FieldProfile {
             self.nulls += 1;
             return;
         };
+        if self.count == 0 {
+            (self.min, self.max) = (x, x);
+        } else {
+            self.min = self.min.min(x);
+            self.max = self.max.max(x);
+        }
         self.count += 1;
-        self.min = Some(self.min.map_or(x, |m| m.min(x)));
-        self.max = Some(self.max.map_or(x, |m| m.max(x)));
         let d = x - self.mean;
         self.mean += d / self.count as f64;
         self.m2 += d * (x - self.mean);
@@ -81,8 +87,8 @@ impl FieldProfile {
         FieldSummary {
             count: self.count,
             nulls: self.nulls,
-            min: self.min,
-            max: self.max,
+            min: (self.count > 0).then_some(self.min),
+            max: (self.count > 0).then_some(self.max),
             mean: (self.count > 0).then_some(self.mean),
             variance: (self.count > 1).then(|| self.m2 / (self.count - 1) as f64),
             p01: q(0.01),

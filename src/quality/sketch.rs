@@ -82,6 +82,14 @@ impl Store {
             self.counts[(idx - lo) as usize] += n;
             return;
         }
+        if idx < lo
+            && self.counts.len() >= self.max_buckets
+            && let Some(lowest) = self.counts.first_mut()
+        {
+            // Already collapsed to the cap: fold into the lowest bucket without re-laying the store.
+            *lowest += n;
+            return;
+        }
         self.regrow(lo.min(idx), hi.max(idx), idx > hi);
         let at = idx.max(self.offset);
         self.counts[(at - self.offset) as usize] += n;

@@ -25,6 +25,8 @@ pub(crate) enum SeqOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct SourceState {
     source: Source,
+    /// Fingerprint of the id for content hashing, computed once.
+    hash: u64,
     last_seq: Option<u64>,
     seen_mask: u64,
     /// Last accepted (mid, ts) of this source.
@@ -60,6 +62,7 @@ impl SourceTable {
         }
         let fresh = SourceState {
             source,
+            hash: super::duplicates::source_hash(&source),
             last_seq: None,
             seen_mask: 0,
             last_mid: None,
@@ -139,6 +142,12 @@ impl SourceTable {
             }
         }
         n > 0 && (mid / (sum / n as f64)).ln().abs() > band
+    }
+
+    /// The cached fingerprint of the source in `slot`.
+    #[inline]
+    pub(crate) fn hash(&self, slot: usize) -> u64 {
+        self.entries.get(slot).map_or(0, |e| e.hash)
     }
 
     /// The source's last accepted `(mid, ts)`.

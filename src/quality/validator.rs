@@ -235,7 +235,7 @@ impl Validator {
         if duplicate_seq {
             return Err(QuarantineReason::DuplicateSeq);
         }
-        let fingerprint = content_hash(t);
+        let fingerprint = content_hash(t, self.sources.hash(slot));
         if self.recent.contains(fingerprint) {
             return Err(QuarantineReason::DuplicateContent);
         }
