@@ -147,10 +147,11 @@ mod tests {
             seq: Some(1),
             arrival_us: None,
         };
-        let h = content_hash(&t);
+        let hash = |t: &Tick| content_hash(t, source_hash(&t.source));
+        let h = hash(&t);
         assert_eq!(
             h,
-            content_hash(&Tick {
+            hash(&Tick {
                 seq: Some(2),
                 arrival_us: Some(5),
                 ..t
