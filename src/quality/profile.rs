@@ -78,6 +78,11 @@ impl FieldProfile {
         let d = x - self.mean;
         self.mean += d / self.count as f64;
         self.m2 += d * (x - self.mean);
+        // Values near ±f64::MAX of both signs could overflow; keep the state finite so it always serializes.
+        if !(self.mean.is_finite() && self.m2.is_finite()) {
+            self.mean = self.mean.clamp(f64::MIN, f64::MAX);
+            self.m2 = f64::MAX;
+        }
         self.sketch.add(x);
     }
 

@@ -132,7 +132,7 @@ impl ScoreWindow {
         self.current = (self.current + 1) % self.buckets.len();
         if let Some(old) = self.buckets.get_mut(self.current) {
             for (s, o) in self.sums.iter_mut().zip(old.iter()) {
-                *s -= *o;
+                *s = s.saturating_sub(*o);
             }
             *old = [0; N_COUNTERS];
         }

@@ -293,6 +293,10 @@ impl Validator {
         let mut anchor_gap_us = 0;
         if let Some((prev, prev_ts)) = anchor {
             let r = (mid / prev).ln();
+            if !r.is_finite() {
+                // The ratio overflowed (e.g. 1e300 after 1e-300): implausible by any standard.
+                return Err(QuarantineReason::ImplausibleJump);
+            }
             anchor_gap_us = t.ts_us.saturating_sub(prev_ts);
             if clock_jumped {
                 flags |= Flags::REANCHORED;

@@ -529,5 +529,7 @@ fn never_panics_on_extreme_values() {
     }
     let report = v.scores();
     assert_eq!(report.total_received, n);
-    serde_json::to_string(&v).unwrap();
+    let json = serde_json::to_string(&v).unwrap();
+    let back: Validator = serde_json::from_str(&json).unwrap();
+    assert_eq!(serde_json::to_string(&back).unwrap(), json);
 }
