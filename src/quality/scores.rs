@@ -237,7 +237,12 @@ impl ScoreWindow {
         }
         for (i, d) in Dimension::ALL.into_iter().enumerate() {
             let (defects, total) = self.counts(d);
-            out[i] = Status::of(Self::score_of(defects, total), self.thresholds[i]);
+            // Fast path without a division: no defects is a perfect score.
+            out[i] = if defects == 0 {
+                Status::of(1.0, self.thresholds[i])
+            } else {
+                Status::of(Self::score_of(defects, total), self.thresholds[i])
+            };
         }
         out
     }
