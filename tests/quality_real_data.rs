@@ -53,12 +53,21 @@ fn real_eurusd_month_is_mostly_accepted() {
         }
         status_changes += usize::from(v.take_status_change());
     }
-    let elapsed = start.elapsed();
+    let mut best = start.elapsed();
+    // Timing on shared cores is noisy: report the best of a few more passes over fresh validators.
+    for _ in 0..3 {
+        let mut again = Validator::new(&QualityConfig::default());
+        let start = Instant::now();
+        for t in &ticks {
+            std::hint::black_box(again.check(t));
+        }
+        best = best.min(start.elapsed());
+    }
     eprintln!(
-        "{} ticks in {:.3} s ({:.0} ns/tick)",
+        "{} ticks, best pass {:.3} s ({:.0} ns/tick)",
         ticks.len(),
-        elapsed.as_secs_f64(),
-        elapsed.as_nanos() as f64 / ticks.len() as f64
+        best.as_secs_f64(),
+        best.as_nanos() as f64 / ticks.len() as f64
     );
     for r in QuarantineReason::ALL {
         let n = v.quarantined(r);
