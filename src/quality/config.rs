@@ -86,7 +86,7 @@ pub struct QualityConfig {
     pub jump_window: usize,
     /// Returns needed before the jump check applies. Default 32.
     pub jump_min_history: usize,
-    /// The median/MAD are recomputed every this many accepted ticks (O(window) work amortised over them). Default 128.
+    /// The median/MAD are recomputed every this many accepted ticks (O(window) work amortised over them). Default 256 (once per window turnover).
     pub jump_recompute_every: usize,
     /// Floor of the robust sigma (log-return units), so a quiet market whose mid rarely changes (MAD = 0)
     /// does not flag every one-pip move. Default 2.5e-4 (2.5 bp), so the smallest band is 25 bp: the real
@@ -163,7 +163,7 @@ impl Default for QualityConfig {
             jump_k: 10.0,
             jump_window: 256,
             jump_min_history: 32,
-            jump_recompute_every: 128,
+            jump_recompute_every: 256,
             jump_min_sigma: 2.5e-4,
             jump_max_time_scale: 30.0,
             reanchor_after: 3,
