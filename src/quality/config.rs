@@ -82,11 +82,13 @@ pub struct QualityConfig {
     /// Band half-width in robust sigmas (1.4826·MAD of recent log-returns). Default 10: tick returns are
     /// fat-tailed, and a fat-finger error is usually tens of sigmas away.
     pub jump_k: f64,
-    /// Number of recent log-returns of accepted mids behind the band. Default 256.
+    /// Number of recent log-returns behind the band (each accepted mid against the same source's previous
+    /// accepted mid, so quoting offsets between sources are not mistaken for volatility). Default 256.
     pub jump_window: usize,
     /// Returns needed before the jump check applies. Default 32.
     pub jump_min_history: usize,
-    /// The median/MAD are recomputed every this many accepted ticks (O(window) work amortised over them). Default 256 (once per window turnover).
+    /// The median/MAD are recomputed every this many accepted returns (O(window) work amortised over them),
+    /// and at each doubling of the history while the window fills. Default 256 (once per window turnover).
     pub jump_recompute_every: usize,
     /// Floor of the robust sigma (log-return units), so a quiet market whose mid rarely changes (MAD = 0)
     /// does not flag every one-pip move. Default 2.5e-4 (2.5 bp), so the smallest band is 25 bp: the real

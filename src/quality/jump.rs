@@ -86,6 +86,8 @@ pub(crate) struct JumpBand {
     #[serde(skip)]
     scratch: Vec<f64>,
     since_fit: usize,
+    /// History length at the last fit (so early fits happen at each doubling while the window fills).
+    fit_len: usize,
     fitted: bool,
     center: f64,
     sigma: f64,
@@ -120,6 +122,7 @@ impl JumpBand {
             gaps_us: Ring::new(window),
             scratch: Vec::with_capacity(window),
             since_fit: 0,
+            fit_len: 0,
             fitted: false,
             center: 0.0,
             sigma: 0.0,
@@ -172,10 +175,11 @@ impl JumpBand {
         self.returns.push(r);
         self.gaps_us.push(gap_us.max(0) as f64);
         self.since_fit += 1;
+        let len = self.returns.len();
         let due = if self.fitted {
-            self.since_fit >= self.recompute_every
+            self.since_fit >= self.recompute_every || len >= 2 * self.fit_len
         } else {
-            self.returns.len() >= self.min_history
+            len >= self.min_history
         };
         if due {
             self.refit();
@@ -184,6 +188,7 @@ impl JumpBand {
 
     fn refit(&mut self) {
         self.since_fit = 0;
+        self.fit_len = self.returns.len();
         self.scratch.clear();
         self.scratch.extend_from_slice(self.returns.values());
         let Some(center) = median_in_place(&mut self.scratch) else {
@@ -221,6 +226,7 @@ impl PartialEq for JumpBand {
         self.returns == other.returns
             && self.gaps_us == other.gaps_us
             && self.since_fit == other.since_fit
+            && self.fit_len == other.fit_len
             && self.fitted == other.fitted
             && self.center == other.center
             && self.sigma == other.sigma
