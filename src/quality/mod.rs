@@ -29,6 +29,6 @@ pub use config::{QualityConfig, QualityConfigError, Threshold, Thresholds};
 pub use flags::Flags;
 pub use profile::{FieldProfile, FieldSummary, Profile, ProfileReport};
 pub use reason::{Dimension, QuarantineReason};
-pub use scores::{DimensionScore, QualityReport, ReasonCount, Status};
+pub use scores::{DimensionScore, FlagCount, QualityReport, ReasonCount, Status};
 pub use sketch::{DdSketch, SketchError};
 pub use validator::{Validator, Verdict};

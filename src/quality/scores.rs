@@ -78,6 +78,15 @@ pub struct ReasonCount {
     pub count: u64,
 }
 
+/// How many accepted ticks carried a flag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagCount {
+    /// The flag's report name (see [`crate::quality::Flags::NAMED`]).
+    pub flag: String,
+    /// Accepted ticks carrying it.
+    pub count: u64,
+}
+
 /// The quality of one pair's stream: plain data for publishing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QualityReport {
@@ -96,7 +105,7 @@ pub struct QualityReport {
     /// Quarantines since start, by reason (non-zero only).
     pub total_quarantined: Vec<ReasonCount>,
     /// Accepted ticks carrying each flag since start (non-zero only), by flag name.
-    pub total_flagged: Vec<(String, u64)>,
+    pub total_flagged: Vec<FlagCount>,
 }
 
 /// The ring of count buckets and the running window sums.

@@ -16,7 +16,7 @@ use super::jump::{JumpBand, JumpOutcome};
 use super::price::check_prices;
 use super::profile::Profile;
 use super::reason::QuarantineReason;
-use super::scores::{QualityReport, ReasonCount, ScoreWindow, Status};
+use super::scores::{FlagCount, QualityReport, ReasonCount, ScoreWindow, Status};
 use super::sources::{SeqOutcome, SourceTable};
 use super::timeliness::{FactorAges, expected_missing};
 use crate::tick::Tick;
@@ -184,7 +184,10 @@ impl Validator {
                 .iter()
                 .zip(self.total_flagged)
                 .filter(|(_, c)| *c > 0)
-                .map(|((_, name), c)| ((*name).to_string(), c))
+                .map(|((_, name), count)| FlagCount {
+                    flag: (*name).to_string(),
+                    count,
+                })
                 .collect(),
         }
     }
