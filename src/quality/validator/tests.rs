@@ -533,3 +533,34 @@ fn never_panics_on_extreme_values() {
     let back: Validator = serde_json::from_str(&json).unwrap();
     assert_eq!(serde_json::to_string(&back).unwrap(), json);
 }
+
+#[test]
+fn degenerate_config_is_clamped_not_a_panic() {
+    let cfg = QualityConfig {
+        max_rel_spread: f64::NAN,
+        jump_k: -1.0,
+        jump_window: 0,
+        jump_min_history: 0,
+        jump_recompute_every: 0,
+        jump_min_sigma: f64::INFINITY,
+        jump_max_time_scale: f64::NAN,
+        reanchor_after: 0,
+        dup_window: 0,
+        max_sources: 0,
+        max_factors: 0,
+        expected_interval_us: Some(-5),
+        score_bucket_ticks: 0,
+        score_bucket_us: Some(0),
+        score_buckets: 0,
+        sketch_rel_accuracy: f64::NAN,
+        sketch_max_buckets: 0,
+        ..Default::default()
+    };
+    assert!(cfg.validate().is_err());
+    let mut v = Validator::new(&cfg);
+    for t in hostile_stream(2_000) {
+        v.check(&t);
+    }
+    v.on_factor("TIIE28", 0);
+    assert_eq!(v.scores().total_received, 2_000);
+}
