@@ -113,7 +113,7 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("engine/on_tick", |b| {
         b.iter_batched_ref(
-            || (Engine::new(pair, &cfg), Vec::with_capacity(16)),
+            || (Engine::new(pair, &cfg).unwrap(), Vec::with_capacity(16)),
             |(e, out)| {
                 for t in &ticks {
                     e.on_tick(t, out);
@@ -126,7 +126,7 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("engine/from_json_lines", |b| {
         b.iter_batched_ref(
-            || (Engine::new(pair, &cfg), Vec::with_capacity(16)),
+            || (Engine::new(pair, &cfg).unwrap(), Vec::with_capacity(16)),
             |(e, out)| {
                 for l in lines.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
                     match parse_tick(l, Some(pair)) {

@@ -32,7 +32,7 @@ pub struct ModelConfig {
     /// Learning rate of the adaptive interval multipliers.
     pub interval_gamma: f64,
     /// Kalman local-level filter settings.
-    pub kalman: crate::model::KalmanConfig,
+    pub kalman: crate::model::LocalLevelConfig,
     /// Name of the domestic policy-rate factor (e.g. `BANXICO_RATE` or `TIIE28`), for the carry feature.
     pub domestic_rate: Option<String>,
     /// Name of the foreign policy-rate factor (e.g. `FED_FUNDS`).
@@ -121,6 +121,7 @@ impl EngineConfig {
         if !(m.rls_delta > 0.0 && m.weight_prior >= 0.0 && m.interval_gamma > 0.0 && m.interval_gamma < 1.0) {
             return Err("model.rls_delta > 0, model.weight_prior >= 0, 0 < model.interval_gamma < 1".into());
         }
+        m.kalman.validate().map_err(|e| format!("model.kalman: {e}"))?;
         Ok(())
     }
 }

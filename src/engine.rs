@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use nalgebra::SVector;
+
 use serde::Serialize;
 
 use crate::config::EngineConfig;
@@ -18,7 +20,7 @@ use crate::forecast::features::{FeatureState, N_FEATURES};
 use crate::forecast::interval::AdaptiveQuantile;
 use crate::forecast::{DriftStatus, Forecast, HorizonForecast, ModelId};
 use crate::horizon::Horizon;
-use crate::model::{EwmaVol, LocalLevel, Rls};
+use crate::model::{EwmaVol, EwmaVolConfig, LocalLevel, ModelError, Rls, RlsConfig, RlsInit, VolDecay};
 use crate::quality::{Dimension, QualityReport, QuarantineReason, Status, Validator, Verdict};
 use crate::tick::{Factor, Pair, Source, Tick};
 use crate::time::format_ts;
@@ -118,6 +120,17 @@ struct HorizonState {
     last_registered_us: Option<i64>,
 }
 
+/// Why an engine could not be built: its configuration is invalid.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    /// A configuration value is out of range.
+    #[error("invalid engine configuration: {0}")]
+    Config(String),
+    /// A model rejected its settings.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
 /// A pair's engine state and counters.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Engine {
@@ -134,6 +147,8 @@ pub struct Engine {
     accepted: u64,
     quarantined: [u64; QuarantineReason::ALL.len()],
     last_log_mid: Option<f64>,
+    last_ts_us: Option<i64>,
+    mean_dt_secs: f64,
     adapting_until: Option<u64>,
     adaptations: u64,
     alarms_total: u64,
@@ -143,6 +158,12 @@ pub struct Engine {
     #[serde(skip)]
     alarm_buf: Vec<Alarm>,
 }
+
+/// Weight of each new spacing in the average tick spacing (memory of about 200 ticks).
+const DT_ALPHA: f64 = 0.005;
+
+/// Most horizons per engine (checked by [`EngineConfig::validate`]).
+const MAX_HORIZONS: usize = 16;
 
 /// Most distinct factors remembered per engine (factor names come from the network: bounded).
 const MAX_FACTORS: usize = 64;
@@ -179,15 +200,27 @@ pub struct EngineSummary {
 }
 
 impl Engine {
-    /// A fresh engine for `pair`. The configuration should have passed [`EngineConfig::validate`].
-    pub fn new(pair: Pair, cfg: &EngineConfig) -> Engine {
+    /// A fresh engine for `pair`.
+    ///
+    /// # Errors
+    /// [`EngineError`] when the configuration is invalid.
+    pub fn new(pair: Pair, cfg: &EngineConfig) -> Result<Engine, EngineError> {
+        cfg.validate().map_err(EngineError::Config)?;
         let m = &cfg.model;
+        let rls_cfg = RlsConfig { forgetting: m.forgetting, init: RlsInit::Ridge { delta: m.rls_delta }, max_trace: 1e6 };
+        let rls = Rls::new(rls_cfg)?;
+        let vol_cfg = EwmaVolConfig {
+            decay: VolDecay::PerObservation { lambda: m.vol_lambda },
+            max_gap_secs: 4.0 * 86_400.0,
+            initial_var_per_obs: PRIOR_STEP_VOL * PRIOR_STEP_VOL,
+            ..EwmaVolConfig::default()
+        };
         let horizons = cfg
             .horizons
             .iter()
             .map(|&horizon| HorizonState {
                 horizon,
-                rls: Rls::new(m.forgetting, m.rls_delta),
+                rls: rls.clone(),
                 weight: SignalWeight::new(m.weight_decay, m.weight_prior),
                 q80: AdaptiveQuantile::new(0.20, 1.2816, m.interval_gamma),
                 q95: AdaptiveQuantile::new(0.05, 1.96, m.interval_gamma),
@@ -196,12 +229,12 @@ impl Engine {
                 last_registered_us: None,
             })
             .collect();
-        Engine {
+        Ok(Engine {
             pair,
             model_id: Arc::new(ModelId { name: m.name.clone(), version: m.version.clone() }),
             validator: Validator::new(&cfg.quality),
-            kalman: LocalLevel::new(m.kalman.clone()),
-            vol: EwmaVol::new(m.vol_lambda),
+            kalman: LocalLevel::new(m.kalman)?,
+            vol: EwmaVol::new(vol_cfg)?,
             features: FeatureState::default(),
             horizons,
             monitors: [Signal::Input, Signal::Prediction, Signal::Residual]
@@ -212,6 +245,8 @@ impl Engine {
             accepted: 0,
             quarantined: [0; QuarantineReason::ALL.len()],
             last_log_mid: None,
+            last_ts_us: None,
+            mean_dt_secs: 0.0,
             adapting_until: None,
             adaptations: 0,
             alarms_total: 0,
@@ -220,7 +255,7 @@ impl Engine {
             quality_worst: [Status::Ok; Dimension::ALL.len()],
             alarm_buf: Vec::new(),
             cfg: cfg.clone(),
-        }
+        })
     }
 
     /// The pair this engine serves.
@@ -297,17 +332,21 @@ impl Engine {
     }
 
     fn step_sigma(&self) -> f64 {
-        let s = self.vol.var_per_step().sqrt();
+        let s = self.vol.var_per_obs().sqrt();
         if s.is_finite() && s > 0.0 { s } else { PRIOR_STEP_VOL }
     }
 
-    /// The standard deviation of the log-return to a horizon, from the EWMA volatility.
+    /// The standard deviation of the log-return to a horizon: the EWMA per-observation variance times the
+    /// number of observations the horizon spans. For a time horizon that number comes from the average
+    /// spacing of accepted ticks (weekends included), so `1w` on business-day fixings is about five steps
+    /// and `1m` on one-second ticks sixty; the adaptive multipliers correct what this misses.
     fn horizon_sigma(&self, h: Horizon) -> f64 {
-        let var = match h {
-            Horizon::Steps(n) => self.vol.var_per_step() * n as f64,
-            Horizon::Time { us } => self.vol.var_over_secs(us as f64 / 1e6),
+        let steps = match h {
+            Horizon::Steps(n) => n as f64,
+            Horizon::Time { us } if self.mean_dt_secs > 0.0 => (us as f64 / 1e6 / self.mean_dt_secs).max(1.0),
+            Horizon::Time { .. } => 1.0,
         };
-        let s = var.sqrt();
+        let s = (self.vol.var_per_obs() * steps).sqrt();
         if s.is_finite() && s > 0.0 { s } else { PRIOR_STEP_VOL }
     }
 
@@ -340,7 +379,7 @@ impl Engine {
                     actual: mid,
                 });
                 let y_std = (y - p.origin_log_mid) / p.sigma;
-                h.rls.update(&p.x, y_std.clamp(-10.0, 10.0));
+                h.rls.update(&SVector::from(p.x), y_std.clamp(-10.0, 10.0));
                 h.weight.update(p.p, y_std);
                 let err = (y_std - p.c * p.p).abs();
                 h.q80.update(err);
@@ -353,6 +392,12 @@ impl Engine {
 
         // 2. Update the filters with this observation.
         let ret = self.last_log_mid.map(|prev| y - prev);
+        if let Some(last) = self.last_ts_us {
+            let dt = (ts - last).max(0) as f64 / 1e6;
+            self.mean_dt_secs =
+                if self.mean_dt_secs > 0.0 { self.mean_dt_secs + DT_ALPHA * (dt - self.mean_dt_secs) } else { dt };
+        }
+        self.last_ts_us = Some(ts);
         self.kalman.update(ts, y);
         if let Some(r) = ret {
             self.vol.update(ts, r);
@@ -365,12 +410,16 @@ impl Engine {
         // 3. Forecast every horizon and register it for scoring.
         let gap = (self.kalman.level() - y) / self.step_sigma();
         let x = self.features.vector(gap, self.rate_differential);
+        let xv = SVector::from(x);
         let mut fc = Vec::with_capacity(self.horizons.len());
         let max_pending = self.cfg.max_pending;
-        let sigmas: Vec<f64> = self.horizons.iter().map(|h| self.horizon_sigma(h.horizon)).collect();
+        let mut sigmas = [0.0; MAX_HORIZONS];
+        for (s, h) in sigmas.iter_mut().zip(&self.horizons) {
+            *s = self.horizon_sigma(h.horizon);
+        }
         let mut first_pred = 0.0;
         for (k, (h, &sigma)) in self.horizons.iter_mut().zip(&sigmas).enumerate() {
-            let p = h.rls.predict(&x);
+            let p = h.rls.predict(&xv);
             let p = if p.is_finite() { p.clamp(-10.0, 10.0) } else { 0.0 };
             let c = h.weight.weight();
             let m = c * p * sigma;
@@ -400,7 +449,7 @@ impl Engine {
         if self.adapting_until.is_some_and(|until| self.accepted >= until) {
             self.adapting_until = None;
             for h in &mut self.horizons {
-                h.rls.set_forgetting(self.cfg.model.forgetting);
+                let _ = h.rls.set_forgetting(self.cfg.model.forgetting);
             }
         }
 
@@ -429,7 +478,7 @@ impl Engine {
         if let Some(trigger) = adapt_trigger {
             let m = &self.cfg.model;
             for h in &mut self.horizons {
-                h.rls.set_forgetting(m.adapt_forgetting);
+                let _ = h.rls.set_forgetting(m.adapt_forgetting);
                 h.weight.reset();
             }
             self.adapting_until = Some(self.accepted + m.adapt_ticks);

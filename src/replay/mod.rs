@@ -42,6 +42,9 @@ pub enum ReplayError {
     /// Writing outputs failed.
     #[error("writing outputs: {0}")]
     Output(#[from] std::io::Error),
+    /// The engine could not be built from the configuration.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
     /// Too many distinct pairs in one input (each pair is an engine; the count is bounded).
     #[error("more than {0} distinct pairs in one input")]
     TooManyPairs(usize),
@@ -199,7 +202,7 @@ fn engine_for<'a>(
         if engines.len() >= MAX_PAIRS {
             return Err(ReplayError::TooManyPairs(MAX_PAIRS));
         }
-        let mut e = Engine::new(pair, cfg);
+        let mut e = Engine::new(pair, cfg)?;
         for f in latest_factors {
             e.on_factor(f);
         }
