@@ -69,6 +69,18 @@ pub struct Adaptation {
     pub ticks: u64,
 }
 
+/// A quality dimension's status changed (subject `fx.quality.<PAIR>`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QualityChange {
+    /// The pair.
+    pub pair: Pair,
+    /// The time of the tick that changed it (RFC 3339), when known.
+    pub ts: Option<String>,
+    /// The scores now.
+    #[serde(flatten)]
+    pub report: QualityReport,
+}
+
 /// Everything the engine emits.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -80,7 +92,7 @@ pub enum Output {
     /// A drift alarm.
     Alarm(PairAlarm),
     /// A quality dimension's status changed.
-    QualityChanged(QualityReport),
+    QualityChanged(QualityChange),
     /// The model adapted to a drift alarm.
     Adapted(Adaptation),
 }
@@ -320,14 +332,14 @@ impl Engine {
 
     fn quality_transitions(&mut self, out: &mut Vec<Output>) {
         if self.validator.take_status_change() {
-            let report = self.validator.scores();
-            for d in &report.dimensions {
-                let w = &mut self.quality_worst[d.dimension.index()];
-                if d.status > *w {
-                    *w = d.status;
-                }
+            for (w, s) in self.quality_worst.iter_mut().zip(self.validator.statuses()) {
+                *w = (*w).max(s);
             }
-            out.push(Output::QualityChanged(report));
+            out.push(Output::QualityChanged(QualityChange {
+                pair: self.pair,
+                ts: self.validator.watermark_us().map(format_ts),
+                report: self.validator.scores(),
+            }));
         }
     }
 

@@ -123,7 +123,7 @@ fn demo(every: u64) -> Result<ExitCode, AnyError> {
         ),
         Output::Adapted(a) => println!("{}  ADAPT forgetting {} for {} ticks after {}", &a.ts[..10], a.forgetting, a.ticks, a.trigger),
         Output::Quarantined(q) => println!("{}  QUARANTINE {}", q.ts.as_deref().unwrap_or("?"), q.reason.name()),
-        Output::QualityChanged(r) => println!("      quality now {:?}", r.overall),
+        Output::QualityChanged(q) => println!("{}  QUALITY now {:?}", q.ts.as_deref().map_or("?", |t| &t[..10]), q.report.overall),
     };
     let opts = ReplayOptions { pair: Some(pair), timing: true, observer: Some(Box::new(observer)), ..Default::default() };
     let report = replay::run("demo: USD/MXN ECB daily", source, Vec::new(), &cfg, opts)?;
