@@ -540,8 +540,8 @@ impl Default for VolShiftParams {
             fast_lambda: 0.94,
             slow_lambda: 0.998,
             cap: 25.0,
-            k: 4.0,
-            h: 60.0,
+            k: 0.25,
+            h: 24.0,
             warmup: 200,
         }
     }
@@ -578,8 +578,7 @@ impl VolShiftParams {
 /// `V_t = V_{t-1} (λ + (1-λ) x_t²)`, so `x_t² V_{t-1}` is the squared return in fixed (unknown) units. This
 /// detector keeps the ratio `R = S / V` of a slow EWMA variance `S` of those reconstructed returns to the
 /// fast one, and runs a one-sided CUSUM on `ln(clamp(x² / R, 1e-6, cap)) - k`, i.e. on each squared return
-/// measured against the slow baseline (in logs, so fat tails weigh little). The baseline is frozen while
-/// the sum is above zero. A ×4 volatility jump then gives ratios around 16 for hundreds of ticks. A
+/// measured against the slow baseline (in logs, so fat tails weigh little). A ×4 volatility jump then gives ratios around 16 for hundreds of ticks. A
 /// restart sets the baseline to the current fast variance (`R = 1`). O(1) per update, a few flops.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VolShiftCusum {
@@ -623,15 +622,8 @@ impl DriftDetector for VolShiftCusum {
         let x2 = x * x;
         // Log of the squared return over the slow baseline (floored, capped): logs tame the fat tails.
         let u = (x2 / self.ratio).clamp(1e-6, p.cap).ln();
-        // The baseline learns only while the CUSUM is at zero (in control): during a suspected rise it is
-        // frozen, so a lasting jump keeps its full size instead of being absorbed, while a passing burst
-        // decays back below it and the sum returns to zero.
-        let fast = p.fast_lambda + (1.0 - p.fast_lambda) * x2;
-        self.ratio = if self.sum == 0.0 {
-            (p.slow_lambda * self.ratio + (1.0 - p.slow_lambda) * x2) / fast
-        } else {
-            self.ratio / fast
-        };
+        self.ratio =
+            (p.slow_lambda * self.ratio + (1.0 - p.slow_lambda) * x2) / (p.fast_lambda + (1.0 - p.fast_lambda) * x2);
         self.n += 1;
         if self.n > p.warmup {
             self.sum = (self.sum + u - p.k).max(0.0);
