@@ -1,1 +1,160 @@
 //! Streaming drift detectors on inputs, predictions and residuals.
+//!
+//! The engine feeds each monitored signal (the input rate's standardized return, the model's standardized
+//! prediction change, the standardized residual) to one [`SignalMonitor`], which runs a small set of
+//! detectors and writes [`Alarm`]s into a caller-owned buffer. Everything here is pure, synchronous and
+//! deterministic: no clock (time comes from `ts_us` of the tick), no I/O, no randomness.
+//!
+//! Map of the module:
+//!
+//! - [`adwin`]: ADWIN, a port of River 0.26's `river.drift.ADWIN` (same detection indices).
+//! - [`page_hinkley`]: Page-Hinkley, as River's `river.drift.PageHinkley` (same detection indices).
+//! - [`cusum`]: a two-sided tabular CUSUM, and the Brown–Durbin–Evans CUSUM / CUSUM-of-squares tests on
+//!   recursive residuals with statsmodels' significance bounds, run over a sliding window.
+//! - [`window_test`]: reference-versus-current window tests (PSI, two-sample Kolmogorov–Smirnov, normed
+//!   Wasserstein distance) evaluated every few updates.
+//! - [`monitor`]: [`SignalMonitor`] and its serde [`DriftConfig`], which wire the detectors to one signal,
+//!   with reset and a refractory period so one change gives one alarm.
+//!
+//! Every detector implements [`DriftDetector`] (River's vocabulary) and its state is plain serde data, so
+//! a checkpoint restores a detector that produces bit-identical subsequent outputs.
+
+pub mod adwin;
+pub mod cusum;
+pub mod monitor;
+pub mod page_hinkley;
+pub mod window_test;
+
+use serde::{Deserialize, Serialize};
+
+pub use adwin::Adwin;
+pub use cusum::{RecursiveCusum, TabularCusum};
+pub use monitor::{DetectorId, DetectorState, DriftConfig, DriftState, SignalMonitor};
+pub use page_hinkley::PageHinkley;
+pub use window_test::{WindowMetric, WindowTest};
+
+/// A streaming change detector fed one value at a time, in River's vocabulary.
+///
+/// Kept object-safe and tiny so the monitor can hold a heterogeneous set of detectors and the engine can
+/// report any of them the same way (`statistic` against `threshold`).
+pub trait DriftDetector {
+    /// Feeds one value; returns `true` when a drift is detected at this very update. Non-finite values are
+    /// ignored (state unchanged, returns `false`) so a bad tick cannot poison the detector.
+    fn update(&mut self, x: f64) -> bool;
+    /// Whether the most recent (finite) update detected a drift, like River's `drift_detected`.
+    fn drift_detected(&self) -> bool;
+    /// The detector's current test statistic, on the same scale as [`DriftDetector::threshold`].
+    fn statistic(&self) -> f64;
+    /// The value the statistic must exceed for a detection.
+    fn threshold(&self) -> f64;
+    /// A short stable name for reports and alarms (`"adwin"`, `"page_hinkley"`, …).
+    fn name(&self) -> &'static str;
+}
+
+/// Which signal of the engine a monitor watches; the engine runs one [`SignalMonitor`] per signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// The input itself (standardized returns of the rate).
+    Input,
+    /// The model's predictions (standardized).
+    Prediction,
+    /// The model's one-step residuals (standardized): a level shift here means the model is biased.
+    Residual,
+}
+
+/// One drift alarm, published by the engine; plain data so it serializes straight onto the bus.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alarm {
+    /// The detector that fired ([`DriftDetector::name`]).
+    pub detector: &'static str,
+    /// The signal it watches.
+    pub signal: Signal,
+    /// Event time of the tick at which it fired, microseconds since the epoch.
+    pub ts_us: i64,
+    /// The detector's statistic at the alarm.
+    pub statistic: f64,
+    /// The threshold it exceeded.
+    pub threshold: f64,
+}
+
+/// Why a drift configuration was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DriftError {
+    /// A parameter is outside its valid range; the message names it.
+    #[error("invalid drift parameter `{name}`: {reason}")]
+    InvalidParameter {
+        /// The parameter's name as in the config.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// Returns `Ok(())` when `ok`, else the parameter error; keeps the validation code in each detector short.
+pub(crate) fn check(ok: bool, name: &'static str, reason: &'static str) -> Result<(), DriftError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(DriftError::InvalidParameter { name, reason })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! Seeded randomness for tests only (the core never draws random numbers).
+
+    /// SplitMix64: tiny, fast, good enough for test streams, and reproducible across platforms.
+    #[derive(Clone, Debug)]
+    pub struct SplitMix(pub u64);
+
+    impl SplitMix {
+        pub fn next_u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        /// Uniform in (0, 1).
+        pub fn uniform(&mut self) -> f64 {
+            ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        }
+        /// Standard normal (Box–Muller, one of the pair).
+        pub fn normal(&mut self) -> f64 {
+            let u1 = self.uniform();
+            let u2 = self.uniform();
+            (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        }
+        /// Student-t with `nu` degrees of freedom (integer `nu`), scaled to unit variance.
+        pub fn student_t_unit(&mut self, nu: u32) -> f64 {
+            let z = self.normal();
+            let mut chi2 = 0.0;
+            for _ in 0..nu {
+                let g = self.normal();
+                chi2 += g * g;
+            }
+            let t = z / (chi2 / nu as f64).sqrt();
+            t * ((nu as f64 - 2.0) / nu as f64).sqrt()
+        }
+    }
+
+    /// Feeds `stream` to a detector, serializes it to JSON at `cut`, restores it, and checks that the
+    /// restored copy gives the same outputs as the original on the rest of the stream.
+    pub fn assert_checkpoint_round_trip<D>(mut d: D, stream: &[f64], cut: usize)
+    where
+        D: super::DriftDetector + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        for &x in &stream[..cut] {
+            d.update(x);
+        }
+        let json = serde_json::to_string(&d).expect("serialize");
+        let mut restored: D = serde_json::from_str(&json).expect("deserialize");
+        for &x in &stream[cut..] {
+            let a = d.update(x);
+            let b = restored.update(x);
+            assert_eq!(a, b);
+            assert_eq!(d.statistic().to_bits(), restored.statistic().to_bits());
+        }
+    }
+}

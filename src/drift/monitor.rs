@@ -1,0 +1,857 @@
+//! [`SignalMonitor`]: the set of detectors the engine runs on one standardized signal.
+//!
+//! The engine feeds standardized values (value / current EWMA volatility): roughly unit scale, but
+//! heavy-tailed and with autocorrelated scale, because the EWMA lags the true volatility. So:
+//!
+//! - detectors of a **level shift** (mean of the residual) see `x` winsorized at `±clip`, so that a single
+//!   fat-tailed tick cannot look like a shift: the tabular CUSUM (`level_cusum`), ADWIN, the windowed
+//!   recursive-residual CUSUM, and the window tests;
+//! - detectors of a **volatility regime change** see `min(x², clip²)`: a one-sided tabular CUSUM
+//!   (`vol_cusum`, target 1 = the in-control mean of `x²`) and Page-Hinkley (both directions);
+//!   the windowed CUSUM of squares sees the winsorized `x` and squares its recursive residuals itself.
+//!
+//! Each detector is `enabled` (updated and reported) and optionally `alarm`ing. The defaults alarm only on
+//! detectors whose false-alarm rate was measured to be acceptable on a calm, heavy-tailed, volatility-
+//! clustered random walk (`calm_random_walk_false_alarms`, at most one alarm in 1,000,000 ticks); the
+//! others (the Evidently-style window tests at their usual thresholds, the CUSUM of squares, whose
+//! assumptions heavy tails break) are computed and reported in [`DriftState`] without alarming.
+//!
+//! After an alarm every detector restarts (the new regime is the new reference) and alarms are suppressed
+//! for `refractory_updates` updates, so one change gives one alarm, not a storm.
+
+use serde::{Deserialize, Serialize};
+
+use super::adwin::{Adwin, AdwinParams};
+use super::cusum::{
+    RecursiveCusum, RecursiveCusumParams, RecursiveTest, TabularCusum, TabularCusumParams, VolShiftCusum,
+    VolShiftParams,
+};
+use super::page_hinkley::{PageHinkley, PageHinkleyParams, PhMode};
+use super::window_test::{WindowMetric, WindowTest, WindowTestParams};
+use super::{Alarm, DriftDetector, DriftError, Signal, check};
+
+/// One detector's switch and parameters in a [`DriftConfig`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Slot<P> {
+    /// Run the detector (and report it in [`DriftState`]).
+    pub enabled: bool,
+    /// Let its detections raise [`Alarm`]s (else they are only counted).
+    pub alarm: bool,
+    /// The detector's own parameters.
+    pub params: P,
+}
+
+impl<P: Default> Default for Slot<P> {
+    fn default() -> Self {
+        Slot {
+            enabled: true,
+            alarm: true,
+            params: P::default(),
+        }
+    }
+}
+
+impl<P> Slot<P> {
+    fn new(enabled: bool, alarm: bool, params: P) -> Slot<P> {
+        Slot { enabled, alarm, params }
+    }
+}
+
+/// Configuration of the drift monitors (one per signal), with defaults calibrated for standardized FX
+/// ticks. Built from the engine's TOML/JSON config; unknown fields are refused so typos do not pass
+/// silently.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DriftConfig {
+    /// Winsorizing bound on `|x|` before the detectors (standard deviations).
+    pub clip: f64,
+    /// Updates after an alarm during which further alarms are suppressed.
+    pub refractory_updates: u64,
+    /// Tabular CUSUM on winsorized `x` (level shift).
+    pub level_cusum: Slot<TabularCusumParams>,
+    /// Volatility-rise CUSUM on the raw standardized `x` (see [`VolShiftCusum`]).
+    pub vol_shift: Slot<VolShiftParams>,
+    /// ADWIN on winsorized `x` (level shift, adaptive window).
+    pub adwin: Slot<AdwinParams>,
+    /// Page-Hinkley on winsorized `x` (level shift up or down).
+    pub page_hinkley: Slot<PageHinkleyParams>,
+    /// Windowed recursive-residual CUSUM on winsorized `x` (level shift).
+    pub recursive_cusum: Slot<RecursiveCusumParams>,
+    /// Windowed recursive-residual CUSUM of squares on winsorized `x` (variance change).
+    pub recursive_cusum_of_squares: Slot<RecursiveCusumParams>,
+    /// PSI of the current versus the reference window.
+    pub psi: Slot<WindowTestParams>,
+    /// Two-sample Kolmogorov–Smirnov test of the current versus the reference window.
+    pub ks: Slot<WindowTestParams>,
+    /// Normed Wasserstein distance of the current versus the reference window.
+    pub wasserstein: Slot<WindowTestParams>,
+}
+
+impl Default for DriftConfig {
+    /// Calibrated by `calibration::sweep` and `calm_random_walk_false_alarms` (see the module docs).
+    fn default() -> Self {
+        DriftConfig {
+            clip: 5.0,
+            refractory_updates: 500,
+            level_cusum: Slot::new(
+                true,
+                true,
+                TabularCusumParams {
+                    target: 0.0,
+                    k: 0.4,
+                    h: 22.0,
+                    two_sided: true,
+                },
+            ),
+            vol_shift: Slot::new(true, true, VolShiftParams::default()),
+            adwin: Slot::new(
+                true,
+                true,
+                AdwinParams {
+                    delta: 1e-5,
+                    ..AdwinParams::default()
+                },
+            ),
+            page_hinkley: Slot::new(
+                true,
+                false,
+                PageHinkleyParams {
+                    min_instances: 30,
+                    delta: 0.5,
+                    threshold: 80.0,
+                    alpha: 1.0 - 0.0001,
+                    mode: PhMode::Both,
+                },
+            ),
+            recursive_cusum: Slot::new(
+                true,
+                false,
+                RecursiveCusumParams {
+                    test: RecursiveTest::Cusum,
+                    window: 500,
+                    every: 50,
+                    alpha: 1e-5,
+                },
+            ),
+            recursive_cusum_of_squares: Slot::new(
+                true,
+                false,
+                RecursiveCusumParams {
+                    test: RecursiveTest::CusumOfSquares,
+                    window: 500,
+                    every: 50,
+                    alpha: 0.01,
+                },
+            ),
+            psi: Slot::new(true, false, WindowTestParams::evidently(WindowMetric::Psi)),
+            ks: Slot::new(true, false, WindowTestParams::evidently(WindowMetric::Ks)),
+            wasserstein: Slot::new(true, false, WindowTestParams::evidently(WindowMetric::Wasserstein)),
+        }
+    }
+}
+
+impl DriftConfig {
+    /// Checks every enabled detector's parameters.
+    ///
+    /// # Errors
+    /// [`DriftError::InvalidParameter`] naming the first bad field.
+    pub fn validate(&self) -> Result<(), DriftError> {
+        check(
+            self.clip > 0.0 && self.clip.is_finite(),
+            "clip",
+            "must be finite and > 0",
+        )?;
+        self.level_cusum.params.validate("level_cusum")?;
+        self.vol_shift.params.validate()?;
+        self.adwin.params.validate()?;
+        self.page_hinkley.params.validate()?;
+        self.recursive_cusum.params.validate()?;
+        self.recursive_cusum_of_squares.params.validate()?;
+        self.psi.params.validate()?;
+        self.ks.params.validate()?;
+        self.wasserstein.params.validate()
+    }
+}
+
+/// What a detector is fed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Feed {
+    /// `x` winsorized at `±clip`.
+    Level,
+    /// `x` as given (finite), for the volatility reconstruction of [`VolShiftCusum`].
+    Raw,
+}
+
+/// The detectors a monitor can hold (an enum rather than trait objects: serializable, statically
+/// dispatched).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Detector {
+    Adwin(Adwin),
+    PageHinkley(PageHinkley),
+    Tabular(TabularCusum),
+    VolShift(VolShiftCusum),
+    Recursive(RecursiveCusum),
+    Window(WindowTest),
+}
+
+impl Detector {
+    fn as_dyn(&self) -> &dyn DriftDetector {
+        match self {
+            Detector::Adwin(d) => d,
+            Detector::PageHinkley(d) => d,
+            Detector::Tabular(d) => d,
+            Detector::VolShift(d) => d,
+            Detector::Recursive(d) => d,
+            Detector::Window(d) => d,
+        }
+    }
+
+    fn update(&mut self, x: f64) -> bool {
+        match self {
+            Detector::Adwin(d) => d.update(x),
+            Detector::PageHinkley(d) => d.update(x),
+            Detector::Tabular(d) => d.update(x),
+            Detector::VolShift(d) => d.update(x),
+            Detector::Recursive(d) => d.update(x),
+            Detector::Window(d) => d.update(x),
+        }
+    }
+
+    fn reset(&mut self) {
+        match self {
+            Detector::Adwin(d) => d.reset(),
+            Detector::PageHinkley(d) => d.reset(),
+            Detector::Tabular(d) => d.reset(),
+            Detector::VolShift(d) => d.reset(),
+            Detector::Recursive(d) => d.reset(),
+            Detector::Window(d) => d.reset(),
+        }
+    }
+}
+
+/// Which slot of the config a monitor's detector comes from; its name is used in alarms and state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorId {
+    /// [`DriftConfig::level_cusum`].
+    LevelCusum,
+    /// [`DriftConfig::vol_shift`].
+    VolShift,
+    /// [`DriftConfig::adwin`].
+    Adwin,
+    /// [`DriftConfig::page_hinkley`].
+    PageHinkley,
+    /// [`DriftConfig::recursive_cusum`].
+    RecursiveCusum,
+    /// [`DriftConfig::recursive_cusum_of_squares`].
+    RecursiveCusumOfSquares,
+    /// [`DriftConfig::psi`].
+    Psi,
+    /// [`DriftConfig::ks`].
+    Ks,
+    /// [`DriftConfig::wasserstein`].
+    Wasserstein,
+}
+
+impl DetectorId {
+    /// The config field name, e.g. `level_cusum`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DetectorId::LevelCusum => "level_cusum",
+            DetectorId::VolShift => "vol_shift",
+            DetectorId::Adwin => "adwin",
+            DetectorId::PageHinkley => "page_hinkley",
+            DetectorId::RecursiveCusum => "recursive_cusum",
+            DetectorId::RecursiveCusumOfSquares => "recursive_cusum_of_squares",
+            DetectorId::Psi => "psi",
+            DetectorId::Ks => "ks",
+            DetectorId::Wasserstein => "wasserstein",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Entry {
+    /// The config slot, whose name is used in alarms.
+    id: DetectorId,
+    feed: Feed,
+    alarm: bool,
+    detector: Detector,
+    /// Detections, alarming or not.
+    detections: u64,
+    /// Alarms raised.
+    alarms: u64,
+}
+
+/// Per-signal drift monitor; see the module docs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignalMonitor {
+    signal: Signal,
+    clip: f64,
+    refractory_updates: u64,
+    /// Updates left in the current refractory period.
+    refractory_left: u64,
+    /// Finite updates seen.
+    updates: u64,
+    /// Non-finite values skipped.
+    skipped: u64,
+    entries: Vec<Entry>,
+}
+
+/// One detector's line in [`DriftState`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DetectorState {
+    /// The detector's config name.
+    pub name: &'static str,
+    /// What it is fed.
+    pub feed: Feed,
+    /// Its statistic now.
+    pub statistic: f64,
+    /// Its threshold.
+    pub threshold: f64,
+    /// Whether its last update was a detection.
+    pub in_alarm: bool,
+    /// Whether its detections raise alarms.
+    pub alarming: bool,
+    /// Detections so far (alarming or not).
+    pub detections: u64,
+    /// Alarms raised so far.
+    pub alarms: u64,
+}
+
+/// A small summary of a monitor for publishing (e.g. on a status subject) and for reports.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DriftState {
+    /// The signal watched.
+    pub signal: Signal,
+    /// Finite updates seen.
+    pub updates: u64,
+    /// Non-finite values skipped.
+    pub skipped: u64,
+    /// Whether alarms are currently suppressed after a recent alarm.
+    pub refractory: bool,
+    /// Per detector.
+    pub detectors: Vec<DetectorState>,
+}
+
+impl SignalMonitor {
+    /// Builds the monitor for one signal from the config.
+    ///
+    /// # Errors
+    /// [`DriftError::InvalidParameter`] when the config is invalid.
+    pub fn new(signal: Signal, cfg: &DriftConfig) -> Result<SignalMonitor, DriftError> {
+        cfg.validate()?;
+        let mut entries = Vec::new();
+        let mut add = |id: DetectorId, enabled: bool, alarm: bool, feed: Feed, detector: Detector| {
+            if enabled {
+                entries.push(Entry {
+                    id,
+                    feed,
+                    alarm,
+                    detector,
+                    detections: 0,
+                    alarms: 0,
+                });
+            }
+        };
+        let c = cfg;
+        add(
+            DetectorId::LevelCusum,
+            c.level_cusum.enabled,
+            c.level_cusum.alarm,
+            Feed::Level,
+            Detector::Tabular(TabularCusum::new(c.level_cusum.params)),
+        );
+        add(
+            DetectorId::VolShift,
+            c.vol_shift.enabled,
+            c.vol_shift.alarm,
+            Feed::Raw,
+            Detector::VolShift(VolShiftCusum::new(c.vol_shift.params)),
+        );
+        add(
+            DetectorId::Adwin,
+            c.adwin.enabled,
+            c.adwin.alarm,
+            Feed::Level,
+            Detector::Adwin(Adwin::new(c.adwin.params)),
+        );
+        add(
+            DetectorId::PageHinkley,
+            c.page_hinkley.enabled,
+            c.page_hinkley.alarm,
+            Feed::Level,
+            Detector::PageHinkley(PageHinkley::new(c.page_hinkley.params)),
+        );
+        let rc = RecursiveCusumParams {
+            test: RecursiveTest::Cusum,
+            ..c.recursive_cusum.params
+        };
+        add(
+            DetectorId::RecursiveCusum,
+            c.recursive_cusum.enabled,
+            c.recursive_cusum.alarm,
+            Feed::Level,
+            Detector::Recursive(RecursiveCusum::new(rc)?),
+        );
+        let rs = RecursiveCusumParams {
+            test: RecursiveTest::CusumOfSquares,
+            ..c.recursive_cusum_of_squares.params
+        };
+        add(
+            DetectorId::RecursiveCusumOfSquares,
+            c.recursive_cusum_of_squares.enabled,
+            c.recursive_cusum_of_squares.alarm,
+            Feed::Level,
+            Detector::Recursive(RecursiveCusum::new(rs)?),
+        );
+        for (id, slot, metric) in [
+            (DetectorId::Psi, &c.psi, WindowMetric::Psi),
+            (DetectorId::Ks, &c.ks, WindowMetric::Ks),
+            (DetectorId::Wasserstein, &c.wasserstein, WindowMetric::Wasserstein),
+        ] {
+            let p = WindowTestParams { metric, ..slot.params };
+            add(
+                id,
+                slot.enabled,
+                slot.alarm,
+                Feed::Level,
+                Detector::Window(WindowTest::new(p)?),
+            );
+        }
+        Ok(SignalMonitor {
+            signal,
+            clip: cfg.clip,
+            refractory_updates: cfg.refractory_updates,
+            refractory_left: 0,
+            updates: 0,
+            skipped: 0,
+            entries,
+        })
+    }
+
+    /// Feeds one standardized value observed at `ts_us`; pushes at most one [`Alarm`] into `alarms`.
+    /// Non-finite values are counted and skipped.
+    pub fn update(&mut self, ts_us: i64, x: f64, alarms: &mut Vec<Alarm>) {
+        if !x.is_finite() {
+            self.skipped += 1;
+            return;
+        }
+        self.updates += 1;
+        let level = x.clamp(-self.clip, self.clip);
+        let mut fired: Option<usize> = None;
+        for (i, e) in self.entries.iter_mut().enumerate() {
+            let v = match e.feed {
+                Feed::Level => level,
+                Feed::Raw => x,
+            };
+            if e.detector.update(v) {
+                e.detections += 1;
+                if e.alarm && fired.is_none() && self.refractory_left == 0 {
+                    fired = Some(i);
+                }
+            }
+        }
+        match fired {
+            Some(i) => {
+                let e = &mut self.entries[i];
+                e.alarms += 1;
+                let d = e.detector.as_dyn();
+                alarms.push(Alarm {
+                    detector: e.id.name(),
+                    signal: self.signal,
+                    ts_us,
+                    statistic: d.statistic(),
+                    threshold: d.threshold(),
+                });
+                for e in &mut self.entries {
+                    e.detector.reset();
+                }
+                self.refractory_left = self.refractory_updates;
+            }
+            None => self.refractory_left = self.refractory_left.saturating_sub(1),
+        }
+    }
+
+    /// The signal watched.
+    pub fn signal(&self) -> Signal {
+        self.signal
+    }
+
+    /// Total alarms raised by this monitor.
+    pub fn alarm_count(&self) -> u64 {
+        self.entries.iter().map(|e| e.alarms).sum()
+    }
+
+    /// A summary of every detector.
+    pub fn state(&self) -> DriftState {
+        DriftState {
+            signal: self.signal,
+            updates: self.updates,
+            skipped: self.skipped,
+            refractory: self.refractory_left > 0,
+            detectors: self
+                .entries
+                .iter()
+                .map(|e| {
+                    let d = e.detector.as_dyn();
+                    DetectorState {
+                        name: e.id.name(),
+                        feed: e.feed,
+                        statistic: d.statistic(),
+                        threshold: d.threshold(),
+                        in_alarm: d.drift_detected(),
+                        alarming: e.alarm,
+                        detections: e.detections,
+                        alarms: e.alarms,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
+
+    fn monitor() -> SignalMonitor {
+        SignalMonitor::new(Signal::Residual, &DriftConfig::default()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs `calm` calm ticks then `after` changed ticks; returns (alarms in the calm part, first alarm
+    /// index after the change with its detector).
+    fn change_delay(
+        seed: u64,
+        calm: usize,
+        after: usize,
+        shift: f64,
+        vol: f64,
+    ) -> (usize, Option<(usize, &'static str)>) {
+        let mut g = StandardizedGarch::new(seed);
+        let mut m = monitor();
+        let mut alarms = Vec::new();
+        for i in 0..calm {
+            m.update(i as i64, g.next(0.0, 1.0), &mut alarms);
+        }
+        let calm_alarms = alarms.len();
+        if calm_alarms > 0 {
+            println!("seed {seed}: calm alarms {alarms:?}");
+        }
+        alarms.clear();
+        for i in 0..after {
+            m.update((calm + i) as i64, g.next(shift, vol), &mut alarms);
+            if let Some(a) = alarms.first() {
+                return (calm_alarms, Some((i, a.detector)));
+            }
+        }
+        (calm_alarms, None)
+    }
+
+    /// Delays (ticks after the change) of the first alarm over 20 seeds: 5,000 calm ticks, then 1,000
+    /// changed ones. Returns (calm-period alarms in total, sorted delays of the detected runs).
+    fn delays(shift: f64, vol: f64) -> (usize, Vec<usize>) {
+        let mut calm_alarms = 0;
+        let mut found = Vec::new();
+        for seed in 100..120 {
+            let (calm, hit) = change_delay(seed, 5_000, 1_000, shift, vol);
+            calm_alarms += calm;
+            if let Some((d, _)) = hit {
+                found.push(d);
+            }
+        }
+        found.sort_unstable();
+        (calm_alarms, found)
+    }
+
+    #[test]
+    fn detects_level_shift_quickly() {
+        // A sustained shift of the mean by one (current) volatility; x's mean becomes about 0.7.
+        let (calm, found) = delays(1.0, 1.0);
+        println!("level shift: calm alarms {calm}, delays {found:?}");
+        assert_eq!(calm, 0);
+        assert_eq!(found.len(), 20, "every run detected");
+        assert!(found[19] < 150, "worst delay {}", found[19]);
+        assert!(found[10] < 80, "median delay {}", found[10]);
+    }
+
+    #[test]
+    fn detects_variance_jump() {
+        // A sustained ×4 volatility jump. The engine's fast EWMA standardization hides it from x after
+        // a few dozen ticks, and the calm GARCH/Student-t process has volatility bursts of its own, so at
+        // one false alarm per million ticks detection is slower and not certain (see the module docs).
+        let (calm, found) = delays(0.0, 4.0);
+        println!("variance jump: calm alarms {calm}, delays {found:?}");
+        assert_eq!(calm, 0);
+        assert!(found.len() >= 14, "detected in {} of 20 runs", found.len());
+        assert!(found[found.len() / 2] < 300, "median delay {}", found[found.len() / 2]);
+    }
+
+    #[test]
+    fn one_change_gives_one_alarm() {
+        let mut g = StandardizedGarch::new(9);
+        let mut m = monitor();
+        let mut alarms = Vec::new();
+        for i in 0..5000 {
+            m.update(i, g.next(0.0, 1.0), &mut alarms);
+        }
+        for i in 5000..7000 {
+            m.update(i, g.next(0.0, 4.0), &mut alarms);
+        }
+        assert_eq!(alarms.len(), 1, "{alarms:?}");
+        let state = m.state();
+        assert_eq!(state.detectors.iter().map(|d| d.alarms).sum::<u64>(), 1);
+        serde_json::to_string(&state).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn non_finite_values_are_skipped() {
+        let mut m = monitor();
+        let mut alarms = Vec::new();
+        m.update(0, f64::NAN, &mut alarms);
+        m.update(1, f64::NEG_INFINITY, &mut alarms);
+        m.update(2, 0.3, &mut alarms);
+        let s = m.state();
+        assert_eq!((s.updates, s.skipped), (1, 2));
+        assert!(alarms.is_empty());
+    }
+
+    #[test]
+    fn checkpoint_round_trip_gives_identical_outputs() {
+        let mut g = StandardizedGarch::new(10);
+        let xs: Vec<f64> = (0..12_000)
+            .map(|i| if i < 6000 { g.next(0.0, 1.0) } else { g.next(0.5, 2.0) })
+            .collect();
+        let mut m = monitor();
+        let mut sink = Vec::new();
+        for (i, &x) in xs[..5555].iter().enumerate() {
+            m.update(i as i64, x, &mut sink);
+        }
+        let json = serde_json::to_string(&m).unwrap_or_else(|e| panic!("{e}"));
+        let mut restored: SignalMonitor = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (i, &x) in xs.iter().enumerate().skip(5555) {
+            m.update(i as i64, x, &mut a);
+            restored.update(i as i64, x, &mut b);
+            assert_eq!(a, b);
+        }
+        assert!(!a.is_empty(), "the change after 6000 is detected");
+        assert_eq!(m.state(), restored.state());
+    }
+
+    #[test]
+    fn config_is_serde_with_defaults_and_refuses_unknown_fields() {
+        let cfg: DriftConfig = serde_json::from_str(r#"{"clip": 4.0, "adwin": {"params": {"delta": 0.01}}}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.clip, 4.0);
+        assert_eq!(cfg.adwin.params.delta, 0.01);
+        assert_eq!(cfg.adwin.params.clock, 32);
+        assert!(serde_json::from_str::<DriftConfig>(r#"{"clipp": 4.0}"#).is_err());
+        let bad = DriftConfig {
+            clip: -1.0,
+            ..DriftConfig::default()
+        };
+        assert!(SignalMonitor::new(Signal::Input, &bad).is_err());
+    }
+
+    /// Calibration (release mode): with the default config, a calm random walk of 1,000,000 ticks must
+    /// raise at most one alarm. `cargo test --release --lib calm_random_walk_false_alarms -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn calm_random_walk_false_alarms() {
+        let mut g = StandardizedGarch::new(20_240_601);
+        let mut m = monitor();
+        let mut alarms = Vec::new();
+        let start = std::time::Instant::now();
+        for i in 0..1_000_000 {
+            m.update(i, g.next(0.0, 1.0), &mut alarms);
+        }
+        let elapsed = start.elapsed();
+        for d in m.state().detectors {
+            println!(
+                "{:28} detections {:6} alarms {} statistic {:.3} threshold {:.3}",
+                d.name, d.detections, d.alarms, d.statistic, d.threshold
+            );
+        }
+        println!(
+            "alarms: {} {:?}; wall time incl. generator {:?}",
+            alarms.len(),
+            alarms,
+            elapsed
+        );
+        assert!(alarms.len() <= 1, "{} false alarms", alarms.len());
+    }
+}
+
+#[cfg(test)]
+mod calibration {
+    //! Threshold sweeps used to choose the defaults (kept for re-calibration; ignored by default).
+    use super::tests_support::*;
+    use crate::drift::DriftDetector;
+    use crate::drift::adwin::{Adwin, AdwinParams};
+    use crate::drift::cusum::{RecursiveCusum, RecursiveCusumParams, VolShiftCusum, VolShiftParams};
+    use crate::drift::cusum::{TabularCusum, TabularCusumParams};
+    use crate::drift::page_hinkley::{PageHinkley, PageHinkleyParams};
+    use crate::drift::window_test::{WindowMetric, WindowTest, WindowTestParams};
+
+    fn count<D: DriftDetector>(mut d: D, xs: &[f64], f: &dyn Fn(f64) -> f64) -> usize {
+        xs.iter().filter(|&&x| d.update(f(x))).count()
+    }
+
+    fn delay<D: DriftDetector + Clone>(d: &D, runs: &[(Vec<f64>, Vec<f64>)], f: &dyn Fn(f64) -> f64) -> (f64, usize) {
+        let mut total = 0.0;
+        let mut worst = 0;
+        for (calm, after) in runs {
+            let mut d = d.clone();
+            for &x in calm {
+                d.update(f(x));
+            }
+            let dl = after.iter().position(|&x| d.update(f(x))).unwrap_or(after.len());
+            total += dl as f64;
+            worst = worst.max(dl);
+        }
+        (total / runs.len() as f64, worst)
+    }
+
+    #[test]
+    #[ignore]
+    fn sweep() {
+        let mut g = StandardizedGarch::new(20_240_601);
+        let calm: Vec<f64> = (0..1_000_000).map(|_| g.next(0.0, 1.0)).collect();
+        let runs = |shift: f64, vol: f64| -> Vec<(Vec<f64>, Vec<f64>)> {
+            (0..20)
+                .map(|s| {
+                    let mut g = StandardizedGarch::new(1000 + s);
+                    let c: Vec<f64> = (0..3000).map(|_| g.next(0.0, 1.0)).collect();
+                    let a: Vec<f64> = (0..1000).map(|_| g.next(shift, vol)).collect();
+                    (c, a)
+                })
+                .collect()
+        };
+        let jump = runs(0.0, 4.0);
+        let shift = runs(1.0, 1.0);
+        for slow in [0.995, 0.998] {
+            for k in [0.0, 0.25] {
+                for h in [20.0, 22.0, 24.0, 26.0] {
+                    let d = VolShiftCusum::new(VolShiftParams {
+                        slow_lambda: slow,
+                        k,
+                        h,
+                        ..Default::default()
+                    });
+                    let fa = count(d.clone(), &calm, &|x| x);
+                    let (mean, worst) = delay(&d, &jump, &|x| x);
+                    println!("vol slow={slow} k={k} h={h}: calm {fa} jump delay mean {mean:.1} worst {worst}");
+                }
+            }
+        }
+        let lvl = |x: f64| x.clamp(-5.0, 5.0);
+        for (k, h) in [(0.4, 22.0), (0.4, 24.0)] {
+            let d = TabularCusum::new(TabularCusumParams {
+                target: 0.0,
+                k,
+                h,
+                two_sided: true,
+            });
+            let fa = count(d.clone(), &calm, &lvl);
+            let (mean, worst) = delay(&d, &shift, &lvl);
+            println!("lvl k={k} h={h}: calm {fa} shift delay mean {mean:.1} worst {worst}");
+        }
+        for (delta, thr) in [(0.5, 40.0), (0.5, 60.0), (0.5, 80.0), (0.3, 80.0), (0.3, 120.0)] {
+            let d = PageHinkley::new(PageHinkleyParams {
+                delta,
+                threshold: thr,
+                ..Default::default()
+            });
+            let fa = count(d.clone(), &calm, &lvl);
+            let (mean, worst) = delay(&d, &shift, &lvl);
+            println!("ph delta={delta} thr={thr}: calm {fa} shift delay mean {mean:.1} worst {worst}");
+        }
+        for delta in [1e-3, 1e-5, 1e-6, 1e-8] {
+            let d = Adwin::new(AdwinParams {
+                delta,
+                ..Default::default()
+            });
+            let fa = count(d.clone(), &calm, &lvl);
+            let (mean, worst) = delay(&d, &shift, &lvl);
+            println!("adwin delta={delta}: calm {fa} shift delay mean {mean:.1} worst {worst}");
+        }
+        for alpha in [1e-3, 1e-4, 1e-5, 1e-6] {
+            let d = RecursiveCusum::new(RecursiveCusumParams {
+                alpha,
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+            let fa = count(d.clone(), &calm, &lvl);
+            let (mean, worst) = delay(&d, &shift, &lvl);
+            println!("rcusum alpha={alpha}: calm {fa} shift delay mean {mean:.1} worst {worst}");
+        }
+        for (metric, thr) in [
+            (WindowMetric::Ks, 0.05),
+            (WindowMetric::Ks, 1e-6),
+            (WindowMetric::Ks, 1e-9),
+            (WindowMetric::Psi, 0.1),
+            (WindowMetric::Psi, 0.3),
+            (WindowMetric::Wasserstein, 0.1),
+            (WindowMetric::Wasserstein, 0.25),
+        ] {
+            let d = WindowTest::new(WindowTestParams {
+                threshold: thr,
+                ..WindowTestParams::evidently(metric)
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+            let fa = count(d.clone(), &calm, &lvl);
+            let (mean, worst) = delay(&d, &shift, &lvl);
+            let (jm, jw) = delay(&d, &jump, &lvl);
+            println!("{metric:?} thr={thr}: calm {fa} shift delay mean {mean:.1} worst {worst}; jump {jm:.1} {jw}");
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use crate::drift::testutil::SplitMix;
+
+    /// A calm FX-like return process as the engine would see it: Student-t(4) innovations with
+    /// GARCH(1,1) volatility clustering, standardized by an EWMA volatility (λ = 0.94) of past returns.
+    pub struct StandardizedGarch {
+        rng: SplitMix,
+        sigma2: f64,
+        ewma_var: f64,
+    }
+
+    impl StandardizedGarch {
+        const OMEGA: f64 = 0.005;
+        const ALPHA: f64 = 0.03;
+        const BETA: f64 = 0.965;
+        const LAMBDA: f64 = 0.94;
+
+        pub fn new(seed: u64) -> Self {
+            let mut g = StandardizedGarch {
+                rng: SplitMix(seed),
+                sigma2: 1.0,
+                ewma_var: 1.0,
+            };
+            for _ in 0..1000 {
+                g.next(0.0, 1.0);
+            }
+            g
+        }
+
+        /// Next standardized value; `mean_shift` in units of the current volatility, `vol_mult` scales it.
+        pub fn next(&mut self, mean_shift: f64, vol_mult: f64) -> f64 {
+            let z = self.rng.student_t_unit(4);
+            let sigma = self.sigma2.sqrt();
+            let e = sigma * z;
+            self.sigma2 = Self::OMEGA + Self::ALPHA * e * e + Self::BETA * self.sigma2;
+            let r = vol_mult * (e + mean_shift * sigma);
+            let x = r / self.ewma_var.sqrt();
+            self.ewma_var = Self::LAMBDA * self.ewma_var + (1.0 - Self::LAMBDA) * r * r;
+            x
+        }
+    }
+}
