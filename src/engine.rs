@@ -141,6 +141,9 @@ pub enum EngineError {
     /// A model rejected its settings.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// A drift detector rejected its settings.
+    #[error(transparent)]
+    Drift(#[from] crate::drift::DriftError),
 }
 
 /// A pair's engine state and counters.
@@ -252,7 +255,7 @@ impl Engine {
             monitors: [Signal::Input, Signal::Prediction, Signal::Residual]
                 .into_iter()
                 .map(|s| SignalMonitor::new(s, &cfg.drift))
-                .collect(),
+                .collect::<Result<_, _>>()?,
             ticks: 0,
             accepted: 0,
             quarantined: [0; QuarantineReason::ALL.len()],
@@ -317,10 +320,12 @@ impl Engine {
             return;
         }
         self.validator.on_factor(&factor.name, factor.ts_us);
-        match self.factors.iter_mut().find(|(n, _)| *n == factor.name) {
-            Some(slot) => slot.1 = factor.value,
-            None if self.factors.len() < MAX_FACTORS => self.factors.push((factor.name.clone(), factor.value)),
-            None => return,
+        if let Some(slot) = self.factors.iter_mut().find(|(n, _)| *n == factor.name) {
+            slot.1 = factor.value;
+        } else if self.factors.len() < MAX_FACTORS {
+            self.factors.push((factor.name.clone(), factor.value));
+        } else {
+            return;
         }
         let get = |name: &Option<String>| {
             name.as_ref().and_then(|n| self.factors.iter().find(|(f, _)| f == n)).map(|(_, v)| *v)

@@ -63,6 +63,17 @@ pub enum Signal {
     Residual,
 }
 
+impl Signal {
+    /// The snake_case name used in reports and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Input => "input",
+            Signal::Prediction => "prediction",
+            Signal::Residual => "residual",
+        }
+    }
+}
+
 /// One drift alarm, published by the engine; plain data so it serializes straight onto the bus.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alarm {
