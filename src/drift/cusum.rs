@@ -570,9 +570,11 @@ pub struct VolShiftParams {
     pub fast_lambda: f64,
     /// Decay of the slow baseline variance this detector compares against (0.995: about 200 ticks).
     pub slow_lambda: f64,
-    /// Cap on the variance ratio of one tick, so one fat-tailed tick cannot alarm by itself.
+    /// Cap on one tick's squared return over the baseline (before the log), so one fat-tailed tick weighs
+    /// at most `ln(cap)`.
     pub cap: f64,
-    /// Reference value subtracted per tick from the capped ratio (in-control mean of the ratio is ~1).
+    /// Reference value subtracted per tick from the log ratio (whose in-control mean is about -1.3 to
+    /// -1.7, the mean of `ln z²`; under a ×4 jump it starts near +1).
     pub k: f64,
     /// Decision interval.
     pub h: f64,
@@ -624,8 +626,9 @@ impl VolShiftParams {
 /// `V_t = V_{t-1} (λ + (1-λ) x_t²)`, so `x_t² V_{t-1}` is the squared return in fixed (unknown) units. This
 /// detector keeps the ratio `R = S / V` of a slow EWMA variance `S` of those reconstructed returns to the
 /// fast one, and runs a one-sided CUSUM on `ln(clamp(x² / R, 1e-6, cap)) - k`, i.e. on each squared return
-/// measured against the slow baseline (in logs, so fat tails weigh little). A ×4 volatility jump then gives ratios around 16 for hundreds of ticks. A
-/// restart sets the baseline to the current fast variance (`R = 1`). O(1) per update, a few flops.
+/// measured against the slow baseline (in logs, so fat tails weigh little). A ×4 volatility jump gives
+/// ratios around 16 until the baseline (about 200 ticks) catches up. A restart sets the baseline to the
+/// current fast variance (`R = 1`). O(1) per update, a few flops.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VolShiftCusum {
     params: VolShiftParams,

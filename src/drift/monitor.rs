@@ -1,23 +1,34 @@
 //! [`SignalMonitor`]: the set of detectors the engine runs on one standardized signal.
 //!
-//! The engine feeds standardized values (value / current EWMA volatility): roughly unit scale, but
-//! heavy-tailed and with autocorrelated scale, because the EWMA lags the true volatility. So:
+//! The engine feeds standardized values (value / current EWMA volatility, λ = 0.94): roughly unit scale,
+//! but heavy-tailed and with autocorrelated scale, because the EWMA lags the true volatility. So:
 //!
-//! - detectors of a **level shift** (mean of the residual) see `x` winsorized at `±clip`, so that a single
-//!   fat-tailed tick cannot look like a shift: the tabular CUSUM (`level_cusum`), ADWIN, the windowed
-//!   recursive-residual CUSUM, and the window tests;
-//! - detectors of a **volatility regime change** see `min(x², clip²)`: a one-sided tabular CUSUM
-//!   (`vol_cusum`, target 1 = the in-control mean of `x²`) and Page-Hinkley (both directions);
-//!   the windowed CUSUM of squares sees the winsorized `x` and squares its recursive residuals itself.
+//! - detectors of a **level shift** (the mean of the residual) see `x` winsorized at `±clip`, so that one
+//!   fat-tailed tick cannot look like a shift: the tabular CUSUM (`level_cusum`, which re-estimates its
+//!   target after an alarm so a lasting shift gives one alarm), ADWIN, Page-Hinkley, the windowed
+//!   recursive-residual CUSUM and CUSUM of squares, and the window tests (PSI, KS, Wasserstein);
+//! - the detector of a **volatility rise** (`vol_shift`, [`VolShiftCusum`]) sees the exact `x`: it undoes
+//!   the EWMA standardization to compare each squared return with a slow baseline, because `x²` alone
+//!   forgets a volatility jump within a few dozen ticks.
 //!
-//! Each detector is `enabled` (updated and reported) and optionally `alarm`ing. The defaults alarm only on
-//! detectors whose false-alarm rate was measured to be acceptable on a calm, heavy-tailed, volatility-
-//! clustered random walk (`calm_random_walk_false_alarms`, at most one alarm in 1,000,000 ticks); the
-//! others (the Evidently-style window tests at their usual thresholds, the CUSUM of squares, whose
-//! assumptions heavy tails break) are computed and reported in [`DriftState`] without alarming.
+//! Each detector is `enabled` (updated and reported in [`DriftState`]) and optionally `alarm`ing. By
+//! default only `level_cusum`, `vol_shift` and `adwin` raise alarms: their thresholds were calibrated on
+//! calm Student-t(4) GARCH(1,1) random walks standardized as the engine does (`calibration::sweep`,
+//! `tests::calm_random_walk_false_alarms`): 0 alarms in 6 × 1,000,000 calm ticks. The others, at their
+//! textbook or Evidently thresholds, fire tens to hundreds of times per million calm ticks (heavy tails
+//! and volatility clustering break their i.i.d. assumptions), so they are reported, not alarmed on.
+//!
+//! Measured on 20 seeded runs (5,000 calm ticks, then the change): a mean shift of one volatility is
+//! detected in every run, median delay 52 ticks, worst 62; a sustained ×4 volatility jump is detected in
+//! 5 of 20 runs within 1,000 ticks (delays 11–43); ×8 in 14 of 20 (median 16). The calm process itself
+//! has volatility bursts of that size which decay within a few hundred ticks, so at one false alarm per
+//! million ticks a ×4 jump is not reliably separable from them.
 //!
 //! After an alarm every detector restarts (the new regime is the new reference) and alarms are suppressed
 //! for `refractory_updates` updates, so one change gives one alarm, not a storm.
+//!
+//! Cost: about 65 ns per update for the three alarming detectors and about 350 ns for all nine (release,
+//! one core); disable the informational ones in the config when the budget is tight.
 
 use serde::{Deserialize, Serialize};
 

@@ -417,7 +417,7 @@ mod tests {
                     break;
                 }
             }
-            assert!(at.is_some_and(|i| i >= 3000 && i < 3600), "{metric:?} {at:?}");
+            assert!(at.is_some_and(|i| (3000..3600).contains(&i)), "{metric:?} {at:?}");
         }
     }
 
