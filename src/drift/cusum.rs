@@ -551,6 +551,40 @@ mod tests {
     }
 
     #[test]
+    fn tabular_cusum_rebases_after_a_detection() {
+        let p = TabularCusumParams {
+            rebase_updates: 50,
+            ..Default::default()
+        };
+        let mut c = TabularCusum::new(p);
+        let at = (0..100).find(|_| c.update(2.0));
+        assert_eq!(at, Some(3));
+        // The new level (2.0) becomes the target: no further detections while it lasts.
+        assert!((0..1000).all(|_| !c.update(2.0)));
+        assert_eq!(c.target(), 2.0);
+    }
+
+    #[test]
+    fn vol_shift_sees_through_the_ewma_standardization() {
+        // Simulate the engine: returns with a volatility jump, divided by an EWMA(0.94) volatility.
+        let mut rng = SplitMix(12);
+        let mut d = VolShiftCusum::new(VolShiftParams::default());
+        let mut ewma = 1.0_f64;
+        let mut at = None;
+        for i in 0..5000 {
+            let r = rng.normal() * if i >= 3000 { 6.0 } else { 1.0 };
+            let x = r / ewma.sqrt();
+            ewma = 0.94 * ewma + 0.06 * r * r;
+            if d.update(x) {
+                at = Some(i);
+                break;
+            }
+        }
+        assert!(at.is_some_and(|i| (3000..3100).contains(&i)), "{at:?}");
+        assert!(!d.update(f64::NAN));
+    }
+
+    #[test]
     fn checkpoint_round_trip() {
         let mut rng = SplitMix(8);
         let s: Vec<f64> = (0..3000)
@@ -559,6 +593,12 @@ mod tests {
         let p = RecursiveCusumParams::default();
         assert_checkpoint_round_trip(RecursiveCusum::new(p).unwrap_or_else(|e| panic!("{e}")), &s, 1234);
         assert_checkpoint_round_trip(TabularCusum::new(TabularCusumParams::default()), &s, 1234);
+        let sq = RecursiveCusumParams {
+            test: RecursiveTest::CusumOfSquares,
+            ..Default::default()
+        };
+        assert_checkpoint_round_trip(RecursiveCusum::new(sq).unwrap_or_else(|e| panic!("{e}")), &s, 1234);
+        assert_checkpoint_round_trip(VolShiftCusum::new(VolShiftParams::default()), &s, 1234);
     }
 }
 
