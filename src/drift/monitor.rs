@@ -680,6 +680,13 @@ mod tests {
         assert_eq!(cfg.adwin.params.delta, 0.01);
         assert_eq!(cfg.adwin.params.clock, 32);
         assert!(serde_json::from_str::<DriftConfig>(r#"{"clipp": 4.0}"#).is_err());
+        let toml_cfg: DriftConfig =
+            toml::from_str("clip = 4.0\n[adwin]\nalarm = false\n[adwin.params]\ndelta = 0.01\n")
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!toml_cfg.adwin.alarm && toml_cfg.adwin.enabled);
+        let text = toml::to_string(&DriftConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+        let round: DriftConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(round, DriftConfig::default());
         let bad = DriftConfig {
             clip: -1.0,
             ..DriftConfig::default()
