@@ -258,7 +258,7 @@ impl DriftDetector for Adwin {
         self.insert(x);
         self.tick += 1;
         let p = self.params;
-        self.drift = self.tick % p.clock as u64 == 0 && self.width > p.grace_period as f64 && self.detect();
+        self.drift = self.tick.is_multiple_of(p.clock as u64) && self.width > p.grace_period as f64 && self.detect();
         if self.drift {
             self.n_detections += 1;
         }

@@ -34,6 +34,10 @@ pub struct TabularCusumParams {
     pub h: f64,
     /// Test decreases too (else only increases, e.g. for squared values where only rises matter).
     pub two_sided: bool,
+    /// After a restart (a detection, or [`TabularCusum::reset`]), the first this-many values re-estimate
+    /// the target as their mean before testing resumes, so a lasting shift gives one alarm and the new
+    /// level becomes the reference. 0 keeps `target` fixed.
+    pub rebase_updates: u64,
 }
 
 impl Default for TabularCusumParams {
@@ -43,6 +47,7 @@ impl Default for TabularCusumParams {
             k: 0.5,
             h: 5.0,
             two_sided: true,
+            rebase_updates: 0,
         }
     }
 }
@@ -63,6 +68,11 @@ impl TabularCusumParams {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TabularCusum {
     params: TabularCusumParams,
+    /// The in-control mean in use (the configured one, or the re-estimated one after a restart).
+    target: f64,
+    /// Values still to collect before the re-estimated target is used.
+    rebase_left: u64,
+    rebase_sum: f64,
     /// Upper cumulative sum `S+`.
     hi: f64,
     /// Lower cumulative sum `S-` (kept non-negative).
@@ -75,15 +85,26 @@ impl TabularCusum {
     pub fn new(params: TabularCusumParams) -> TabularCusum {
         TabularCusum {
             params,
+            target: params.target,
+            rebase_left: 0,
+            rebase_sum: 0.0,
             hi: 0.0,
             lo: 0.0,
             drift: false,
         }
     }
 
-    /// Sets both sums to zero.
+    /// Sets both sums to zero and, when `rebase_updates > 0`, starts re-estimating the target.
     pub fn reset(&mut self) {
+        let target = self.target;
         *self = TabularCusum::new(self.params);
+        self.target = target;
+        self.rebase_left = self.params.rebase_updates;
+    }
+
+    /// The in-control mean currently tested against.
+    pub fn target(&self) -> f64 {
+        self.target
     }
 }
 
@@ -95,8 +116,16 @@ impl DriftDetector for TabularCusum {
         if self.drift {
             self.reset();
         }
+        if self.rebase_left > 0 {
+            self.rebase_sum += x;
+            self.rebase_left -= 1;
+            if self.rebase_left == 0 {
+                self.target = self.rebase_sum / self.params.rebase_updates as f64;
+            }
+            return false;
+        }
         let p = &self.params;
-        let z = x - p.target;
+        let z = x - self.target;
         self.hi = (self.hi + z - p.k).max(0.0);
         if p.two_sided {
             self.lo = (self.lo - z - p.k).max(0.0);
@@ -154,7 +183,7 @@ impl Default for RecursiveCusumParams {
         RecursiveCusumParams {
             test: RecursiveTest::Cusum,
             window: 500,
-            every: 50,
+            every: 100,
             alpha: 0.05,
         }
     }
@@ -194,6 +223,10 @@ pub struct RecursiveCusum {
     /// Scratch space for an evaluation, not state.
     #[serde(skip)]
     scratch: Vec<f64>,
+    /// Per position `t`: `(sqrt(t / (t + 1)), 1 / (t + 1))`, precomputed so an evaluation costs no square
+    /// roots or divisions per value; rebuilt on first use (not state).
+    #[serde(skip)]
+    factors: Vec<(f64, f64)>,
 }
 
 impl RecursiveCusum {
@@ -216,6 +249,7 @@ impl RecursiveCusum {
             ratio: 0.0,
             drift: false,
             scratch: Vec::new(),
+            factors: Vec::new(),
         })
     }
 
@@ -235,12 +269,17 @@ impl RecursiveCusum {
         ordered.extend_from_slice(&self.buf[..self.head]);
         let n = ordered.len();
         let d = 1;
+        if self.factors.len() != n {
+            self.factors = (0..n)
+                .map(|t| ((t as f64 / (t as f64 + 1.0)).sqrt(), 1.0 / (t as f64 + 1.0)))
+                .collect();
+        }
         // Recursive residuals in place: element t (t >= 1) becomes w_t; element 0 is burned.
         let mut mean = ordered[0];
-        for t in 1..n {
-            let x = ordered[t];
-            ordered[t] = (x - mean) * (t as f64 / (t as f64 + 1.0)).sqrt();
-            mean += (x - mean) / (t as f64 + 1.0);
+        for (v, &(scale, recip)) in ordered.iter_mut().zip(&self.factors).skip(1) {
+            let x = *v;
+            *v = (x - mean) * scale;
+            mean += (x - mean) * recip;
         }
         let w = &ordered[d..];
         let m = w.len() as f64;
@@ -251,25 +290,29 @@ impl RecursiveCusum {
                 let sd = (ss / (m - 1.0)).sqrt();
                 let a = self.bound;
                 let root = ((n - d) as f64).sqrt();
+                let (base, slope) = (a * root, 2.0 * a / root);
                 let mut s = 0.0;
                 let mut worst = 0.0_f64;
                 for (j, v) in w.iter().enumerate() {
                     s += v;
-                    let upper = a * root + 2.0 * a * (j + 1) as f64 / root;
-                    worst = worst.max((s / sd).abs() / upper);
+                    // |S/sd| / upper > worst  <=>  |S| > worst * sd * upper (no division per value).
+                    let upper = base + slope * (j + 1) as f64;
+                    if s.abs() > worst * sd * upper {
+                        worst = s.abs() / (sd * upper);
+                    }
                 }
                 worst
             }
             RecursiveTest::CusumOfSquares => {
                 let total = w.iter().map(|v| v * v).sum::<f64>();
+                let (inv_total, inv_m) = (1.0 / total, 1.0 / m);
                 let mut s = 0.0;
                 let mut worst = 0.0_f64;
                 for (j, v) in w.iter().enumerate() {
                     s += v * v;
-                    let line = (j + 1) as f64 / m;
-                    worst = worst.max((s / total - line).abs() / self.bound);
+                    worst = worst.max((s * inv_total - (j + 1) as f64 * inv_m).abs());
                 }
-                worst
+                worst / self.bound
             }
         };
         self.scratch = ordered;
@@ -290,7 +333,10 @@ impl DriftDetector for RecursiveCusum {
             self.buf.push(x);
         } else {
             self.buf[self.head] = x;
-            self.head = (self.head + 1) % n;
+            self.head += 1;
+            if self.head == n {
+                self.head = 0;
+            }
         }
         self.since_eval += 1;
         if self.buf.len() == n && self.since_eval >= self.params.every {
@@ -505,6 +551,40 @@ mod tests {
     }
 
     #[test]
+    fn tabular_cusum_rebases_after_a_detection() {
+        let p = TabularCusumParams {
+            rebase_updates: 50,
+            ..Default::default()
+        };
+        let mut c = TabularCusum::new(p);
+        let at = (0..100).find(|_| c.update(2.0));
+        assert_eq!(at, Some(3));
+        // The new level (2.0) becomes the target: no further detections while it lasts.
+        assert!((0..1000).all(|_| !c.update(2.0)));
+        assert_eq!(c.target(), 2.0);
+    }
+
+    #[test]
+    fn vol_shift_sees_through_the_ewma_standardization() {
+        // Simulate the engine: returns with a volatility jump, divided by an EWMA(0.94) volatility.
+        let mut rng = SplitMix(12);
+        let mut d = VolShiftCusum::new(VolShiftParams::default());
+        let mut ewma = 1.0_f64;
+        let mut at = None;
+        for i in 0..5000 {
+            let r = rng.normal() * if i >= 3000 { 6.0 } else { 1.0 };
+            let x = r / ewma.sqrt();
+            ewma = 0.94 * ewma + 0.06 * r * r;
+            if d.update(x) {
+                at = Some(i);
+                break;
+            }
+        }
+        assert!(at.is_some_and(|i| (3000..3100).contains(&i)), "{at:?}");
+        assert!(!d.update(f64::NAN));
+    }
+
+    #[test]
     fn checkpoint_round_trip() {
         let mut rng = SplitMix(8);
         let s: Vec<f64> = (0..3000)
@@ -513,6 +593,12 @@ mod tests {
         let p = RecursiveCusumParams::default();
         assert_checkpoint_round_trip(RecursiveCusum::new(p).unwrap_or_else(|e| panic!("{e}")), &s, 1234);
         assert_checkpoint_round_trip(TabularCusum::new(TabularCusumParams::default()), &s, 1234);
+        let sq = RecursiveCusumParams {
+            test: RecursiveTest::CusumOfSquares,
+            ..Default::default()
+        };
+        assert_checkpoint_round_trip(RecursiveCusum::new(sq).unwrap_or_else(|e| panic!("{e}")), &s, 1234);
+        assert_checkpoint_round_trip(VolShiftCusum::new(VolShiftParams::default()), &s, 1234);
     }
 }
 
@@ -522,11 +608,13 @@ mod tests {
 pub struct VolShiftParams {
     /// Decay of the engine's EWMA variance that standardized the input (must match the engine: 0.94).
     pub fast_lambda: f64,
-    /// Decay of the slow baseline variance this detector compares against (0.998: about 500 ticks).
+    /// Decay of the slow baseline variance this detector compares against (0.995: about 200 ticks).
     pub slow_lambda: f64,
-    /// Cap on the variance ratio of one tick, so one fat-tailed tick cannot alarm by itself.
+    /// Cap on one tick's squared return over the baseline (before the log), so one fat-tailed tick weighs
+    /// at most `ln(cap)`.
     pub cap: f64,
-    /// Reference value subtracted per tick from the capped ratio (in-control mean of the ratio is ~1).
+    /// Reference value subtracted per tick from the log ratio (whose in-control mean is about -1.3 to
+    /// -1.7, the mean of `ln z²`; under a ×4 jump it starts near +1).
     pub k: f64,
     /// Decision interval.
     pub h: f64,
@@ -538,7 +626,7 @@ impl Default for VolShiftParams {
     fn default() -> Self {
         VolShiftParams {
             fast_lambda: 0.94,
-            slow_lambda: 0.998,
+            slow_lambda: 0.995,
             cap: 25.0,
             k: 0.25,
             h: 24.0,
@@ -578,8 +666,9 @@ impl VolShiftParams {
 /// `V_t = V_{t-1} (λ + (1-λ) x_t²)`, so `x_t² V_{t-1}` is the squared return in fixed (unknown) units. This
 /// detector keeps the ratio `R = S / V` of a slow EWMA variance `S` of those reconstructed returns to the
 /// fast one, and runs a one-sided CUSUM on `ln(clamp(x² / R, 1e-6, cap)) - k`, i.e. on each squared return
-/// measured against the slow baseline (in logs, so fat tails weigh little). A ×4 volatility jump then gives ratios around 16 for hundreds of ticks. A
-/// restart sets the baseline to the current fast variance (`R = 1`). O(1) per update, a few flops.
+/// measured against the slow baseline (in logs, so fat tails weigh little). A ×4 volatility jump gives
+/// ratios around 16 until the baseline (about 200 ticks) catches up. A restart sets the baseline to the
+/// current fast variance (`R = 1`). O(1) per update, a few flops.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VolShiftCusum {
     params: VolShiftParams,

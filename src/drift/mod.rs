@@ -9,8 +9,9 @@
 //!
 //! - [`adwin`]: ADWIN, a port of River 0.26's `river.drift.ADWIN` (same detection indices).
 //! - [`page_hinkley`]: Page-Hinkley, as River's `river.drift.PageHinkley` (same detection indices).
-//! - [`cusum`]: a two-sided tabular CUSUM, and the Brown–Durbin–Evans CUSUM / CUSUM-of-squares tests on
-//!   recursive residuals with statsmodels' significance bounds, run over a sliding window.
+//! - [`cusum`]: a two-sided tabular CUSUM, the Brown–Durbin–Evans CUSUM / CUSUM-of-squares tests on
+//!   recursive residuals with statsmodels' significance bounds (run over a sliding window), and a
+//!   volatility-rise detector for EWMA-standardized values.
 //! - [`window_test`]: reference-versus-current window tests (PSI, two-sample Kolmogorov–Smirnov, normed
 //!   Wasserstein distance) evaluated every few updates.
 //! - [`monitor`]: [`SignalMonitor`] and its serde [`DriftConfig`], which wire the detectors to one signal,
@@ -28,7 +29,7 @@ pub mod window_test;
 use serde::{Deserialize, Serialize};
 
 pub use adwin::Adwin;
-pub use cusum::{RecursiveCusum, TabularCusum};
+pub use cusum::{RecursiveCusum, TabularCusum, VolShiftCusum};
 pub use monitor::{DetectorId, DetectorState, DriftConfig, DriftState, SignalMonitor};
 pub use page_hinkley::PageHinkley;
 pub use window_test::{WindowMetric, WindowTest};

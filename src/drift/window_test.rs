@@ -228,7 +228,10 @@ impl DriftDetector for WindowTest {
             self.current.push(x);
         } else {
             self.current[self.head] = x;
-            self.head = (self.head + 1) % p.current_size;
+            self.head += 1;
+            if self.head == p.current_size {
+                self.head = 0;
+            }
         }
         self.since_eval += 1;
         if self.current.len() == p.current_size && self.since_eval >= p.every {
@@ -414,7 +417,7 @@ mod tests {
                     break;
                 }
             }
-            assert!(at.is_some_and(|i| i >= 3000 && i < 3600), "{metric:?} {at:?}");
+            assert!(at.is_some_and(|i| (3000..3600).contains(&i)), "{metric:?} {at:?}");
         }
     }
 
