@@ -113,9 +113,13 @@ struct Pending {
     origin_log_mid: f64,
     origin_mid: f64,
     x: [f64; N_FEATURES],
+    /// Standard deviation of the horizon's log-return at forecast time.
     sigma: f64,
+    /// The RLS's standardized prediction.
     p: f64,
-    c: f64,
+    /// The standardized mean shift published (`c·p`, bounded).
+    shift: f64,
+    /// mean, lo80, hi80, lo95, hi95.
     f: [f64; 5],
 }
 
@@ -177,6 +181,12 @@ pub struct Engine {
 /// Weight of each new spacing in the average tick spacing (memory of about 200 ticks).
 const DT_ALPHA: f64 = 0.005;
 
+/// Largest standardized prediction the RLS may contribute (in standard deviations of the target).
+const MAX_SIGNAL: f64 = 3.0;
+
+/// Largest published mean shift from the random walk, in standard deviations of the horizon's return.
+const MAX_SHIFT: f64 = 0.5;
+
 /// Most horizons per engine (checked by [`EngineConfig::validate`]).
 const MAX_HORIZONS: usize = 16;
 
@@ -230,18 +240,24 @@ impl Engine {
             initial_var_per_obs: PRIOR_STEP_VOL * PRIOR_STEP_VOL,
             ..EwmaVolConfig::default()
         };
+        // The volatility-shift detector undoes the engine's EWMA standardization, so it must use its λ.
+        let mut drift_cfg = cfg.drift.clone();
+        drift_cfg.vol_shift.params.fast_lambda = m.vol_lambda;
         let horizons = cfg
             .horizons
             .iter()
-            .map(|&horizon| HorizonState {
-                horizon,
-                rls: rls.clone(),
-                weight: SignalWeight::new(m.weight_decay, m.weight_prior),
-                q80: AdaptiveQuantile::new(0.20, 1.2816, m.interval_gamma),
-                q95: AdaptiveQuantile::new(0.05, 1.96, m.interval_gamma),
-                score: HorizonScore::default(),
-                pending: VecDeque::new(),
-                last_registered_us: None,
+            .map(|&horizon| {
+                let gamma = m.interval_gamma;
+                HorizonState {
+                    horizon,
+                    rls: rls.clone(),
+                    weight: SignalWeight::new(m.weight_decay, m.weight_prior),
+                    q80: AdaptiveQuantile::new(0.20, 1.2816, gamma),
+                    q95: AdaptiveQuantile::new(0.05, 1.96, gamma),
+                    score: HorizonScore::default(),
+                    pending: VecDeque::new(),
+                    last_registered_us: None,
+                }
             })
             .collect();
         Ok(Engine {
@@ -254,7 +270,7 @@ impl Engine {
             horizons,
             monitors: [Signal::Input, Signal::Prediction, Signal::Residual]
                 .into_iter()
-                .map(|s| SignalMonitor::new(s, &cfg.drift))
+                .map(|s| SignalMonitor::new(s, &drift_cfg))
                 .collect::<Result<_, _>>()?,
             ticks: 0,
             accepted: 0,
@@ -397,12 +413,14 @@ impl Engine {
                 });
                 let y_std = (y - p.origin_log_mid) / p.sigma;
                 h.rls.update(&SVector::from(p.x), y_std.clamp(-10.0, 10.0));
-                h.weight.update(p.p, y_std);
-                let err = (y_std - p.c * p.p).abs();
-                h.q80.update(err);
-                h.q95.update(err);
+                // Forecasts still pending overlap this one: their errors cluster, so each counts less.
+                let weight = 1.0 / (h.pending.len() + 1) as f64;
+                h.weight.update(p.p, y_std, weight);
+                let err = (y_std - p.shift).abs();
+                h.q80.update(err, weight);
+                h.q95.update(err, weight);
                 if k == 0 {
-                    self.monitors[2].update(ts, y_std - p.c * p.p, &mut self.alarm_buf);
+                    self.monitors[2].update(ts, y_std - p.shift, &mut self.alarm_buf);
                 }
             }
         }
@@ -437,13 +455,16 @@ impl Engine {
         let mut first_pred = 0.0;
         for (k, (h, &sigma)) in self.horizons.iter_mut().zip(&sigmas).enumerate() {
             let p = h.rls.predict(&xv);
-            let p = if p.is_finite() { p.clamp(-10.0, 10.0) } else { 0.0 };
+            let p = if p.is_finite() { p.clamp(-MAX_SIGNAL, MAX_SIGNAL) } else { 0.0 };
             let c = h.weight.weight();
-            let m = c * p * sigma;
+            // An exchange-rate forecast that departs from the random walk by more than half a standard
+            // deviation of the horizon's return is not credible, whatever the regression says.
+            let shift = (c * p).clamp(-MAX_SHIFT, MAX_SHIFT);
+            let m = shift * sigma;
             let (q80, q95) = (h.q80.q() * sigma, h.q95.q() * sigma);
             let f = [mid * m.exp(), mid * (m - q80).exp(), mid * (m + q80).exp(), mid * (m - q95).exp(), mid * (m + q95).exp()];
             if k == 0 {
-                first_pred = c * p;
+                first_pred = shift;
             }
             fc.push(HorizonForecast { horizon: h.horizon, mean: f[0], lo80: f[1], hi80: f[2], lo95: f[3], hi95: f[4] });
             let due = match h.horizon {
@@ -456,7 +477,7 @@ impl Engine {
             };
             if let Some(due) = due {
                 h.last_registered_us = Some(ts);
-                h.pending.push_back(Pending { due, origin_log_mid: y, origin_mid: mid, x, sigma, p, c, f });
+                h.pending.push_back(Pending { due, origin_log_mid: y, origin_mid: mid, x, sigma, p, shift, f });
             }
         }
         self.monitors[1].update(ts, first_pred, &mut self.alarm_buf);
@@ -496,7 +517,7 @@ impl Engine {
             let m = &self.cfg.model;
             for h in &mut self.horizons {
                 let _ = h.rls.set_forgetting(m.adapt_forgetting);
-                h.weight.reset();
+
             }
             self.adapting_until = Some(self.accepted + m.adapt_ticks);
             self.adaptations += 1;

@@ -30,22 +30,20 @@ impl SignalWeight {
         if c.is_finite() { c.clamp(0.0, 1.0) } else { 0.0 }
     }
 
-    /// Learns from one realised (standardized) outcome `y` of a prediction `p`.
-    pub fn update(&mut self, p: f64, y: f64) {
-        if !(p.is_finite() && y.is_finite()) {
+    /// Learns from one realised (standardized) outcome `y` of a prediction `p`, counted with `weight` in
+    /// (0, 1]: overlapping multi-step forecasts are not independent evidence, so each counts `1/n`, which
+    /// keeps the prior `kappa` meaningful for long horizons.
+    pub fn update(&mut self, p: f64, y: f64, weight: f64) {
+        if !(p.is_finite() && y.is_finite() && weight.is_finite()) {
             return;
         }
+        let w = weight.clamp(0.0, 1.0);
+        let decay = self.decay.powf(w);
         // Winsorize: one crisis day must not decide the weight for months.
         let y = y.clamp(-6.0, 6.0);
         let p = p.clamp(-6.0, 6.0);
-        self.s_yp = self.decay * self.s_yp + y * p;
-        self.s_pp = self.decay * self.s_pp + p * p;
-    }
-
-    /// Forgets the evidence (after a structural break the old relation may no longer hold).
-    pub fn reset(&mut self) {
-        self.s_yp = 0.0;
-        self.s_pp = 0.0;
+        self.s_yp = decay * self.s_yp + w * y * p;
+        self.s_pp = decay * self.s_pp + w * p * p;
     }
 }
 
@@ -60,8 +58,8 @@ mod tests {
         let (mut noise, mut good) = (SignalWeight::new(0.999, 20.0), SignalWeight::new(0.999, 20.0));
         for _ in 0..20_000 {
             let p = rng.normal() * 0.3;
-            noise.update(p, rng.normal());
-            good.update(p, p + rng.normal());
+            noise.update(p, rng.normal(), 1.0);
+            good.update(p, p + rng.normal(), 1.0);
         }
         assert!(noise.weight() < 0.2, "{}", noise.weight());
         assert!(good.weight() > 0.7, "{}", good.weight());

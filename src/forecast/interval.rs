@@ -17,17 +17,21 @@ pub struct AdaptiveQuantile {
     gamma: f64,
     /// Current multiplier of the scale.
     q: f64,
+    /// Bounds of `q`.
+    q_min: f64,
+    q_max: f64,
 }
 
-/// Smallest and largest multiplier allowed: the interval neither collapses nor explodes after a run of
-/// hits or misses.
-const Q_MIN: f64 = 0.05;
-const Q_MAX: f64 = 50.0;
+/// Smallest and largest multiplier allowed, as fractions and multiples of the Gaussian starting value:
+/// the interval neither collapses nor explodes after a run of hits or misses (overlapping multi-step
+/// forecasts miss in clusters during a crisis).
+const Q_MIN_FACTOR: f64 = 0.25;
+const Q_MAX_FACTOR: f64 = 4.0;
 
 impl AdaptiveQuantile {
     /// Starts at the Gaussian quantile `z` for miss rate `alpha`.
     pub fn new(alpha: f64, z: f64, gamma: f64) -> Self {
-        AdaptiveQuantile { alpha, gamma, q: z }
+        AdaptiveQuantile { alpha, gamma, q: z, q_min: z * Q_MIN_FACTOR, q_max: z * Q_MAX_FACTOR }
     }
 
     /// The current multiplier.
@@ -35,14 +39,16 @@ impl AdaptiveQuantile {
         self.q
     }
 
-    /// Learns from one realised standardized error `|e|/σ`.
-    pub fn update(&mut self, abs_std_err: f64) {
+    /// Learns from one realised standardized error `|e|/σ`, with `weight` in (0, 1] scaling the step:
+    /// when `n` forecasts overlap (an `n`-step horizon), their misses are not independent evidence, so each
+    /// counts `1/n`.
+    pub fn update(&mut self, abs_std_err: f64, weight: f64) {
         if !abs_std_err.is_finite() {
             return;
         }
         let miss = if abs_std_err > self.q { 1.0 } else { 0.0 };
         // Multiplicative step in log space: scale-free, and never crosses zero.
-        self.q = (self.q * (self.gamma * (miss - self.alpha) / self.alpha.max(1e-3)).exp()).clamp(Q_MIN, Q_MAX);
+        self.q = (self.q * (weight.clamp(0.0, 1.0) * self.gamma * (miss - self.alpha) / self.alpha.max(1e-3)).exp()).clamp(self.q_min, self.q_max);
     }
 }
 
@@ -59,7 +65,7 @@ mod tests {
         for _ in 0..n {
             let e = rng.student_t_unit(3).abs();
             miss += u32::from(e > q.q());
-            q.update(e);
+            q.update(e, 1.0);
         }
         let rate = miss as f64 / n as f64;
         assert!((rate - 0.05).abs() < 0.003, "{rate}");

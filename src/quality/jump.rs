@@ -2,6 +2,13 @@
 //! `median ± k · 1.4826 · MAD` of recent returns (scaled by `sqrt` of the time gap) is quarantined, unless
 //! several consecutive outliers agree with each other, which is a genuine level shift to re-anchor on.
 //!
+//! A second, short scale tells a fat finger from a market in turmoil: the median absolute return of the
+//! last [`SHORT_WINDOW`] *observed* mids (accepted or not). A single bad print moves that median not at
+//! all; a crisis, where most recent moves are large, moves it a lot. A return outside the long band is
+//! still plausible when it lies inside `k` short-scale sigmas, so real crisis moves (USD/MXN in October
+//! 2008 and March 2020 moved 3–6% a day after years of 0.5%) reach the model instead of being quarantined.
+//! The short scale is only computed when the long band is exceeded, so it costs nothing on normal ticks.
+//!
 //! The median and MAD are recomputed every `recompute_every` accepted returns with two linear-time
 //! selections over a preallocated scratch buffer: O(window / recompute_every) amortised, no allocation.
 
@@ -11,6 +18,12 @@ use super::config::QualityConfig;
 
 /// Scale of the MAD that estimates sigma for normal data.
 const MAD_TO_SIGMA: f64 = 1.4826;
+
+/// Observed returns behind the short (turmoil) scale.
+pub(crate) const SHORT_WINDOW: usize = 16;
+
+/// Observed returns needed before the short scale is used.
+const SHORT_MIN: usize = 8;
 /// Most consecutive outliers remembered while waiting for a re-anchor.
 pub(crate) const MAX_REANCHOR: usize = 8;
 
@@ -94,6 +107,10 @@ pub(crate) struct JumpBand {
     typical_gap_us: f64,
     pending: [f64; MAX_REANCHOR],
     pending_len: usize,
+    recent_abs: Ring,
+    last_observed_mid: Option<f64>,
+    /// Sign of the last pending outlier's deviation from the anchor.
+    pending_sign: f64,
 }
 
 impl JumpBand {
@@ -129,6 +146,9 @@ impl JumpBand {
             typical_gap_us: 1.0,
             pending: [0.0; MAX_REANCHOR],
             pending_len: 0,
+            recent_abs: Ring::new(SHORT_WINDOW),
+            last_observed_mid: None,
+            pending_sign: 0.0,
         }
     }
 
@@ -147,14 +167,28 @@ impl JumpBand {
     /// Judges the log-return `r` (from the anchor mid to `mid`, over `gap_us`); the band is at least
     /// `min_half_width` wide (used when the anchor is another source's mid, which may sit at an offset).
     pub(crate) fn assess(&mut self, r: f64, mid: f64, gap_us: i64, min_half_width: f64) -> JumpOutcome {
-        if !self.fitted || (r - self.center).abs() <= self.half_width(gap_us).max(min_half_width) {
+        if let Some(prev) = self.last_observed_mid {
+            let observed = (mid / prev).ln();
+            if observed.is_finite() {
+                self.recent_abs.push(observed.abs());
+            }
+        }
+        self.last_observed_mid = Some(mid);
+        let deviation = (r - self.center).abs();
+        let half_width = self.half_width(gap_us).max(min_half_width);
+        if !self.fitted || deviation <= half_width || deviation <= half_width * self.turmoil_scale() {
             self.pending_len = 0;
             return JumpOutcome::Plausible;
         }
+        // Consecutive outliers re-anchor when they agree with each other (a level shift) or all run away
+        // from the anchor on the same side (a devaluation: the rate keeps moving, day after day); a fat
+        // finger is alone, or followed by a tick back at the old level, which is plausible and resets this.
+        let sign = (r - self.center).signum();
         let agrees = match self.pending_len.checked_sub(1).and_then(|i| self.pending.get(i)) {
-            Some(&prev) => (mid / prev).ln().abs() <= self.half_width(0),
+            Some(&prev) => (mid / prev).ln().abs() <= self.half_width(0) || sign == self.pending_sign,
             None => false,
         };
+        self.pending_sign = sign;
         if !agrees {
             self.pending_len = 0;
         }
@@ -171,6 +205,20 @@ impl JumpBand {
     }
 
     /// Learns an accepted return; refits the band every `recompute_every` returns.
+    /// How many times wider than the long band the market has recently been moving (at least 1): the
+    /// short-window robust sigma of observed returns over the long-window one.
+    fn turmoil_scale(&self) -> f64 {
+        if self.recent_abs.len() < SHORT_MIN {
+            return 1.0;
+        }
+        let mut buf = [0.0; SHORT_WINDOW];
+        let n = self.recent_abs.len().min(SHORT_WINDOW);
+        buf[..n].copy_from_slice(&self.recent_abs.values()[..n]);
+        let short_sigma = median_in_place(&mut buf[..n]).map_or(0.0, |m| MAD_TO_SIGMA * m);
+        let scale = short_sigma / self.sigma.max(self.min_sigma);
+        if scale.is_finite() { scale.max(1.0) } else { 1.0 }
+    }
+
     pub(crate) fn learn(&mut self, r: f64, gap_us: i64) {
         self.returns.push(r);
         self.gaps_us.push(gap_us.max(0) as f64);
