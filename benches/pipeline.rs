@@ -72,7 +72,9 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(ticks.len() as u64));
     g.sample_size(10);
 
-    g.bench_function("floor/read_lines", |b| b.iter(|| lines.split(|&c| c == b'\n').map(|l| black_box(l).len()).sum::<usize>()));
+    g.bench_function("floor/read_lines", |b| {
+        b.iter(|| lines.split(|&c| c == b'\n').map(|l| black_box(l).len()).sum::<usize>())
+    });
     g.bench_function("floor/serde_json_value", |b| {
         b.iter(|| {
             for l in lines.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {

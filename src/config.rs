@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::drift::DriftConfig;
+use crate::drift::{DetectorId, DriftConfig};
 use crate::horizon::Horizon;
 use crate::quality::QualityConfig;
 
@@ -59,6 +59,36 @@ impl Default for ModelConfig {
     }
 }
 
+/// Which detectors watch which signal. Inputs get the full set; predictions a level test; residuals the
+/// level and structural-break tests (their volatility is the input's, so a volatility test there would
+/// only repeat the input's alarm).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignalDetectors {
+    /// Standardized returns.
+    pub input: Vec<DetectorId>,
+    /// The standardized mean shift published for the first horizon.
+    pub prediction: Vec<DetectorId>,
+    /// Standardized errors of the first horizon when realised.
+    pub residual: Vec<DetectorId>,
+    /// A re-anchoring of the validator on a new level raises a `level_shift` alarm when the move is at
+    /// least this many one-step sigmas. Default 100: in a heavy-tailed, volatility-clustered calm random
+    /// walk the validator re-anchors on a few 30–60 sigma moves per million ticks, which are noise.
+    pub level_shift_min_sigmas: f64,
+}
+
+impl Default for SignalDetectors {
+    fn default() -> Self {
+        use DetectorId::*;
+        SignalDetectors {
+            input: vec![LevelCusum, VolShift, Adwin, PageHinkley, Psi, Ks, Wasserstein],
+            prediction: vec![LevelCusum, Adwin],
+            residual: vec![LevelCusum, Adwin, RecursiveCusum, RecursiveCusumOfSquares],
+            level_shift_min_sigmas: 100.0,
+        }
+    }
+}
+
 /// Everything one pair's engine needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -73,18 +103,24 @@ pub struct EngineConfig {
     pub model: ModelConfig,
     /// Data-quality checks and thresholds.
     pub quality: QualityConfig,
-    /// Drift detectors.
+    /// Drift detectors' parameters (shared by every signal).
     pub drift: DriftConfig,
+    /// Which detectors run on which signal.
+    pub signals: SignalDetectors,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            horizons: ["1step", "5step", "1h", "1d"].iter().filter_map(|h| h.parse().ok()).collect(),
+            horizons: ["1step", "5step", "1h", "1d"]
+                .iter()
+                .filter_map(|h| h.parse().ok())
+                .collect(),
             max_pending: 512,
             model: ModelConfig::default(),
             quality: QualityConfig::default(),
             drift: DriftConfig::default(),
+            signals: SignalDetectors::default(),
         }
     }
 }
@@ -108,12 +144,18 @@ impl EngineConfig {
         if !(1..=100_000).contains(&self.max_pending) {
             return Err("max_pending must be in 1..=100000".into());
         }
-        for (name, v) in [("model.forgetting", m.forgetting), ("model.adapt_forgetting", m.adapt_forgetting)] {
+        for (name, v) in [
+            ("model.forgetting", m.forgetting),
+            ("model.adapt_forgetting", m.adapt_forgetting),
+        ] {
             if !(v > 0.5 && v <= 1.0) {
                 return Err(format!("{name} must be in (0.5, 1]"));
             }
         }
-        for (name, v) in [("model.vol_lambda", m.vol_lambda), ("model.weight_decay", m.weight_decay)] {
+        for (name, v) in [
+            ("model.vol_lambda", m.vol_lambda),
+            ("model.weight_decay", m.weight_decay),
+        ] {
             if !(v > 0.0 && v < 1.0) {
                 return Err(format!("{name} must be in (0, 1)"));
             }
@@ -161,10 +203,18 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] when it cannot be read, parsed or validated.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
-        let cfg: Config =
-            toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.into(), message: e.to_string() })?;
-        cfg.engine.validate().map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        cfg.engine.validate().map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        })?;
         Ok(cfg)
     }
 }

@@ -21,7 +21,7 @@ use crate::forecast::interval::AdaptiveQuantile;
 use crate::forecast::{DriftStatus, Forecast, HorizonForecast, ModelId};
 use crate::horizon::Horizon;
 use crate::model::{EwmaVol, EwmaVolConfig, LocalLevel, ModelError, Rls, RlsConfig, RlsInit, VolDecay};
-use crate::quality::{Dimension, QualityReport, QuarantineReason, Status, Validator, Verdict};
+use crate::quality::{Dimension, Flags, QualityReport, QuarantineReason, Status, Validator, Verdict};
 use crate::tick::{Factor, Pair, Source, Tick};
 use crate::time::format_ts;
 
@@ -232,7 +232,11 @@ impl Engine {
     pub fn new(pair: Pair, cfg: &EngineConfig) -> Result<Engine, EngineError> {
         cfg.validate().map_err(EngineError::Config)?;
         let m = &cfg.model;
-        let rls_cfg = RlsConfig { forgetting: m.forgetting, init: RlsInit::Ridge { delta: m.rls_delta }, max_trace: 1e6 };
+        let rls_cfg = RlsConfig {
+            forgetting: m.forgetting,
+            init: RlsInit::Ridge { delta: m.rls_delta },
+            max_trace: 1e6,
+        };
         let rls = Rls::new(rls_cfg)?;
         let vol_cfg = EwmaVolConfig {
             decay: VolDecay::PerObservation { lambda: m.vol_lambda },
@@ -262,16 +266,20 @@ impl Engine {
             .collect();
         Ok(Engine {
             pair,
-            model_id: Arc::new(ModelId { name: m.name.clone(), version: m.version.clone() }),
+            model_id: Arc::new(ModelId {
+                name: m.name.clone(),
+                version: m.version.clone(),
+            }),
             validator: Validator::new(&cfg.quality),
             kalman: LocalLevel::new(m.kalman)?,
             vol: EwmaVol::new(vol_cfg)?,
             features: FeatureState::default(),
             horizons,
-            monitors: [Signal::Input, Signal::Prediction, Signal::Residual]
-                .into_iter()
-                .map(|s| SignalMonitor::new(s, &drift_cfg))
-                .collect::<Result<_, _>>()?,
+            monitors: vec![
+                SignalMonitor::new(Signal::Input, &drift_cfg.restricted_to(&cfg.signals.input))?,
+                SignalMonitor::new(Signal::Prediction, &drift_cfg.restricted_to(&cfg.signals.prediction))?,
+                SignalMonitor::new(Signal::Residual, &drift_cfg.restricted_to(&cfg.signals.residual))?,
+            ],
             ticks: 0,
             accepted: 0,
             quarantined: [0; QuarantineReason::ALL.len()],
@@ -344,7 +352,9 @@ impl Engine {
             return;
         }
         let get = |name: &Option<String>| {
-            name.as_ref().and_then(|n| self.factors.iter().find(|(f, _)| f == n)).map(|(_, v)| *v)
+            name.as_ref()
+                .and_then(|n| self.factors.iter().find(|(f, _)| f == n))
+                .map(|(_, v)| *v)
         };
         if let (Some(d), Some(f)) = (get(&self.cfg.model.domestic_rate), get(&self.cfg.model.foreign_rate)) {
             self.rate_differential = d - f;
@@ -383,7 +393,7 @@ impl Engine {
         if s.is_finite() && s > 0.0 { s } else { PRIOR_STEP_VOL }
     }
 
-    fn accept(&mut self, tick: &Tick, mid: f64, flags: crate::quality::Flags, out: &mut Vec<Output>) {
+    fn accept(&mut self, tick: &Tick, mid: f64, flags: Flags, out: &mut Vec<Output>) {
         let ts = tick.ts_us;
         let y = mid.ln();
         let step_sigma = self.step_sigma();
@@ -429,14 +439,28 @@ impl Engine {
         let ret = self.last_log_mid.map(|prev| y - prev);
         if let Some(last) = self.last_ts_us {
             let dt = (ts - last).max(0) as f64 / 1e6;
-            self.mean_dt_secs =
-                if self.mean_dt_secs > 0.0 { self.mean_dt_secs + DT_ALPHA * (dt - self.mean_dt_secs) } else { dt };
+            self.mean_dt_secs = if self.mean_dt_secs > 0.0 {
+                self.mean_dt_secs + DT_ALPHA * (dt - self.mean_dt_secs)
+            } else {
+                dt
+            };
         }
         self.last_ts_us = Some(ts);
         self.kalman.update(ts, y);
         if let Some(r) = ret {
-            self.vol.update(ts, r);
             let z = r / step_sigma;
+            if flags.contains(Flags::REANCHORED) && z.abs() >= self.cfg.signals.level_shift_min_sigmas {
+                // The validator re-anchored on a new level after consecutive outliers agreed: a level
+                // shift, reported as an alarm of the input signal with its size in one-step sigmas.
+                self.alarm_buf.push(Alarm {
+                    detector: "level_shift",
+                    signal: Signal::Input,
+                    ts_us: ts,
+                    statistic: z.abs(),
+                    threshold: self.cfg.signals.level_shift_min_sigmas,
+                });
+            }
+            self.vol.update(ts, r);
             self.features.update(z);
             self.monitors[0].update(ts, z, &mut self.alarm_buf);
         }
@@ -455,18 +479,35 @@ impl Engine {
         let mut first_pred = 0.0;
         for (k, (h, &sigma)) in self.horizons.iter_mut().zip(&sigmas).enumerate() {
             let p = h.rls.predict(&xv);
-            let p = if p.is_finite() { p.clamp(-MAX_SIGNAL, MAX_SIGNAL) } else { 0.0 };
+            let p = if p.is_finite() {
+                p.clamp(-MAX_SIGNAL, MAX_SIGNAL)
+            } else {
+                0.0
+            };
             let c = h.weight.weight();
             // An exchange-rate forecast that departs from the random walk by more than half a standard
             // deviation of the horizon's return is not credible, whatever the regression says.
             let shift = (c * p).clamp(-MAX_SHIFT, MAX_SHIFT);
             let m = shift * sigma;
             let (q80, q95) = (h.q80.q() * sigma, h.q95.q() * sigma);
-            let f = [mid * m.exp(), mid * (m - q80).exp(), mid * (m + q80).exp(), mid * (m - q95).exp(), mid * (m + q95).exp()];
+            let f = [
+                mid * m.exp(),
+                mid * (m - q80).exp(),
+                mid * (m + q80).exp(),
+                mid * (m - q95).exp(),
+                mid * (m + q95).exp(),
+            ];
             if k == 0 {
                 first_pred = shift;
             }
-            fc.push(HorizonForecast { horizon: h.horizon, mean: f[0], lo80: f[1], hi80: f[2], lo95: f[3], hi95: f[4] });
+            fc.push(HorizonForecast {
+                horizon: h.horizon,
+                mean: f[0],
+                lo80: f[1],
+                hi80: f[2],
+                lo95: f[3],
+                hi95: f[4],
+            });
             let due = match h.horizon {
                 Horizon::Steps(n) => Some(Due::Step(index + n as u64)),
                 Horizon::Time { us } => {
@@ -477,7 +518,16 @@ impl Engine {
             };
             if let Some(due) = due {
                 h.last_registered_us = Some(ts);
-                h.pending.push_back(Pending { due, origin_log_mid: y, origin_mid: mid, x, sigma, p, shift, f });
+                h.pending.push_back(Pending {
+                    due,
+                    origin_log_mid: y,
+                    origin_mid: mid,
+                    x,
+                    sigma,
+                    p,
+                    shift,
+                    f,
+                });
             }
         }
         self.monitors[1].update(ts, first_pred, &mut self.alarm_buf);
@@ -500,7 +550,11 @@ impl Engine {
             model: Arc::clone(&self.model_id),
             quality: self.validator.overall_status(),
             flags,
-            drift: if self.adapting_until.is_some() { DriftStatus::Adapting } else { DriftStatus::Stable },
+            drift: if self.adapting_until.is_some() {
+                DriftStatus::Adapting
+            } else {
+                DriftStatus::Stable
+            },
         }));
     }
 
@@ -511,13 +565,16 @@ impl Engine {
             if alarm.signal == Signal::Residual && adapt_trigger.is_none() {
                 adapt_trigger = Some(alarm.detector.to_string());
             }
-            out.push(Output::Alarm(PairAlarm { pair: self.pair, ts: format_ts(alarm.ts_us), alarm }));
+            out.push(Output::Alarm(PairAlarm {
+                pair: self.pair,
+                ts: format_ts(alarm.ts_us),
+                alarm,
+            }));
         }
         if let Some(trigger) = adapt_trigger {
             let m = &self.cfg.model;
             for h in &mut self.horizons {
                 let _ = h.rls.set_forgetting(m.adapt_forgetting);
-
             }
             self.adapting_until = Some(self.accepted + m.adapt_ticks);
             self.adaptations += 1;
@@ -542,9 +599,16 @@ impl Engine {
                 .filter(|r| self.quarantined[r.index()] > 0)
                 .map(|r| (r.name().to_string(), self.quarantined[r.index()]))
                 .collect(),
-            horizons: self.horizons.iter().map(|h| h.score.summary(&h.horizon.to_string())).collect(),
+            horizons: self
+                .horizons
+                .iter()
+                .map(|h| h.score.summary(&h.horizon.to_string()))
+                .collect(),
             quality: self.validator.scores(),
-            quality_worst: Dimension::ALL.iter().map(|d| (d.name().to_string(), self.quality_worst[d.index()])).collect(),
+            quality_worst: Dimension::ALL
+                .iter()
+                .map(|d| (d.name().to_string(), self.quality_worst[d.index()]))
+                .collect(),
             drift: self.monitors.iter().map(|m| m.state()).collect(),
             alarms_total: self.alarms_total,
             adaptations: self.adaptations,

@@ -48,7 +48,9 @@ impl FromStr for Horizon {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| HorizonError::Shape(s.into()))?;
+        let split = t
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| HorizonError::Shape(s.into()))?;
         let (num, unit) = t.split_at(split);
         let n: i64 = num.parse().map_err(|_| HorizonError::Shape(s.into()))?;
         let unit_secs = match unit {
@@ -114,7 +116,12 @@ mod tests {
             ("5step", Horizon::Steps(5)),
             ("1m", Horizon::Time { us: 60 * US_PER_SEC }),
             ("1h", Horizon::Time { us: 3600 * US_PER_SEC }),
-            ("1d", Horizon::Time { us: 86_400 * US_PER_SEC }),
+            (
+                "1d",
+                Horizon::Time {
+                    us: 86_400 * US_PER_SEC,
+                },
+            ),
             ("90s", Horizon::Time { us: 90 * US_PER_SEC }),
         ] {
             assert_eq!(s.parse::<Horizon>().unwrap(), h);

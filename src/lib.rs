@@ -16,8 +16,8 @@
 pub mod config;
 pub mod drift;
 pub mod engine;
-pub mod forecast;
 pub mod eval;
+pub mod forecast;
 pub mod horizon;
 pub mod model;
 pub mod quality;

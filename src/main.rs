@@ -68,9 +68,14 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Demo { every } => demo(every),
-        Command::Replay { input, pair, report, out, config, no_timing } => {
-            replay_cmd(&input, pair, report, out, config, no_timing)
-        }
+        Command::Replay {
+            input,
+            pair,
+            report,
+            out,
+            config,
+            no_timing,
+        } => replay_cmd(&input, pair, report, out, config, no_timing),
     };
     match result {
         Ok(code) => code,
@@ -86,11 +91,20 @@ type AnyError = Box<dyn std::error::Error>;
 fn demo(every: u64) -> Result<ExitCode, AnyError> {
     let pair = Pair::parse("USDMXN").ok_or("pair")?;
     let mut cfg = EngineConfig::default();
-    cfg.horizons = ["1step", "5step", "1w"].iter().map(|h| h.parse()).collect::<Result<_, _>>()?;
-    let source =
-        replay::source::CsvTicks::from_reader(Box::new(Cursor::new(DEMO_CSV)), Path::new("usdmxn_ecb_daily.csv"), Some(pair))?;
+    cfg.horizons = ["1step", "5step", "1w"]
+        .iter()
+        .map(|h| h.parse())
+        .collect::<Result<_, _>>()?;
+    let source = replay::source::CsvTicks::from_reader(
+        Box::new(Cursor::new(DEMO_CSV)),
+        Path::new("usdmxn_ecb_daily.csv"),
+        Some(pair),
+    )?;
     println!("cambio demo: USD/MXN daily, ECB reference rates 2008-01-02 .. 2026-10-30 (embedded)");
-    println!("horizons {:?}; one forecast line every {every} ticks; all alarms and quality changes\n", ["1step", "5step", "1w"]);
+    println!(
+        "horizons {:?}; one forecast line every {every} ticks; all alarms and quality changes\n",
+        ["1step", "5step", "1w"]
+    );
     let mut n = 0u64;
     let observer = move |o: &Output| match o {
         Output::Forecast(f) => {
@@ -121,11 +135,26 @@ fn demo(every: u64) -> Result<ExitCode, AnyError> {
             a.alarm.statistic,
             a.alarm.threshold
         ),
-        Output::Adapted(a) => println!("{}  ADAPT forgetting {} for {} ticks after {}", &a.ts[..10], a.forgetting, a.ticks, a.trigger),
+        Output::Adapted(a) => println!(
+            "{}  ADAPT forgetting {} for {} ticks after {}",
+            &a.ts[..10],
+            a.forgetting,
+            a.ticks,
+            a.trigger
+        ),
         Output::Quarantined(q) => println!("{}  QUARANTINE {}", q.ts.as_deref().unwrap_or("?"), q.reason.name()),
-        Output::QualityChanged(q) => println!("{}  QUALITY now {:?}", q.ts.as_deref().map_or("?", |t| &t[..10]), q.report.overall),
+        Output::QualityChanged(q) => println!(
+            "{}  QUALITY now {:?}",
+            q.ts.as_deref().map_or("?", |t| &t[..10]),
+            q.report.overall
+        ),
     };
-    let opts = ReplayOptions { pair: Some(pair), timing: true, observer: Some(Box::new(observer)), ..Default::default() };
+    let opts = ReplayOptions {
+        pair: Some(pair),
+        timing: true,
+        observer: Some(Box::new(observer)),
+        ..Default::default()
+    };
     let report = replay::run("demo: USD/MXN ECB daily", source, Vec::new(), &cfg, opts)?;
     print_summary(&report);
     Ok(ExitCode::SUCCESS)
@@ -133,8 +162,14 @@ fn demo(every: u64) -> Result<ExitCode, AnyError> {
 
 fn print_summary(r: &Report) {
     println!("\n== {}", r.input);
-    println!("ticks {}  accepted {}  quarantined {:?}", r.ticks, r.accepted, r.quarantined);
-    println!("{:<8} {:>7} {:>10} {:>10} {:>9} {:>8} {:>8} {:>10}", "horizon", "n", "rmse", "rw_rmse", "ratio", "cov80", "cov95", "winkler95");
+    println!(
+        "ticks {}  accepted {}  quarantined {:?}",
+        r.ticks, r.accepted, r.quarantined
+    );
+    println!(
+        "{:<8} {:>7} {:>10} {:>10} {:>9} {:>8} {:>8} {:>10}",
+        "horizon", "n", "rmse", "rw_rmse", "ratio", "cov80", "cov95", "winkler95"
+    );
     for h in &r.horizons {
         println!(
             "{:<8} {:>7} {:>10.5} {:>10.5} {:>9.4} {:>8.3} {:>8.3} {:>10.4}",
@@ -146,7 +181,12 @@ fn print_summary(r: &Report) {
         println!("quality {:?}", q.overall);
     }
     for o in &r.expectations {
-        println!("{} {:?}: {}", if o.passed { "PASS" } else { "FAIL" }, o.expect, o.detail);
+        println!(
+            "{} {:?}: {}",
+            if o.passed { "PASS" } else { "FAIL" },
+            o.expect,
+            o.detail
+        );
     }
     if r.ticks_per_sec > 0.0 {
         println!("{:.0} ticks/s", r.ticks_per_sec);
@@ -167,10 +207,18 @@ fn replay_cmd(
     };
     let cfg = config.map(|c| Config::load(&c)).transpose()?;
     let outputs: Option<Box<dyn std::io::Write>> = match out {
-        Some(p) => Some(Box::new(BufWriter::new(std::fs::File::create(&p).map_err(|e| format!("{}: {e}", p.display()))?))),
+        Some(p) => Some(Box::new(BufWriter::new(
+            std::fs::File::create(&p).map_err(|e| format!("{}: {e}", p.display()))?,
+        ))),
         None => None,
     };
-    let opts = ReplayOptions { pair, timing: !no_timing, progress: true, outputs, observer: None };
+    let opts = ReplayOptions {
+        pair,
+        timing: !no_timing,
+        progress: true,
+        outputs,
+        observer: None,
+    };
     let report = match replay::input_kind(input) {
         InputKind::Scenario => {
             let scenario = Scenario::load(input)?;
@@ -184,5 +232,9 @@ fn replay_cmd(
         json.push('\n');
         std::fs::write(&p, json).map_err(|e| format!("{}: {e}", p.display()))?;
     }
-    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn cambio(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cambio")).args(args).output().expect("run cambio")
+    Command::new(env!("CARGO_BIN_EXE_cambio"))
+        .args(args)
+        .output()
+        .expect("run cambio")
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -24,7 +27,10 @@ fn demo_replays_the_embedded_history_and_summarises() {
     let out = cambio(&["demo"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}\n{}", stdout, text(&out.stderr));
-    assert!(stdout.contains("ALARM"), "the 2008 and 2020 crises raise alarms:\n{stdout}");
+    assert!(
+        stdout.contains("ALARM"),
+        "the 2008 and 2020 crises raise alarms:\n{stdout}"
+    );
     assert!(stdout.contains("rw_rmse"), "a summary table is printed:\n{stdout}");
     assert!(stdout.contains("2008-"), "{stdout}");
 }
@@ -54,10 +60,27 @@ fn replay_reports_are_byte_identical_for_the_same_input() {
     assert!(a.len() > 1_000_000, "every forecast was written");
     assert_eq!(a, b, "outputs differ");
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&r1).unwrap()).unwrap();
-    for key in ["ticks", "accepted", "quarantined", "horizons", "alarms", "quality", "ticks_per_sec"] {
+    for key in [
+        "ticks",
+        "accepted",
+        "quarantined",
+        "horizons",
+        "alarms",
+        "quality",
+        "ticks_per_sec",
+    ] {
         assert!(report.get(key).is_some(), "report has {key}");
     }
-    for key in ["horizon", "n", "mae", "rmse", "rw_rmse", "coverage80", "coverage95", "winkler95"] {
+    for key in [
+        "horizon",
+        "n",
+        "mae",
+        "rmse",
+        "rw_rmse",
+        "coverage80",
+        "coverage95",
+        "winkler95",
+    ] {
         assert!(report["horizons"][0].get(key).is_some(), "horizon has {key}");
     }
     for key in ["detector", "signal", "ts"] {
@@ -109,7 +132,11 @@ fn a_failed_expectation_exits_1_and_bad_input_exits_2() {
     let out = cambio(&["replay", dir.join("nopair.csv").to_str().unwrap(), "--pair", "USDMXN"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
-    std::fs::write(dir.join("bad.toml"), "name = \"x\"\npair = \"USDMXN\"\nunknown_key = 1\n").unwrap();
+    std::fs::write(
+        dir.join("bad.toml"),
+        "name = \"x\"\npair = \"USDMXN\"\nunknown_key = 1\n",
+    )
+    .unwrap();
     let out = cambio(&["replay", dir.join("bad.toml").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("unknown"), "{}", text(&out.stderr));

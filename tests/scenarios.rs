@@ -13,15 +13,24 @@ fn scenarios_dir() -> PathBuf {
 
 fn run(name: &str) {
     let scenario = Scenario::load(&scenarios_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let report = replay::replay_scenario(&scenario, None, ReplayOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let report =
+        replay::replay_scenario(&scenario, None, ReplayOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
     let mut failed = Vec::new();
     for o in &report.expectations {
-        eprintln!("{name}: {} {:?}: {}", if o.passed { "PASS" } else { "FAIL" }, o.expect, o.detail);
+        eprintln!(
+            "{name}: {} {:?}: {}",
+            if o.passed { "PASS" } else { "FAIL" },
+            o.expect,
+            o.detail
+        );
         if !o.passed {
             failed.push(format!("{:?}: {}", o.expect, o.detail));
         }
     }
-    eprintln!("{name}: ticks {} accepted {} quarantined {:?} alarms {}", report.ticks, report.accepted, report.quarantined, report.alarms_total);
+    eprintln!(
+        "{name}: ticks {} accepted {} quarantined {:?} alarms {}",
+        report.ticks, report.accepted, report.quarantined, report.alarms_total
+    );
     for h in &report.horizons {
         eprintln!(
             "{name}: {} n={} rmse_ratio={:.4} cov80={:.3} cov95={:.3}",
@@ -29,9 +38,15 @@ fn run(name: &str) {
         );
     }
     for a in report.alarms.iter().take(20) {
-        eprintln!("{name}: alarm {} {:?} at {} stat {:.3}", a.detector, a.signal, a.ts, a.statistic);
+        eprintln!(
+            "{name}: alarm {} {:?} at {} stat {:.3}",
+            a.detector, a.signal, a.ts, a.statistic
+        );
     }
-    assert!(!report.expectations.is_empty(), "{name}: a scenario must expect something");
+    assert!(
+        !report.expectations.is_empty(),
+        "{name}: a scenario must expect something"
+    );
     assert!(failed.is_empty(), "{name}: failed expectations:\n{}", failed.join("\n"));
 }
 

@@ -163,6 +163,25 @@ impl Default for DriftConfig {
     }
 }
 
+impl DriftConfig {
+    /// This configuration with only the listed detectors enabled (the engine watches each signal with
+    /// the detectors that make sense for it, e.g. the volatility shift on inputs only).
+    pub fn restricted_to(&self, ids: &[DetectorId]) -> DriftConfig {
+        let mut c = self.clone();
+        let keep = |id: DetectorId| ids.contains(&id);
+        c.level_cusum.enabled &= keep(DetectorId::LevelCusum);
+        c.vol_shift.enabled &= keep(DetectorId::VolShift);
+        c.adwin.enabled &= keep(DetectorId::Adwin);
+        c.page_hinkley.enabled &= keep(DetectorId::PageHinkley);
+        c.recursive_cusum.enabled &= keep(DetectorId::RecursiveCusum);
+        c.recursive_cusum_of_squares.enabled &= keep(DetectorId::RecursiveCusumOfSquares);
+        c.psi.enabled &= keep(DetectorId::Psi);
+        c.ks.enabled &= keep(DetectorId::Ks);
+        c.wasserstein.enabled &= keep(DetectorId::Wasserstein);
+        c
+    }
+}
+
 /// Evidently-like window tests, but evaluated on tumbling windows (every 1,000 updates) to keep the
 /// amortised cost near 40 ns per update.
 fn window_defaults(metric: WindowMetric) -> WindowTestParams {

@@ -21,7 +21,12 @@ pub struct SignalWeight {
 impl SignalWeight {
     /// `decay` of the weighted sums per realised forecast, `kappa` the prior weight towards zero.
     pub fn new(decay: f64, kappa: f64) -> Self {
-        SignalWeight { decay, kappa, s_yp: 0.0, s_pp: 0.0 }
+        SignalWeight {
+            decay,
+            kappa,
+            s_yp: 0.0,
+            s_pp: 0.0,
+        }
     }
 
     /// The weight to put on the signal now.

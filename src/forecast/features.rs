@@ -7,8 +7,14 @@ use serde::{Deserialize, Serialize};
 pub const N_FEATURES: usize = 6;
 
 /// Names of the features, in order (for status replies and documentation).
-pub const FEATURE_NAMES: [&str; N_FEATURES] =
-    ["const", "ret_1", "mom_fast", "mom_slow", "kalman_gap", "rate_differential"];
+pub const FEATURE_NAMES: [&str; N_FEATURES] = [
+    "const",
+    "ret_1",
+    "mom_fast",
+    "mom_slow",
+    "kalman_gap",
+    "rate_differential",
+];
 
 /// Running state behind the features: momentum averages of standardized returns.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -26,7 +32,11 @@ const SLOW: f64 = 0.986_232_704_493_359_7;
 impl FeatureState {
     /// Learns one standardized return (return divided by the one-step volatility before it).
     pub fn update(&mut self, std_ret: f64) {
-        let z = if std_ret.is_finite() { std_ret.clamp(-8.0, 8.0) } else { 0.0 };
+        let z = if std_ret.is_finite() {
+            std_ret.clamp(-8.0, 8.0)
+        } else {
+            0.0
+        };
         self.last_std_ret = z;
         self.mom_fast = FAST * self.mom_fast + (1.0 - FAST) * z;
         self.mom_slow = SLOW * self.mom_slow + (1.0 - SLOW) * z;

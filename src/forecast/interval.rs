@@ -31,7 +31,13 @@ const Q_MAX_FACTOR: f64 = 4.0;
 impl AdaptiveQuantile {
     /// Starts at the Gaussian quantile `z` for miss rate `alpha`.
     pub fn new(alpha: f64, z: f64, gamma: f64) -> Self {
-        AdaptiveQuantile { alpha, gamma, q: z, q_min: z * Q_MIN_FACTOR, q_max: z * Q_MAX_FACTOR }
+        AdaptiveQuantile {
+            alpha,
+            gamma,
+            q: z,
+            q_min: z * Q_MIN_FACTOR,
+            q_max: z * Q_MAX_FACTOR,
+        }
     }
 
     /// The current multiplier.
@@ -48,7 +54,8 @@ impl AdaptiveQuantile {
         }
         let miss = if abs_std_err > self.q { 1.0 } else { 0.0 };
         // Multiplicative step in log space: scale-free, and never crosses zero.
-        self.q = (self.q * (weight.clamp(0.0, 1.0) * self.gamma * (miss - self.alpha) / self.alpha.max(1e-3)).exp()).clamp(self.q_min, self.q_max);
+        self.q = (self.q * (weight.clamp(0.0, 1.0) * self.gamma * (miss - self.alpha) / self.alpha.max(1e-3)).exp())
+            .clamp(self.q_min, self.q_max);
     }
 }
 

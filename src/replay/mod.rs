@@ -124,12 +124,22 @@ pub fn run(
                     && want != tick.pair
                 {
                     let engine = engine_for(&mut engines, want, cfg, &latest_factors)?;
-                    engine.on_rejected(QuarantineReason::PairMismatch, Some(tick.ts_us), tick_text(&tick), &mut out);
+                    engine.on_rejected(
+                        QuarantineReason::PairMismatch,
+                        Some(tick.ts_us),
+                        tick_text(&tick),
+                        &mut out,
+                    );
                 } else {
                     engine_for(&mut engines, tick.pair, cfg, &latest_factors)?.on_tick(&tick, &mut out);
                 }
             }
-            Item::Rejected { reason, pair, ts_us, raw } => match opts.pair.or(pair).or(engines.keys().next().copied()) {
+            Item::Rejected {
+                reason,
+                pair,
+                ts_us,
+                raw,
+            } => match opts.pair.or(pair).or(engines.keys().next().copied()) {
                 Some(p) => engine_for(&mut engines, p, cfg, &latest_factors)?.on_rejected(reason, ts_us, raw, &mut out),
                 None => *unattributed.entry(reason.name().to_string()).or_default() += 1,
             },
@@ -188,7 +198,11 @@ pub fn run(
         pairs,
         expectations: Vec::new(),
         passed: true,
-        ticks_per_sec: if opts.timing && elapsed > 0.0 { (ticks as f64 / elapsed).round() } else { 0.0 },
+        ticks_per_sec: if opts.timing && elapsed > 0.0 {
+            (ticks as f64 / elapsed).round()
+        } else {
+            0.0
+        },
     })
 }
 
@@ -231,7 +245,12 @@ pub fn input_kind(path: &Path) -> InputKind {
     if path.is_dir() {
         return InputKind::Scenario;
     }
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("toml") => InputKind::Scenario,
         Some("csv") => InputKind::Csv,
         Some("jsonl" | "ndjson" | "json") => InputKind::Jsonl,
@@ -267,8 +286,12 @@ pub fn replay_scenario(
     cfg_override: Option<&EngineConfig>,
     mut opts: ReplayOptions,
 ) -> Result<Report, ReplayError> {
-    let pair = Pair::parse(&scenario.pair)
-        .ok_or_else(|| ReplayError::Config(format!("scenario pair `{}` is not six uppercase letters", scenario.pair)))?;
+    let pair = Pair::parse(&scenario.pair).ok_or_else(|| {
+        ReplayError::Config(format!(
+            "scenario pair `{}` is not six uppercase letters",
+            scenario.pair
+        ))
+    })?;
     opts.pair = Some(pair);
     let cfg = cfg_override.unwrap_or(&scenario.config);
     let mut factors = Vec::new();
@@ -276,7 +299,10 @@ pub fn replay_scenario(
         let lag = match f.lag {
             Some(crate::horizon::Horizon::Time { us }) => us,
             Some(crate::horizon::Horizon::Steps(_)) => {
-                return Err(ReplayError::Config(format!("factor {}: lag must be a time span", f.name)));
+                return Err(ReplayError::Config(format!(
+                    "factor {}: lag must be a time span",
+                    f.name
+                )));
             }
             None => 0,
         };

@@ -181,14 +181,29 @@ impl Scenario {
     /// # Errors
     /// [`ScenarioError`] when the file is missing or invalid.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let file = if path.is_dir() { path.join("scenario.toml") } else { path.to_path_buf() };
-        let text = std::fs::read_to_string(&file).map_err(|source| ScenarioError::Io { path: file.clone(), source })?;
-        let mut s: Scenario =
-            toml::from_str(&text).map_err(|e| ScenarioError::Spec { path: file.clone(), message: e.to_string() })?;
+        let file = if path.is_dir() {
+            path.join("scenario.toml")
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&file).map_err(|source| ScenarioError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        let mut s: Scenario = toml::from_str(&text).map_err(|e| ScenarioError::Spec {
+            path: file.clone(),
+            message: e.to_string(),
+        })?;
         if s.data.is_some() == s.synthetic.is_some() {
-            return Err(ScenarioError::Spec { path: file, message: "give exactly one of `data` or `[synthetic]`".into() });
+            return Err(ScenarioError::Spec {
+                path: file,
+                message: "give exactly one of `data` or `[synthetic]`".into(),
+            });
         }
-        s.config.validate().map_err(|message| ScenarioError::Spec { path: file.clone(), message })?;
+        s.config.validate().map_err(|message| ScenarioError::Spec {
+            path: file.clone(),
+            message,
+        })?;
         s.dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok(s)
     }
@@ -215,7 +230,11 @@ pub fn check(expectations: &[Expectation], report: &Report) -> Vec<Outcome> {
         .iter()
         .map(|e| {
             let (passed, detail) = check_one(e, report);
-            Outcome { expect: e.clone(), passed, detail }
+            Outcome {
+                expect: e.clone(),
+                passed,
+                detail,
+            }
         })
         .collect()
 }
@@ -223,7 +242,12 @@ pub fn check(expectations: &[Expectation], report: &Report) -> Vec<Outcome> {
 fn check_one(e: &Expectation, r: &Report) -> (bool, String) {
     let horizon = |h: &Horizon| r.horizons.iter().find(|s| s.horizon == h.to_string());
     match e {
-        Expectation::AlarmBetween { from, to, signal, detector } => {
+        Expectation::AlarmBetween {
+            from,
+            to,
+            signal,
+            detector,
+        } => {
             let (from, to) = (ts(from), ts(to));
             let hits: Vec<_> = r
                 .alarms
@@ -232,8 +256,13 @@ fn check_one(e: &Expectation, r: &Report) -> (bool, String) {
                 .filter(|a| signal.is_none_or(|s| a.signal == s))
                 .filter(|a| detector.as_deref().is_none_or(|d| a.detector == d))
                 .collect();
-            let first = hits.first().map(|a| format!(", first {} {} at {}", a.detector, a.signal.name(), a.ts));
-            (!hits.is_empty(), format!("{} alarms in window{}", hits.len(), first.unwrap_or_default()))
+            let first = hits
+                .first()
+                .map(|a| format!(", first {} {} at {}", a.detector, a.signal.name(), a.ts));
+            (
+                !hits.is_empty(),
+                format!("{} alarms in window{}", hits.len(), first.unwrap_or_default()),
+            )
         }
         Expectation::MaxAlarms { max, signal } => {
             let n = r.alarms.iter().filter(|a| signal.is_none_or(|s| a.signal == s)).count() as u64;
@@ -257,20 +286,34 @@ fn check_one(e: &Expectation, r: &Report) -> (bool, String) {
             (n <= *count, format!("{n} quarantined"))
         }
         Expectation::AcceptedAtLeast { count } => (r.accepted >= *count, format!("{} accepted", r.accepted)),
-        Expectation::Coverage { horizon: h, level, min, max } => match horizon(h) {
+        Expectation::Coverage {
+            horizon: h,
+            level,
+            min,
+            max,
+        } => match horizon(h) {
             Some(s) => {
                 let c = if *level == 80 { s.coverage80 } else { s.coverage95 };
-                (c >= *min && c <= *max && s.n > 0, format!("coverage{level} {c:.4} over {} forecasts", s.n))
+                (
+                    c >= *min && c <= *max && s.n > 0,
+                    format!("coverage{level} {c:.4} over {} forecasts", s.n),
+                )
             }
             None => (false, format!("horizon {h} not configured")),
         },
         Expectation::RmseRatioAtMost { horizon: h, max } => match horizon(h) {
-            Some(s) => (s.rmse_ratio <= *max && s.n > 0, format!("rmse/rw_rmse {:.4} over {} forecasts", s.rmse_ratio, s.n)),
+            Some(s) => (
+                s.rmse_ratio <= *max && s.n > 0,
+                format!("rmse/rw_rmse {:.4} over {} forecasts", s.rmse_ratio, s.n),
+            ),
             None => (false, format!("horizon {h} not configured")),
         },
         Expectation::QualityStatusSeen { dimension, status } => {
             let worst = r.quality_worst.get(dimension.name()).copied();
-            (worst.is_some_and(|w| w >= *status), format!("worst {} status {:?}", dimension.name(), worst))
+            (
+                worst.is_some_and(|w| w >= *status),
+                format!("worst {} status {:?}", dimension.name(), worst),
+            )
         }
     }
 }

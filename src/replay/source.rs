@@ -92,7 +92,10 @@ const IGNORED_COLUMNS: [&str; 6] = ["year", "month", "day", "open", "high", "low
 
 impl CsvLayout {
     fn detect(header: &str) -> (Option<usize>, Self) {
-        let cols: Vec<String> = header.split(',').map(|c| c.trim().trim_matches('"').to_ascii_lowercase()).collect();
+        let cols: Vec<String> = header
+            .split(',')
+            .map(|c| c.trim().trim_matches('"').to_ascii_lowercase())
+            .collect();
         let find = |names: &[&str]| cols.iter().position(|c| names.contains(&c.as_str()));
         let time = find(&TIME_COLUMNS);
         let bid = find(&["bid"]);
@@ -113,14 +116,28 @@ impl CsvLayout {
                 .collect();
             (others.len() == 1).then(|| others[0])
         });
-        (time, CsvLayout { time: time.unwrap_or(0), bid, ask, rate, pair, source, seq, width: cols.len() })
+        (
+            time,
+            CsvLayout {
+                time: time.unwrap_or(0),
+                bid,
+                ask,
+                rate,
+                pair,
+                source,
+                seq,
+                width: cols.len(),
+            },
+        )
     }
 }
 
 /// Pair named in a file or column name (`usdmxn`, `eurusd_ticks`, `fix_mxn_per_usd` → USDMXN).
 pub fn guess_pair(name: &str) -> Option<Pair> {
     let lower = name.to_ascii_lowercase();
-    const KNOWN: [&str; 8] = ["usdmxn", "eurusd", "eurmxn", "gbpusd", "usdjpy", "usdcad", "usdbrl", "usdchf"];
+    const KNOWN: [&str; 8] = [
+        "usdmxn", "eurusd", "eurmxn", "gbpusd", "usdjpy", "usdcad", "usdbrl", "usdchf",
+    ];
     if let Some(k) = KNOWN.iter().find(|k| lower.contains(*k)) {
         return Pair::parse(&k.to_ascii_uppercase());
     }
@@ -151,7 +168,10 @@ impl CsvTicks {
     /// # Errors
     /// [`SourceError`] when the file cannot be read or its header is not understood.
     pub fn open(path: &Path, pair: Option<Pair>) -> Result<Self, SourceError> {
-        let io = |source| SourceError::Io { path: path.to_path_buf(), source };
+        let io = |source| SourceError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = File::open(path).map_err(io)?;
         Self::from_reader(Box::new(BufReader::with_capacity(1 << 16, file)), path, pair)
     }
@@ -162,17 +182,28 @@ impl CsvTicks {
     /// [`SourceError`] when the header is not understood.
     pub fn from_reader(mut lines: Box<dyn BufRead>, path: &Path, pair: Option<Pair>) -> Result<Self, SourceError> {
         let mut header = String::new();
-        lines.read_line(&mut header).map_err(|source| SourceError::Io { path: path.to_path_buf(), source })?;
+        lines.read_line(&mut header).map_err(|source| SourceError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let header = header.trim_start_matches('\u{feff}').trim_end().to_string();
         if header.is_empty() {
-            return Err(SourceError::Empty { path: path.to_path_buf() });
+            return Err(SourceError::Empty {
+                path: path.to_path_buf(),
+            });
         }
         let (time, layout) = CsvLayout::detect(&header);
         if time.is_none() {
-            return Err(SourceError::NoTimeColumn { path: path.to_path_buf(), header });
+            return Err(SourceError::NoTimeColumn {
+                path: path.to_path_buf(),
+                header,
+            });
         }
         if !(layout.bid.is_some() && layout.ask.is_some()) && layout.rate.is_none() {
-            return Err(SourceError::NoPriceColumn { path: path.to_path_buf(), header });
+            return Err(SourceError::NoPriceColumn {
+                path: path.to_path_buf(),
+                header,
+            });
         }
         let from_name = || {
             let rate_name = layout.rate.and_then(|i| header.split(',').nth(i)).unwrap_or("");
@@ -180,12 +211,21 @@ impl CsvTicks {
         };
         let pair = pair.or_else(from_name);
         if pair.is_none() && layout.pair.is_none() {
-            return Err(SourceError::UnknownPair { path: path.to_path_buf() });
+            return Err(SourceError::UnknownPair {
+                path: path.to_path_buf(),
+            });
         }
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("file");
-        let source = Source::new(&stem.chars().take(crate::tick::MAX_SOURCE_LEN).collect::<String>())
-            .unwrap_or_default();
-        Ok(CsvTicks { lines, layout, pair, source, buf: String::new(), line_no: 1 })
+        let source =
+            Source::new(&stem.chars().take(crate::tick::MAX_SOURCE_LEN).collect::<String>()).unwrap_or_default();
+        Ok(CsvTicks {
+            lines,
+            layout,
+            pair,
+            source,
+            buf: String::new(),
+            line_no: 1,
+        })
     }
 
     fn parse_line(&self, line: &str) -> Item {
@@ -198,7 +238,12 @@ impl CsvTicks {
             }
             n += 1;
         }
-        let reject = |reason, ts_us| Item::Rejected { reason, pair: self.pair, ts_us, raw: line.to_string() };
+        let reject = |reason, ts_us| Item::Rejected {
+            reason,
+            pair: self.pair,
+            ts_us,
+            raw: line.to_string(),
+        };
         if n != l.width || n > cells.len() {
             return reject(QuarantineReason::Malformed, None);
         }
@@ -238,7 +283,16 @@ impl CsvTicks {
             None => self.source,
         };
         let seq = l.seq.and_then(|i| cells[i].parse::<u64>().ok());
-        Item::Tick(Tick { pair, ts_us, bid, ask, mid, source, seq, arrival_us: None })
+        Item::Tick(Tick {
+            pair,
+            ts_us,
+            bid,
+            ask,
+            mid,
+            source,
+            seq,
+            arrival_us: None,
+        })
     }
 }
 
@@ -285,13 +339,23 @@ impl JsonlTicks {
     /// # Errors
     /// [`SourceError::Io`] when the file cannot be opened.
     pub fn open(path: &Path, pair: Option<Pair>) -> Result<Self, SourceError> {
-        let file = File::open(path).map_err(|source| SourceError::Io { path: path.to_path_buf(), source })?;
-        Ok(Self::from_reader(Box::new(BufReader::with_capacity(1 << 16, file)), pair))
+        let file = File::open(path).map_err(|source| SourceError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Self::from_reader(
+            Box::new(BufReader::with_capacity(1 << 16, file)),
+            pair,
+        ))
     }
 
     /// Reads JSON lines from any buffered reader.
     pub fn from_reader(lines: Box<dyn BufRead>, pair: Option<Pair>) -> Self {
-        JsonlTicks { lines, pair, buf: Vec::with_capacity(256) }
+        JsonlTicks {
+            lines,
+            pair,
+            buf: Vec::with_capacity(256),
+        }
     }
 }
 
@@ -305,7 +369,12 @@ pub fn parse_message(payload: &[u8], pair: Option<Pair>) -> Item {
             {
                 return Item::Factor(f);
             }
-            Item::Rejected { reason, pair, ts_us: None, raw: String::from_utf8_lossy(payload).into_owned() }
+            Item::Rejected {
+                reason,
+                pair,
+                ts_us: None,
+                raw: String::from_utf8_lossy(payload).into_owned(),
+            }
         }
     }
 }
@@ -336,25 +405,45 @@ impl Iterator for JsonlTicks {
 /// # Errors
 /// [`SourceError`] when the file cannot be read or has no time or value column.
 pub fn read_factor_csv(path: &Path, name: &str, lag_us: i64) -> Result<Vec<Factor>, SourceError> {
-    let io = |source| SourceError::Io { path: path.to_path_buf(), source };
+    let io = |source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut text = String::new();
     File::open(path).map_err(io)?.read_to_string(&mut text).map_err(io)?;
     let mut lines = text.lines();
-    let header = lines.next().ok_or_else(|| SourceError::Empty { path: path.to_path_buf() })?;
+    let header = lines.next().ok_or_else(|| SourceError::Empty {
+        path: path.to_path_buf(),
+    })?;
     let (time, layout) = CsvLayout::detect(header);
     let Some(time) = time else {
-        return Err(SourceError::NoTimeColumn { path: path.to_path_buf(), header: header.into() });
+        return Err(SourceError::NoTimeColumn {
+            path: path.to_path_buf(),
+            header: header.into(),
+        });
     };
     let Some(value) = layout.rate else {
-        return Err(SourceError::NoPriceColumn { path: path.to_path_buf(), header: header.into() });
+        return Err(SourceError::NoPriceColumn {
+            path: path.to_path_buf(),
+            header: header.into(),
+        });
     };
     let mut out = Vec::new();
     for line in lines {
         let cells: Vec<&str> = line.split(',').map(|c| c.trim()).collect();
-        let (Some(t), Some(v)) = (cells.get(time), cells.get(value)) else { continue };
-        let (Ok(ts), Ok(v)) = (parse_ts_us(t), v.parse::<f64>()) else { continue };
+        let (Some(t), Some(v)) = (cells.get(time), cells.get(value)) else {
+            continue;
+        };
+        let (Ok(ts), Ok(v)) = (parse_ts_us(t), v.parse::<f64>()) else {
+            continue;
+        };
         if v.is_finite() {
-            out.push(Factor { name: name.to_string(), ts_us: ts + lag_us, value: v, source: "file".into() });
+            out.push(Factor {
+                name: name.to_string(),
+                ts_us: ts + lag_us,
+                value: v,
+                source: "file".into(),
+            });
         }
     }
     out.sort_by_key(|f| f.ts_us);
@@ -367,20 +456,32 @@ mod tests {
     use std::io::Cursor;
 
     fn csv(text: &'static str, pair: Option<&str>) -> Result<Vec<Item>, SourceError> {
-        let r = CsvTicks::from_reader(Box::new(Cursor::new(text)), Path::new("x.csv"), pair.and_then(Pair::parse))?;
+        let r = CsvTicks::from_reader(
+            Box::new(Cursor::new(text)),
+            Path::new("x.csv"),
+            pair.and_then(Pair::parse),
+        )?;
         Ok(r.collect())
     }
 
     #[test]
     fn detects_bid_ask_and_single_rate_layouts() {
-        let items = csv("time_utc,bid,ask\n2014-05-01T00:00:00.292Z,1.38676,1.38686\n", Some("EURUSD")).unwrap();
+        let items = csv(
+            "time_utc,bid,ask\n2014-05-01T00:00:00.292Z,1.38676,1.38686\n",
+            Some("EURUSD"),
+        )
+        .unwrap();
         let Item::Tick(t) = &items[0] else { panic!("{items:?}") };
         assert_eq!((t.bid, t.ask), (Some(1.38676), Some(1.38686)));
         let items = csv("date,fix_mxn_per_usd\n1991-11-12,3.0735\n1991-11-13,\n", None).unwrap();
         let Item::Tick(t) = &items[1] else { panic!("{items:?}") };
         assert_eq!(t.pair.as_str(), "USDMXN");
         assert_eq!(t.mid_price(), None, "empty cell is a missing value, not a crash");
-        let items = csv("timestamp,open,high,low,close\n2020-01-01 22:00:00+00:00,18.94,18.95,18.93,18.94\n", Some("USDMXN")).unwrap();
+        let items = csv(
+            "timestamp,open,high,low,close\n2020-01-01 22:00:00+00:00,18.94,18.95,18.93,18.94\n",
+            Some("USDMXN"),
+        )
+        .unwrap();
         let Item::Tick(t) = &items[0] else { panic!("{items:?}") };
         assert_eq!(t.mid, Some(18.94));
     }
@@ -389,14 +490,29 @@ mod tests {
     fn bad_lines_are_rejected_items() {
         let items = csv("date,usdmxn\nnot-a-date,1\n2020-01-01,abc\n2020-01-02,1,2\n", None).unwrap();
         assert_eq!(items.len(), 3);
-        assert!(items.iter().all(|i| matches!(i, Item::Rejected { reason: QuarantineReason::Malformed, .. })));
+        assert!(items.iter().all(|i| matches!(
+            i,
+            Item::Rejected {
+                reason: QuarantineReason::Malformed,
+                ..
+            }
+        )));
     }
 
     #[test]
     fn header_problems_are_errors() {
-        assert!(matches!(csv("foo,bar\n", Some("USDMXN")), Err(SourceError::NoTimeColumn { .. })));
-        assert!(matches!(csv("date,a,b\n", Some("USDMXN")), Err(SourceError::NoPriceColumn { .. })));
-        assert!(matches!(csv("date,value\n", None), Err(SourceError::UnknownPair { .. })));
+        assert!(matches!(
+            csv("foo,bar\n", Some("USDMXN")),
+            Err(SourceError::NoTimeColumn { .. })
+        ));
+        assert!(matches!(
+            csv("date,a,b\n", Some("USDMXN")),
+            Err(SourceError::NoPriceColumn { .. })
+        ));
+        assert!(matches!(
+            csv("date,value\n", None),
+            Err(SourceError::UnknownPair { .. })
+        ));
         assert!(matches!(csv("", None), Err(SourceError::Empty { .. })));
     }
 
@@ -406,6 +522,12 @@ mod tests {
         let items: Vec<Item> = JsonlTicks::from_reader(Box::new(Cursor::new(text)), None).collect();
         assert!(matches!(items[0], Item::Tick(_)));
         assert!(matches!(items[1], Item::Factor(_)));
-        assert!(matches!(items[2], Item::Rejected { reason: QuarantineReason::Malformed, .. }));
+        assert!(matches!(
+            items[2],
+            Item::Rejected {
+                reason: QuarantineReason::Malformed,
+                ..
+            }
+        ));
     }
 }

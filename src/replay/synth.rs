@@ -49,7 +49,11 @@ impl SplitMix64 {
         let z = self.normal();
         let chi2: f64 = (0..df).map(|_| self.normal().powi(2)).sum();
         let t = z / (chi2 / df as f64).sqrt();
-        if df > 2 { t * ((df as f64 - 2.0) / df as f64).sqrt() } else { t }
+        if df > 2 {
+            t * ((df as f64 - 2.0) / df as f64).sqrt()
+        } else {
+            t
+        }
     }
 }
 
@@ -222,7 +226,16 @@ impl SynthTicks {
         } else {
             (None, None, Some(mid))
         };
-        Tick { pair: self.pair, ts_us, bid, ask, mid: m, source: self.source, seq: Some(i + 1), arrival_us: None }
+        Tick {
+            pair: self.pair,
+            ts_us,
+            bid,
+            ask,
+            mid: m,
+            source: self.source,
+            seq: Some(i + 1),
+            arrival_us: None,
+        }
     }
 
     /// Generates tick `i` of the underlying process and applies the events, pushing 0..n ticks.
@@ -289,7 +302,11 @@ impl SynthTicks {
             }
         }
         // While inside an out-of-order burst, keep ticks queued until the burst is complete.
-        self.hold = self.spec.events.iter().any(|e| matches!(*e, Event::OutOfOrder { at, count } if at <= i && i + 1 < at + count));
+        self.hold = self
+            .spec
+            .events
+            .iter()
+            .any(|e| matches!(*e, Event::OutOfOrder { at, count } if at <= i && i + 1 < at + count));
     }
 }
 
@@ -316,7 +333,9 @@ mod tests {
     use super::*;
 
     fn spec(events: Vec<Event>) -> SynthSpec {
-        toml::from_str::<SynthSpec>("seed = 1\nticks = 100\n").map(|s| SynthSpec { events, ..s }).unwrap()
+        toml::from_str::<SynthSpec>("seed = 1\nticks = 100\n")
+            .map(|s| SynthSpec { events, ..s })
+            .unwrap()
     }
 
     fn ticks(s: SynthSpec) -> Vec<Tick> {
@@ -339,7 +358,11 @@ mod tests {
     fn events_do_what_they_say() {
         let t = ticks(spec(vec![Event::Outage { at: 10, len: 5 }]));
         assert_eq!(t.len(), 95);
-        let t = ticks(spec(vec![Event::Duplicates { at: 10, count: 2, copies: 3 }]));
+        let t = ticks(spec(vec![Event::Duplicates {
+            at: 10,
+            count: 2,
+            copies: 3,
+        }]));
         assert_eq!(t.len(), 106);
         assert_eq!(t[10], t[11]);
         let t = ticks(spec(vec![Event::OutOfOrder { at: 10, count: 4 }]));
