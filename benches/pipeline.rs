@@ -104,7 +104,12 @@ fn bench(c: &mut Criterion) {
         let mut rng = SplitMix64::new(1);
         let xs: Vec<f64> = (0..ticks.len()).map(|_| rng.student_t_unit(4)).collect();
         b.iter_batched_ref(
-            || (SignalMonitor::new(Signal::Input, &DriftConfig::default()), Vec::new()),
+            || {
+                (
+                    SignalMonitor::new(Signal::Input, &DriftConfig::default()).unwrap(),
+                    Vec::new(),
+                )
+            },
             |(m, alarms)| {
                 for (i, &x) in xs.iter().enumerate() {
                     m.update(i as i64, x, alarms);

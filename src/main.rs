@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cambio::config::{Config, EngineConfig};
+use cambio::config::Config;
 use cambio::engine::Output;
 use cambio::replay::{self, InputKind, ReplayOptions, Report, Scenario};
 use cambio::tick::Pair;
@@ -58,6 +58,9 @@ enum Command {
 /// written by `scenarios/usdmxn_ecb_daily/make_data.py`.
 const DEMO_CSV: &[u8] = include_bytes!("../scenarios/usdmxn_ecb_daily/ticks.csv");
 
+/// The demo's engine configuration: the same scenario's (daily drift thresholds, horizons).
+const DEMO_SCENARIO: &str = include_str!("../scenarios/usdmxn_ecb_daily/scenario.toml");
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let subscriber = tracing_subscriber::fmt().with_writer(std::io::stderr);
@@ -90,21 +93,16 @@ type AnyError = Box<dyn std::error::Error>;
 
 fn demo(every: u64) -> Result<ExitCode, AnyError> {
     let pair = Pair::parse("USDMXN").ok_or("pair")?;
-    let mut cfg = EngineConfig::default();
-    cfg.horizons = ["1step", "5step", "1w"]
-        .iter()
-        .map(|h| h.parse())
-        .collect::<Result<_, _>>()?;
+    let scenario = Scenario::parse(DEMO_SCENARIO, PathBuf::new())?;
+    let cfg = scenario.config.clone();
     let source = replay::source::CsvTicks::from_reader(
         Box::new(Cursor::new(DEMO_CSV)),
         Path::new("usdmxn_ecb_daily.csv"),
         Some(pair),
     )?;
     println!("cambio demo: USD/MXN daily, ECB reference rates 2008-01-02 .. 2026-10-30 (embedded)");
-    println!(
-        "horizons {:?}; one forecast line every {every} ticks; all alarms and quality changes\n",
-        ["1step", "5step", "1w"]
-    );
+    let names: Vec<String> = cfg.horizons.iter().map(|h| h.to_string()).collect();
+    println!("horizons {names:?}; a forecast line every {every} ticks; every alarm, adaptation and quality change\n");
     let mut n = 0u64;
     let observer = move |o: &Output| match o {
         Output::Forecast(f) => {
@@ -156,6 +154,9 @@ fn demo(every: u64) -> Result<ExitCode, AnyError> {
         ..Default::default()
     };
     let report = replay::run("demo: USD/MXN ECB daily", source, Vec::new(), &cfg, opts)?;
+    let mut report = report;
+    report.expectations = cambio::replay::scenario::check(&scenario.expect, &report);
+    report.passed = report.expectations.iter().all(|o| o.passed);
     print_summary(&report);
     Ok(ExitCode::SUCCESS)
 }

@@ -190,21 +190,21 @@ impl Scenario {
             path: file.clone(),
             source,
         })?;
-        let mut s: Scenario = toml::from_str(&text).map_err(|e| ScenarioError::Spec {
-            path: file.clone(),
-            message: e.to_string(),
-        })?;
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        Scenario::parse(&text, dir).map_err(|message| ScenarioError::Spec { path: file, message })
+    }
+
+    /// Parses a spec's text; relative paths in it are relative to `dir`.
+    ///
+    /// # Errors
+    /// A message saying what is invalid.
+    pub fn parse(text: &str, dir: PathBuf) -> Result<Scenario, String> {
+        let mut s: Scenario = toml::from_str(text).map_err(|e| e.to_string())?;
         if s.data.is_some() == s.synthetic.is_some() {
-            return Err(ScenarioError::Spec {
-                path: file,
-                message: "give exactly one of `data` or `[synthetic]`".into(),
-            });
+            return Err("give exactly one of `data` or `[synthetic]`".into());
         }
-        s.config.validate().map_err(|message| ScenarioError::Spec {
-            path: file.clone(),
-            message,
-        })?;
-        s.dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        s.config.validate()?;
+        s.dir = dir;
         Ok(s)
     }
 }
