@@ -50,6 +50,9 @@ pub enum ReplayError {
     TooManyPairs(usize),
 }
 
+/// A callback that sees every output as it is produced.
+pub type Observer = Box<dyn FnMut(&Output)>;
+
 /// How to replay.
 #[derive(Default)]
 pub struct ReplayOptions {
@@ -62,7 +65,7 @@ pub struct ReplayOptions {
     /// Write every output as a JSON line here.
     pub outputs: Option<Box<dyn Write>>,
     /// Called with every output as it is produced (the demo prints from here).
-    pub observer: Option<Box<dyn FnMut(&Output)>>,
+    pub observer: Option<Observer>,
 }
 
 /// Most pairs one replay serves.
