@@ -164,6 +164,8 @@ impl EngineConfig {
             return Err("model.rls_delta > 0, model.weight_prior >= 0, 0 < model.interval_gamma < 1".into());
         }
         m.kalman.validate().map_err(|e| format!("model.kalman: {e}"))?;
+        self.quality.validate().map_err(|e| format!("quality: {e}"))?;
+        self.drift.validate().map_err(|e| format!("drift: {e}"))?;
         Ok(())
     }
 }

@@ -74,6 +74,12 @@ impl Thresholds {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QualityConfig {
+    /// Quarantine any price below this (`price_out_of_range`). Default 1e-6: below any real exchange rate,
+    /// above the values that underflow downstream.
+    pub min_price: f64,
+    /// Quarantine any price above this. Default 1e6 (the largest quotes, such as USD/VND or USD/IDR, are
+    /// around 25,000); a value like 1e300 would overflow every computation downstream.
+    pub max_price: f64,
     /// Quarantine when `(ask - bid) / mid` exceeds this. Default 0.01 (100 bp): USD/MXN trades at 5–30 bp
     /// and widens to ~100 bp only in a crash; anything wider is not a tradable quote.
     pub max_rel_spread: f64,
@@ -160,6 +166,8 @@ pub struct QualityConfig {
 impl Default for QualityConfig {
     fn default() -> Self {
         QualityConfig {
+            min_price: 1e-6,
+            max_price: 1e6,
             max_rel_spread: 0.01,
             warn_rel_spread: 0.002,
             jump_k: 10.0,
@@ -210,6 +218,9 @@ pub enum QualityConfigError {
     /// The sketch accuracy must be in `(0, 1)`.
     #[error("`sketch_rel_accuracy` must be in (0, 1)")]
     SketchAccuracy,
+    /// `min_price` must be below `max_price`.
+    #[error("`min_price` must be below `max_price`")]
+    PriceRange,
 }
 
 impl QualityConfig {
@@ -220,7 +231,12 @@ impl QualityConfig {
     /// The first problem found.
     pub fn validate(&self) -> Result<(), QualityConfigError> {
         use QualityConfigError::*;
+        if !(self.min_price < self.max_price) {
+            return Err(PriceRange);
+        }
         let positive = [
+            ("min_price", self.min_price),
+            ("max_price", self.max_price),
             ("max_rel_spread", self.max_rel_spread),
             ("warn_rel_spread", self.warn_rel_spread),
             ("jump_k", self.jump_k),

@@ -20,7 +20,12 @@ pub(crate) struct Prices {
 /// # Errors
 /// The first failing check's reason.
 #[inline]
-pub(crate) fn check_prices(t: &Tick, max_rel_spread: f64, warn_rel_spread: f64) -> Result<Prices, QuarantineReason> {
+pub(crate) fn check_prices(
+    t: &Tick,
+    (min_price, max_price): (f64, f64),
+    max_rel_spread: f64,
+    warn_rel_spread: f64,
+) -> Result<Prices, QuarantineReason> {
     use QuarantineReason::*;
     let two_sided = match (t.bid, t.ask, t.mid) {
         (Some(b), Some(a), _) => Some((b, a)),
@@ -35,6 +40,9 @@ pub(crate) fn check_prices(t: &Tick, max_rel_spread: f64, warn_rel_spread: f64) 
     }
     if present.iter().flatten().any(|&p| p <= 0.0) {
         return Err(NonPositivePrice);
+    }
+    if present.iter().flatten().any(|&p| p < min_price || p > max_price) {
+        return Err(PriceOutOfRange);
     }
     let Some((bid, ask)) = two_sided else {
         // Only the mid is present (a fixing); it was checked above.
@@ -81,11 +89,13 @@ mod tests {
     #[test]
     fn each_reason_from_a_minimal_case() {
         use QuarantineReason::*;
-        let check = |b, a, m| check_prices(&tick(b, a, m), 0.01, 0.002);
+        let check = |b, a, m| check_prices(&tick(b, a, m), (1e-6, 1e6), 0.01, 0.002);
         assert_eq!(check(None, None, None), Err(MissingValue));
         assert_eq!(check(Some(20.0), None, None), Err(MissingValue));
         assert_eq!(check(None, Some(20.0), Some(20.0)), Err(MissingValue));
         assert_eq!(check(Some(f64::NAN), Some(20.0), None), Err(NonFinitePrice));
+        assert_eq!(check(None, None, Some(1e300)), Err(PriceOutOfRange));
+        assert_eq!(check(Some(1e-300), Some(1e-299), None), Err(PriceOutOfRange));
         assert_eq!(check(Some(20.0), Some(f64::INFINITY), None), Err(NonFinitePrice));
         assert_eq!(check(None, None, Some(f64::NEG_INFINITY)), Err(NonFinitePrice));
         assert_eq!(check(Some(-1.0), Some(20.0), None), Err(NonPositivePrice));

@@ -16,6 +16,9 @@ pub enum QuarantineReason {
     NonFinitePrice,
     /// A price that is zero or negative.
     NonPositivePrice,
+    /// A price outside the configured absolute range (`min_price`..`max_price`): no exchange rate is
+    /// 1e300, and such a value would overflow every computation downstream.
+    PriceOutOfRange,
     /// `bid > ask`.
     CrossedQuote,
     /// The relative spread is wider than the configured maximum.
@@ -85,11 +88,12 @@ impl Dimension {
 
 impl QuarantineReason {
     /// All reasons, in a fixed order (used for counters indexed by reason).
-    pub const ALL: [QuarantineReason; 13] = [
+    pub const ALL: [QuarantineReason; 14] = [
         QuarantineReason::Malformed,
         QuarantineReason::MissingValue,
         QuarantineReason::NonFinitePrice,
         QuarantineReason::NonPositivePrice,
+        QuarantineReason::PriceOutOfRange,
         QuarantineReason::CrossedQuote,
         QuarantineReason::SpreadTooWide,
         QuarantineReason::ImplausibleJump,
@@ -113,6 +117,7 @@ impl QuarantineReason {
             QuarantineReason::MissingValue => "missing_value",
             QuarantineReason::NonFinitePrice => "non_finite_price",
             QuarantineReason::NonPositivePrice => "non_positive_price",
+            QuarantineReason::PriceOutOfRange => "price_out_of_range",
             QuarantineReason::CrossedQuote => "crossed_quote",
             QuarantineReason::SpreadTooWide => "spread_too_wide",
             QuarantineReason::ImplausibleJump => "implausible_jump",
@@ -129,7 +134,7 @@ impl QuarantineReason {
     pub fn dimension(self) -> Dimension {
         use QuarantineReason::*;
         match self {
-            Malformed | NonFinitePrice | NonPositivePrice | PairMismatch => Dimension::Validity,
+            Malformed | NonFinitePrice | NonPositivePrice | PriceOutOfRange | PairMismatch => Dimension::Validity,
             MissingValue => Dimension::Completeness,
             CrossedQuote | SpreadTooWide => Dimension::Consistency,
             ImplausibleJump => Dimension::Accuracy,

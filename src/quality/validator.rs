@@ -229,7 +229,12 @@ impl Validator {
                 }
             }
         }
-        let prices = check_prices(t, cfg.max_rel_spread, cfg.warn_rel_spread)?;
+        let prices = check_prices(
+            t,
+            (cfg.min_price, cfg.max_price),
+            cfg.max_rel_spread,
+            cfg.warn_rel_spread,
+        )?;
         if prices.wide {
             flags |= Flags::WIDE_SPREAD_WARN;
         }
