@@ -59,9 +59,10 @@ impl Default for ModelConfig {
     }
 }
 
-/// Which detectors watch which signal. Inputs get the full set; predictions a level test; residuals the
-/// level and structural-break tests (their volatility is the input's, so a volatility test there would
-/// only repeat the input's alarm).
+/// Which detectors watch which signal. Inputs get the full set; predictions the two cheap level tests
+/// (CUSUM and Page-Hinkley: a forecast's mean shift is small and smooth, ADWIN adds nothing there for
+/// its cost); residuals the level and structural-break tests (their volatility is the input's, so a
+/// volatility test there would only repeat the input's alarm).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SignalDetectors {
@@ -82,7 +83,7 @@ impl Default for SignalDetectors {
         use DetectorId::*;
         SignalDetectors {
             input: vec![LevelCusum, VolShift, Adwin, PageHinkley, Psi, Ks, Wasserstein],
-            prediction: vec![LevelCusum, Adwin],
+            prediction: vec![LevelCusum, PageHinkley],
             residual: vec![LevelCusum, Adwin, RecursiveCusum, RecursiveCusumOfSquares],
             level_shift_min_sigmas: 100.0,
         }

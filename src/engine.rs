@@ -16,6 +16,7 @@ use crate::config::EngineConfig;
 use crate::drift::{Alarm, DriftState, Signal, SignalMonitor};
 use crate::eval::{HorizonScore, HorizonSummary, Realised};
 use crate::forecast::combine::SignalWeight;
+use crate::forecast::fastexp;
 use crate::forecast::features::{FeatureState, N_FEATURES};
 use crate::forecast::interval::AdaptiveQuantile;
 use crate::forecast::{DriftStatus, Forecast, HorizonForecast, ModelId};
@@ -490,13 +491,14 @@ impl Engine {
             let shift = (c * p).clamp(-MAX_SHIFT, MAX_SHIFT);
             let m = shift * sigma;
             let (q80, q95) = (h.q80.q() * sigma, h.q95.q() * sigma);
-            let f = [
-                mid * m.exp(),
-                mid * (m - q80).exp(),
-                mid * (m + q80).exp(),
-                mid * (m - q95).exp(),
-                mid * (m + q95).exp(),
-            ];
+            // Three exponentials, not five: the interval is symmetric in log space around the mean.
+            let mean = mid * fastexp::exp(m);
+            let (e80, e95) = (fastexp::exp(q80), fastexp::exp(q95));
+            let mut f = [mean, mean / e80, mean * e80, mean / e95, mean * e95];
+            if f.iter().any(|v| !v.is_finite()) {
+                // Unreachable with in-range prices; the last guard so that no NaN or inf is ever published.
+                f = f.map(|v| if v.is_finite() { v } else { mid });
+            }
             if k == 0 {
                 first_pred = shift;
             }

@@ -43,7 +43,8 @@ impl SignalWeight {
             return;
         }
         let w = weight.clamp(0.0, 1.0);
-        let decay = self.decay.powf(w);
+        // decay^w to first order (1 - decay is small): a fractional observation decays fractionally.
+        let decay = 1.0 - w * (1.0 - self.decay);
         // Winsorize: one crisis day must not decide the weight for months.
         let y = y.clamp(-6.0, 6.0);
         let p = p.clamp(-6.0, 6.0);

@@ -54,8 +54,9 @@ impl AdaptiveQuantile {
         }
         let miss = if abs_std_err > self.q { 1.0 } else { 0.0 };
         // Multiplicative step in log space: scale-free, and never crosses zero.
-        self.q = (self.q * (weight.clamp(0.0, 1.0) * self.gamma * (miss - self.alpha) / self.alpha.max(1e-3)).exp())
-            .clamp(self.q_min, self.q_max);
+        self.q = (self.q
+            * super::fastexp::exp(weight.clamp(0.0, 1.0) * self.gamma * (miss - self.alpha) / self.alpha.max(1e-3)))
+        .clamp(self.q_min, self.q_max);
     }
 }
 

@@ -2,6 +2,7 @@
 //! to the random walk, calibrated intervals, and the plain-data [`Forecast`] message.
 
 pub mod combine;
+pub mod fastexp;
 pub mod features;
 pub mod interval;
 

@@ -287,7 +287,8 @@ impl<const N: usize> Rls<N> {
     fn guard_covariance(&mut self) {
         let trace = self.p.trace();
         let diag_ok = self.p.diagonal().iter().all(|&d| d > 0.0);
-        if !trace.is_finite() || !diag_ok || !self.p.iter().all(|v| v.is_finite()) {
+        // One sum tells whether every entry is finite (any NaN or infinity makes it non-finite).
+        if !trace.is_finite() || !diag_ok || !self.p.sum().is_finite() {
             self.p = SMatrix::identity() * (self.cfg.max_trace / N.max(1) as f64);
         } else if trace > self.cfg.max_trace {
             self.p *= self.cfg.max_trace / trace;

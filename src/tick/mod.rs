@@ -8,6 +8,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod scan;
+
 use crate::quality::reason::QuarantineReason;
 use crate::time::parse_ts_us;
 
@@ -224,34 +226,55 @@ pub fn parse_tick(payload: &[u8], expected_pair: Option<Pair>) -> Result<Tick, Q
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(QuarantineReason::Malformed);
     }
+    match scan::scan(payload) {
+        Some(fields) => tick_from_fields(&fields, expected_pair),
+        None => parse_tick_general(payload, expected_pair),
+    }
+}
+
+/// The general path: serde_json with its exact rules (escapes, unknown keys, strings for prices, …).
+fn parse_tick_general(payload: &[u8], expected_pair: Option<Pair>) -> Result<Tick, QuarantineReason> {
     let raw: RawTick<'_> = match serde_json::from_slice(payload) {
         Ok(raw) => raw,
         Err(_) => {
             // Python's json module writes NaN/Infinity as bare words; read them so the reason is precise.
             let fixed = quote_non_finite_literals(payload).ok_or(QuarantineReason::Malformed)?;
-            return parse_tick(&fixed, expected_pair);
+            return parse_tick_general(&fixed, expected_pair);
         }
     };
-    let pair = Pair::parse(raw.pair).ok_or(QuarantineReason::Malformed)?;
+    let field = |f: &Option<PriceField<'_>>| f.as_ref().map(|p| p.value()).transpose();
+    let fields = scan::Fields {
+        pair: raw.pair,
+        ts: raw.ts,
+        bid: field(&raw.bid)?,
+        ask: field(&raw.ask)?,
+        mid: field(&raw.mid)?,
+        source: raw.source,
+        seq: raw.seq,
+    };
+    tick_from_fields(&fields, expected_pair)
+}
+
+fn tick_from_fields(f: &scan::Fields<'_>, expected_pair: Option<Pair>) -> Result<Tick, QuarantineReason> {
+    let pair = Pair::parse(f.pair).ok_or(QuarantineReason::Malformed)?;
     if let Some(expected) = expected_pair
         && expected != pair
     {
         return Err(QuarantineReason::PairMismatch);
     }
-    let ts_us = parse_ts_us(raw.ts).map_err(|_| QuarantineReason::Malformed)?;
-    let field = |f: &Option<PriceField<'_>>| f.as_ref().map(|p| p.value()).transpose();
-    let source = match raw.source {
+    let ts_us = parse_ts_us(f.ts).map_err(|_| QuarantineReason::Malformed)?;
+    let source = match f.source {
         Some(s) => Source::new(s).ok_or(QuarantineReason::Malformed)?,
         None => Source::default(),
     };
     Ok(Tick {
         pair,
         ts_us,
-        bid: field(&raw.bid)?,
-        ask: field(&raw.ask)?,
-        mid: field(&raw.mid)?,
+        bid: f.bid,
+        ask: f.ask,
+        mid: f.mid,
         source,
-        seq: raw.seq,
+        seq: f.seq,
         arrival_us: None,
     })
 }
@@ -414,6 +437,52 @@ mod tests {
         .unwrap();
         assert_eq!(t.source.as_str(), "NaN");
         assert_eq!(t.mid_price(), None);
+    }
+
+    #[test]
+    fn fast_path_agrees_with_serde_json() {
+        let cases: &[&str] = &[
+            EXAMPLE,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":25.08,"source":"banxico"}"#,
+            r#" { "ts" : "2020-03-23T10:00:00Z" , "pair" : "USDMXN" , "bid" : 1 , "ask" : 2e0 } "#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","bid":null,"ask":null,"mid":null,"seq":null}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":-0.0,"seq":0}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1e400}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":01}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1.}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":.5}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":+1}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"seq":-1}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"seq":1.5}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"seq":18446744073709551616}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"mid":2}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"extra":[1,2]}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1} trailing"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":"1.5"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":NaN}"#,
+            r#"{"pair":"USDMXN","mid":1}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1e-3,"bid":1E+2,"ask":3.25e-1}"#,
+            r#"{}"#,
+            "{\"pair\":\"USDMXN\",\"ts\":\"2020-03-23\",\"mid\":1,\"source\":\"caf\u{e9}\"}",
+        ];
+        for c in cases {
+            let fast = parse_tick(c.as_bytes(), None);
+            let general = parse_tick_general(c.as_bytes(), None);
+            match (&fast, &general) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.ts_us, b.ts_us, "{c}");
+                    assert_eq!(format!("{a:?}"), format!("{b:?}"), "{c}");
+                }
+                _ => assert_eq!(fast, general, "{c}"),
+            }
+        }
+        assert!(
+            scan::scan(EXAMPLE.as_bytes()).is_some(),
+            "the contract's example takes the fast path"
+        );
     }
 
     #[test]
