@@ -231,7 +231,7 @@ impl QualityConfig {
     /// The first problem found.
     pub fn validate(&self) -> Result<(), QualityConfigError> {
         use QualityConfigError::*;
-        if !(self.min_price < self.max_price) {
+        if self.min_price.partial_cmp(&self.max_price) != Some(std::cmp::Ordering::Less) {
             return Err(PriceRange);
         }
         let positive = [
