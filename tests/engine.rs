@@ -124,12 +124,12 @@ fn hostile_prices_never_produce_non_finite_forecasts() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let p = if x % 3 == 0 {
+        let p = if x.is_multiple_of(3) {
             prices[(x as usize / 3) % prices.len()]
         } else {
             17.0 * (1.0 + ((x % 1000) as f64 - 500.0) * 1e-5)
         };
-        let spread = if x % 5 == 0 { -0.01 } else { 0.001 };
+        let spread = if x.is_multiple_of(5) { -0.01 } else { 0.001 };
         let ts = 1_700_000_000_000_000 + i * 1_000_000 + ((x % 7) as i64 - 3) * 1_000_000;
         let t = Tick {
             pair: pair(),
