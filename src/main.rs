@@ -190,7 +190,7 @@ fn print_summary(r: &Report) {
         );
     }
     if r.ticks_per_sec > 0.0 {
-        println!("{:.0} ticks/s", r.ticks_per_sec);
+        println!("{:.0} ticks/s, peak memory {} KiB", r.ticks_per_sec, r.peak_rss_kib);
     }
 }
 

@@ -141,3 +141,44 @@ fn a_failed_expectation_exits_1_and_bad_input_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("unknown"), "{}", text(&out.stderr));
 }
+
+fn synthetic_scenario(dir: &Path, ticks: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("scenario.toml"),
+        format!(
+            "name = \"memory {ticks}\"\npair = \"USDMXN\"\n[synthetic]\nseed = 3\nticks = {ticks}\ninterval_ms = 100\n\
+             [config]\nhorizons = [\"1step\", \"10step\", \"1m\", \"1h\"]\n\
+             [[expect]]\nkind = \"accepted_at_least\"\ncount = 1\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn peak_rss(dir: &Path) -> u64 {
+    let report = dir.join("r.json");
+    let out = cambio(&["replay", dir.to_str().unwrap(), "--report", report.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    r["peak_rss_kib"].as_u64().unwrap()
+}
+
+/// Memory is bounded: windows and sketches, no history that grows with the stream. Replaying ten times
+/// more ticks (10,000,000 against 1,000,000, with a 1h horizon whose pending forecasts would otherwise
+/// pile up) must not use more memory.
+#[test]
+fn replaying_ten_million_ticks_uses_no_more_memory_than_one_million() {
+    if !Path::new("/proc/self/status").exists() {
+        eprintln!("no /proc: peak memory cannot be read on this platform");
+        return;
+    }
+    let dir = scratch("memory");
+    let (small, large) = (dir.join("1m"), dir.join("10m"));
+    synthetic_scenario(&small, 1_000_000);
+    synthetic_scenario(&large, 10_000_000);
+    let (a, b) = (peak_rss(&small), peak_rss(&large));
+    eprintln!("peak RSS: 1,000,000 ticks {a} KiB, 10,000,000 ticks {b} KiB");
+    assert!(a > 0 && b > 0);
+    // Allow 512 KiB of allocator noise; growth with the stream would be tens of megabytes.
+    assert!(b <= a + 512, "10M ticks peaked at {b} KiB, 1M ticks at {a} KiB");
+}

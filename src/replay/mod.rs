@@ -1,7 +1,8 @@
 //! Replay: files and scenarios fed through the same [`Engine`] as live serving, in process and
 //! deterministically, producing a [`Report`] (and, on request, every output as JSON lines).
 //!
-//! This is an edge: it reads files and the wall clock (for `ticks_per_sec` and the progress line only).
+//! This is an edge: it reads files, the wall clock and the process's memory (for `ticks_per_sec`,
+//! `peak_rss_kib` and the progress line only).
 //! The engine itself never sees either.
 
 pub mod report;
@@ -206,6 +207,7 @@ pub fn run(
         } else {
             0.0
         },
+        peak_rss_kib: if opts.timing { report::peak_rss_kib() } else { 0 },
     })
 }
 

@@ -1,7 +1,8 @@
 //! The replay report: a JSON summary of what the engine did with a file or scenario.
 //!
-//! Every field is derived from the input alone except `ticks_per_sec`, the one wall-clock figure; with
-//! `--no-timing` it is written as 0 so two runs on the same input give byte-identical reports.
+//! Every field is derived from the input alone except `ticks_per_sec` and `peak_rss_kib`, the two
+//! measurements of the run itself; with `--no-timing` they are written as 0 so two runs on the same input
+//! give byte-identical reports.
 
 use std::collections::BTreeMap;
 
@@ -36,6 +37,19 @@ pub struct AlarmEntry {
 /// Most alarms listed in a report (all are counted in `alarms_total`).
 pub const MAX_ALARMS_LISTED: usize = 10_000;
 
+/// Peak resident set size of this process in KiB (`VmHWM`), or 0 where `/proc` is not available.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// The replay report (see the README for each field).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -69,4 +83,7 @@ pub struct Report {
     pub passed: bool,
     /// Throughput of the replay (wall clock; 0 with `--no-timing`).
     pub ticks_per_sec: f64,
+    /// Peak resident memory of the process in KiB, from `/proc/self/status` (Linux; 0 elsewhere and with
+    /// `--no-timing`): replaying ten times more ticks must not raise it.
+    pub peak_rss_kib: u64,
 }
