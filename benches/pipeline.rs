@@ -18,6 +18,8 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use cambio::config::EngineConfig;
 use cambio::drift::{DriftConfig, Signal, SignalMonitor};
 use cambio::engine::Engine;
+use cambio::model::{EwmaVol, EwmaVolConfig, LocalLevel, LocalLevelConfig, Rls, RlsConfig, RlsInit, VolDecay};
+use cambio::replay::{self, ReplayOptions};
 use cambio::quality::{QualityConfig, Validator};
 use cambio::replay::Item;
 use cambio::replay::source::CsvTicks;
@@ -100,6 +102,31 @@ fn bench(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    g.bench_function("model/kalman_vol_rls", |b| {
+        // The per-tick model work: one Kalman update, one EWMA update, and two RLS updates (the step
+        // horizons realised on every tick) over the engine's six features.
+        let mids: Vec<(i64, f64)> = ticks.iter().filter_map(|t| t.mid_price().map(|m| (t.ts_us, m.ln()))).collect();
+        b.iter_batched_ref(
+            || {
+                let rls = Rls::<6>::new(RlsConfig { forgetting: 0.999, init: RlsInit::Ridge { delta: 1.0 }, max_trace: 1e6 }).unwrap();
+                let vol = EwmaVol::new(EwmaVolConfig { decay: VolDecay::PerObservation { lambda: 0.94 }, ..EwmaVolConfig::default() }).unwrap();
+                (LocalLevel::new(LocalLevelConfig::default()).unwrap(), vol, rls.clone(), rls)
+            },
+            |(kalman, vol, rls1, rls2)| {
+                let mut prev = mids[0].1;
+                for &(ts, y) in &mids {
+                    black_box(kalman.update(ts, y));
+                    let r = y - prev;
+                    black_box(vol.update(ts, r));
+                    let x = nalgebra::SVector::<f64, 6>::from([1.0, r * 1e4, 0.1, -0.2, 0.3, 0.0]);
+                    black_box(rls1.update(&x, r * 1e4));
+                    black_box(rls2.update(&x, r * 2e4));
+                    prev = y;
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
     g.bench_function("drift/one_signal", |b| {
         let mut rng = SplitMix64::new(1);
         let xs: Vec<f64> = (0..ticks.len()).map(|_| rng.student_t_unit(4)).collect();
@@ -146,6 +173,21 @@ fn bench(c: &mut Criterion) {
             },
             BatchSize::LargeInput,
         )
+    });
+    g.finish();
+
+    // Replay: a synthetic scenario's ticks generated and replayed in process (file reading excluded), the
+    // path `cambio replay` takes.
+    let mut g = c.benchmark_group("replay");
+    let n = 200_000u64;
+    g.throughput(Throughput::Elements(n));
+    g.sample_size(10);
+    g.bench_function("synthetic_200k", |b| {
+        b.iter(|| {
+            let spec: SynthSpec = toml::from_str(&format!("seed = 1\nticks = {n}")).unwrap();
+            let items = SynthTicks::new(spec, pair).unwrap();
+            black_box(replay::run("bench", items, Vec::new(), &cfg, ReplayOptions::default()).unwrap().accepted)
+        })
     });
     g.finish();
 }
