@@ -19,11 +19,11 @@ use cambio::config::EngineConfig;
 use cambio::drift::{DriftConfig, Signal, SignalMonitor};
 use cambio::engine::Engine;
 use cambio::model::{EwmaVol, EwmaVolConfig, LocalLevel, LocalLevelConfig, Rls, RlsConfig, RlsInit, VolDecay};
-use cambio::replay::{self, ReplayOptions};
 use cambio::quality::{QualityConfig, Validator};
 use cambio::replay::Item;
 use cambio::replay::source::CsvTicks;
 use cambio::replay::synth::{SplitMix64, SynthSpec, SynthTicks};
+use cambio::replay::{self, ReplayOptions};
 use cambio::tick::{Pair, Tick, parse_tick};
 
 const BATCH: usize = 100_000;
@@ -105,12 +105,29 @@ fn bench(c: &mut Criterion) {
     g.bench_function("model/kalman_vol_rls", |b| {
         // The per-tick model work: one Kalman update, one EWMA update, and two RLS updates (the step
         // horizons realised on every tick) over the engine's six features.
-        let mids: Vec<(i64, f64)> = ticks.iter().filter_map(|t| t.mid_price().map(|m| (t.ts_us, m.ln()))).collect();
+        let mids: Vec<(i64, f64)> = ticks
+            .iter()
+            .filter_map(|t| t.mid_price().map(|m| (t.ts_us, m.ln())))
+            .collect();
         b.iter_batched_ref(
             || {
-                let rls = Rls::<6>::new(RlsConfig { forgetting: 0.999, init: RlsInit::Ridge { delta: 1.0 }, max_trace: 1e6 }).unwrap();
-                let vol = EwmaVol::new(EwmaVolConfig { decay: VolDecay::PerObservation { lambda: 0.94 }, ..EwmaVolConfig::default() }).unwrap();
-                (LocalLevel::new(LocalLevelConfig::default()).unwrap(), vol, rls.clone(), rls)
+                let rls = Rls::<6>::new(RlsConfig {
+                    forgetting: 0.999,
+                    init: RlsInit::Ridge { delta: 1.0 },
+                    max_trace: 1e6,
+                })
+                .unwrap();
+                let vol = EwmaVol::new(EwmaVolConfig {
+                    decay: VolDecay::PerObservation { lambda: 0.94 },
+                    ..EwmaVolConfig::default()
+                })
+                .unwrap();
+                (
+                    LocalLevel::new(LocalLevelConfig::default()).unwrap(),
+                    vol,
+                    rls.clone(),
+                    rls,
+                )
             },
             |(kalman, vol, rls1, rls2)| {
                 let mut prev = mids[0].1;
@@ -186,7 +203,11 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let spec: SynthSpec = toml::from_str(&format!("seed = 1\nticks = {n}")).unwrap();
             let items = SynthTicks::new(spec, pair).unwrap();
-            black_box(replay::run("bench", items, Vec::new(), &cfg, ReplayOptions::default()).unwrap().accepted)
+            black_box(
+                replay::run("bench", items, Vec::new(), &cfg, ReplayOptions::default())
+                    .unwrap()
+                    .accepted,
+            )
         })
     });
     g.finish();

@@ -215,6 +215,8 @@ pub struct EngineSummary {
     pub quality: QualityReport,
     /// Worst status each quality dimension reached.
     pub quality_worst: BTreeMap<String, Status>,
+    /// Streaming profile of each field (count, nulls, min/max, mean/variance, sketch quantiles).
+    pub profile: crate::quality::ProfileReport,
     /// Drift detectors' state per signal.
     pub drift: Vec<DriftState>,
     /// Alarms raised.
@@ -611,6 +613,7 @@ impl Engine {
                 .iter()
                 .map(|d| (d.name().to_string(), self.quality_worst[d.index()]))
                 .collect(),
+            profile: self.validator.profile().report(),
             drift: self.monitors.iter().map(|m| m.state()).collect(),
             alarms_total: self.alarms_total,
             adaptations: self.adaptations,
