@@ -419,7 +419,14 @@ mod tests {
         }
         for mo in 0..=13 {
             for d in 0..=32 {
-                for (hh, mm, ss) in [(0, 0, 0), (23, 59, 60), (24, 0, 0), (0, 60, 0), (0, 0, 61), (99, 99, 99)] {
+                for (hh, mm, ss) in [
+                    (0, 0, 0),
+                    (23, 59, 60),
+                    (24, 0, 0),
+                    (0, 60, 0),
+                    (0, 0, 61),
+                    (99, 99, 99),
+                ] {
                     let t = format!("2023-{mo:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.5Z");
                     check(t.as_bytes());
                 }
@@ -441,7 +448,11 @@ mod tests {
             ("12345678", 123_456),
             ("123456789", 123_456),
         ] {
-            assert_eq!(parse_ts_us(&format!("2020-03-09T14:30:00.{frac}Z")).unwrap(), base + us, "{frac}");
+            assert_eq!(
+                parse_ts_us(&format!("2020-03-09T14:30:00.{frac}Z")).unwrap(),
+                base + us,
+                "{frac}"
+            );
         }
     }
 }

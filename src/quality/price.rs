@@ -103,7 +103,12 @@ mod tests {
         assert_eq!(check(Some(20.1), Some(20.0), None), Err(CrossedQuote));
         assert_eq!(check(Some(20.0), Some(20.5), None), Err(SpreadTooWide));
         assert_eq!(check(Some(f64::MAX), Some(f64::MAX), None), Err(PriceOutOfRange));
-        let wide_range = check_prices(&tick(Some(f64::MAX), Some(f64::MAX), None), (1e-6, f64::MAX), 0.01, 0.002);
+        let wide_range = check_prices(
+            &tick(Some(f64::MAX), Some(f64::MAX), None),
+            (1e-6, f64::MAX),
+            0.01,
+            0.002,
+        );
         assert_eq!(wide_range.map(|p| p.mid), Ok(f64::MAX), "no overflow in the mid");
         let ok = check(Some(20.0), Some(20.01), None).unwrap();
         assert!((ok.mid - 20.005).abs() < 1e-12 && !ok.wide);
