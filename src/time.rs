@@ -110,18 +110,26 @@ fn fixed_head(b: &[u8]) -> Option<[u32; 6]> {
         w.copy_from_slice(&h[at..at + 8]);
         u64::from_le_bytes(w)
     };
-    if !(head_word_ok(word(0), 0) && head_word_ok(word(8), 1) && head_word_ok(word(11), 2)) {
+    let (w0, w1, w2) = (word(0), word(8), word(11));
+    if !(head_word_ok(w0, 0) && head_word_ok(w1, 1) && head_word_ok(w2, 2)) {
         return None;
     }
-    // Every digit place now holds an ASCII digit, whose low nibble is its value.
-    let d = |i: usize| u32::from(h[i] & 0x0f);
+    // Every digit place now holds an ASCII digit and `w ^ pattern` its value (separators give 0). Ten
+    // times each byte plus the next byte is the two-digit number starting at that byte: at most 99, so
+    // no byte carries into the next.
+    let pairs = |w: u64, k: usize| {
+        let x = w ^ HEAD_PATTERN[k];
+        x * 10 + (x >> 8)
+    };
+    let (p0, p1, p2) = (pairs(w0, 0), pairs(w1, 1), pairs(w2, 2));
+    let byte = |p: u64, at: u32| (p >> (8 * at)) as u32 & 0xff;
     Some([
-        d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3),
-        d(5) * 10 + d(6),
-        d(8) * 10 + d(9),
-        d(11) * 10 + d(12),
-        d(14) * 10 + d(15),
-        d(17) * 10 + d(18),
+        byte(p0, 0) * 100 + byte(p0, 2),
+        byte(p0, 5),
+        byte(p1, 0),
+        byte(p1, 3),
+        byte(p1, 6),
+        byte(p2, 6),
     ])
 }
 
