@@ -30,6 +30,20 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// [`days_from_civil`] for years 0 to 9999 (four digits), in unsigned arithmetic: the same algorithm
+/// with the era computed without the branch for negative years.
+fn days_from_civil_0_to_9999(y: u32, m: u32, d: u32) -> i64 {
+    // March-based years: January and February count as months 10 and 11 of the previous year. Year 0
+    // before March becomes year -1, so shift by one era (400 years) to stay unsigned.
+    let y = y + 400 - u32::from(m <= 2);
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    i64::from(era) * 146_097 + i64::from(doe) - 719_468 - 146_097
+}
+
 /// The civil date `(year, month, day)` of a day count since 1970-01-01 (inverse of [`days_from_civil`]).
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -158,7 +172,13 @@ pub(crate) fn parse_ts_prefix(b: &[u8]) -> Result<(i64, usize), TsErrorKind> {
     if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) {
         return Err(Range);
     }
-    let mut us = days_from_civil(y, mo, d) * US_PER_DAY;
+    let days = if time.is_some() {
+        // Years 0..=9999: unsigned arithmetic, no rounding fix-ups for negative years.
+        days_from_civil_0_to_9999(y as u32, mo, d)
+    } else {
+        days_from_civil(y, mo, d)
+    };
+    let mut us = days * US_PER_DAY;
     let (hh, mm, ss) = match time {
         Some(t) => t,
         None => {
@@ -269,6 +289,21 @@ mod tests {
             parse_ts_us("2020-03-09T14:30:00.123Z").unwrap()
         );
         assert_eq!(parse_ts_us("2014-05-01 00:00:00.5").unwrap() % US_PER_SEC, 500_000);
+    }
+
+    #[test]
+    fn unsigned_day_count_equals_the_signed_one() {
+        for y in 0..=9999 {
+            for m in 1..=12 {
+                for d in [1, 15, 28, 29, 30, 31] {
+                    assert_eq!(
+                        days_from_civil_0_to_9999(y, m, d),
+                        days_from_civil(i64::from(y), m, d),
+                        "{y}-{m}-{d}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
