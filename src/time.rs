@@ -30,6 +30,20 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// [`days_from_civil`] for years 0 to 9999 (four digits), in unsigned arithmetic: the same algorithm
+/// with the era computed without the branch for negative years.
+fn days_from_civil_0_to_9999(y: u32, m: u32, d: u32) -> i64 {
+    // March-based years: January and February count as months 10 and 11 of the previous year. Year 0
+    // before March becomes year -1, so shift by one era (400 years) to stay unsigned.
+    let y = y + 400 - u32::from(m <= 2);
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    i64::from(era) * 146_097 + i64::from(doe) - 719_468 - 146_097
+}
+
 /// The civil date `(year, month, day)` of a day count since 1970-01-01 (inverse of [`days_from_civil`]).
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -65,6 +79,170 @@ fn days_in_month(y: i64, m: u32) -> u32 {
     }
 }
 
+/// Which [`TimeError`] a failed parse becomes (the error carries the text, which only the caller has).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TsErrorKind {
+    /// See [`TimeError::Shape`].
+    Shape,
+    /// See [`TimeError::Range`].
+    Range,
+}
+
+/// `YYYY-MM-DDThh:mm:ss` with `0` in the digit places and the separators in theirs, as little-endian
+/// words over bytes 0..8, 8..16 and 11..19 (the last overlaps the second so all 19 bytes fit in three
+/// loads).
+const HEAD_PATTERN: [u64; 3] = [
+    u64::from_le_bytes(*b"0000-00-"),
+    u64::from_le_bytes(*b"00T00:00"),
+    u64::from_le_bytes(*b"00:00:00"),
+];
+/// Per byte: `0x7f - limit`, where the limit is 9 for a digit place and 0 for a separator.
+const HEAD_ADD: [u64; 3] = [
+    u64::from_le_bytes([0x76, 0x76, 0x76, 0x76, 0x7f, 0x76, 0x76, 0x7f]),
+    u64::from_le_bytes([0x76, 0x76, 0x7f, 0x76, 0x76, 0x7f, 0x76, 0x76]),
+    u64::from_le_bytes([0x76, 0x76, 0x7f, 0x76, 0x76, 0x7f, 0x76, 0x76]),
+];
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// Whether `w ^ pattern` is at most the lane's limit in every byte: the byte is a digit where the
+/// pattern has `0` (a digit XOR `0` is its value, 0..=9; any other byte gives 10 or more) and equals
+/// the pattern where it has a separator. `(x & 0x7f) + (0x7f - limit)` cannot carry out of its byte, and
+/// its high bit is set exactly when the low seven bits exceed the limit; the high bit of `x` itself is
+/// checked separately.
+fn head_word_ok(w: u64, k: usize) -> bool {
+    let x = w ^ HEAD_PATTERN[k];
+    (x | ((x & LOW_BITS) + HEAD_ADD[k])) & HIGH_BITS == 0
+}
+
+/// The common layout `YYYY-MM-DDThh:mm:ss`, checked with three word loads instead of byte by byte.
+/// `None` when the first 19 bytes do not have exactly this shape (the general code then decides).
+fn fixed_head(b: &[u8]) -> Option<[u32; 6]> {
+    let h = b.first_chunk::<19>()?;
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&h[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let (w0, w1, w2) = (word(0), word(8), word(11));
+    if !(head_word_ok(w0, 0) && head_word_ok(w1, 1) && head_word_ok(w2, 2)) {
+        return None;
+    }
+    // Every digit place now holds an ASCII digit and `w ^ pattern` its value (separators give 0). Ten
+    // times each byte plus the next byte is the two-digit number starting at that byte: at most 99, so
+    // no byte carries into the next.
+    let pairs = |w: u64, k: usize| {
+        let x = w ^ HEAD_PATTERN[k];
+        x * 10 + (x >> 8)
+    };
+    let (p0, p1, p2) = (pairs(w0, 0), pairs(w1, 1), pairs(w2, 2));
+    let byte = |p: u64, at: u32| (p >> (8 * at)) as u32 & 0xff;
+    Some([
+        byte(p0, 0) * 100 + byte(p0, 2),
+        byte(p0, 5),
+        byte(p1, 0),
+        byte(p1, 3),
+        byte(p1, 6),
+        byte(p2, 6),
+    ])
+}
+
+/// Powers of ten that scale a fraction of `n` digits (n <= 6) to microseconds.
+const FRAC_SCALE: [i64; 7] = [1_000_000, 100_000, 10_000, 1_000, 100, 10, 1];
+
+/// Parses a timestamp at the start of `b` and returns it with the number of bytes it took. It stops at
+/// the first byte that cannot continue the grammar, so the caller decides what may follow: the whole
+/// string ([`parse_ts_us`]) or a closing quote (the tick scanner, which then needs no search for the end
+/// of the string and no UTF-8 check, because every byte taken is ASCII). Errors come in the same order
+/// as in a parse of the whole text, so both callers report the same kind.
+pub(crate) fn parse_ts_prefix(b: &[u8]) -> Result<(i64, usize), TsErrorKind> {
+    use TsErrorKind::{Range, Shape};
+    let (y, mo, d, mut i, time) = match fixed_head(b) {
+        Some([y, mo, d, hh, mm, ss]) => (y as i64, mo, d, 19, Some((hh, mm, ss))),
+        None => {
+            let y = digits(b, 0, 4).ok_or(Shape)? as i64;
+            if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+                return Err(Shape);
+            }
+            let mo = digits(b, 5, 2).ok_or(Shape)?;
+            let d = digits(b, 8, 2).ok_or(Shape)?;
+            (y, mo, d, 10, None)
+        }
+    };
+    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) {
+        return Err(Range);
+    }
+    let days = if time.is_some() {
+        // Years 0..=9999: unsigned arithmetic, no rounding fix-ups for negative years.
+        days_from_civil_0_to_9999(y as u32, mo, d)
+    } else {
+        days_from_civil(y, mo, d)
+    };
+    let mut us = days * US_PER_DAY;
+    let (hh, mm, ss) = match time {
+        Some(t) => t,
+        None => {
+            if !matches!(b.get(i), Some(b'T' | b't' | b' ')) {
+                return Ok((us, i));
+            }
+            i += 1;
+            let hh = digits(b, i, 2).ok_or(Shape)?;
+            if b.get(i + 2) != Some(&b':') {
+                return Err(Shape);
+            }
+            let mm = digits(b, i + 3, 2).ok_or(Shape)?;
+            i += 5;
+            let mut ss = 0;
+            if b.get(i) == Some(&b':') {
+                ss = digits(b, i + 1, 2).ok_or(Shape)?;
+                i += 3;
+            }
+            (hh, mm, ss)
+        }
+    };
+    if hh > 23 || mm > 59 || ss > 60 {
+        return Err(Range);
+    }
+    us += (hh as i64 * 3600 + mm as i64 * 60 + ss.min(59) as i64) * US_PER_SEC;
+    if matches!(b.get(i), Some(b'.' | b',')) {
+        i += 1;
+        let start = i;
+        // Digits past the sixth are read and dropped (truncation to whole microseconds).
+        let mut frac: i64 = 0;
+        while let Some(&c) = b.get(i) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            if i - start < 6 {
+                frac = frac * 10 + (c - b'0') as i64;
+            }
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 {
+            return Err(Shape);
+        }
+        us += frac * FRAC_SCALE[n.min(6)];
+    }
+    match b.get(i) {
+        Some(b'Z' | b'z') => Ok((us, i + 1)),
+        Some(&sign @ (b'+' | b'-')) => {
+            let oh = digits(b, i + 1, 2).ok_or(Shape)?;
+            let om = match b.get(i + 3) {
+                Some(b':') => digits(b, i + 4, 2).ok_or(Shape)?,
+                _ => digits(b, i + 3, 2).ok_or(Shape)?,
+            };
+            let end = if b.get(i + 3) == Some(&b':') { i + 6 } else { i + 5 };
+            if oh > 23 || om > 59 {
+                return Err(Shape);
+            }
+            let off = (oh as i64 * 3600 + om as i64 * 60) * US_PER_SEC;
+            Ok((if sign == b'+' { us - off } else { us + off }, end))
+        }
+        _ => Ok((us, i)),
+    }
+}
+
 /// Parses `YYYY-MM-DD`, optionally followed by `T` or a space and `hh:mm[:ss[.fraction]]`, and an optional
 /// `Z` or `±hh:mm` offset (no offset means UTC), into microseconds since the epoch.
 ///
@@ -73,77 +251,10 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 /// # Errors
 /// [`TimeError`] when the shape or a field's range is wrong.
 pub fn parse_ts_us(s: &str) -> Result<i64, TimeError> {
-    let b = s.as_bytes();
-    let shape = || TimeError::Shape(s.chars().take(64).collect());
-    let range = || TimeError::Range(s.chars().take(64).collect());
-    let y = digits(b, 0, 4).ok_or_else(shape)? as i64;
-    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
-        return Err(shape());
-    }
-    let mo = digits(b, 5, 2).ok_or_else(shape)?;
-    let d = digits(b, 8, 2).ok_or_else(shape)?;
-    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) {
-        return Err(range());
-    }
-    let mut us = days_from_civil(y, mo, d) * US_PER_DAY;
-    let mut i = 10;
-    if i == b.len() {
-        return Ok(us);
-    }
-    if !matches!(b[i], b'T' | b't' | b' ') {
-        return Err(shape());
-    }
-    i += 1;
-    let hh = digits(b, i, 2).ok_or_else(shape)?;
-    if b.get(i + 2) != Some(&b':') {
-        return Err(shape());
-    }
-    let mm = digits(b, i + 3, 2).ok_or_else(shape)?;
-    i += 5;
-    let mut ss = 0;
-    if b.get(i) == Some(&b':') {
-        ss = digits(b, i + 1, 2).ok_or_else(shape)?;
-        i += 3;
-    }
-    if hh > 23 || mm > 59 || ss > 60 {
-        return Err(range());
-    }
-    us += (hh as i64 * 3600 + mm as i64 * 60 + ss.min(59) as i64) * US_PER_SEC;
-    if b.get(i) == Some(&b'.') || b.get(i) == Some(&b',') {
-        i += 1;
-        let start = i;
-        let mut frac: i64 = 0;
-        let mut scale: i64 = 100_000;
-        while let Some(&c) = b.get(i) {
-            if !c.is_ascii_digit() {
-                break;
-            }
-            frac += (c - b'0') as i64 * scale;
-            scale /= 10;
-            i += 1;
-        }
-        if i == start {
-            return Err(shape());
-        }
-        us += frac;
-    }
-    match b.get(i) {
-        None => Ok(us),
-        Some(b'Z') | Some(b'z') if i + 1 == b.len() => Ok(us),
-        Some(&sign @ (b'+' | b'-')) => {
-            let oh = digits(b, i + 1, 2).ok_or_else(shape)?;
-            let om = match b.get(i + 3) {
-                Some(b':') => digits(b, i + 4, 2).ok_or_else(shape)?,
-                _ => digits(b, i + 3, 2).ok_or_else(shape)?,
-            };
-            let end = if b.get(i + 3) == Some(&b':') { i + 6 } else { i + 5 };
-            if end != b.len() || oh > 23 || om > 59 {
-                return Err(shape());
-            }
-            let off = (oh as i64 * 3600 + om as i64 * 60) * US_PER_SEC;
-            Ok(if sign == b'+' { us - off } else { us + off })
-        }
-        _ => Err(shape()),
+    match parse_ts_prefix(s.as_bytes()) {
+        Ok((us, n)) if n == s.len() => Ok(us),
+        Ok(_) | Err(TsErrorKind::Shape) => Err(TimeError::Shape(s.chars().take(64).collect())),
+        Err(TsErrorKind::Range) => Err(TimeError::Range(s.chars().take(64).collect())),
     }
 }
 
@@ -181,6 +292,21 @@ mod tests {
     }
 
     #[test]
+    fn unsigned_day_count_equals_the_signed_one() {
+        for y in 0..=9999 {
+            for m in 1..=12 {
+                for d in [1, 15, 28, 29, 30, 31] {
+                    assert_eq!(
+                        days_from_civil_0_to_9999(y, m, d),
+                        days_from_civil(i64::from(y), m, d),
+                        "{y}-{m}-{d}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn civil_round_trip_over_centuries() {
         for z in (-800_000..800_000).step_by(997) {
             let (y, m, d) = civil_from_days(z);
@@ -203,5 +329,173 @@ mod tests {
             assert!(parse_ts_us(bad).is_err(), "{bad}");
         }
         assert!(parse_ts_us("2024-02-29").is_ok());
+    }
+
+    /// The parser before the fixed-layout fast path, kept verbatim as the oracle for the one in use.
+    fn reference_parse_ts_us(s: &str) -> Result<i64, TimeError> {
+        let b = s.as_bytes();
+        let shape = || TimeError::Shape(s.chars().take(64).collect());
+        let range = || TimeError::Range(s.chars().take(64).collect());
+        let y = digits(b, 0, 4).ok_or_else(shape)? as i64;
+        if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+            return Err(shape());
+        }
+        let mo = digits(b, 5, 2).ok_or_else(shape)?;
+        let d = digits(b, 8, 2).ok_or_else(shape)?;
+        if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) {
+            return Err(range());
+        }
+        let mut us = days_from_civil(y, mo, d) * US_PER_DAY;
+        let mut i = 10;
+        if i == b.len() {
+            return Ok(us);
+        }
+        if !matches!(b[i], b'T' | b't' | b' ') {
+            return Err(shape());
+        }
+        i += 1;
+        let hh = digits(b, i, 2).ok_or_else(shape)?;
+        if b.get(i + 2) != Some(&b':') {
+            return Err(shape());
+        }
+        let mm = digits(b, i + 3, 2).ok_or_else(shape)?;
+        i += 5;
+        let mut ss = 0;
+        if b.get(i) == Some(&b':') {
+            ss = digits(b, i + 1, 2).ok_or_else(shape)?;
+            i += 3;
+        }
+        if hh > 23 || mm > 59 || ss > 60 {
+            return Err(range());
+        }
+        us += (hh as i64 * 3600 + mm as i64 * 60 + ss.min(59) as i64) * US_PER_SEC;
+        if b.get(i) == Some(&b'.') || b.get(i) == Some(&b',') {
+            i += 1;
+            let start = i;
+            let mut frac: i64 = 0;
+            let mut scale: i64 = 100_000;
+            while let Some(&c) = b.get(i) {
+                if !c.is_ascii_digit() {
+                    break;
+                }
+                frac += (c - b'0') as i64 * scale;
+                scale /= 10;
+                i += 1;
+            }
+            if i == start {
+                return Err(shape());
+            }
+            us += frac;
+        }
+        match b.get(i) {
+            None => Ok(us),
+            Some(b'Z') | Some(b'z') if i + 1 == b.len() => Ok(us),
+            Some(&sign @ (b'+' | b'-')) => {
+                let oh = digits(b, i + 1, 2).ok_or_else(shape)?;
+                let om = match b.get(i + 3) {
+                    Some(b':') => digits(b, i + 4, 2).ok_or_else(shape)?,
+                    _ => digits(b, i + 3, 2).ok_or_else(shape)?,
+                };
+                let end = if b.get(i + 3) == Some(&b':') { i + 6 } else { i + 5 };
+                if end != b.len() || oh > 23 || om > 59 {
+                    return Err(shape());
+                }
+                let off = (oh as i64 * 3600 + om as i64 * 60) * US_PER_SEC;
+                Ok(if sign == b'+' { us - off } else { us + off })
+            }
+            _ => Err(shape()),
+        }
+    }
+
+    #[test]
+    fn agrees_with_the_reference_parser_on_mutated_timestamps() {
+        let seeds = [
+            "2020-03-09T14:30:00.123Z",
+            "2014-05-01T00:00:00.292Z",
+            "2024-02-29T23:59:60.999999999Z",
+            "2020-03-09 14:30:00,5+01:00",
+            "2020-03-09t14:30-0530",
+            "1999-12-31T23:59:59.1234567z",
+            "2020-03-09",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999+23:59",
+        ];
+        let alphabet = b"0123456789-:.,TtZz+ x\"\xc3";
+        let mut x: u64 = 7;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let check = |t: &[u8]| {
+            // Invalid UTF-8 cannot be a `&str`; the scanner only passes ASCII to the prefix parser.
+            if let Ok(t) = std::str::from_utf8(t) {
+                assert_eq!(parse_ts_us(t), reference_parse_ts_us(t), "{t:?}");
+            }
+        };
+        for seed in seeds {
+            let seed = seed.as_bytes();
+            for n in 0..=seed.len() {
+                check(&seed[..n]);
+            }
+            for _ in 0..20_000 {
+                let mut t = seed.to_vec();
+                for _ in 0..=(next() % 3) {
+                    let at = (next() as usize) % (t.len() + 1);
+                    let c = alphabet[(next() as usize) % alphabet.len()];
+                    match next() % 3 {
+                        0 if at < t.len() => t[at] = c,
+                        1 if at < t.len() => {
+                            t.remove(at);
+                        }
+                        _ => t.insert(at, c),
+                    }
+                }
+                check(&t);
+            }
+        }
+        // Every field value in the fixed layout, including the out-of-range ones.
+        for (y, mo, d, hh, mm, ss) in [(2020, 0, 1, 0, 0, 0), (2021, 2, 29, 0, 0, 0), (2020, 1, 1, 24, 0, 0)] {
+            let t = format!("{y:04}-{mo:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z");
+            check(t.as_bytes());
+        }
+        for mo in 0..=13 {
+            for d in 0..=32 {
+                for (hh, mm, ss) in [
+                    (0, 0, 0),
+                    (23, 59, 60),
+                    (24, 0, 0),
+                    (0, 60, 0),
+                    (0, 0, 61),
+                    (99, 99, 99),
+                ] {
+                    let t = format!("2023-{mo:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.5Z");
+                    check(t.as_bytes());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fractions_of_one_to_nine_digits_truncate_to_microseconds() {
+        let base = parse_ts_us("2020-03-09T14:30:00Z").unwrap();
+        for (frac, us) in [
+            ("1", 100_000),
+            ("12", 120_000),
+            ("123", 123_000),
+            ("1234", 123_400),
+            ("12345", 123_450),
+            ("123456", 123_456),
+            ("1234567", 123_456),
+            ("12345678", 123_456),
+            ("123456789", 123_456),
+        ] {
+            assert_eq!(
+                parse_ts_us(&format!("2020-03-09T14:30:00.{frac}Z")).unwrap(),
+                base + us,
+                "{frac}"
+            );
+        }
     }
 }

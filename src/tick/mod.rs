@@ -72,14 +72,31 @@ pub struct Source {
 }
 
 impl Source {
+    /// The id of a tick that names no source. A constant, so the fast path does not rebuild it per tick.
+    pub const UNKNOWN: Source = match Source::from_ascii(b"unknown") {
+        Some(s) => s,
+        None => panic!("`unknown` is a valid source id"),
+    };
+
     /// A source id of at most [`MAX_SOURCE_LEN`] bytes of printable ASCII; anything else is `None`.
     pub fn new(s: &str) -> Option<Source> {
-        let b = s.as_bytes();
-        if b.is_empty() || b.len() > MAX_SOURCE_LEN || !b.iter().all(|c| c.is_ascii_graphic()) {
+        Source::from_ascii(s.as_bytes())
+    }
+
+    /// [`Source::new`] on bytes, usable in constants.
+    const fn from_ascii(b: &[u8]) -> Option<Source> {
+        if b.is_empty() || b.len() > MAX_SOURCE_LEN {
             return None;
         }
         let mut bytes = [0u8; MAX_SOURCE_LEN];
-        bytes[..b.len()].copy_from_slice(b);
+        let mut i = 0;
+        while i < b.len() {
+            if !b[i].is_ascii_graphic() {
+                return None;
+            }
+            bytes[i] = b[i];
+            i += 1;
+        }
         Some(Source {
             len: b.len() as u8,
             bytes,
@@ -94,10 +111,7 @@ impl Source {
 
 impl Default for Source {
     fn default() -> Self {
-        Source::new("unknown").unwrap_or(Source {
-            len: 0,
-            bytes: [0; MAX_SOURCE_LEN],
-        })
+        Source::UNKNOWN
     }
 }
 
@@ -227,9 +241,23 @@ pub fn parse_tick(payload: &[u8], expected_pair: Option<Pair>) -> Result<Tick, Q
         return Err(QuarantineReason::Malformed);
     }
     match scan::scan(payload) {
-        Some(fields) => tick_from_fields(&fields, expected_pair),
+        Some(tick) => match expected_pair {
+            Some(expected) if expected != tick.pair => Err(QuarantineReason::PairMismatch),
+            _ => Ok(tick),
+        },
         None => parse_tick_general(payload, expected_pair),
     }
+}
+
+/// The fields of a tick as written on the wire, before the pair, timestamp and source are read.
+struct Fields<'a> {
+    pair: &'a str,
+    ts: &'a str,
+    bid: Option<f64>,
+    ask: Option<f64>,
+    mid: Option<f64>,
+    source: Option<&'a str>,
+    seq: Option<u64>,
 }
 
 /// The general path: serde_json with its exact rules (escapes, unknown keys, strings for prices, …).
@@ -243,7 +271,7 @@ fn parse_tick_general(payload: &[u8], expected_pair: Option<Pair>) -> Result<Tic
         }
     };
     let field = |f: &Option<PriceField<'_>>| f.as_ref().map(|p| p.value()).transpose();
-    let fields = scan::Fields {
+    let fields = Fields {
         pair: raw.pair,
         ts: raw.ts,
         bid: field(&raw.bid)?,
@@ -255,7 +283,7 @@ fn parse_tick_general(payload: &[u8], expected_pair: Option<Pair>) -> Result<Tic
     tick_from_fields(&fields, expected_pair)
 }
 
-fn tick_from_fields(f: &scan::Fields<'_>, expected_pair: Option<Pair>) -> Result<Tick, QuarantineReason> {
+fn tick_from_fields(f: &Fields<'_>, expected_pair: Option<Pair>) -> Result<Tick, QuarantineReason> {
     let pair = Pair::parse(f.pair).ok_or(QuarantineReason::Malformed)?;
     if let Some(expected) = expected_pair
         && expected != pair
@@ -265,7 +293,7 @@ fn tick_from_fields(f: &scan::Fields<'_>, expected_pair: Option<Pair>) -> Result
     let ts_us = parse_ts_us(f.ts).map_err(|_| QuarantineReason::Malformed)?;
     let source = match f.source {
         Some(s) => Source::new(s).ok_or(QuarantineReason::Malformed)?,
-        None => Source::default(),
+        None => Source::UNKNOWN,
     };
     Ok(Tick {
         pair,
@@ -439,50 +467,239 @@ mod tests {
         assert_eq!(t.mid_price(), None);
     }
 
+    /// Both paths on one payload, for no expected pair, the right one and a wrong one: the same outcome,
+    /// compared through `Debug` so that `-0.0` and `NaN` count too.
+    fn assert_paths_agree(payload: &[u8]) {
+        for expected in [None, Pair::parse("USDMXN"), Pair::parse("EURUSD")] {
+            let fast = parse_tick(payload, expected);
+            let general = parse_tick_general(payload, expected);
+            assert_eq!(
+                format!("{fast:?}"),
+                format!("{general:?}"),
+                "{:?} expecting {expected:?}",
+                String::from_utf8_lossy(payload)
+            );
+        }
+    }
+
     #[test]
     fn fast_path_agrees_with_serde_json() {
         let cases: &[&str] = &[
             EXAMPLE,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":25.08,"source":"banxico"}"#,
             r#" { "ts" : "2020-03-23T10:00:00Z" , "pair" : "USDMXN" , "bid" : 1 , "ask" : 2e0 } "#,
+            "\t{\n\"pair\"\r:\t\"USDMXN\" ,\n \"ts\":\"2020-03-23\"\r\n}\n",
+            "{\"pair\":\"USDMXN\",\"ts\":\"2020-03-23\",\"mid\":1}\u{b}",
+            "{\"pair\":\"USDMXN\",\"ts\":\"2020-03-23\",\"mid\":1}\u{a0}",
             r#"{"pair":"USDMXN","ts":"2020-03-23","bid":null,"ask":null,"mid":null,"seq":null}"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":-0.0,"seq":0}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":-0,"bid":0,"ask":-0e0}"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1e400}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":-1e400}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1e-400}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1.7976931348623157e308}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":4.9e-324}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":123456789012345678901234567890}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":18446744073709551615,"bid":18446744073709551616}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":-9223372036854775809}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":9007199254740993,"bid":9007199254740993.0}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":0.1234567890123456789012345}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":0.00000000000000000000001}"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":01}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":00}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":-01}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":-}"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1.}"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":.5}"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":+1}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1e}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1e+}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1E-0,"bid":1e+0,"ask":25e-1}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1.5e3x}"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"seq":-1}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"seq":-0}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"seq":00}"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"seq":1.5}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"seq":1.0}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"seq":1e3}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"seq":"1"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"seq":18446744073709551615}"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"seq":18446744073709551616}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"seq":99999999999999999999}"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"mid":2}"#,
+            r#"{"pair":"USDMXN","pair":"USDMXN","ts":"2020-03-23"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","ts":"2020-03-23"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","bid":1,"bid":1}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","ask":1,"ask":null}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","source":"a","source":"a"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","seq":1,"seq":1}"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"extra":[1,2]}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"pairs":1}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"sequence":1}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"Mid":1}"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,}"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1} trailing"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1}}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1}"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":"1.5"}"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":NaN}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","bid":Infinity,"ask":-Infinity}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":true}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":nul}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":nullx}"#,
             r#"{"pair":"USDMXN","mid":1}"#,
+            r#"{"ts":"2020-03-23","mid":1}"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23"}"#,
+            r#"{"pair":null,"ts":"2020-03-23"}"#,
+            r#"{"pair":"USDMXN","ts":null}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","source":null}"#,
             r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1e-3,"bid":1E+2,"ask":3.25e-1}"#,
             r#"{}"#,
+            r#"{ }"#,
+            r#"{"#,
+            r#"}"#,
+            r#""#,
+            r#"[]"#,
+            r#"null"#,
+            // Pairs and sources at and around their limits.
+            r#"{"pair":"usdmxn","ts":"2020-03-23"}"#,
+            r#"{"pair":"USDMX","ts":"2020-03-23"}"#,
+            r#"{"pair":"USDMXNN","ts":"2020-03-23"}"#,
+            r#"{"pair":"USD MX","ts":"2020-03-23"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","source":""}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","source":"a b"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","source":"abcdefghijklmnopqrstuvwxyz012345"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","source":"abcdefghijklmnopqrstuvwxyz0123456"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","source":"~!@#$%^&*()_+{}[]|:;'<>,.?/"}"#,
+            // Escapes: some decode to valid fields, which only serde_json can see.
+            r#"{"pair":"\u0055SDMXN","ts":"2020-03-23"}"#,
+            r#"{"p\u0061ir":"USDMXN","ts":"2020-03-23"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23\u005410:00:00Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","source":"oa\"nda"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","source":"oa\\nda"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","source":"oa\/nda"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","source":"oanda\"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","source":"oanda\n"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","source":"\u00e9"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","source":"\x"}"#,
+            // Control characters and non-ASCII inside strings (serde_json refuses raw control characters,
+            // so a pair mismatch must not be reported first).
             "{\"pair\":\"USDMXN\",\"ts\":\"2020-03-23\",\"mid\":1,\"source\":\"caf\u{e9}\"}",
+            "{\"pair\":\"USDMXN\",\"ts\":\"2020-03-23\",\"source\":\"oa\u{1}nda\"}",
+            "{\"pair\":\"USDMXN\",\"ts\":\"2020-03-23\",\"source\":\"oa\tnda\"}",
+            "{\"pair\":\"USDMXN\",\"ts\":\"2020-03-23\",\"source\":\"oa\u{7f}nda\"}",
+            "{\"pair\":\"USDMXN\",\"ts\":\"2020-03-23\t\"}",
+            "{\"pair\":\"USDMXN\",\"ts\":\"2020-03-23\u{0}\"}",
+            "{\"pair\":\"USDMXN\",\"ts\":\"2020-03-23\u{2028}\"}",
+            "{\"pair\":\"USDMX\u{1}\",\"ts\":\"2020-03-23\"}",
+            "{\"pair\":\"USDMXÑ\",\"ts\":\"2020-03-23\"}",
+            "{\"pair\":\"USDMXN\",\"ts\":\"２020-03-23\"}",
+            "{\"pair\":\"USDMXN\",\"ts\":\"2020-03-23\",\"mid\":1,\"ünknown\":1}",
+            // Timestamps: offsets, fractions of 1 to 9 digits, separators, ranges.
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00.1Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00.12Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00.123Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00.1234Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00.12345Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00.123456Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00.1234567Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00.12345678Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00.123456789Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00.123456789"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00.Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00,5z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09t14:30:00Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09 14:30:00"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00.123+01:00"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00.123-0530"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00+24:00"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00+01:60"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00+01"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00+01:00Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00ZZ"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T23:59:60Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T24:00:00Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:60:00Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-02-30T14:30:00Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2024-02-29T14:30:00Z"}"#,
+            r#"{"pair":"USDMXN","ts":"1900-02-29T14:30:00Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-13-09T14:30:00Z"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-3-9"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00 "}"#,
+            r#"{"pair":"USDMXN","ts":" 2020-03-09"}"#,
+            r#"{"pair":"USDMXN","ts":""}"#,
         ];
         for c in cases {
-            let fast = parse_tick(c.as_bytes(), None);
-            let general = parse_tick_general(c.as_bytes(), None);
-            match (&fast, &general) {
-                (Ok(a), Ok(b)) => {
-                    assert_eq!(a.ts_us, b.ts_us, "{c}");
-                    assert_eq!(format!("{a:?}"), format!("{b:?}"), "{c}");
+            assert_paths_agree(c.as_bytes());
+        }
+        // Invalid UTF-8 inside and outside strings.
+        for c in [
+            &b"{\"pair\":\"USDMXN\",\"ts\":\"2020-03-23\",\"source\":\"oa\xffnda\"}"[..],
+            b"{\"pair\":\"USDMX\xc3\",\"ts\":\"2020-03-23\"}",
+            b"{\"pair\":\"USDMXN\",\"ts\":\"2020-03-23\xe2\x80\"}",
+            b"{\"pair\":\"USDMXN\",\"ts\":\"2020-03-23\"}\xff",
+            b"\xef\xbb\xbf{\"pair\":\"USDMXN\",\"ts\":\"2020-03-23\"}",
+        ] {
+            assert_paths_agree(c);
+        }
+        // These must be answered by the fast path (so the comparisons above test it, not only serde_json).
+        for c in [
+            EXAMPLE,
+            r#"{"pair":"EURUSD","ts":"2014-05-01T00:00:00.292Z","bid":1.38676,"ask":1.38686,"source":"oanda","seq":1}"#,
+            r#" { "ts" : "2020-03-23T10:00:00Z" , "pair" : "USDMXN" , "bid" : 1 , "ask" : 2e0 } "#,
+            "\t{\n\"pair\"\r:\t\"USDMXN\" ,\n \"ts\":\"2020-03-23\"\r\n}\n",
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":-0,"bid":0,"ask":-0e0}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":123456789012345678901234567890}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-23","mid":1,"seq":18446744073709551615}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00.123456789+01:00","source":"~!@#$%^&*()_+{}[]|:;'<>,.?/"}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09 14:30","source":"abcdefghijklmnopqrstuvwxyz012345"}"#,
+        ] {
+            assert!(scan::scan(c.as_bytes()).is_some(), "takes the fast path: {c}");
+        }
+    }
+
+    /// Random edits of common ticks (bytes replaced, inserted, removed) never make the paths disagree.
+    #[test]
+    fn fast_path_agrees_with_serde_json_on_mutated_ticks() {
+        let seeds = [
+            EXAMPLE,
+            r#"{"pair":"EURUSD","ts":"2014-05-01T00:00:00.292Z","bid":1.38676,"ask":1.38686,"source":"oanda","seq":1}"#,
+            r#"{ "seq" : null , "mid" : -0.5e-3 , "pair" : "USDMXN" , "ts" : "2020-03-09 14:30:00,1234567+01:30" }"#,
+        ];
+        let alphabet = b"{}[]\":,. \t\n-+0123456789eEnulTZzpairtsbidaskmsoceqUSDMXN\\\x01\x7f\xc3\xa9";
+        let mut x: u64 = 99;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut fast = 0;
+        for seed in seeds {
+            for _ in 0..30_000 {
+                let mut t = seed.as_bytes().to_vec();
+                for _ in 0..=(next() % 2) {
+                    let at = (next() as usize) % (t.len() + 1);
+                    let c = alphabet[(next() as usize) % alphabet.len()];
+                    match next() % 3 {
+                        0 if at < t.len() => t[at] = c,
+                        1 if at < t.len() => {
+                            t.remove(at);
+                        }
+                        _ => t.insert(at, c),
+                    }
                 }
-                _ => assert_eq!(fast, general, "{c}"),
+                fast += usize::from(scan::scan(&t).is_some());
+                assert_paths_agree(&t);
             }
         }
-        assert!(
-            scan::scan(EXAMPLE.as_bytes()).is_some(),
-            "the contract's example takes the fast path"
-        );
+        // Many edits keep a readable tick (a digit for a digit), so the fast path is exercised.
+        assert!(fast > 5_000, "only {fast} mutated ticks took the fast path");
     }
 
     #[test]
