@@ -301,7 +301,7 @@ mod tests {
 
     #[test]
     fn detects_a_mean_shift_and_shrinks_the_window() {
-        let mut rng = SplitMix(7);
+        let mut rng = SplitMix::new(7);
         let mut a = Adwin::default();
         let mut first = None;
         for i in 0..4000 {
@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn checkpoint_round_trip_mid_stream() {
-        let mut rng = SplitMix(11);
+        let mut rng = SplitMix::new(11);
         let s: Vec<f64> = (0..6000)
             .map(|i| rng.normal() + if i > 3000 { 2.0 } else { 0.0 })
             .collect();

@@ -513,7 +513,7 @@ mod tests {
 
     #[test]
     fn recursive_cusum_flags_mean_shift_but_not_noise() {
-        let mut rng = SplitMix(5);
+        let mut rng = SplitMix::new(5);
         let p = RecursiveCusumParams {
             alpha: 0.001,
             ..Default::default()
@@ -536,7 +536,7 @@ mod tests {
 
     #[test]
     fn recursive_cusum_of_squares_flags_variance_jump() {
-        let mut rng = SplitMix(6);
+        let mut rng = SplitMix::new(6);
         let p = RecursiveCusumParams {
             test: RecursiveTest::CusumOfSquares,
             alpha: 0.01,
@@ -567,7 +567,7 @@ mod tests {
     #[test]
     fn vol_shift_sees_through_the_ewma_standardization() {
         // Simulate the engine: returns with a volatility jump, divided by an EWMA(0.94) volatility.
-        let mut rng = SplitMix(12);
+        let mut rng = SplitMix::new(12);
         let mut d = VolShiftCusum::new(VolShiftParams::default());
         let mut ewma = 1.0_f64;
         let mut at = None;
@@ -586,7 +586,7 @@ mod tests {
 
     #[test]
     fn checkpoint_round_trip() {
-        let mut rng = SplitMix(8);
+        let mut rng = SplitMix::new(8);
         let s: Vec<f64> = (0..3000)
             .map(|i| rng.normal() + if i > 1500 { 1.0 } else { 0.0 })
             .collect();

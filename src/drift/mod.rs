@@ -116,40 +116,8 @@ pub(crate) fn check(ok: bool, name: &'static str, reason: &'static str) -> Resul
 pub(crate) mod testutil {
     //! Seeded randomness for tests only (the core never draws random numbers).
 
-    /// SplitMix64: tiny, fast, good enough for test streams, and reproducible across platforms.
-    #[derive(Clone, Debug)]
-    pub struct SplitMix(pub u64);
-
-    impl SplitMix {
-        pub fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        /// Uniform in (0, 1).
-        pub fn uniform(&mut self) -> f64 {
-            ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        }
-        /// Standard normal (Box–Muller, one of the pair).
-        pub fn normal(&mut self) -> f64 {
-            let u1 = self.uniform();
-            let u2 = self.uniform();
-            (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-        }
-        /// Student-t with `nu` degrees of freedom (integer `nu`), scaled to unit variance.
-        pub fn student_t_unit(&mut self, nu: u32) -> f64 {
-            let z = self.normal();
-            let mut chi2 = 0.0;
-            for _ in 0..nu {
-                let g = self.normal();
-                chi2 += g * g;
-            }
-            let t = z / (chi2 / nu as f64).sqrt();
-            t * ((nu as f64 - 2.0) / nu as f64).sqrt()
-        }
-    }
+    /// The seeded generator the synthetic scenarios use (one implementation for the whole crate).
+    pub use crate::replay::synth::SplitMix64 as SplitMix;
 
     /// Feeds `stream` to a detector, serializes it to JSON at `cut`, restores it, and checks that the
     /// restored copy gives the same outputs as the original on the rest of the stream.

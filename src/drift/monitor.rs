@@ -911,7 +911,7 @@ pub(crate) mod tests_support {
 
         pub fn new(seed: u64) -> Self {
             let mut g = StandardizedGarch {
-                rng: SplitMix(seed),
+                rng: SplitMix::new(seed),
                 sigma2: 1.0,
                 ewma_var: 1.0,
             };

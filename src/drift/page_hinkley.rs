@@ -201,7 +201,7 @@ mod tests {
         let mut ph = PageHinkley::default();
         assert!(!ph.update(f64::NAN));
         assert_eq!(ph.n, 0.0);
-        let mut rng = SplitMix(3);
+        let mut rng = SplitMix::new(3);
         let s: Vec<f64> = (0..3000)
             .map(|i| rng.normal() * 3.0 + if i > 1500 { 4.0 } else { 0.0 })
             .collect();

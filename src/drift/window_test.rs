@@ -407,7 +407,7 @@ mod tests {
     #[test]
     fn each_metric_flags_a_shift() {
         for metric in [WindowMetric::Psi, WindowMetric::Ks, WindowMetric::Wasserstein] {
-            let mut rng = SplitMix(21);
+            let mut rng = SplitMix::new(21);
             let mut t = WindowTest::new(WindowTestParams::evidently(metric)).unwrap_or_else(|e| panic!("{e}"));
             let mut at = None;
             for i in 0..5000 {
@@ -423,7 +423,7 @@ mod tests {
 
     #[test]
     fn checkpoint_round_trip() {
-        let mut rng = SplitMix(2);
+        let mut rng = SplitMix::new(2);
         let s: Vec<f64> = (0..5000)
             .map(|i| rng.normal() + if i > 2500 { 0.5 } else { 0.0 })
             .collect();
