@@ -135,6 +135,8 @@ struct HorizonState {
     score: HorizonScore,
     pending: VecDeque<Pending>,
     last_registered_us: Option<i64>,
+    /// Weight of one realised forecast in the signal weight and interval updates.
+    learning_weight: f64,
 }
 
 /// Why an engine could not be built: its configuration is invalid.
@@ -181,6 +183,11 @@ pub struct Engine {
 
 /// Weight of each new spacing in the average tick spacing (memory of about 200 ticks).
 const DT_ALPHA: f64 = 0.005;
+
+/// Weight of one realised time-horizon forecast in the learning of intervals and signal weight: time
+/// horizons register many overlapping forecasts on fast streams (up to `max_pending`), so each counts
+/// as a fraction of an independent observation.
+const TIME_HORIZON_WEIGHT: f64 = 1.0 / 16.0;
 
 /// Largest standardized prediction the RLS may contribute (in standard deviations of the target).
 const MAX_SIGNAL: f64 = 3.0;
@@ -264,6 +271,10 @@ impl Engine {
                     score: HorizonScore::default(),
                     pending: VecDeque::new(),
                     last_registered_us: None,
+                    learning_weight: match horizon {
+                        Horizon::Steps(n) => 1.0 / n as f64,
+                        Horizon::Time { .. } => TIME_HORIZON_WEIGHT,
+                    },
                 }
             })
             .collect();
@@ -426,8 +437,11 @@ impl Engine {
                 });
                 let y_std = (y - p.origin_log_mid) / p.sigma;
                 h.rls.update(&SVector::from(p.x), y_std.clamp(-10.0, 10.0));
-                // Forecasts still pending overlap this one: their errors cluster, so each counts less.
-                let weight = 1.0 / (h.pending.len() + 1) as f64;
+                // Overlapping forecasts' errors cluster, so each counts less. The weight must not depend on
+                // the current number pending: busy periods (many pending) are when misses happen, and
+                // down-weighting them would bias coverage low. It is 1/n for an n-step horizon and a
+                // constant for a time horizon.
+                let weight = h.learning_weight;
                 h.weight.update(p.p, y_std, weight);
                 let err = (y_std - p.shift).abs();
                 h.q80.update(err, weight);
