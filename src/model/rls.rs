@@ -209,8 +209,10 @@ impl<const N: usize> Rls<N> {
             return Self::quiet(StepStatus::Skipped);
         }
         self.weights = new_weights;
-        let p = (self.p - gain * px.transpose()) / lambda;
-        self.p = (p + p.transpose()) * 0.5;
+        // P ← (P − Px·(Px)ᵀ/denom)/λ. Written with the outer product of Px with itself (whose (i,j) and
+        // (j,i) entries are the same product, bit for bit), P stays exactly symmetric without a separate
+        // symmetrising pass.
+        self.p = (self.p - (px * px.transpose()) * (1.0 / denom)) * (1.0 / lambda);
         self.guard_covariance();
         self.n_updates += 1;
         RlsStep {
