@@ -6,7 +6,10 @@
 //! - [`quality`]: incremental data-quality checks, quarantine reasons, DAMA dimension scores, field profiles.
 //! - [`model`]: online models (local-level Kalman filter, recursive least squares, EWMA volatility).
 //! - [`drift`]: streaming drift detectors (ADWIN, Page-Hinkley, CUSUM, CUSUM of squares, window tests).
+//! - [`forecast`]: features, the signal weight that falls back to the random walk, adaptive intervals,
+//!   and the plain-data [`forecast::Forecast`] message.
 //! - [`eval`]: prequential (predict, then learn) metrics per horizon.
+//! - [`horizon`] and [`time`]: forecast horizons, and timestamps as microseconds without a clock.
 //! - [`engine`]: the pure core, `Engine::on_tick`, which ties the above together per pair.
 //! - [`config`]: serde configuration with defaults, building the runtime types.
 //! - [`replay`]: files and scenarios fed through the engine, with a JSON report (the only file I/O).
