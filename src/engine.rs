@@ -135,8 +135,17 @@ struct HorizonState {
     score: HorizonScore,
     pending: VecDeque<Pending>,
     last_registered_us: Option<i64>,
-    /// Weight of one realised forecast in the signal weight and interval updates.
-    learning_weight: f64,
+}
+
+impl HorizonState {
+    /// Weight of one realised forecast in the signal weight and interval updates: 1/n for an n-step
+    /// horizon, a constant for a time horizon (see [`TIME_HORIZON_WEIGHT`]).
+    fn learning_weight(&self) -> f64 {
+        match self.horizon {
+            Horizon::Steps(n) => 1.0 / n as f64,
+            Horizon::Time { .. } => TIME_HORIZON_WEIGHT,
+        }
+    }
 }
 
 /// Why an engine could not be built: its configuration is invalid.
@@ -271,10 +280,6 @@ impl Engine {
                     score: HorizonScore::default(),
                     pending: VecDeque::new(),
                     last_registered_us: None,
-                    learning_weight: match horizon {
-                        Horizon::Steps(n) => 1.0 / n as f64,
-                        Horizon::Time { .. } => TIME_HORIZON_WEIGHT,
-                    },
                 }
             })
             .collect();
@@ -441,7 +446,7 @@ impl Engine {
                 // the current number pending: busy periods (many pending) are when misses happen, and
                 // down-weighting them would bias coverage low. It is 1/n for an n-step horizon and a
                 // constant for a time horizon.
-                let weight = h.learning_weight;
+                let weight = h.learning_weight();
                 h.weight.update(p.p, y_std, weight);
                 let err = (y_std - p.shift).abs();
                 h.q80.update(err, weight);

@@ -27,3 +27,6 @@ pub mod quality;
 pub mod replay;
 pub mod tick;
 pub mod time;
+
+#[cfg(test)]
+mod testkit;

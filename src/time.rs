@@ -421,13 +421,7 @@ mod tests {
             "9999-12-31T23:59:59.999999+23:59",
         ];
         let alphabet = b"0123456789-:.,TtZz+ x\"\xc3";
-        let mut x: u64 = 7;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::testkit::Mutator(7);
         let check = |t: &[u8]| {
             // Invalid UTF-8 cannot be a `&str`; the scanner only passes ASCII to the prefix parser.
             if let Ok(t) = std::str::from_utf8(t) {
@@ -440,18 +434,7 @@ mod tests {
                 check(&seed[..n]);
             }
             for _ in 0..20_000 {
-                let mut t = seed.to_vec();
-                for _ in 0..=(next() % 3) {
-                    let at = (next() as usize) % (t.len() + 1);
-                    let c = alphabet[(next() as usize) % alphabet.len()];
-                    match next() % 3 {
-                        0 if at < t.len() => t[at] = c,
-                        1 if at < t.len() => {
-                            t.remove(at);
-                        }
-                        _ => t.insert(at, c),
-                    }
-                }
+                let t = rng.mutate(seed, alphabet, 3);
                 check(&t);
             }
         }

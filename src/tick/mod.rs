@@ -672,28 +672,11 @@ mod tests {
             r#"{ "seq" : null , "mid" : -0.5e-3 , "pair" : "USDMXN" , "ts" : "2020-03-09 14:30:00,1234567+01:30" }"#,
         ];
         let alphabet = b"{}[]\":,. \t\n-+0123456789eEnulTZzpairtsbidaskmsoceqUSDMXN\\\x01\x7f\xc3\xa9";
-        let mut x: u64 = 99;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::testkit::Mutator(99);
         let mut fast = 0;
         for seed in seeds {
             for _ in 0..30_000 {
-                let mut t = seed.as_bytes().to_vec();
-                for _ in 0..=(next() % 2) {
-                    let at = (next() as usize) % (t.len() + 1);
-                    let c = alphabet[(next() as usize) % alphabet.len()];
-                    match next() % 3 {
-                        0 if at < t.len() => t[at] = c,
-                        1 if at < t.len() => {
-                            t.remove(at);
-                        }
-                        _ => t.insert(at, c),
-                    }
-                }
+                let t = rng.mutate(seed.as_bytes(), alphabet, 2);
                 fast += usize::from(scan::scan(&t).is_some());
                 assert_paths_agree(&t);
             }
