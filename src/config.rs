@@ -177,6 +177,8 @@ impl EngineConfig {
 pub struct Config {
     /// The engine settings shared by every pair.
     pub engine: EngineConfig,
+    /// Where the NATS server is and how to authenticate (`cambio serve` and the tools).
+    pub nats: crate::nats::NatsConfig,
 }
 
 /// Why a configuration file was refused.

@@ -12,7 +12,8 @@
 //! - [`horizon`] and [`time`]: forecast horizons, and timestamps as microseconds without a clock.
 //! - [`engine`]: the pure core, `Engine::on_tick`, which ties the above together per pair.
 //! - [`config`]: serde configuration with defaults, building the runtime types.
-//! - [`replay`]: files and scenarios fed through the engine, with a JSON report (the only file I/O).
+//! - [`replay`]: files and scenarios fed through the engine, with a JSON report.
+//! - [`nats`]: the NATS edge: connection and auth options, the contract's subjects, a local `nats-server`.
 //!
 //! Live serving (NATS) and replay call the same [`engine::Engine`], so they agree bit for bit.
 
@@ -23,6 +24,7 @@ pub mod eval;
 pub mod forecast;
 pub mod horizon;
 pub mod model;
+pub mod nats;
 pub mod quality;
 pub mod replay;
 pub mod tick;

@@ -226,6 +226,10 @@ struct RawTick<'a> {
     source: Option<&'a str>,
     #[serde(default)]
     seq: Option<u64>,
+    /// When the tick reached cambio (RFC 3339), written by `cambio record` so a recorded incident replays
+    /// with the timeliness it had live.
+    #[serde(default, borrow)]
+    arrival: Option<&'a str>,
 }
 
 /// Largest payload accepted; anything bigger is hostile or a mistake and is quarantined as malformed.
@@ -258,6 +262,7 @@ struct Fields<'a> {
     mid: Option<f64>,
     source: Option<&'a str>,
     seq: Option<u64>,
+    arrival: Option<&'a str>,
 }
 
 /// The general path: serde_json with its exact rules (escapes, unknown keys, strings for prices, …).
@@ -279,6 +284,7 @@ fn parse_tick_general(payload: &[u8], expected_pair: Option<Pair>) -> Result<Tic
         mid: field(&raw.mid)?,
         source: raw.source,
         seq: raw.seq,
+        arrival: raw.arrival,
     };
     tick_from_fields(&fields, expected_pair)
 }
@@ -295,6 +301,10 @@ fn tick_from_fields(f: &Fields<'_>, expected_pair: Option<Pair>) -> Result<Tick,
         Some(s) => Source::new(s).ok_or(QuarantineReason::Malformed)?,
         None => Source::UNKNOWN,
     };
+    let arrival_us = match f.arrival {
+        Some(a) => Some(parse_ts_us(a).map_err(|_| QuarantineReason::Malformed)?),
+        None => None,
+    };
     Ok(Tick {
         pair,
         ts_us,
@@ -303,7 +313,7 @@ fn tick_from_fields(f: &Fields<'_>, expected_pair: Option<Pair>) -> Result<Tick,
         mid: f.mid,
         source,
         seq: f.seq,
-        arrival_us: None,
+        arrival_us,
     })
 }
 
@@ -416,6 +426,18 @@ mod tests {
         assert_eq!(t.seq, Some(18231));
         assert_eq!(t.source.as_str(), "oanda");
         assert!((t.mid_price().unwrap() - 24.10855).abs() < 1e-12);
+    }
+
+    #[test]
+    fn recorded_arrival_is_read() {
+        let t = parse_tick(
+            br#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00Z","mid":24.1,"arrival":"2020-03-09T14:30:00.250Z"}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(t.arrival_us, Some(t.ts_us + 250_000));
+        let bad = br#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00Z","mid":24.1,"arrival":"soon"}"#;
+        assert_eq!(parse_tick(bad, None).unwrap_err(), QuarantineReason::Malformed);
     }
 
     #[test]
