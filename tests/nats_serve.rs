@@ -99,6 +99,10 @@ async fn wait_ready(client: &async_nats::Client, serve: &Serve) {
 
 /// A seeded random walk of USD/MXN ticks (JSON lines of the contract), one per second from 2024-03-04.
 fn walk(n: usize, seed: u64) -> Vec<String> {
+    walk_of("USDMXN", 17.0, n, seed)
+}
+
+fn walk_of(pair: &str, start: f64, n: usize, seed: u64) -> Vec<String> {
     let mut s = seed;
     let mut next = || {
         s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -107,13 +111,13 @@ fn walk(n: usize, seed: u64) -> Vec<String> {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
     };
-    let mut mid = 17.0f64;
+    let mut mid = start;
     (0..n)
         .map(|i| {
             mid *= 1.0 + 1e-4 * (next() - 0.5);
             let ts = cambio::time::format_ts(1_709_510_400_000_000 + i as i64 * 1_000_000);
             format!(
-                r#"{{"pair":"USDMXN","ts":"{ts}","bid":{:.5},"ask":{:.5},"source":"test","seq":{}}}"#,
+                r#"{{"pair":"{pair}","ts":"{ts}","bid":{:.5},"ask":{:.5},"source":"test","seq":{}}}"#,
                 mid - 0.0005,
                 mid + 0.0005,
                 i + 1
@@ -555,4 +559,73 @@ async fn graceful_shutdown_exits_zero_and_loses_nothing_acknowledged() {
     assert_eq!(seqs.len(), 20_000, "{}", serve2.log());
     assert_eq!(first.len() + rest.len(), 20_000, "no tick forecast twice");
     drop(serve2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairs_are_sharded_in_order_and_factors_reach_every_pair() {
+    let server = LocalServer::start(false, None).unwrap();
+    let dir = temp_dir("pairs");
+    let serve = Serve::start(&server.url(), FAST_REPORTS, &dir);
+    let client = async_nats::connect(server.url()).await.unwrap();
+    wait_ready(&client, &serve).await;
+    let mut preds = client.subscribe("fx.pred.*").await.unwrap();
+    let mut unrouted = client.subscribe("fx.quarantine._unrouted").await.unwrap();
+    for (subject, body) in [
+        (
+            "fx.factors.TIIE28",
+            r#"{"name":"TIIE28","ts":"2024-03-01","value":11.5,"source":"banxico"}"#,
+        ),
+        (
+            "fx.factors.FED_FUNDS",
+            r#"{"name":"FED_FUNDS","ts":"2024-03-01","value":5.33,"source":"fred"}"#,
+        ),
+        (
+            "fx.factors.TIIE28",
+            r#"{"name":"TIIE28","ts":"yesterday","value":11.5}"#,
+        ),
+    ] {
+        client.publish(subject, Bytes::from(body)).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mx = walk(500, 11);
+    let eu = walk_of("EURUSD", 1.08, 500, 12);
+    for (a, b) in mx.iter().zip(&eu) {
+        client
+            .publish_with_headers("fx.ticks.USDMXN", replay_header(), Bytes::from(a.clone()))
+            .await
+            .unwrap();
+        client
+            .publish_with_headers("fx.ticks.EURUSD", replay_header(), Bytes::from(b.clone()))
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    let got = collect(&mut preds, 1_000, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1_000);
+    for pair in ["USDMXN", "EURUSD"] {
+        let seqs: Vec<u64> = got
+            .iter()
+            .filter(|m| m.subject.as_str() == format!("fx.pred.{pair}"))
+            .map(|m| {
+                serde_json::from_slice::<Value>(&m.payload).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(seqs, (1..=500).collect::<Vec<u64>>(), "{pair}: per-pair order kept");
+    }
+    let bad = collect(&mut unrouted, 1, Duration::from_secs(5)).await;
+    let v: Value = serde_json::from_slice(&bad[0].payload).unwrap();
+    assert!(v["reason"].as_str().unwrap().starts_with("bad_factor"), "{v}");
+    let (_, stats) = request_json(&client, "$SRV.STATS.cambio", "").await;
+    let c = &stats["endpoints"][0]["data"]["counters"];
+    assert_eq!((c["factors"].as_u64(), c["bad_factors"].as_u64()), (Some(2), Some(1)));
+    // Both pairs answer; the factors joined their models (the rate differential feature is live).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for pair in ["USDMXN", "EURUSD"] {
+        let (_, s) = request_json(&client, &format!("fx.status.{pair}"), "").await;
+        assert_eq!(s["accepted"], 500, "{pair}: {s}");
+    }
+    drop(serve);
 }

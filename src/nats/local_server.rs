@@ -30,6 +30,7 @@ pub struct LocalServer {
     port: u16,
     store: Option<PathBuf>,
     owns_store: bool,
+    extra: Vec<String>,
 }
 
 impl LocalServer {
@@ -39,6 +40,15 @@ impl LocalServer {
     /// # Errors
     /// [`NatsError::LocalServer`] when the binary is missing or the server does not come up.
     pub fn start(jetstream: bool, store: Option<&Path>) -> Result<LocalServer, NatsError> {
+        Self::start_with_args(jetstream, store, &[])
+    }
+
+    /// Like [`LocalServer::start`], with extra command-line arguments for the server (auth, TLS, a
+    /// `--config` file): how the tests exercise cambio's connection options against a real server.
+    ///
+    /// # Errors
+    /// [`NatsError::LocalServer`] when the binary is missing or the server does not come up.
+    pub fn start_with_args(jetstream: bool, store: Option<&Path>, extra: &[&str]) -> Result<LocalServer, NatsError> {
         let (store, owns_store) = match (jetstream, store) {
             (false, _) => (None, false),
             (true, Some(p)) => (Some(p.to_path_buf()), false),
@@ -59,6 +69,7 @@ impl LocalServer {
                 port,
                 store: store.clone(),
                 owns_store,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
             };
             match server.spawn() {
                 Ok(()) => return Ok(server),
@@ -81,6 +92,7 @@ impl LocalServer {
         if let Some(store) = &self.store {
             cmd.arg("-js").arg("-sd").arg(store);
         }
+        cmd.args(&self.extra);
         // Its own process group: Ctrl-C in a terminal signals the whole foreground group, and the server
         // must outlive cambio's drain (cambio stops it last).
         #[cfg(unix)]

@@ -1,0 +1,153 @@
+//! The connection options against real nats-servers that demand them: token, user/password, NKey, TLS;
+//! `cambio serve` reading its secret from the environment, and a clear error (exit 2) when it is wrong.
+
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cambio::nats::{LocalServer, NatsConfig, NatsError, connect};
+use futures_util::StreamExt;
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("cambio-auth-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A publish-subscribe round trip through the connection.
+async fn round_trip(client: &async_nats::Client) {
+    let mut sub = client.subscribe("auth.check").await.unwrap();
+    client.publish("auth.check", Bytes::from_static(b"hi")).await.unwrap();
+    client.flush().await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&m.payload[..], b"hi");
+}
+
+fn cfg(url: String) -> NatsConfig {
+    NatsConfig {
+        url: Some(url),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_and_user_password() {
+    let server = LocalServer::start_with_args(false, None, &["--auth", "s3cret"]).unwrap();
+    let mut c = cfg(server.url());
+    c.token = Some("s3cret".into());
+    let (client, _) = connect(&c, "test").await.unwrap();
+    round_trip(&client).await;
+    c.token = Some("wrong".into());
+    let err = connect(&c, "test").await.unwrap_err();
+    assert!(matches!(err, NatsError::Connect { .. }), "{err}");
+
+    let server = LocalServer::start_with_args(false, None, &["--user", "credit", "--pass", "p4ss"]).unwrap();
+    let mut c = cfg(server.url());
+    c.user = Some("credit".into());
+    c.password = Some("p4ss".into());
+    let (client, _) = connect(&c, "test").await.unwrap();
+    round_trip(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nkey() {
+    let dir = temp_dir("nkey");
+    let user = nkeys::KeyPair::new_user();
+    let conf = dir.join("nkey.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+            user.public_key()
+        ),
+    )
+    .unwrap();
+    let server = LocalServer::start_with_args(false, None, &["--config", conf.to_str().unwrap()]).unwrap();
+    let mut c = cfg(server.url());
+    c.nkey = Some(user.seed().unwrap());
+    let (client, _) = connect(&c, "test").await.unwrap();
+    round_trip(&client).await;
+    c.nkey = Some(nkeys::KeyPair::new_user().seed().unwrap());
+    assert!(connect(&c, "test").await.is_err(), "an unknown key is refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_authority() {
+    let dir = temp_dir("tls");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let (ca_pem, cert_pem, key_pem) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server-key.pem"));
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert_pem, leaf.pem()).unwrap();
+    std::fs::write(&key_pem, leaf_key.serialize_pem()).unwrap();
+    let server = LocalServer::start_with_args(
+        false,
+        None,
+        &[
+            "--tls",
+            "--tlscert",
+            cert_pem.to_str().unwrap(),
+            "--tlskey",
+            key_pem.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let mut c = cfg(server.url());
+    c.tls.required = true;
+    c.tls.ca = Some(ca_pem.clone());
+    let (client, _) = connect(&c, "test").await.unwrap();
+    round_trip(&client).await;
+    c.tls.ca = None;
+    assert!(
+        connect(&c, "test").await.is_err(),
+        "an untrusted server certificate is refused"
+    );
+}
+
+#[test]
+fn serve_takes_its_token_from_the_environment_and_explains_a_refusal() {
+    let server = LocalServer::start_with_args(false, None, &["--auth", "s3cret"]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cambio"))
+        .args(["serve", "--nats", &server.url()])
+        .env("CAMBIO_NATS_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot connect to NATS at"), "{stderr}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cambio"))
+        .args(["serve", "--nats", &server.url()])
+        .env("CAMBIO_NATS_TOKEN", "s3cret")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ready = rt.block_on(async {
+        let client = async_nats::ConnectOptions::with_token("s3cret".into())
+            .connect(server.url())
+            .await
+            .unwrap();
+        for _ in 0..200 {
+            let ping = client.request("$SRV.PING.cambio", Bytes::new());
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), ping).await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    });
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert!(ready, "serve with the right token answers PING");
+    assert_eq!(status.code(), Some(0));
+}
