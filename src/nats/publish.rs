@@ -698,7 +698,7 @@ mod tests {
         let base = Tick {
             pair: pair(),
             ts_us: 1_583_764_200_123_456,
-            bid: Some(24.102_100_000_000_001),
+            bid: Some(24.1021_f64.next_up()),
             ask: Some(0.1 + 0.2),
             mid: None,
             source: Source::new("oanda").unwrap(),
