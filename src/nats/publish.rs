@@ -39,6 +39,9 @@ pub const REPLAY_HEADER: &str = "Cambio-Replay";
 /// default) would refuse them outright.
 pub const MAX_PUBLISHED_BYTES: usize = 64 * 1024;
 
+/// Longest wait for the final flush after Ctrl-C.
+const FLUSH_AFTER_INTERRUPT: Duration = Duration::from_secs(5);
+
 /// Messages read ahead of the publisher (bounds memory; the reader waits when the publisher is pacing).
 const CHANNEL_DEPTH: usize = 1024;
 
@@ -622,21 +625,34 @@ pub async fn replay_to_nats(
                 () = &mut shutdown => { summary.interrupted = true; break; }
             }
         }
+        // The client waits here while it reconnects; Ctrl-C must still stop it.
+        let sent = tokio::select! {
+            r = client.publish_with_headers(msg.subject.clone(), headers.clone(), msg.payload) => r,
+            () = &mut shutdown => { summary.interrupted = true; break; }
+        };
+        sent.map_err(|source| PublishError::Publish {
+            subject: msg.subject,
+            source,
+        })?;
         match msg.kind {
             Kind::Tick => summary.ticks += 1,
             Kind::Factor => summary.factors += 1,
         }
-        client
-            .publish_with_headers(msg.subject.clone(), headers.clone(), msg.payload)
-            .await
-            .map_err(|source| PublishError::Publish {
-                subject: msg.subject,
-                source,
-            })?;
     }
     // Closing the channel stops the reader if it is still going.
     drop(rx);
-    client.flush().await?;
+    if summary.interrupted {
+        // The Ctrl-C handler replaced the default one, so a second Ctrl-C would not end a flush that
+        // hangs on a lost server: bound it instead.
+        if tokio::time::timeout(FLUSH_AFTER_INTERRUPT, client.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("interrupted: the last messages may not have reached the server");
+        }
+    } else {
+        client.flush().await?;
+    }
     summary.elapsed = start.map(|s| s.elapsed()).unwrap_or_default();
     if let Ok(counts) = counts_rx.await {
         summary.skipped_factors = counts.skipped_factors;
