@@ -3,11 +3,16 @@
 use std::io::{BufWriter, Cursor};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use cambio::config::Config;
 use cambio::engine::Output;
+use cambio::nats::publish::{PublishOptions, Speed};
+use cambio::nats::record::{Recorder, StopAfter};
+use cambio::nats::tail::Tail;
+use cambio::nats::{NatsConfig, Subjects};
 use cambio::replay::{self, InputKind, ReplayOptions, Report, Scenario};
 use cambio::tick::Pair;
 
@@ -51,6 +56,66 @@ enum Command {
         /// Write ticks_per_sec as 0, so two runs give byte-identical reports.
         #[arg(long)]
         no_timing: bool,
+        /// Publish the input's ticks (and a scenario's factors) to the NATS server at this URL instead of
+        /// running the engine; auth comes from the config's [nats] table and CAMBIO_NATS_* variables.
+        #[arg(long, value_name = "URL", conflicts_with_all = ["report", "out", "no_timing"])]
+        nats: Option<String>,
+        /// With --nats: the recorded spacing of ticks divided by this factor (`60x`, `1x` = real time).
+        #[arg(long, requires = "nats", conflicts_with = "max")]
+        speed: Option<Speed>,
+        /// With --nats: as fast as possible (the default).
+        #[arg(long, requires = "nats")]
+        max: bool,
+        /// With --nats: the subject prefix [default: fx].
+        #[arg(long, requires = "nats")]
+        prefix: Option<String>,
+    },
+    /// Record a pair's ticks from NATS into a JSON-lines file that `replay` reads, stamping each with its
+    /// arrival time. Stops after --duration, after --count messages, or on Ctrl-C.
+    Record {
+        /// NATS server URL (overrides the config's [nats] url and CAMBIO_NATS_URL).
+        #[arg(long, value_name = "URL")]
+        nats: Option<String>,
+        /// The pair whose ticks to record.
+        #[arg(long)]
+        pair: String,
+        /// The JSON-lines file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop after this long (`10s`, `10m`, `1h`, `1h30m`).
+        #[arg(long, value_parser = cambio::nats::record::parse_duration)]
+        duration: Option<Duration>,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// The subject prefix.
+        #[arg(long, default_value = "fx")]
+        prefix: String,
+        /// Configuration file (its [nats] table).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print a pair's forecasts, quality, drift, alerts and quarantines from NATS, one line per message.
+    /// Ctrl-C exits.
+    Tail {
+        /// NATS server URL (overrides the config's [nats] url and CAMBIO_NATS_URL).
+        #[arg(long, value_name = "URL")]
+        nats: Option<String>,
+        /// The pair to follow.
+        #[arg(long)]
+        pair: String,
+        /// The subject prefix.
+        #[arg(long, default_value = "fx")]
+        prefix: String,
+        /// Print each message's raw JSON instead of a readable line.
+        #[arg(long)]
+        json: bool,
+        /// Exit after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Configuration file (its [nats] table).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Serve live: consume ticks from NATS, publish forecasts, quarantines, quality, drift and alerts, and
     /// answer queries as the micro service `cambio`. With no server configured, starts a local nats-server.
@@ -62,6 +127,10 @@ enum Command {
         /// NATS server URL (overrides the file and CAMBIO_NATS_URL).
         #[arg(long)]
         nats: Option<String>,
+        /// Run the engine with this scenario's configuration (its [config] table replaces [engine]), so a
+        /// rehearsal with `replay <scenario> --nats` runs the same engine as the in-process replay.
+        #[arg(long, value_name = "SCENARIO")]
+        scenario: Option<PathBuf>,
     },
 }
 
@@ -85,12 +154,39 @@ fn main() -> ExitCode {
         Command::Replay {
             input,
             pair,
+            config,
+            nats: Some(url),
+            speed,
+            prefix,
+            ..
+        } => replay_nats_cmd(&input, pair, config, url, speed.unwrap_or(Speed::Max), prefix),
+        Command::Replay {
+            input,
+            pair,
             report,
             out,
             config,
             no_timing,
+            ..
         } => replay_cmd(&input, pair, report, out, config, no_timing),
-        Command::Serve { config, nats } => serve_cmd(config, nats),
+        Command::Serve { config, nats, scenario } => serve_cmd(config, nats, scenario),
+        Command::Record {
+            nats,
+            pair,
+            out,
+            duration,
+            count,
+            prefix,
+            config,
+        } => record_cmd(nats, &pair, &out, StopAfter { duration, count }, &prefix, config),
+        Command::Tail {
+            nats,
+            pair,
+            prefix,
+            json,
+            count,
+            config,
+        } => tail_cmd(nats, &pair, &prefix, json, count, config),
     };
     match result {
         Ok(code) => code,
@@ -214,10 +310,7 @@ fn replay_cmd(
     config: Option<PathBuf>,
     no_timing: bool,
 ) -> Result<ExitCode, AnyError> {
-    let pair = match pair {
-        Some(p) => Some(Pair::parse(&p).ok_or_else(|| format!("--pair {p}: six uppercase letters, e.g. USDMXN"))?),
-        None => None,
-    };
+    let pair = pair.as_deref().map(parse_pair).transpose()?;
     let cfg = config.map(|c| Config::load(&c)).transpose()?;
     let outputs: Option<Box<dyn std::io::Write>> = match out {
         Some(p) => Some(Box::new(BufWriter::new(
@@ -252,8 +345,11 @@ fn replay_cmd(
     })
 }
 
-fn serve_cmd(config: Option<PathBuf>, nats: Option<String>) -> Result<ExitCode, AnyError> {
+fn serve_cmd(config: Option<PathBuf>, nats: Option<String>, scenario: Option<PathBuf>) -> Result<ExitCode, AnyError> {
     let mut cfg = config.map(|c| Config::load(&c)).transpose()?.unwrap_or_default();
+    if let Some(path) = scenario {
+        cfg.engine = Scenario::load(&path)?.config;
+    }
     cfg.nats = cfg.nats.with_env();
     if nats.is_some() {
         cfg.nats.url = nats;
@@ -290,4 +386,115 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
     tracing::info!("shutdown signal received");
+}
+
+fn parse_pair(p: &str) -> Result<Pair, String> {
+    Pair::parse(p).ok_or_else(|| format!("--pair {p}: six uppercase letters, e.g. USDMXN"))
+}
+
+/// The async runtime of the NATS tools: two workers, so the client's connection task runs beside ours.
+fn runtime() -> Result<tokio::runtime::Runtime, AnyError> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Completes on Ctrl-C (never, when the handler cannot be installed).
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The connection options: the config file's [nats] table, then CAMBIO_NATS_* variables, then `--nats`.
+fn nats_config(url: Option<String>, config: Option<&Path>) -> Result<NatsConfig, AnyError> {
+    let mut cfg = match config {
+        Some(c) => Config::load(c)?.nats,
+        None => NatsConfig::default(),
+    }
+    .with_env();
+    if let Some(u) = url {
+        cfg.url = Some(u);
+    }
+    Ok(cfg)
+}
+
+fn replay_nats_cmd(
+    input: &Path,
+    pair: Option<String>,
+    config: Option<PathBuf>,
+    url: String,
+    speed: Speed,
+    prefix: Option<String>,
+) -> Result<ExitCode, AnyError> {
+    let pair = pair.as_deref().map(parse_pair).transpose()?;
+    let subjects = Subjects::new(prefix.as_deref().unwrap_or("fx"))?;
+    let cfg = nats_config(Some(url), config.as_deref())?;
+    if !input.exists() {
+        return Err(format!("{}: no such file or folder", input.display()).into());
+    }
+    let summary = runtime()?.block_on(async {
+        let (client, _events) = cambio::nats::connect(&cfg, "cambio-replay").await?;
+        let opts = PublishOptions { subjects, pair, speed };
+        let summary = cambio::nats::publish::replay_to_nats(&client, input, opts, ctrl_c()).await?;
+        Ok::<_, AnyError>(summary)
+    })?;
+    println!(
+        "published {} ticks and {} factors in {:.3} s ({:.0} messages/s){}",
+        summary.ticks,
+        summary.factors,
+        summary.elapsed.as_secs_f64(),
+        summary.rate(),
+        if summary.interrupted { " (interrupted)" } else { "" }
+    );
+    if summary.skipped_factors > 0 {
+        println!(
+            "{} factors not published: their names cannot be subject tokens",
+            summary.skipped_factors
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn record_cmd(
+    url: Option<String>,
+    pair: &str,
+    out: &Path,
+    stop: StopAfter,
+    prefix: &str,
+    config: Option<PathBuf>,
+) -> Result<ExitCode, AnyError> {
+    let pair = parse_pair(pair)?;
+    let subjects = Subjects::new(prefix)?;
+    let cfg = nats_config(url, config.as_deref())?;
+    let n = runtime()?.block_on(async {
+        let (client, _events) = cambio::nats::connect(&cfg, "cambio-record").await?;
+        let recorder = Recorder::start(&client, &subjects, pair, out).await?;
+        eprintln!("record: listening on {}, writing {}", recorder.subject(), out.display());
+        Ok::<_, AnyError>(recorder.run(stop, ctrl_c()).await?)
+    })?;
+    println!("recorded {n} messages to {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tail_cmd(
+    url: Option<String>,
+    pair: &str,
+    prefix: &str,
+    json: bool,
+    count: Option<u64>,
+    config: Option<PathBuf>,
+) -> Result<ExitCode, AnyError> {
+    let pair = parse_pair(pair)?;
+    let subjects = Subjects::new(prefix)?;
+    let cfg = nats_config(url, config.as_deref())?;
+    runtime()?.block_on(async {
+        let (client, _events) = cambio::nats::connect(&cfg, "cambio-tail").await?;
+        let tail = Tail::start(&client, &subjects, pair, json).await?;
+        eprintln!("tail: listening on {prefix}.{{pred,quality,drift,alert,quarantine}}.{pair}");
+        tail.run(count, ctrl_c(), &mut std::io::stdout().lock()).await?;
+        Ok::<_, AnyError>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -2,12 +2,21 @@
 //! configuration or the environment), the subject names of the message contract, and a local
 //! `nats-server` child for when no server is configured.
 //!
-//! Nothing here touches the engine: this module only moves bytes, so the core stays pure.
+//! The operators' tools: [`publish`] (`cambio replay --nats`: a file or scenario onto the tick and factor
+//! subjects, paced), [`record`] (`cambio record`: a pair's ticks into a JSON-lines file that replay reads)
+//! and [`tail`] (`cambio tail`: a pair's outputs as readable lines).
+//!
+//! [`serve`] is the service; it is the only part that calls the engine, through the same `Engine::on_tick` as
+//! replay, so the core stays pure.
 
 pub mod connect;
 pub mod local_server;
+pub mod publish;
+pub mod ready;
+pub mod record;
 pub mod serve;
 pub mod subjects;
+pub mod tail;
 
 pub use connect::{NatsConfig, NatsError, TlsConfig, connect};
 pub use local_server::LocalServer;

@@ -281,6 +281,30 @@ pub fn replay_file(path: &Path, cfg: &EngineConfig, opts: ReplayOptions) -> Resu
     }
 }
 
+/// A scenario's factor observations, each shifted by its publication lag and sorted by time, as the replay
+/// joins them (also what `replay --nats` publishes, so both paths see the same factors).
+///
+/// # Errors
+/// [`ReplayError`] when a factor file cannot be read or a lag is not a time span.
+pub fn scenario_factors(scenario: &Scenario) -> Result<Vec<Factor>, ReplayError> {
+    let mut factors = Vec::new();
+    for f in &scenario.factors {
+        let lag = match f.lag {
+            Some(crate::horizon::Horizon::Time { us }) => us,
+            Some(crate::horizon::Horizon::Steps(_)) => {
+                return Err(ReplayError::Config(format!(
+                    "factor {}: lag must be a time span",
+                    f.name
+                )));
+            }
+            None => 0,
+        };
+        factors.extend(source::read_factor_csv(&scenario.dir.join(&f.file), &f.name, lag)?);
+    }
+    factors.sort_by_key(|f| f.ts_us);
+    Ok(factors)
+}
+
 /// Replays a scenario and checks its expectations (`report.passed`). `cfg_override`, when given, replaces
 /// the scenario's own `[config]`.
 ///
@@ -299,20 +323,7 @@ pub fn replay_scenario(
     })?;
     opts.pair = Some(pair);
     let cfg = cfg_override.unwrap_or(&scenario.config);
-    let mut factors = Vec::new();
-    for f in &scenario.factors {
-        let lag = match f.lag {
-            Some(crate::horizon::Horizon::Time { us }) => us,
-            Some(crate::horizon::Horizon::Steps(_)) => {
-                return Err(ReplayError::Config(format!(
-                    "factor {}: lag must be a time span",
-                    f.name
-                )));
-            }
-            None => 0,
-        };
-        factors.extend(source::read_factor_csv(&scenario.dir.join(&f.file), &f.name, lag)?);
-    }
+    let factors = scenario_factors(scenario)?;
     let name = scenario.name.clone();
     let mut report = if let Some(spec) = &scenario.synthetic {
         let items = synth::SynthTicks::new(spec.clone(), pair).map_err(ReplayError::Synthetic)?;

@@ -145,6 +145,8 @@ struct Shard {
     dirty_report: bool,
     /// Ticks processed since the status snapshot was refreshed.
     dirty_status: bool,
+    /// This tick raised an alarm or an adaptation: publish drift statistics after its outputs.
+    drift_changed: bool,
     status_at: Instant,
 }
 
@@ -171,6 +173,7 @@ impl Shard {
             drift: DriftStatus::Stable,
             dirty_report: false,
             dirty_status: true,
+            drift_changed: false,
             status_at: Instant::now(),
         }
     }
@@ -224,6 +227,13 @@ impl Shard {
             self.publish(o, position).await;
         }
         self.out = out;
+        if self.drift_changed {
+            // A drift status change: publish the statistics now (after this tick's forecast, so they carry
+            // its time and state), not at the next interval.
+            self.drift_changed = false;
+            let drift = self.drift_report();
+            self.send(self.outlets.drift.clone(), to_bytes(&drift)).await;
+        }
         self.latency
             .record_us(u64::try_from(t.received.elapsed().as_micros()).unwrap_or(u64::MAX));
         if let Some(acker) = t.acker
@@ -279,9 +289,7 @@ impl Shard {
                     _ => {}
                 }
                 self.send(self.outlets.alert.clone(), to_bytes(&o)).await;
-                // A drift status change: publish the statistics now, not at the next interval.
-                let drift = self.drift_report();
-                self.send(self.outlets.drift.clone(), to_bytes(&drift)).await;
+                self.drift_changed = true;
             }
         }
     }
@@ -320,16 +328,14 @@ impl Shard {
         }
         self.dirty_report = false;
         let s = self.engine.summary();
-        let quality = json!({
-            "type": "quality",
-            "pair": self.pair,
-            "ts": self.last_ts,
-            "scores": s.quality,
-            "worst": s.quality_worst,
-            "ticks": s.ticks,
-            "accepted": s.accepted,
-            "quarantined": s.quarantined,
-        });
+        // The same shape as a `quality_changed` message (the scores flattened), typed `quality`.
+        let mut quality = serde_json::to_value(&s.quality).unwrap_or_else(|e| json!({ "error": e.to_string() }));
+        if let Value::Object(m) = &mut quality {
+            m.insert("type".into(), json!("quality"));
+            m.insert("pair".into(), json!(self.pair));
+            m.insert("ts".into(), json!(self.last_ts));
+            m.insert("worst".into(), json!(s.quality_worst));
+        }
         self.send(self.outlets.quality.clone(), to_bytes(&quality)).await;
         let drift = self.drift_report();
         self.send(self.outlets.drift.clone(), to_bytes(&drift)).await;
