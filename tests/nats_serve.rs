@@ -20,12 +20,17 @@ struct Serve {
 
 impl Serve {
     fn start(url: &str, config: &str, dir: &Path) -> Serve {
+        Serve::start_with(url, config, dir, &[])
+    }
+
+    fn start_with(url: &str, config: &str, dir: &Path, extra: &[&str]) -> Serve {
         let cfg = dir.join(format!("cambio-{}.toml", std::process::id()));
         std::fs::write(&cfg, config).unwrap();
         let log = dir.join(format!("serve-{}.log", rand_suffix()));
         let child = Command::new(env!("CARGO_BIN_EXE_cambio"))
             .args(["serve", "--nats", url, "--config"])
             .arg(&cfg)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -627,5 +632,80 @@ async fn pairs_are_sharded_in_order_and_factors_reach_every_pair() {
         let (_, s) = request_json(&client, &format!("fx.status.{pair}"), "").await;
         assert_eq!(s["accepted"], 500, "{pair}: {s}");
     }
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehearsed_scenario_gives_the_same_outputs_live_as_in_process() {
+    let scenario_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/level_shift");
+    let server = LocalServer::start(false, None).unwrap();
+    let dir = temp_dir("rehearsal");
+    let serve = Serve::start_with(&server.url(), "", &dir, &["--scenario", scenario_dir.to_str().unwrap()]);
+    let client = async_nats::connect(server.url()).await.unwrap();
+    wait_ready(&client, &serve).await;
+    let mut alerts = client.subscribe("fx.alert.USDMXN").await.unwrap();
+    let mut drift = client.subscribe("fx.drift.USDMXN").await.unwrap();
+    let mut quarantine = client.subscribe("fx.quarantine.USDMXN").await.unwrap();
+    let mut preds = client.subscribe("fx.pred.USDMXN").await.unwrap();
+    client.flush().await.unwrap();
+
+    // In process: the outputs the live service must reproduce byte for byte.
+    let scenario = cambio::replay::Scenario::load(&scenario_dir).unwrap();
+    let sink = std::sync::Arc::new(std::sync::Mutex::new((
+        Vec::<Vec<u8>>::new(),
+        Vec::<Vec<u8>>::new(),
+        0usize,
+    )));
+    let s2 = sink.clone();
+    let opts = cambio::replay::ReplayOptions {
+        observer: Some(Box::new(move |o: &cambio::engine::Output| {
+            let mut g = s2.lock().unwrap();
+            match o {
+                cambio::engine::Output::Alarm(_) | cambio::engine::Output::Adapted(_) => {
+                    g.0.push(serde_json::to_vec(o).unwrap())
+                }
+                cambio::engine::Output::Quarantined(_) => g.1.push(serde_json::to_vec(o).unwrap()),
+                cambio::engine::Output::Forecast(_) => g.2 += 1,
+                _ => {}
+            }
+        })),
+        ..Default::default()
+    };
+    let report = cambio::replay::replay_scenario(&scenario, None, opts).unwrap();
+    assert!(report.passed, "the scenario's own expectations");
+    let (want_alerts, want_quarantines, forecasts) = sink.lock().unwrap().clone();
+    assert!(!want_alerts.is_empty() && !want_quarantines.is_empty());
+
+    let status = Command::new(env!("CARGO_BIN_EXE_cambio"))
+        .args([
+            "replay",
+            scenario_dir.to_str().unwrap(),
+            "--nats",
+            &server.url(),
+            "--max",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let got = collect(&mut preds, forecasts, Duration::from_secs(60)).await;
+    assert_eq!(got.len(), forecasts);
+    let live_alerts = collect(&mut alerts, want_alerts.len(), Duration::from_secs(10)).await;
+    let live_alerts: Vec<Vec<u8>> = live_alerts.iter().map(|m| m.payload.to_vec()).collect();
+    assert_eq!(live_alerts, want_alerts, "alarms and adaptations, byte for byte");
+    let live_q = collect(&mut quarantine, want_quarantines.len(), Duration::from_secs(10)).await;
+    let live_q: Vec<Vec<u8>> = live_q.iter().map(|m| m.payload.to_vec()).collect();
+    assert_eq!(live_q, want_quarantines, "quarantine records, byte for byte");
+    // The drift statistics published after the first alarm carry that tick's time.
+    let first_alarm: Value = serde_json::from_slice(&want_alerts[0]).unwrap();
+    let d = collect(&mut drift, 64, Duration::from_secs(2)).await;
+    let d: Value = d
+        .iter()
+        .map(|m| serde_json::from_slice::<Value>(&m.payload).unwrap())
+        .find(|d| d["alarms_total"].as_u64() >= Some(1))
+        .expect("drift statistics after the alarm");
+    assert_eq!(d["ts"], first_alarm["ts"], "{d}");
+    assert_eq!(d["type"], "drift");
     drop(serve);
 }
