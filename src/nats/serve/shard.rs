@@ -21,9 +21,8 @@ use crate::nats::Subjects;
 use crate::tick::{Factor, Pair, parse_tick};
 use crate::time::format_ts;
 
-/// Longest a status snapshot may lag behind the engine while ticks keep arriving; when the queue empties the
-/// snapshot is refreshed at once.
-pub const STATUS_REFRESH: Duration = Duration::from_millis(250);
+/// Longest a status snapshot lags behind the engine, and shortest time between two refreshes.
+pub const STATUS_REFRESH: Duration = Duration::from_millis(100);
 
 /// A tick as the consumer hands it to a shard.
 pub struct TickMsg {
@@ -191,8 +190,10 @@ impl Shard {
                     None => break,
                 },
                 _ = reports.tick() => self.publish_reports().await,
+                // Quiet after the last tick: bring the status up to date.
+                () = tokio::time::sleep_until((self.status_at + STATUS_REFRESH).into()), if self.dirty_status => {}
             }
-            if self.dirty_status && (rx.is_empty() || self.status_at.elapsed() >= STATUS_REFRESH) {
+            if self.dirty_status && self.status_at.elapsed() >= STATUS_REFRESH {
                 self.refresh_status();
             }
         }
