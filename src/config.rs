@@ -179,6 +179,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// Where the NATS server is and how to authenticate (`cambio serve` and the tools).
     pub nats: crate::nats::NatsConfig,
+    /// How `cambio serve` consumes and reports.
+    pub serve: crate::nats::serve::ServeConfig,
 }
 
 /// Why a configuration file was refused.
@@ -216,10 +218,13 @@ impl Config {
             path: path.into(),
             message: e.to_string(),
         })?;
-        cfg.engine.validate().map_err(|message| ConfigError::Invalid {
-            path: path.into(),
-            message,
-        })?;
+        cfg.engine
+            .validate()
+            .and_then(|()| cfg.serve.validate())
+            .map_err(|message| ConfigError::Invalid {
+                path: path.into(),
+                message,
+            })?;
         Ok(cfg)
     }
 }

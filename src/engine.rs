@@ -321,6 +321,17 @@ impl Engine {
         self.pair
     }
 
+    /// The model's name and version, as every forecast carries them.
+    pub fn model_id(&self) -> &ModelId {
+        &self.model_id
+    }
+
+    /// Ticks seen so far (accepted and quarantined): the position of the next tick in this pair's stream,
+    /// which the service uses to name forecasts for de-duplication.
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
     /// Processes one parsed tick, appending what it produced to `out`.
     pub fn on_tick(&mut self, tick: &Tick, out: &mut Vec<Output>) {
         self.ticks += 1;

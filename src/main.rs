@@ -57,6 +57,17 @@ enum Command {
         #[arg(long)]
         no_timing: bool,
     },
+    /// Serve live: consume ticks from NATS, publish forecasts, quarantines, quality, drift and alerts, and
+    /// answer queries as the micro service `cambio`. With no server configured, starts a local nats-server.
+    /// SIGINT/SIGTERM drain and exit 0.
+    Serve {
+        /// Configuration file ([engine], [nats], [serve] tables).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// NATS server URL (overrides the file and CAMBIO_NATS_URL).
+        #[arg(long)]
+        nats: Option<String>,
+    },
     /// The bare-NATS floor cambio is measured against: forwards every `<prefix>.ticks.<PAIR>` message
     /// unchanged to `<prefix>.pred.<PAIR>` and answers `<prefix>.query.*` with a fixed body (micro service
     /// `floor`). Runs until SIGTERM or Ctrl-C.
@@ -168,6 +179,7 @@ fn main() -> ExitCode {
             config,
             no_timing,
         } => replay_cmd(&input, pair, report, out, config, no_timing),
+        Command::Serve { config, nats } => serve_cmd(config, nats),
         Command::Floor {
             nats,
             prefix,
@@ -234,22 +246,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, AnyError> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-/// Resolves on SIGTERM or Ctrl-C: how `cambio load` (and an operator) stops a floor.
-async fn terminated() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-}
-
 fn floor_cmd(url: String, prefix: &str, jetstream: Option<JetStreamSetup>) -> Result<ExitCode, AnyError> {
     let subjects = Subjects::new(prefix)?;
     runtime()?.block_on(async {
@@ -259,7 +255,7 @@ fn floor_cmd(url: String, prefix: &str, jetstream: Option<JetStreamSetup>) -> Re
         };
         let (client, _events) = cambio::nats::connect(&cfg, "cambio-floor").await?;
         let opts = FloorOptions { subjects, jetstream };
-        floor::run(client, &opts, terminated()).await?;
+        floor::run(client, &opts, shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -439,4 +435,44 @@ fn replay_cmd(
     } else {
         ExitCode::from(1)
     })
+}
+
+fn serve_cmd(config: Option<PathBuf>, nats: Option<String>) -> Result<ExitCode, AnyError> {
+    let mut cfg = config.map(|c| Config::load(&c)).transpose()?.unwrap_or_default();
+    cfg.nats = cfg.nats.with_env();
+    if nats.is_some() {
+        cfg.nats.url = nats;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let summary = runtime.block_on(cambio::nats::serve::run(cfg, shutdown_signal()))?;
+    eprintln!(
+        "cambio serve: stopped after {} ticks on {} pair(s)",
+        summary.counters["ticks"],
+        summary.pairs.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown signal received");
 }

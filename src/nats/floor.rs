@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
 use async_nats::service::ServiceExt;
@@ -25,7 +26,9 @@ pub const QUERY_REPLY: &[u8] = br#"{"type":"floor","pair":"USDMXN","ok":true}"#;
 /// The micro service's name (what `$SRV.PING.floor` answers to).
 pub const SERVICE_NAME: &str = "floor";
 
-/// Where the floor reads ticks from in JetStream mode: the same stream and consumer setup as cambio's.
+/// Where the floor reads ticks from in JetStream mode: the same stream and consumer setup as cambio's
+/// (`serve::jetstream_consumer`: file storage, 2-minute duplicate window, explicit acks, 30 s ack wait,
+/// 20,000 pending, pulls of 1,024).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JetStreamSetup {
     /// Stream name; created on `<prefix>.ticks.>` and `<prefix>.factors.>` when missing.
@@ -169,6 +172,8 @@ pub async fn run(
                 .get_or_create_stream(stream::Config {
                     name: setup.stream.clone(),
                     subjects: vec![opts.subjects.all_ticks(), opts.subjects.all_factors()],
+                    storage: stream::StorageType::File,
+                    duplicate_window: Duration::from_secs(120),
                     ..Default::default()
                 })
                 .await
@@ -179,12 +184,20 @@ pub async fn run(
                     pull::Config {
                         durable_name: Some(setup.durable.clone()),
                         ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                        ack_wait: Duration::from_secs(30),
+                        max_ack_pending: 20_000,
+                        filter_subjects: vec![opts.subjects.all_ticks(), opts.subjects.all_factors()],
                         ..Default::default()
                     },
                 )
                 .await
                 .map_err(js)?;
-            let mut messages = consumer.messages().await.map_err(js)?;
+            let mut messages = consumer
+                .stream()
+                .max_messages_per_batch(1024)
+                .messages()
+                .await
+                .map_err(js)?;
             tracing::info!(stream = %setup.stream, durable = %setup.durable, "serving");
             loop {
                 tokio::select! {

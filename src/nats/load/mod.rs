@@ -77,8 +77,7 @@ pub struct LoadOptions {
     pub stream: String,
     /// The durable consumer (JetStream mode).
     pub durable: String,
-    /// cambio's configuration file for `serve --config`; in JetStream mode without one, a configuration
-    /// selecting JetStream is written.
+    /// cambio's configuration file for `serve --config`; without one, [`cambio_config`] is written.
     pub cambio_config: Option<PathBuf>,
     /// The binary that runs the targets (`std::env::current_exe()`).
     pub exe: PathBuf,
@@ -149,12 +148,18 @@ const QUIET: Duration = Duration::from_secs(3);
 /// JetStream throughput: flush every this many ticks.
 const JS_FLUSH_EVERY: u64 = 1_000;
 
-/// The configuration that puts `cambio serve` in JetStream mode on `setup`.
-pub fn jetstream_config(setup: &JetStreamSetup) -> String {
-    format!(
-        "[serve]\nmode = \"jetstream\"\n\n[serve.jetstream]\nstream = \"{}\"\ndurable = \"{}\"\n",
-        setup.stream, setup.durable
-    )
+/// The configuration `cambio serve` gets when none is given: arrival stamping off, because the load's tick
+/// time runs at 100 ms per tick from 2024 (not the wall clock), so stamped arrivals would quarantine every
+/// tick as stale; with `jetstream`, the JetStream mode on `setup`.
+pub fn cambio_config(jetstream: Option<&JetStreamSetup>) -> String {
+    let mut c = String::from("[serve]\nstamp_arrival = false\n");
+    if let Some(setup) = jetstream {
+        c.push_str(&format!(
+            "mode = \"jetstream\"\n\n[serve.jetstream]\nstream = \"{}\"\ndurable = \"{}\"\n",
+            setup.stream, setup.durable
+        ));
+    }
+    c
 }
 
 /// Runs every measurement on every target and compares them.
@@ -187,23 +192,23 @@ pub async fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
         stream: opts.stream.clone(),
         durable: opts.durable.clone(),
     };
-    let cambio_config = match (&opts.cambio_config, opts.jetstream) {
-        (Some(c), _) => Some(c.clone()),
-        (None, true) => {
-            let path = scratch.join("cambio-jetstream.toml");
-            std::fs::write(&path, jetstream_config(&setup)).map_err(|source| LoadError::File {
+    let cambio_config = match &opts.cambio_config {
+        Some(c) => c.clone(),
+        None => {
+            let path = scratch.join("cambio.toml");
+            let text = cambio_config(opts.jetstream.then_some(&setup));
+            std::fs::write(&path, text).map_err(|source| LoadError::File {
                 path: path.clone(),
                 source,
             })?;
-            Some(path)
+            path
         }
-        (None, false) => None,
     };
     let launch = Launch {
         exe: opts.exe.clone(),
         url: url.clone(),
         scratch: scratch.clone(),
-        cambio_config,
+        cambio_config: Some(cambio_config),
         floor_jetstream: opts.jetstream.then(|| setup.clone()),
     };
     let cfg = NatsConfig {
@@ -360,14 +365,19 @@ mod tests {
     }
 
     #[test]
-    fn jetstream_config_names_stream_and_durable() {
-        let c = jetstream_config(&JetStreamSetup {
-            stream: "FX".into(),
-            durable: "cambio".into(),
-        });
-        let v: toml::Value = toml::from_str(&c).unwrap();
-        assert_eq!(v["serve"]["mode"].as_str(), Some("jetstream"));
-        assert_eq!(v["serve"]["jetstream"]["stream"].as_str(), Some("FX"));
-        assert_eq!(v["serve"]["jetstream"]["durable"].as_str(), Some("cambio"));
+    fn the_generated_cambio_config_is_a_valid_serve_config() {
+        let core: crate::config::Config = toml::from_str(&cambio_config(None)).unwrap();
+        assert!(!core.serve.stamp_arrival);
+        assert_eq!(core.serve.mode, crate::nats::serve::IngestMode::Core);
+        let setup = JetStreamSetup {
+            stream: "FX2".into(),
+            durable: "d".into(),
+        };
+        let js: crate::config::Config = toml::from_str(&cambio_config(Some(&setup))).unwrap();
+        assert!(!js.serve.stamp_arrival);
+        assert_eq!(js.serve.mode, crate::nats::serve::IngestMode::Jetstream);
+        assert_eq!(js.serve.jetstream.stream, "FX2");
+        assert_eq!(js.serve.jetstream.durable, "d");
+        assert!(js.serve.validate().is_ok());
     }
 }

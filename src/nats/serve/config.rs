@@ -1,0 +1,115 @@
+//! The `[serve]` table: how the service consumes ticks and how often it reports.
+
+use serde::{Deserialize, Serialize};
+
+/// Where ticks come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestMode {
+    /// Core NATS subscriptions: lowest latency, at most once (ticks published while cambio is
+    /// disconnected are not seen).
+    #[default]
+    Core,
+    /// A JetStream stream read through a durable consumer: a tick is acknowledged only after the engine has
+    /// processed it, so none is lost across restarts of the server or of cambio.
+    Jetstream,
+}
+
+/// The JetStream settings (`[serve.jetstream]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JetStreamConfig {
+    /// The stream holding ticks and factors.
+    pub stream: String,
+    /// The durable consumer's name.
+    pub durable: String,
+    /// Create the stream (file storage, subjects `<prefix>.ticks.>` and `<prefix>.factors.>`) if missing.
+    pub create_stream: bool,
+    /// Seconds before an unacknowledged tick is redelivered.
+    pub ack_wait_secs: u64,
+    /// Most ticks delivered but not yet acknowledged.
+    pub max_ack_pending: i64,
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        JetStreamConfig {
+            stream: "FX".into(),
+            durable: "cambio".into(),
+            create_stream: true,
+            ack_wait_secs: 30,
+            max_ack_pending: 20_000,
+        }
+    }
+}
+
+/// The `[serve]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Subject prefix (`fx` gives `fx.ticks.<PAIR>`, `fx.pred.<PAIR>`, …).
+    pub prefix: String,
+    /// Core NATS or JetStream.
+    pub mode: IngestMode,
+    /// JetStream settings (used in `jetstream` mode).
+    pub jetstream: JetStreamConfig,
+    /// Seconds between publications of quality scores and drift statistics per pair (besides every status
+    /// change).
+    pub report_interval_secs: f64,
+    /// Stamp live ticks with their wall-clock arrival time, for timeliness checks. Ticks replayed by
+    /// `cambio replay --nats` (header `Cambio-Replay`) are never stamped: their timestamps are historical.
+    pub stamp_arrival: bool,
+    /// Most pairs served (each pair is a shard with its own state; subjects come from the network).
+    pub max_pairs: usize,
+    /// Ticks queued per shard before the consumer waits (back-pressure rather than unbounded memory).
+    pub shard_queue: usize,
+    /// Longest raw payload kept in a quarantine record, bytes; longer ones are cut and marked (NATS limits
+    /// message size, and a hostile payload must not be re-published whole).
+    pub max_raw_bytes: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            prefix: "fx".into(),
+            mode: IngestMode::Core,
+            jetstream: JetStreamConfig::default(),
+            report_interval_secs: 5.0,
+            stamp_arrival: true,
+            max_pairs: 256,
+            shard_queue: 8_192,
+            max_raw_bytes: 16_384,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Checks ranges.
+    ///
+    /// # Errors
+    /// A message naming the bad value.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::nats::Subjects::new(&self.prefix)?;
+        if !(self.report_interval_secs.is_finite() && self.report_interval_secs >= 0.01) {
+            return Err(format!(
+                "serve.report_interval_secs {}: at least 0.01",
+                self.report_interval_secs
+            ));
+        }
+        if self.max_pairs == 0 || self.shard_queue == 0 {
+            return Err("serve.max_pairs and serve.shard_queue must be positive".into());
+        }
+        if self.max_raw_bytes < 64 {
+            return Err("serve.max_raw_bytes: at least 64".into());
+        }
+        let js = &self.jetstream;
+        let token_ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !token_ok(&js.stream) || !token_ok(&js.durable) {
+            return Err("serve.jetstream.stream and durable: letters, digits, '_' or '-'".into());
+        }
+        if js.ack_wait_secs == 0 || js.max_ack_pending <= 0 {
+            return Err("serve.jetstream.ack_wait_secs and max_ack_pending must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,274 @@
+//! Request-reply for credit systems: the NATS micro service `cambio`, discoverable with `$SRV.PING`,
+//! `$SRV.INFO` and `$SRV.STATS` (and so by `nats micro ls`).
+//!
+//! - `<prefix>.query.<PAIR>`: the latest forecast; an optional body `{"horizons":["1h","1d"]}` selects
+//!   horizons.
+//! - `<prefix>.status.<PAIR>`: quality, drift, the model's identity and its prequential metrics.
+//!
+//! Handlers read the shards' published snapshots (an `Arc` clone under a short lock), so queries never wait
+//! for, or slow, the tick path. Errors are JSON bodies `{"error":{"code":..,"message":..}}` with the micro
+//! protocol's `Nats-Service-Error` and `Nats-Service-Error-Code` headers. (async-nats only sets those headers
+//! with an empty body, so the service sets them itself to keep the JSON body, and counts errors in its own
+//! stats, `request_errors`.)
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::HeaderMap;
+use async_nats::service::{Request, Service, ServiceExt};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::router::Registry;
+use super::stats::{self, Counters, Latency};
+use crate::horizon::Horizon;
+use crate::nats::Subjects;
+use crate::nats::connect::ConnectionEvents;
+use crate::tick::Pair;
+
+/// The service's name, as discovery shows it.
+pub const SERVICE_NAME: &str = "cambio";
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The micro service or one of its endpoints could not be registered.
+    #[error("micro service: {0}")]
+    Register(String),
+}
+
+/// A request error: code and message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestError {
+    /// HTTP-like status code (400 bad request, 404 not found).
+    pub code: u16,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl RequestError {
+    fn new(code: u16, message: impl Into<String>) -> RequestError {
+        RequestError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything the handlers share.
+pub struct ServiceState {
+    /// Pairs' snapshots.
+    pub registry: Registry,
+    /// Subject names.
+    pub subjects: Subjects,
+    /// Service counters.
+    pub counters: Arc<Counters>,
+    /// Connection events.
+    pub events: Arc<ConnectionEvents>,
+    /// Query latency (receipt to reply handed to the client), µs.
+    pub query_latency: Latency,
+    /// Status request latency, µs.
+    pub status_latency: Latency,
+}
+
+impl ServiceState {
+    /// STATS data: counters, connection events, tick-to-forecast latency over all pairs, query latencies.
+    pub fn stats(&self) -> Value {
+        let mut tick = stats::empty();
+        if let Ok(reg) = self.registry.read() {
+            for view in reg.values() {
+                view.latency.merge_into(&mut tick);
+            }
+        }
+        json!({
+            "counters": self.counters.report(),
+            "connection": self.events.snapshot(),
+            "tick_to_forecast": stats::percentiles(&tick),
+            "query": self.query_latency.report(),
+            "status": self.status_latency.report(),
+        })
+    }
+
+    fn view(&self, subject: &str, kind: &str) -> Result<Arc<super::router::PairView>, RequestError> {
+        let token = self.subjects.token(kind, subject).ok_or_else(|| {
+            RequestError::new(
+                400,
+                format!("subject {subject}: expected {}", self.subjects.endpoint(kind)),
+            )
+        })?;
+        let pair = Pair::parse(token)
+            .ok_or_else(|| RequestError::new(400, format!("{token:?} is not a pair (six uppercase letters)")))?;
+        let reg = self
+            .registry
+            .read()
+            .map_err(|_| RequestError::new(500, "registry unavailable"))?;
+        reg.get(&pair)
+            .cloned()
+            .ok_or_else(|| RequestError::new(404, format!("unknown pair {pair}: no tick received for it")))
+    }
+
+    /// Answers a query: the latest forecast, optionally restricted to some horizons.
+    pub fn query(&self, subject: &str, body: &[u8]) -> Result<Bytes, RequestError> {
+        let wanted = parse_query(body)?;
+        let view = self.view(subject, "query")?;
+        let forecast = view
+            .snapshot
+            .forecast()
+            .ok_or_else(|| RequestError::new(404, "no forecast yet: no tick of this pair was accepted"))?;
+        let json = match wanted {
+            None => serde_json::to_vec(&*forecast),
+            Some(wanted) => {
+                let configured: Vec<Horizon> = forecast.horizons.iter().map(|h| h.horizon).collect();
+                if let Some(missing) = wanted.iter().find(|h| !configured.contains(h)) {
+                    let names: Vec<String> = configured.iter().map(|h| h.to_string()).collect();
+                    return Err(RequestError::new(
+                        400,
+                        format!("horizon {missing} is not configured; configured: {}", names.join(", ")),
+                    ));
+                }
+                let mut f = (*forecast).clone();
+                f.horizons.retain(|h| wanted.contains(&h.horizon));
+                serde_json::to_vec(&f)
+            }
+        };
+        json.map(Bytes::from).map_err(|e| RequestError::new(500, e.to_string()))
+    }
+
+    /// Answers a status request.
+    pub fn status(&self, subject: &str, body: &[u8]) -> Result<Bytes, RequestError> {
+        if !body.iter().all(u8::is_ascii_whitespace) && serde_json::from_slice::<Value>(body).is_err() {
+            return Err(RequestError::new(400, "status takes no body (or a JSON object)"));
+        }
+        let view = self.view(subject, "status")?;
+        let status = view
+            .snapshot
+            .status()
+            .ok_or_else(|| RequestError::new(404, "no status yet"))?;
+        serde_json::to_vec(&*status)
+            .map(Bytes::from)
+            .map_err(|e| RequestError::new(500, e.to_string()))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryBody {
+    horizons: Vec<String>,
+}
+
+/// The horizons a query asks for: `None` for all (empty body).
+fn parse_query(body: &[u8]) -> Result<Option<Vec<Horizon>>, RequestError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let q: QueryBody = serde_json::from_slice(body).map_err(|e| {
+        RequestError::new(
+            400,
+            format!("malformed request: {e}; expected {{\"horizons\":[\"1h\",\"1d\"]}}"),
+        )
+    })?;
+    if q.horizons.is_empty() {
+        return Err(RequestError::new(400, "horizons is empty"));
+    }
+    q.horizons
+        .iter()
+        .map(|h| {
+            h.parse::<Horizon>()
+                .map_err(|e| RequestError::new(400, format!("bad horizon {h:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// Registers the micro service and spawns one task per endpoint. Returns the service (stop it on shutdown)
+/// and the endpoint tasks.
+///
+/// # Errors
+/// [`ServiceError`] when registration fails.
+pub async fn start(
+    client: &async_nats::Client,
+    state: Arc<ServiceState>,
+) -> Result<(Service, Vec<tokio::task::JoinHandle<()>>), ServiceError> {
+    let st = state.clone();
+    let service = client
+        .service_builder()
+        .description("cambio: USD/MXN and other FX forecasts with intervals, data quality and drift")
+        .stats_handler(move |_endpoint, _stats| st.stats())
+        .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| ServiceError::Register(e.to_string()))?;
+    let mut tasks = Vec::new();
+    for kind in ["query", "status"] {
+        let endpoint = service
+            .endpoint_builder()
+            .name(kind)
+            .add(state.subjects.endpoint(kind))
+            .await
+            .map_err(|e| ServiceError::Register(e.to_string()))?;
+        let state = state.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut endpoint = endpoint;
+            while let Some(req) = endpoint.next().await {
+                handle(&state, kind, req).await;
+            }
+        }));
+    }
+    Ok((service, tasks))
+}
+
+async fn handle(state: &ServiceState, kind: &str, req: Request) {
+    let start = Instant::now();
+    let subject = req.message.subject.as_str();
+    let result = if kind == "query" {
+        state.query(subject, &req.message.payload)
+    } else {
+        state.status(subject, &req.message.payload)
+    };
+    let sent = match result {
+        Ok(body) => req.respond(Ok(body)).await,
+        Err(e) => {
+            Counters::inc(&state.counters.request_errors);
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Service-Error", e.message.as_str());
+            headers.insert("Nats-Service-Error-Code", e.code.to_string().as_str());
+            let body = json!({"error": {"code": e.code, "message": e.message}});
+            req.respond_with_headers(Ok(Bytes::from(body.to_string())), headers)
+                .await
+        }
+    };
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "reply not sent");
+    }
+    let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    if kind == "query" {
+        state.query_latency.record_us(us);
+    } else {
+        state.status_latency.record_us(us);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_bodies() {
+        assert_eq!(parse_query(b"").unwrap(), None);
+        assert_eq!(parse_query(b"  \n").unwrap(), None);
+        let h = parse_query(br#"{"horizons":["1h","1step"]}"#).unwrap().unwrap();
+        assert_eq!(h.len(), 2);
+        for (bad, needle) in [
+            (&br#"{"horizons":["2x"]}"#[..], "bad horizon"),
+            (br#"{"horizons":[]}"#, "empty"),
+            (br#"{"horizon":["1h"]}"#, "malformed"),
+            (b"\xff\x00", "malformed"),
+            (br#"{"horizons":"1h"}"#, "malformed"),
+        ] {
+            let e = parse_query(bad).unwrap_err();
+            assert_eq!(e.code, 400);
+            assert!(e.message.contains(needle), "{}", e.message);
+        }
+    }
+}

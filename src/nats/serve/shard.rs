@@ -1,0 +1,387 @@
+//! One shard per pair: a task that owns the pair's [`Engine`], feeds it the pair's ticks in arrival order,
+//! publishes what it outputs, and keeps the snapshot that queries read.
+//!
+//! The engine call is synchronous and pure; everything around it (parsing the subject's payload, stamping
+//! arrival, publishing, acknowledging) is this file's job. Queries never reach the shard: they read the
+//! [`Snapshot`], which the shard replaces after each tick (forecast) and at most every
+//! [`STATUS_REFRESH`] (status), so a burst of queries cannot slow the tick path.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::{HeaderMap, Subject};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::stats::{Counters, Latency};
+use crate::engine::{Engine, Output};
+use crate::forecast::{DriftStatus, Forecast};
+use crate::nats::Subjects;
+use crate::tick::{Factor, Pair, parse_tick};
+use crate::time::format_ts;
+
+/// Longest a status snapshot may lag behind the engine while ticks keep arriving; when the queue empties the
+/// snapshot is refreshed at once.
+pub const STATUS_REFRESH: Duration = Duration::from_millis(250);
+
+/// A tick as the consumer hands it to a shard.
+pub struct TickMsg {
+    /// The payload, as received.
+    pub payload: Bytes,
+    /// Wall-clock arrival (µs since the epoch), or `None` for replayed historical ticks.
+    pub arrival_us: Option<i64>,
+    /// When the consumer received it (for tick-to-forecast latency).
+    pub received: Instant,
+    /// The JetStream stream sequence (names the forecast for de-duplication), when from JetStream.
+    pub stream_seq: Option<u64>,
+    /// Acknowledges the JetStream message once the engine has processed it.
+    pub acker: Option<Box<async_nats::jetstream::message::Acker>>,
+}
+
+/// What a shard receives.
+pub enum ShardMsg {
+    /// A tick of this pair.
+    Tick(TickMsg),
+    /// A factor observation (every shard gets every factor).
+    Factor(Arc<Factor>),
+}
+
+/// What queries read: the latest forecast and the latest status, replaced wholesale (never mutated in place),
+/// so a reader holds the lock only to clone an `Arc`.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    forecast: Mutex<Option<Arc<Forecast>>>,
+    status: Mutex<Option<Arc<Value>>>,
+}
+
+impl Snapshot {
+    /// The latest forecast.
+    pub fn forecast(&self) -> Option<Arc<Forecast>> {
+        self.forecast.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// The latest status.
+    pub fn status(&self) -> Option<Arc<Value>> {
+        self.status.lock().ok().and_then(|g| g.clone())
+    }
+
+    fn set_forecast(&self, f: Arc<Forecast>) {
+        if let Ok(mut g) = self.forecast.lock() {
+            *g = Some(f);
+        }
+    }
+
+    fn set_status(&self, s: Value) {
+        if let Ok(mut g) = self.status.lock() {
+            *g = Some(Arc::new(s));
+        }
+    }
+}
+
+/// The subjects a shard publishes on, built once.
+struct Outlets {
+    pred: Subject,
+    quarantine: Subject,
+    quality: Subject,
+    drift: Subject,
+    alert: Subject,
+}
+
+/// Shared by every shard.
+pub struct ShardContext {
+    /// The client publications go through.
+    pub client: async_nats::Client,
+    /// Subject names.
+    pub subjects: Subjects,
+    /// Service counters.
+    pub counters: Arc<Counters>,
+    /// Seconds between quality/drift publications.
+    pub report_interval: Duration,
+    /// Longest raw payload kept in a quarantine record.
+    pub max_raw_bytes: usize,
+}
+
+/// A running shard's handles.
+pub struct ShardHandle {
+    /// Where to send its ticks and factors; dropping every sender ends the shard after its queue drains.
+    pub tx: mpsc::Sender<ShardMsg>,
+    /// What its queries read.
+    pub snapshot: Arc<Snapshot>,
+    /// Its tick-to-forecast latencies.
+    pub latency: Arc<Latency>,
+}
+
+/// Starts the shard task of `engine`'s pair; returns its handles and its join handle (which resolves once the
+/// queue is closed and drained and its last publications are handed to the client).
+pub fn spawn(
+    engine: Engine,
+    ctx: Arc<ShardContext>,
+    queue: usize,
+    factors: &[Arc<Factor>],
+) -> (ShardHandle, tokio::task::JoinHandle<Engine>) {
+    let (tx, rx) = mpsc::channel(queue);
+    let snapshot = Arc::new(Snapshot::default());
+    let latency = Arc::new(Latency::default());
+    let mut shard = Shard::new(engine, ctx, snapshot.clone(), latency.clone());
+    for f in factors {
+        shard.engine.on_factor(f);
+    }
+    let join = tokio::spawn(shard.run(rx));
+    (ShardHandle { tx, snapshot, latency }, join)
+}
+
+struct Shard {
+    engine: Engine,
+    pair: Pair,
+    ctx: Arc<ShardContext>,
+    outlets: Outlets,
+    snapshot: Arc<Snapshot>,
+    latency: Arc<Latency>,
+    out: Vec<Output>,
+    last_ts: Option<String>,
+    drift: DriftStatus,
+    /// Ticks processed since the last quality/drift publication.
+    dirty_report: bool,
+    /// Ticks processed since the status snapshot was refreshed.
+    dirty_status: bool,
+    status_at: Instant,
+}
+
+impl Shard {
+    fn new(engine: Engine, ctx: Arc<ShardContext>, snapshot: Arc<Snapshot>, latency: Arc<Latency>) -> Shard {
+        let pair = engine.pair();
+        let s = &ctx.subjects;
+        let outlets = Outlets {
+            pred: s.pred(pair).into(),
+            quarantine: s.quarantine(pair).into(),
+            quality: s.quality(pair).into(),
+            drift: s.drift(pair).into(),
+            alert: s.alert(pair).into(),
+        };
+        Shard {
+            engine,
+            pair,
+            ctx,
+            outlets,
+            snapshot,
+            latency,
+            out: Vec::with_capacity(8),
+            last_ts: None,
+            drift: DriftStatus::Stable,
+            dirty_report: false,
+            dirty_status: true,
+            status_at: Instant::now(),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<ShardMsg>) -> Engine {
+        let mut reports = tokio::time::interval(self.ctx.report_interval);
+        reports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        reports.tick().await; // the first tick is immediate
+        self.refresh_status();
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(ShardMsg::Tick(t)) => self.on_tick(t).await,
+                    Some(ShardMsg::Factor(f)) => self.engine.on_factor(&f),
+                    None => break,
+                },
+                _ = reports.tick() => self.publish_reports().await,
+            }
+            if self.dirty_status && (rx.is_empty() || self.status_at.elapsed() >= STATUS_REFRESH) {
+                self.refresh_status();
+            }
+        }
+        self.refresh_status();
+        if self.dirty_report {
+            self.publish_reports().await;
+        }
+        tracing::info!(pair = %self.pair, ticks = self.engine.ticks(), "shard drained");
+        self.engine
+    }
+
+    async fn on_tick(&mut self, t: TickMsg) {
+        crate::nats::serve::stats::Counters::inc(&self.ctx.counters.ticks);
+        // The forecast's de-duplication id: the stream sequence with JetStream, else the tick's position in the
+        // pair's stream (both deterministic for the same input).
+        let position = t.stream_seq.unwrap_or(self.engine.ticks() + 1);
+        self.out.clear();
+        match parse_tick(&t.payload, Some(self.pair)) {
+            Ok(mut tick) => {
+                if t.arrival_us.is_some() {
+                    tick.arrival_us = t.arrival_us;
+                }
+                self.engine.on_tick(&tick, &mut self.out);
+            }
+            Err(reason) => {
+                let raw = raw_text(&t.payload, self.ctx.max_raw_bytes);
+                self.engine.on_rejected(reason, None, raw, &mut self.out);
+            }
+        }
+        let mut out = std::mem::take(&mut self.out);
+        for o in out.drain(..) {
+            self.publish(o, position).await;
+        }
+        self.out = out;
+        self.latency
+            .record_us(u64::try_from(t.received.elapsed().as_micros()).unwrap_or(u64::MAX));
+        if let Some(acker) = t.acker
+            && let Err(e) = acker.ack().await
+        {
+            tracing::warn!(pair = %self.pair, error = %e, "jetstream ack failed; the tick will be redelivered and skipped");
+        }
+        self.dirty_report = true;
+        self.dirty_status = true;
+    }
+
+    async fn publish(&mut self, o: Output, position: u64) {
+        let counters = &self.ctx.counters;
+        match o {
+            Output::Forecast(f) => {
+                Counters::inc(&counters.forecasts);
+                self.last_ts = Some(format_ts(f.ts_us));
+                self.drift = f.drift;
+                let f = Arc::new(f);
+                let body = to_bytes(&*f);
+                let mut headers = HeaderMap::new();
+                headers.insert("Nats-Msg-Id", format!("{}-{position}", self.pair).as_str());
+                self.send_with_headers(self.outlets.pred.clone(), headers, body).await;
+                self.snapshot.set_forecast(f);
+            }
+            o @ Output::Quarantined(_) => {
+                Counters::inc(&counters.quarantined);
+                self.send(self.outlets.quarantine.clone(), to_bytes(&o)).await;
+            }
+            o @ Output::QualityChanged(_) => {
+                if let Output::QualityChanged(q) = &o {
+                    tracing::info!(pair = %self.pair, overall = ?q.report.overall, ts = ?q.ts, "quality status changed");
+                }
+                self.send(self.outlets.quality.clone(), to_bytes(&o)).await;
+            }
+            o @ (Output::Alarm(_) | Output::Adapted(_)) => {
+                match &o {
+                    Output::Alarm(a) => tracing::warn!(
+                        pair = %self.pair,
+                        detector = %a.alarm.detector,
+                        signal = a.alarm.signal.name(),
+                        statistic = a.alarm.statistic,
+                        ts = %a.ts,
+                        "drift alarm"
+                    ),
+                    Output::Adapted(a) => tracing::warn!(
+                        pair = %self.pair,
+                        trigger = %a.trigger,
+                        forgetting = a.forgetting,
+                        ticks = a.ticks,
+                        "model adapting"
+                    ),
+                    _ => {}
+                }
+                self.send(self.outlets.alert.clone(), to_bytes(&o)).await;
+                // A drift status change: publish the statistics now, not at the next interval.
+                let drift = self.drift_report();
+                self.send(self.outlets.drift.clone(), to_bytes(&drift)).await;
+            }
+        }
+    }
+
+    async fn send(&self, subject: Subject, body: Bytes) {
+        if let Err(e) = self.ctx.client.publish(subject, body).await {
+            Counters::inc(&self.ctx.counters.publish_errors);
+            tracing::warn!(pair = %self.pair, error = %e, "publish failed");
+        }
+    }
+
+    async fn send_with_headers(&self, subject: Subject, headers: HeaderMap, body: Bytes) {
+        if let Err(e) = self.ctx.client.publish_with_headers(subject, headers, body).await {
+            Counters::inc(&self.ctx.counters.publish_errors);
+            tracing::warn!(pair = %self.pair, error = %e, "publish failed");
+        }
+    }
+
+    fn drift_report(&self) -> Value {
+        let s = self.engine.summary();
+        json!({
+            "type": "drift",
+            "pair": self.pair,
+            "ts": self.last_ts,
+            "status": self.drift,
+            "alarms_total": s.alarms_total,
+            "adaptations": s.adaptations,
+            "signals": s.drift,
+        })
+    }
+
+    /// The periodic quality and drift publications (only when ticks arrived since the last ones).
+    async fn publish_reports(&mut self) {
+        if !self.dirty_report {
+            return;
+        }
+        self.dirty_report = false;
+        let s = self.engine.summary();
+        let quality = json!({
+            "type": "quality",
+            "pair": self.pair,
+            "ts": self.last_ts,
+            "scores": s.quality,
+            "worst": s.quality_worst,
+            "ticks": s.ticks,
+            "accepted": s.accepted,
+            "quarantined": s.quarantined,
+        });
+        self.send(self.outlets.quality.clone(), to_bytes(&quality)).await;
+        let drift = self.drift_report();
+        self.send(self.outlets.drift.clone(), to_bytes(&drift)).await;
+    }
+
+    fn refresh_status(&mut self) {
+        let summary = self.engine.summary();
+        let mut status = serde_json::to_value(&summary).unwrap_or_else(|e| json!({ "error": e.to_string() }));
+        if let Value::Object(m) = &mut status {
+            m.insert("model".into(), json!(self.engine.model_id()));
+            m.insert("drift_status".into(), json!(self.drift));
+            m.insert("last_ts".into(), json!(self.last_ts));
+        }
+        self.snapshot.set_status(status);
+        self.dirty_status = false;
+        self.status_at = Instant::now();
+    }
+}
+
+/// JSON bytes of a message; serialising plain data cannot fail, but if it ever did the error is published
+/// instead of a panic.
+fn to_bytes<T: serde::Serialize>(v: &T) -> Bytes {
+    match serde_json::to_vec(v) {
+        Ok(b) => Bytes::from(b),
+        Err(e) => Bytes::from(format!("{{\"type\":\"error\",\"error\":{:?}}}", e.to_string())),
+    }
+}
+
+/// The payload as text for a quarantine record: invalid UTF-8 is replaced (U+FFFD) and anything past
+/// `max` bytes is cut, with a note giving the original length, so a hostile payload cannot make the
+/// re-publication exceed the server's message size.
+pub fn raw_text(payload: &[u8], max: usize) -> String {
+    if payload.len() <= max {
+        return String::from_utf8_lossy(payload).into_owned();
+    }
+    let mut s = String::from_utf8_lossy(&payload[..max]).into_owned();
+    s.push_str(&format!("…[truncated: {} bytes in all]", payload.len()));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_text_keeps_small_payloads_and_cuts_huge_ones() {
+        assert_eq!(raw_text(b"abc", 10), "abc");
+        assert_eq!(raw_text(&[0xff, b'a'], 10), "\u{fffd}a");
+        let big = vec![b'x'; 1000];
+        let r = raw_text(&big, 100);
+        assert!(r.starts_with(&"x".repeat(100)));
+        assert!(r.ends_with("[truncated: 1000 bytes in all]"));
+        assert!(r.len() < 200);
+    }
+}
