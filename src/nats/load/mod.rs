@@ -145,8 +145,8 @@ const DRAIN: Duration = Duration::from_secs(3);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Throughput ends when no forecast came for this long after the last publish.
 const QUIET: Duration = Duration::from_secs(3);
-/// JetStream throughput: flush every this many ticks.
-const JS_FLUSH_EVERY: u64 = 1_000;
+/// JetStream throughput: most ticks published and not yet acknowledged by the stream.
+const JS_ACK_WINDOW: u64 = 1_000;
 
 /// The configuration `cambio serve` gets when none is given: arrival stamping off, because the load's tick
 /// time runs at 100 ms per tick from 2024 (not the wall clock), so stamped arrivals would quarantine every
@@ -276,7 +276,11 @@ pub async fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
             .iter()
             .any(|r| r.throughput.as_ref().is_some_and(|t| t.lost > 0));
     let passed = comparisons.iter().all(|c| c.pass) && !lost_in_stream;
-    let _ = std::fs::remove_dir_all(&scratch);
+    if passed {
+        let _ = std::fs::remove_dir_all(&scratch);
+    } else {
+        tracing::info!(folder = %scratch.display(), "a target was missed: the targets' logs are kept");
+    }
     Ok(LoadReport {
         nats: if server.is_some() { "local".into() } else { url },
         jetstream: opts.jetstream,
@@ -321,8 +325,18 @@ async fn measure_one(
             Measured::Query(measure::query(bus, plan(opts.query_rate), QUERY_TIMEOUT).await?)
         }
         Mode::Throughput => {
-            let flush = opts.jetstream.then_some(JS_FLUSH_EVERY);
-            Measured::Throughput(measure::throughput(bus, &mut feed, opts.throughput_ticks, flush, QUIET).await?)
+            let flush = opts.jetstream.then_some(JS_ACK_WINDOW);
+            Measured::Throughput(
+                measure::throughput(
+                    bus,
+                    &mut feed,
+                    opts.throughput_ticks,
+                    flush,
+                    opts.jetstream.then_some(opts.stream.as_str()),
+                    QUIET,
+                )
+                .await?,
+            )
         }
     };
     running.check_alive()?;

@@ -73,6 +73,9 @@ pub struct ThroughputSummary {
     pub received: u64,
     /// `sent - received`.
     pub lost: u64,
+    /// JetStream only: messages the stream stored during the run (`sent - stored` were dropped on ingest,
+    /// before any consumer saw them; the rest of `lost` was lost after the stream).
+    pub stored: Option<u64>,
     /// Ticks a second the publisher managed.
     pub published_per_sec: f64,
     /// Forecasts a second at the subscriber, from the first publish to the last forecast.
@@ -167,6 +170,9 @@ pub fn compare(floor: &TargetResult, cambio: &TargetResult, jetstream: bool) -> 
             target: if jetstream { "lost = 0".into() } else { "-".into() },
             pass: !jetstream || (f.lost == 0 && c.lost == 0),
         });
+        if let (Some(fs), Some(cs)) = (f.stored, c.stored) {
+            rows.push(at_most("throughput stored in stream", fs, cs, None));
+        }
     }
     rows
 }
@@ -193,6 +199,9 @@ fn single_rows(r: &TargetResult) -> Vec<(String, f64)> {
     if let Some(t) = &r.throughput {
         rows.push(("throughput (forecasts/s)".into(), t.received_per_sec));
         rows.push(("throughput lost".into(), t.lost as f64));
+        if let Some(stored) = t.stored {
+            rows.push(("throughput stored in stream".into(), stored as f64));
+        }
     }
     rows
 }
