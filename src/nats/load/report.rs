@@ -1,0 +1,358 @@
+//! Plain-data results of a load run, the floor-vs-cambio comparison against the issue's targets, and the
+//! printed table. No I/O here except formatting, so it is tested without a server.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Largest latency the histograms hold (60 s); larger values are clamped, not dropped.
+pub const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// A latency histogram in microseconds with 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    // The bounds are constants that hdrhistogram accepts; a failure here is a broken invariant.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+}
+
+/// Records `us` (at least 1, at most [`MAX_LATENCY_US`]).
+pub fn record_us(h: &mut Histogram<u64>, us: u64) {
+    h.saturating_record(us.clamp(1, MAX_LATENCY_US));
+}
+
+/// Percentiles of one latency measurement (tick to forecast, or request to reply), in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    /// Messages sent (after the warm-up).
+    pub sent: u64,
+    /// Replies recorded (after the warm-up).
+    pub count: u64,
+    /// Sent after the warm-up and never answered (or, for queries, failed or timed out).
+    pub lost: u64,
+    /// Offered rate, messages a second.
+    pub rate_per_sec: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Largest.
+    pub max_us: u64,
+    /// Mean.
+    pub mean_us: f64,
+    /// Largest delay of a send behind its schedule (the load generator's own lag).
+    pub max_send_lag_us: u64,
+}
+
+impl LatencySummary {
+    /// Percentiles of `h`, with the counts filled in by the caller.
+    pub fn from_histogram(h: &Histogram<u64>) -> LatencySummary {
+        let q = |p: f64| if h.is_empty() { 0 } else { h.value_at_quantile(p) };
+        LatencySummary {
+            count: h.len(),
+            p50_us: q(0.50),
+            p90_us: q(0.90),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: if h.is_empty() { 0 } else { h.max() },
+            mean_us: if h.is_empty() { 0.0 } else { h.mean() },
+            ..Default::default()
+        }
+    }
+}
+
+/// Forecasts received as fast as they come.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThroughputSummary {
+    /// Ticks published.
+    pub sent: u64,
+    /// Distinct forecasts received.
+    pub received: u64,
+    /// `sent - received`.
+    pub lost: u64,
+    /// JetStream only: messages the stream stored during the run (`sent - stored` were dropped on ingest,
+    /// before any consumer saw them; the rest of `lost` was lost after the stream).
+    pub stored: Option<u64>,
+    /// Ticks a second the publisher managed.
+    pub published_per_sec: f64,
+    /// Forecasts a second at the subscriber, from the first publish to the last forecast.
+    pub received_per_sec: f64,
+    /// Seconds from the first publish to the last forecast.
+    pub elapsed_secs: f64,
+}
+
+/// Everything measured on one target.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetResult {
+    /// `floor` or `cambio`.
+    pub target: String,
+    /// Tick-to-forecast latency at a fixed rate.
+    pub latency: Option<LatencySummary>,
+    /// Query request-reply latency at a fixed rate.
+    pub query: Option<LatencySummary>,
+    /// Forecasts per second with the publisher flat out.
+    pub throughput: Option<ThroughputSummary>,
+}
+
+/// One row of the comparison: cambio against the floor on one figure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// What is compared, e.g. `latency p99 (us)`.
+    pub measurement: String,
+    /// The floor's figure.
+    pub floor: f64,
+    /// cambio's figure.
+    pub cambio: f64,
+    /// cambio / floor.
+    pub ratio: f64,
+    /// The target as text (`<= 1.25x`, `>= 0.8x`, `lost = 0`, or `-` for information only).
+    pub target: String,
+    /// Whether the target holds (true for information-only rows).
+    pub pass: bool,
+}
+
+/// Highest cambio/floor latency ratio the issue accepts.
+pub const MAX_LATENCY_RATIO: f64 = 1.25;
+/// Lowest cambio/floor throughput ratio the issue accepts.
+pub const MIN_THROUGHPUT_RATIO: f64 = 0.8;
+
+fn ratio(cambio: f64, floor: f64) -> f64 {
+    if floor > 0.0 { cambio / floor } else { f64::NAN }
+}
+
+fn at_most(measurement: &str, floor: u64, cambio: u64, max: Option<f64>) -> Comparison {
+    let r = ratio(cambio as f64, floor as f64);
+    Comparison {
+        measurement: measurement.into(),
+        floor: floor as f64,
+        cambio: cambio as f64,
+        ratio: r,
+        target: max.map_or("-".into(), |m| format!("<= {m}x")),
+        pass: max.is_none_or(|m| r <= m),
+    }
+}
+
+/// The comparison rows for what both targets measured. With `jetstream`, throughput must lose nothing.
+pub fn compare(floor: &TargetResult, cambio: &TargetResult, jetstream: bool) -> Vec<Comparison> {
+    let mut rows = Vec::new();
+    if let (Some(f), Some(c)) = (&floor.latency, &cambio.latency) {
+        rows.push(at_most("latency p50 (us)", f.p50_us, c.p50_us, Some(MAX_LATENCY_RATIO)));
+        rows.push(at_most("latency p90 (us)", f.p90_us, c.p90_us, None));
+        rows.push(at_most("latency p99 (us)", f.p99_us, c.p99_us, Some(MAX_LATENCY_RATIO)));
+        rows.push(at_most("latency p99.9 (us)", f.p999_us, c.p999_us, None));
+        rows.push(at_most("latency max (us)", f.max_us, c.max_us, None));
+        rows.push(at_most("latency lost", f.lost, c.lost, None));
+    }
+    if let (Some(f), Some(c)) = (&floor.query, &cambio.query) {
+        rows.push(at_most("query p50 (us)", f.p50_us, c.p50_us, None));
+        rows.push(at_most("query p99 (us)", f.p99_us, c.p99_us, Some(MAX_LATENCY_RATIO)));
+        rows.push(at_most("query max (us)", f.max_us, c.max_us, None));
+        rows.push(at_most("query lost", f.lost, c.lost, None));
+    }
+    if let (Some(f), Some(c)) = (&floor.throughput, &cambio.throughput) {
+        let r = ratio(c.received_per_sec, f.received_per_sec);
+        rows.push(Comparison {
+            measurement: "throughput (forecasts/s)".into(),
+            floor: f.received_per_sec,
+            cambio: c.received_per_sec,
+            ratio: r,
+            target: format!(">= {MIN_THROUGHPUT_RATIO}x"),
+            pass: r >= MIN_THROUGHPUT_RATIO,
+        });
+        rows.push(Comparison {
+            measurement: "throughput lost".into(),
+            floor: f.lost as f64,
+            cambio: c.lost as f64,
+            ratio: ratio(c.lost as f64, f.lost as f64),
+            target: if jetstream { "lost = 0".into() } else { "-".into() },
+            pass: !jetstream || (f.lost == 0 && c.lost == 0),
+        });
+        if let (Some(fs), Some(cs)) = (f.stored, c.stored) {
+            rows.push(at_most("throughput stored in stream", fs, cs, None));
+        }
+    }
+    rows
+}
+
+/// The rows of one target alone (when only one was measured): figure and value.
+fn single_rows(r: &TargetResult) -> Vec<(String, f64)> {
+    let mut rows = Vec::new();
+    if let Some(l) = &r.latency {
+        rows.push(("latency p50 (us)".to_string(), l.p50_us as f64));
+        rows.push(("latency p90 (us)".into(), l.p90_us as f64));
+        rows.push(("latency p99 (us)".into(), l.p99_us as f64));
+        rows.push(("latency p99.9 (us)".into(), l.p999_us as f64));
+        rows.push(("latency max (us)".into(), l.max_us as f64));
+        rows.push(("latency count".into(), l.count as f64));
+        rows.push(("latency lost".into(), l.lost as f64));
+    }
+    if let Some(q) = &r.query {
+        rows.push(("query p50 (us)".into(), q.p50_us as f64));
+        rows.push(("query p99 (us)".into(), q.p99_us as f64));
+        rows.push(("query max (us)".into(), q.max_us as f64));
+        rows.push(("query count".into(), q.count as f64));
+        rows.push(("query lost".into(), q.lost as f64));
+    }
+    if let Some(t) = &r.throughput {
+        rows.push(("throughput (forecasts/s)".into(), t.received_per_sec));
+        rows.push(("throughput lost".into(), t.lost as f64));
+        if let Some(stored) = t.stored {
+            rows.push(("throughput stored in stream".into(), stored as f64));
+        }
+    }
+    rows
+}
+
+fn num(x: f64) -> String {
+    if x.is_nan() {
+        "-".into()
+    } else if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+/// The printed table: measurement, floor, cambio, ratio, target, pass/fail.
+pub fn table(floor: Option<&TargetResult>, cambio: Option<&TargetResult>, comparisons: &[Comparison]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<26} {:>12} {:>12} {:>8} {:>9} {:>5}",
+        "measurement", "floor", "cambio", "ratio", "target", "pass"
+    );
+    match (floor, cambio) {
+        (Some(_), Some(_)) => {
+            for c in comparisons {
+                let ratio = if c.ratio.is_nan() {
+                    "-".into()
+                } else {
+                    format!("{:.2}", c.ratio)
+                };
+                let pass = if c.target == "-" {
+                    ""
+                } else if c.pass {
+                    "pass"
+                } else {
+                    "FAIL"
+                };
+                let _ = writeln!(
+                    s,
+                    "{:<26} {:>12} {:>12} {:>8} {:>9} {:>5}",
+                    c.measurement,
+                    num(c.floor),
+                    num(c.cambio),
+                    ratio,
+                    c.target,
+                    pass
+                );
+            }
+        }
+        (Some(r), None) | (None, Some(r)) => {
+            let is_floor = floor.is_some();
+            for (m, v) in single_rows(r) {
+                let (f, c) = if is_floor {
+                    (num(v), "-".into())
+                } else {
+                    ("-".into(), num(v))
+                };
+                let _ = writeln!(s, "{m:<26} {f:>12} {c:>12} {:>8} {:>9} {:>5}", "-", "-", "");
+            }
+        }
+        (None, None) => {}
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_known_histogram() {
+        let mut h = latency_histogram();
+        for us in 1..=1_000u64 {
+            record_us(&mut h, us);
+        }
+        let s = LatencySummary::from_histogram(&h);
+        assert_eq!(s.count, 1_000);
+        assert_eq!(s.p50_us, 500);
+        assert_eq!(s.p90_us, 900);
+        assert_eq!(s.p99_us, 990);
+        assert_eq!(s.p999_us, 999);
+        assert_eq!(s.max_us, 1_000);
+        assert!((s.mean_us - 500.5).abs() < 0.5);
+        record_us(&mut h, 0);
+        record_us(&mut h, u64::MAX);
+        assert_eq!(h.len(), 1_002, "out-of-range values are clamped, not dropped");
+        assert!(h.max() >= MAX_LATENCY_US);
+        let empty = LatencySummary::from_histogram(&latency_histogram());
+        assert_eq!((empty.count, empty.p99_us, empty.max_us), (0, 0, 0));
+    }
+
+    fn lat(p50: u64, p99: u64) -> LatencySummary {
+        LatencySummary {
+            p50_us: p50,
+            p99_us: p99,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn comparisons_apply_the_issue_targets() {
+        let floor = TargetResult {
+            target: "floor".into(),
+            latency: Some(lat(100, 400)),
+            query: Some(lat(100, 200)),
+            throughput: Some(ThroughputSummary {
+                received_per_sec: 100_000.0,
+                ..Default::default()
+            }),
+        };
+        let cambio = TargetResult {
+            target: "cambio".into(),
+            latency: Some(lat(125, 600)),
+            query: Some(lat(110, 240)),
+            throughput: Some(ThroughputSummary {
+                received_per_sec: 79_000.0,
+                lost: 3,
+                ..Default::default()
+            }),
+        };
+        let rows = compare(&floor, &cambio, false);
+        let get = |m: &str| rows.iter().find(|r| r.measurement == m).unwrap();
+        assert!(get("latency p50 (us)").pass, "1.25x exactly passes");
+        assert!(!get("latency p99 (us)").pass, "1.5x fails");
+        assert!((get("latency p99 (us)").ratio - 1.5).abs() < 1e-12);
+        assert!(get("query p99 (us)").pass);
+        assert!(!get("throughput (forecasts/s)").pass, "0.79x fails");
+        assert!(get("throughput lost").pass, "losses are information without JetStream");
+        assert!(
+            !compare(&floor, &cambio, true)
+                .iter()
+                .find(|r| r.measurement == "throughput lost")
+                .unwrap()
+                .pass
+        );
+        assert!(get("latency max (us)").pass, "information rows always pass");
+
+        let t = table(Some(&floor), Some(&cambio), &rows);
+        assert!(
+            t.contains("latency p99 (us)") && t.contains("FAIL") && t.contains("1.50"),
+            "{t}"
+        );
+        let t = table(Some(&floor), None, &[]);
+        assert!(t.contains("throughput (forecasts/s)") && t.contains("100000"), "{t}");
+    }
+
+    #[test]
+    fn zero_floor_gives_no_ratio() {
+        let r = at_most("x", 0, 5, Some(1.25));
+        assert!(r.ratio.is_nan());
+        assert!(!r.pass);
+        assert_eq!(num(f64::NAN), "-");
+    }
+}
