@@ -9,13 +9,13 @@ use clap::{Parser, Subcommand};
 
 use cambio::config::Config;
 use cambio::engine::Output;
-use cambio::nats::publish::{PublishOptions, Speed};
-use cambio::nats::record::{Recorder, StopAfter};
-use cambio::nats::tail::Tail;
 use cambio::nats::floor::{self, FloorOptions, JetStreamSetup};
 use cambio::nats::load::report as load_report;
 use cambio::nats::load::target::Target;
 use cambio::nats::load::{LoadOptions, Mode};
+use cambio::nats::publish::{PublishOptions, Speed};
+use cambio::nats::record::{Recorder, StopAfter};
+use cambio::nats::tail::Tail;
 use cambio::nats::{NatsConfig, Subjects};
 use cambio::replay::{self, InputKind, ReplayOptions, Report, Scenario};
 use cambio::tick::Pair;
@@ -231,7 +231,13 @@ const DEMO_SCENARIO: &str = include_str!("../scenarios/usdmxn_ecb_daily/scenario
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let subscriber = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    // async-nats logs every client event at info, one per dropped message under a slow consumer; cambio logs
+    // (and rate-limits) the events itself. RUST_LOG overrides.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
     if cli.log_json {
         subscriber.json().init();
     } else {

@@ -169,6 +169,9 @@ pub struct ConnectionEvents {
     pub slow_consumer: AtomicU64,
     /// Errors reported by the server or the client.
     pub errors: AtomicU64,
+    /// When a slow-consumer event was last logged (ms since the epoch): they are logged at most once a
+    /// second, since the client reports one per dropped message.
+    slow_consumer_logged_ms: AtomicU64,
 }
 
 impl ConnectionEvents {
@@ -243,8 +246,20 @@ pub async fn connect(
                         tracing::warn!("nats: disconnected; reconnecting");
                     }
                     Event::SlowConsumer(sid) => {
+                        // The client reports every dropped message: count each, log at most once a second.
                         let n = ev.slow_consumer.fetch_add(1, Ordering::Relaxed) + 1;
-                        tracing::warn!(subscription = sid, total = n, "nats: slow consumer, messages dropped");
+                        let now_ms = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64);
+                        let last = ev.slow_consumer_logged_ms.load(Ordering::Relaxed);
+                        if now_ms >= last + 1_000
+                            && ev
+                                .slow_consumer_logged_ms
+                                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                                .is_ok()
+                        {
+                            tracing::warn!(subscription = sid, total = n, "nats: slow consumer, messages dropped");
+                        }
                     }
                     Event::ServerError(e) => {
                         ev.errors.fetch_add(1, Ordering::Relaxed);

@@ -87,16 +87,15 @@ impl Router {
 
     /// Routes one message from a tick subject.
     pub async fn on_tick(&mut self, subject: &str, headers: Option<&HeaderMap>, payload: Bytes, d: Delivery) {
-        let counters = self.ctx.counters.clone();
         let token = self.ctx.subjects.token("ticks", subject);
         let Some(pair) = token.and_then(Pair::parse) else {
-            Counters::inc(&counters.bad_subjects);
+            Counters::inc(&self.ctx.counters.bad_subjects);
             self.quarantine_unrouted(subject, "bad_subject", &payload).await;
             ack(d.acker).await;
             return;
         };
         if !self.shards.contains_key(&pair) && !self.start_shard(pair) {
-            Counters::inc(&counters.pairs_refused);
+            Counters::inc(&self.ctx.counters.pairs_refused);
             self.quarantine_unrouted(subject, "too_many_pairs", &payload).await;
             ack(d.acker).await;
             return;
