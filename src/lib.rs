@@ -17,6 +17,7 @@
 //!
 //! Live serving (NATS) and replay call the same [`engine::Engine`], so they agree bit for bit.
 
+pub mod checkpoint;
 pub mod config;
 pub mod drift;
 pub mod engine;
