@@ -19,8 +19,7 @@ pub fn list(store: &CheckpointStore, pair: Option<Pair>) -> Result<String, Store
     );
     for m in &metas {
         let h = m.horizons.first();
-        let _ = writeln!(
-            out,
+        let line = format!(
             "{:<7} {:>7}  {:<24} {:<16} {:>10}  {:<24} {:>9} {:>8} {:>9}  {}",
             m.pair.as_str(),
             m.version,
@@ -33,6 +32,7 @@ pub fn list(store: &CheckpointStore, pair: Option<Pair>) -> Result<String, Store
             h.map_or_else(|| "-".into(), |h| format!("{:.4}", h.rmse_ratio)),
             if m.keep { "keep" } else { "" }
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     if metas.is_empty() {
         out.push_str("(no versions)\n");

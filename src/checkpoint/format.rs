@@ -142,6 +142,20 @@ pub fn open(bytes: &[u8]) -> Result<(u16, &[u8]), FormatError> {
     if bytes[..8] != MAGIC {
         return Err(FormatError::BadMagic);
     }
+    // The version comes before the rest of the header, since a newer format may lay the rest out
+    // differently: a newer record is reported as newer, not as truncated or damaged.
+    if let [_, _, _, _, _, _, _, _, lo, hi, ..] = *bytes {
+        let version = u16::from_le_bytes([lo, hi]);
+        if version > FORMAT_VERSION {
+            return Err(FormatError::NewerVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if version == 0 {
+            return Err(FormatError::UnknownVersion(version));
+        }
+    }
     if bytes.len() < HEADER_LEN {
         return Err(FormatError::Truncated {
             have: bytes.len(),
@@ -149,15 +163,6 @@ pub fn open(bytes: &[u8]) -> Result<(u16, &[u8]), FormatError> {
         });
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version > FORMAT_VERSION {
-        return Err(FormatError::NewerVersion {
-            found: version,
-            supported: FORMAT_VERSION,
-        });
-    }
-    if version == 0 {
-        return Err(FormatError::UnknownVersion(version));
-    }
     let mut len = [0u8; 8];
     len.copy_from_slice(&bytes[10..18]);
     let len = u64::from_le_bytes(len);
