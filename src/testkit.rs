@@ -30,3 +30,16 @@ impl Mutator {
         t
     }
 }
+
+/// `n` seeded synthetic ticks of `pair` (a t(4) GARCH random walk, one per second), for state tests.
+pub(crate) fn synth_ticks(pair: crate::tick::Pair, n: usize) -> Vec<crate::tick::Tick> {
+    let spec: crate::replay::synth::SynthSpec =
+        toml::from_str(&format!("seed = 7\nticks = {n}\nstudent_t_df = 4\ngarch = true")).expect("spec");
+    crate::replay::synth::SynthTicks::new(spec, pair)
+        .expect("synth")
+        .filter_map(|i| match i {
+            crate::replay::Item::Tick(t) => Some(t),
+            _ => None,
+        })
+        .collect()
+}

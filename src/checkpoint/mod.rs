@@ -1,0 +1,16 @@
+//! Durable state: a pair's engine to bytes and back, and the redb file that keeps versions of it.
+//!
+//! - [`format`]: the versioned binary envelope (magic, format version, length, CRC-32, then a postcard
+//!   payload) around a [`PairState`]: the engine and the serve-side bookkeeping a restore needs.
+//! - [`store`]: the model registry in one redb file: versions per pair with metadata, retention, latest
+//!   good, rollback, keep marks, export and import.
+//! - [`cli`]: what `cambio models list|show|rollback|export|import` prints, so the binary stays thin.
+//!
+//! The core never reads a clock: creation times are given by the caller.
+
+pub mod cli;
+pub mod format;
+pub mod store;
+
+pub use format::{FORMAT_VERSION, FormatError, PairState};
+pub use store::{CheckpointStore, Reason, Retention, StoreError, VersionMeta};

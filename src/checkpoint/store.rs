@@ -1,0 +1,742 @@
+//! The model registry: checkpoint versions per pair in one redb file.
+//!
+//! Tables (keys are `(pair, version)` so a pair's versions are one ordered range):
+//! - `checkpoints`: the record in the checkpoint format ([`super::format`]), checksum included;
+//! - `versions`: its metadata as JSON ([`VersionMeta`]), readable without decoding the engine;
+//! - `next_version`: per pair, the next version number, so numbers are never reused even after retention
+//!   removed old ones;
+//! - `info`: the layout version of this file.
+//!
+//! Every change is one redb write transaction (put and its retention, rollback, keep marks, import), so a
+//! crash leaves either the old or the new state. redb's own page checksums catch a damaged file at open or
+//! read; the record's CRC-32 catches a damaged checkpoint. Neither gives a silently wrong model: reading
+//! a damaged version is an error, and [`CheckpointStore::latest_good`] skips it with a warning and falls
+//! back to the newest older version that reads.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::format::{self, FormatError, PairState};
+use crate::eval::HorizonSummary;
+use crate::tick::Pair;
+use crate::time::format_ts;
+
+const CHECKPOINTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("checkpoints");
+const VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("versions");
+const NEXT_VERSION: TableDefinition<&str, u64> = TableDefinition::new("next_version");
+const INFO: TableDefinition<&str, u64> = TableDefinition::new("info");
+
+/// The layout of the tables above; a file with a newer layout is refused.
+pub const STORE_LAYOUT: u64 = 1;
+
+/// Why a checkpoint version exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Every N ticks or T seconds while serving.
+    Periodic,
+    /// On graceful shutdown.
+    Shutdown,
+    /// Asked for by an operator.
+    Manual,
+    /// A challenger became the champion.
+    Promotion,
+    /// The model adapted after a drift alarm.
+    DriftAdaptation,
+    /// A copy of an older version made the latest (history is kept).
+    Rollback,
+    /// Read from an exported file.
+    Import,
+}
+
+impl Reason {
+    /// The name as written in metadata and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Periodic => "periodic",
+            Reason::Shutdown => "shutdown",
+            Reason::Manual => "manual",
+            Reason::Promotion => "promotion",
+            Reason::DriftAdaptation => "drift_adaptation",
+            Reason::Rollback => "rollback",
+            Reason::Import => "import",
+        }
+    }
+}
+
+/// How many versions are kept per pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// The newest versions kept per pair (at least 1); older ones go unless marked keep.
+    pub keep_last: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { keep_last: 10 }
+    }
+}
+
+/// One version's metadata (`cambio models show` prints it as JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionMeta {
+    /// The pair.
+    pub pair: Pair,
+    /// Monotonic per pair, from 1.
+    pub version: u64,
+    /// Wall-clock creation time given by the caller (µs since the epoch).
+    pub created_us: i64,
+    /// The same as RFC 3339, for people.
+    pub created: String,
+    /// Why it was written.
+    pub reason: Reason,
+    /// Ticks the engine had seen (accepted and quarantined): the position of the last applied tick.
+    pub ticks: u64,
+    /// Time of the last accepted tick (RFC 3339).
+    pub last_tick_ts: Option<String>,
+    /// The highest JetStream stream sequence below which every one was applied (with JetStream).
+    pub stream_seq: Option<u64>,
+    /// Prequential metrics per horizon at that moment.
+    pub horizons: Vec<HorizonSummary>,
+    /// Kept whatever the retention.
+    pub keep: bool,
+    /// Format version of the record.
+    pub format_version: u16,
+    /// Size of the record in bytes.
+    pub bytes: u64,
+    /// Free text: what a rollback or an import came from.
+    pub note: Option<String>,
+}
+
+/// A checkpoint ready to be stored: the encoded record and the metadata taken from the state. Built where
+/// the engine lives (encoding is CPU work); stored by whoever owns the file (disk work).
+#[derive(Debug, Clone)]
+pub struct NewCheckpoint {
+    /// The record in the checkpoint format.
+    pub record: Vec<u8>,
+    /// The metadata; `version` and `keep` are set by the store.
+    pub meta: VersionMeta,
+}
+
+impl NewCheckpoint {
+    /// Encodes `state` and takes its metadata.
+    ///
+    /// # Errors
+    /// [`FormatError::Encode`] if the state cannot be serialized.
+    pub fn new(state: &PairState, reason: Reason, created_us: i64) -> Result<NewCheckpoint, FormatError> {
+        let record = format::encode(state)?;
+        let meta = meta_of(state, reason, created_us, record.len());
+        Ok(NewCheckpoint { record, meta })
+    }
+}
+
+fn meta_of(state: &PairState, reason: Reason, created_us: i64, bytes: usize) -> VersionMeta {
+    let e = &state.engine;
+    VersionMeta {
+        pair: e.pair(),
+        version: 0,
+        created_us,
+        created: format_ts(created_us),
+        reason,
+        ticks: e.ticks(),
+        last_tick_ts: e.last_ts_us().map(format_ts),
+        stream_seq: state.applied.as_ref().map(|a| a.floor()),
+        horizons: e.summary().horizons,
+        keep: false,
+        format_version: format::FORMAT_VERSION,
+        bytes: bytes as u64,
+        note: None,
+    }
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The redb file could not be opened: missing, not a redb file, truncated, damaged or locked.
+    #[error("cannot open checkpoint store {path}: {message}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What redb said.
+        message: String,
+    },
+    /// The file's tables were written by a newer cambio.
+    #[error("checkpoint store layout {found} is newer than this build reads ({supported}); upgrade cambio")]
+    NewerLayout {
+        /// The layout in the file.
+        found: u64,
+        /// The newest this build reads.
+        supported: u64,
+    },
+    /// A redb operation failed (including damage found while reading).
+    #[error("checkpoint store: {0}")]
+    Db(#[from] redb::Error),
+    /// No such version of the pair.
+    #[error("{pair} has no version {version}")]
+    NotFound {
+        /// The pair.
+        pair: Pair,
+        /// The version asked for.
+        version: u64,
+    },
+    /// The pair has no readable version at all.
+    #[error("{0} has no good checkpoint")]
+    NoGoodVersion(Pair),
+    /// A stored or imported checkpoint is damaged or of an unreadable format.
+    #[error("{what}: {source}")]
+    Format {
+        /// Which checkpoint (pair and version, or the file).
+        what: String,
+        /// Why it cannot be read.
+        source: FormatError,
+    },
+    /// A version's metadata record cannot be read.
+    #[error("{pair} version {version}: metadata unreadable: {message}")]
+    Meta {
+        /// The pair.
+        pair: Pair,
+        /// The version.
+        version: u64,
+        /// The JSON error.
+        message: String,
+    },
+    /// An export or import file could not be written or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Retention must keep at least one version per pair.
+    #[error("keep_last must be at least 1")]
+    Retention,
+}
+
+fn db<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Db(e.into())
+}
+
+/// The redb file of checkpoint versions.
+pub struct CheckpointStore {
+    db: Database,
+    retention: Retention,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for CheckpointStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointStore")
+            .field("path", &self.path)
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+impl CheckpointStore {
+    /// Opens the file, creating it (and its tables) if missing.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`] when the file is not a readable redb file (truncated, damaged, locked by
+    /// another process); [`StoreError::NewerLayout`] when a newer cambio wrote it.
+    pub fn open(path: &Path, retention: Retention) -> Result<CheckpointStore, StoreError> {
+        Self::open_inner(path, retention, true)
+    }
+
+    /// Opens an existing file; a missing one is an error (the CLI must not create files by mistake).
+    ///
+    /// # Errors
+    /// As [`CheckpointStore::open`], and [`StoreError::Open`] when the file does not exist.
+    pub fn open_existing(path: &Path, retention: Retention) -> Result<CheckpointStore, StoreError> {
+        Self::open_inner(path, retention, false)
+    }
+
+    fn open_inner(path: &Path, retention: Retention, create: bool) -> Result<CheckpointStore, StoreError> {
+        if retention.keep_last == 0 {
+            return Err(StoreError::Retention);
+        }
+        let open_err = |message: String| StoreError::Open {
+            path: path.into(),
+            message,
+        };
+        let db = if create {
+            Database::create(path)
+        } else if path.exists() {
+            Database::open(path)
+        } else {
+            return Err(open_err("no such file".into()));
+        }
+        .map_err(|e| open_err(e.to_string()))?;
+        let store = CheckpointStore {
+            db,
+            retention,
+            path: path.into(),
+        };
+        store.init().map_err(|e| match e {
+            StoreError::Db(e) => open_err(e.to_string()),
+            e => e,
+        })?;
+        Ok(store)
+    }
+
+    /// Creates the tables and checks the layout version.
+    fn init(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(db)?;
+        {
+            let mut info = tx.open_table(INFO).map_err(db)?;
+            let found = info.get("layout").map_err(db)?.map(|v| v.value());
+            match found {
+                Some(found) if found > STORE_LAYOUT => {
+                    return Err(StoreError::NewerLayout {
+                        found,
+                        supported: STORE_LAYOUT,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    info.insert("layout", STORE_LAYOUT).map_err(db)?;
+                }
+            }
+            tx.open_table(CHECKPOINTS).map_err(db)?;
+            tx.open_table(VERSIONS).map_err(db)?;
+            tx.open_table(NEXT_VERSION).map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(())
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stores a new version of `ckpt`'s pair and applies retention, in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`] when the write fails.
+    pub fn put(&self, ckpt: NewCheckpoint) -> Result<VersionMeta, StoreError> {
+        let NewCheckpoint { record, mut meta } = ckpt;
+        let pair = meta.pair;
+        let tx = self.db.begin_write().map_err(db)?;
+        {
+            let mut next = tx.open_table(NEXT_VERSION).map_err(db)?;
+            let version = next.get(pair.as_str()).map_err(db)?.map_or(1, |v| v.value());
+            next.insert(pair.as_str(), version + 1).map_err(db)?;
+            meta.version = version;
+            meta.keep = false;
+            meta.bytes = record.len() as u64;
+            let json = serde_json::to_vec(&meta).map_err(|e| StoreError::Meta {
+                pair,
+                version,
+                message: e.to_string(),
+            })?;
+            tx.open_table(CHECKPOINTS)
+                .map_err(db)?
+                .insert((pair.as_str(), version), record.as_slice())
+                .map_err(db)?;
+            tx.open_table(VERSIONS)
+                .map_err(db)?
+                .insert((pair.as_str(), version), json.as_slice())
+                .map_err(db)?;
+            self.apply_retention(&tx, pair)?;
+        }
+        tx.commit().map_err(db)?;
+        tracing::debug!(pair = %pair, version = meta.version, reason = meta.reason.name(), bytes = meta.bytes, "checkpoint stored");
+        Ok(meta)
+    }
+
+    /// Encodes `state` and stores it as a new version (see [`CheckpointStore::put`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Format`] if it cannot be encoded; [`StoreError::Db`] when the write fails.
+    pub fn put_state(&self, state: &PairState, reason: Reason, created_us: i64) -> Result<VersionMeta, StoreError> {
+        let ckpt = NewCheckpoint::new(state, reason, created_us).map_err(|source| StoreError::Format {
+            what: format!("{}", state.engine.pair()),
+            source,
+        })?;
+        self.put(ckpt)
+    }
+
+    /// Deletes the pair's versions beyond the newest `keep_last` that are not marked keep.
+    fn apply_retention(&self, tx: &redb::WriteTransaction, pair: Pair) -> Result<(), StoreError> {
+        let mut versions = tx.open_table(VERSIONS).map_err(db)?;
+        let mut doomed = Vec::new();
+        {
+            let all: Vec<(u64, bool)> = versions
+                .range((pair.as_str(), 0)..=(pair.as_str(), u64::MAX))
+                .map_err(db)?
+                .map(|r| {
+                    let (k, v) = r.map_err(db)?;
+                    let version = k.value().1;
+                    // A version whose metadata cannot be read is not known to be kept: retention may drop it.
+                    let keep = serde_json::from_slice::<VersionMeta>(v.value()).is_ok_and(|m| m.keep);
+                    Ok((version, keep))
+                })
+                .collect::<Result<_, StoreError>>()?;
+            let newest_first = all.iter().rev();
+            for (i, &(version, keep)) in newest_first.enumerate() {
+                if i >= self.retention.keep_last && !keep {
+                    doomed.push(version);
+                }
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let mut records = tx.open_table(CHECKPOINTS).map_err(db)?;
+        for v in doomed {
+            versions.remove((pair.as_str(), v)).map_err(db)?;
+            records.remove((pair.as_str(), v)).map_err(db)?;
+        }
+        Ok(())
+    }
+
+    /// Every pair with at least one version, in order.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`] when the file cannot be read.
+    pub fn pairs(&self) -> Result<Vec<Pair>, StoreError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let next = tx.open_table(NEXT_VERSION).map_err(db)?;
+        let mut pairs = Vec::new();
+        for r in next.iter().map_err(db)? {
+            let (k, _) = r.map_err(db)?;
+            if let Some(p) = Pair::parse(k.value()) {
+                pairs.push(p);
+            }
+        }
+        Ok(pairs)
+    }
+
+    /// The metadata of every version, of one pair or of all, oldest first per pair.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`] when the file cannot be read; [`StoreError::Meta`] for an unreadable record.
+    pub fn list(&self, pair: Option<Pair>) -> Result<Vec<VersionMeta>, StoreError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let versions = tx.open_table(VERSIONS).map_err(db)?;
+        let rows = match pair {
+            Some(p) => versions.range((p.as_str(), 0)..=(p.as_str(), u64::MAX)),
+            None => versions.range::<(&str, u64)>(..),
+        }
+        .map_err(db)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (k, v) = r.map_err(db)?;
+            let (p, version) = k.value();
+            out.push(parse_meta(p, version, v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One version's metadata.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when there is no such version.
+    pub fn meta(&self, pair: Pair, version: u64) -> Result<VersionMeta, StoreError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let versions = tx.open_table(VERSIONS).map_err(db)?;
+        let v = versions
+            .get((pair.as_str(), version))
+            .map_err(db)?
+            .ok_or(StoreError::NotFound { pair, version })?;
+        parse_meta(pair.as_str(), version, v.value())
+    }
+
+    /// One version's record, checked (magic, version, checksum) but not decoded.
+    fn record(&self, pair: Pair, version: u64) -> Result<Vec<u8>, StoreError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let records = tx.open_table(CHECKPOINTS).map_err(db)?;
+        let bytes = records
+            .get((pair.as_str(), version))
+            .map_err(db)?
+            .ok_or(StoreError::NotFound { pair, version })?
+            .value()
+            .to_vec();
+        format::open(&bytes).map_err(|source| StoreError::Format {
+            what: format!("{pair} version {version}"),
+            source,
+        })?;
+        Ok(bytes)
+    }
+
+    /// One version's state.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], or [`StoreError::Format`] when the record is damaged.
+    pub fn get(&self, pair: Pair, version: u64) -> Result<PairState, StoreError> {
+        let bytes = self.record(pair, version)?;
+        format::decode(&bytes).map_err(|source| StoreError::Format {
+            what: format!("{pair} version {version}"),
+            source,
+        })
+    }
+
+    /// The newest version of `pair` that reads (checksum and payload), skipping damaged ones with a
+    /// warning; `None` when the pair has no version at all.
+    ///
+    /// # Errors
+    /// [`StoreError::NoGoodVersion`] when versions exist but none reads (the caller decides whether to
+    /// start fresh); [`StoreError::Db`] when the file cannot be read.
+    pub fn latest_good(&self, pair: Pair) -> Result<Option<(VersionMeta, PairState)>, StoreError> {
+        let metas = self.list(Some(pair))?;
+        if metas.is_empty() {
+            return Ok(None);
+        }
+        for meta in metas.into_iter().rev() {
+            match self.get(pair, meta.version) {
+                Ok(state) => return Ok(Some((meta, state))),
+                Err(e @ (StoreError::Format { .. } | StoreError::NotFound { .. })) => {
+                    tracing::warn!(pair = %pair, version = meta.version, error = %e, "checkpoint unreadable; trying an older version");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::NoGoodVersion(pair))
+    }
+
+    /// Marks a version to keep (or not) whatever the retention.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when there is no such version.
+    pub fn mark_keep(&self, pair: Pair, version: u64, keep: bool) -> Result<VersionMeta, StoreError> {
+        let tx = self.db.begin_write().map_err(db)?;
+        let meta = {
+            let mut versions = tx.open_table(VERSIONS).map_err(db)?;
+            let mut meta = match versions.get((pair.as_str(), version)).map_err(db)? {
+                Some(v) => parse_meta(pair.as_str(), version, v.value())?,
+                None => return Err(StoreError::NotFound { pair, version }),
+            };
+            meta.keep = keep;
+            let json = serde_json::to_vec(&meta).map_err(|e| StoreError::Meta {
+                pair,
+                version,
+                message: e.to_string(),
+            })?;
+            versions.insert((pair.as_str(), version), json.as_slice()).map_err(db)?;
+            meta
+        };
+        if !keep {
+            self.apply_retention(&tx, pair)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(meta)
+    }
+
+    /// Makes an older version the latest again by copying it as a new version with reason `rollback`;
+    /// the versions in between stay in the history (subject to retention).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], or [`StoreError::Format`] when that version is damaged (a rollback never
+    /// installs an unreadable model).
+    pub fn rollback(&self, pair: Pair, version: u64, created_us: i64) -> Result<VersionMeta, StoreError> {
+        let source = self.meta(pair, version)?;
+        let record = self.record(pair, version)?;
+        let meta = VersionMeta {
+            created_us,
+            created: format_ts(created_us),
+            reason: Reason::Rollback,
+            keep: false,
+            note: Some(format!("rollback to version {version}")),
+            ..source
+        };
+        let new = self.put(NewCheckpoint { record, meta })?;
+        tracing::info!(pair = %pair, from = version, version = new.version, "rolled back");
+        Ok(new)
+    }
+
+    /// Writes one version to a standalone file in the checkpoint format (what [`CheckpointStore::import`]
+    /// and `format::decode` read).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::Format`] for a damaged version, [`StoreError::Io`].
+    pub fn export(&self, pair: Pair, version: u64, path: &Path) -> Result<VersionMeta, StoreError> {
+        let meta = self.meta(pair, version)?;
+        let record = self.record(pair, version)?;
+        std::fs::write(path, &record).map_err(|source| StoreError::Io {
+            path: path.into(),
+            source,
+        })?;
+        Ok(meta)
+    }
+
+    /// Reads a checkpoint file (as [`CheckpointStore::export`] writes it) and stores it as a new version of
+    /// its pair with reason `import`; its metadata is taken from the state.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`], [`StoreError::Format`] when the file is not a readable checkpoint.
+    pub fn import(&self, path: &Path, created_us: i64) -> Result<VersionMeta, StoreError> {
+        let record = std::fs::read(path).map_err(|source| StoreError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let state = format::decode(&record).map_err(|source| StoreError::Format {
+            what: path.display().to_string(),
+            source,
+        })?;
+        let mut meta = meta_of(&state, Reason::Import, created_us, record.len());
+        meta.note = Some(format!("imported from {}", path.display()));
+        self.put(NewCheckpoint { record, meta })
+    }
+}
+
+fn parse_meta(pair: &str, version: u64, bytes: &[u8]) -> Result<VersionMeta, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Meta {
+        pair: Pair::parse(pair).unwrap_or_else(|| Pair::parse("XXXXXX").expect("a valid pair literal")),
+        version,
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EngineConfig;
+    use crate::engine::Engine;
+
+    fn usdmxn() -> Pair {
+        Pair::parse("USDMXN").unwrap()
+    }
+
+    fn state(pair: Pair, ticks: usize) -> PairState {
+        let mut engine = Engine::new(pair, &EngineConfig::default()).unwrap();
+        let mut out = Vec::new();
+        for t in crate::testkit::synth_ticks(pair, ticks) {
+            engine.on_tick(&t, &mut out);
+        }
+        PairState { engine, applied: None }
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cambio-store-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        dir
+    }
+
+    #[test]
+    fn versions_are_monotonic_and_retention_keeps_last_k_plus_marked() {
+        let path = tmp("retention");
+        let store = CheckpointStore::open(&path, Retention { keep_last: 3 }).unwrap();
+        let s = state(usdmxn(), 50);
+        for i in 0..3 {
+            store.put_state(&s, Reason::Periodic, i).unwrap();
+        }
+        store.mark_keep(usdmxn(), 1, true).unwrap();
+        for i in 3..8 {
+            let m = store.put_state(&s, Reason::Periodic, i).unwrap();
+            assert_eq!(m.version, i as u64 + 1);
+        }
+        let versions: Vec<u64> = store.list(Some(usdmxn())).unwrap().iter().map(|m| m.version).collect();
+        assert_eq!(versions, [1, 6, 7, 8], "the newest 3 and the kept one");
+        store.mark_keep(usdmxn(), 1, false).unwrap();
+        let versions: Vec<u64> = store.list(Some(usdmxn())).unwrap().iter().map(|m| m.version).collect();
+        assert_eq!(versions, [6, 7, 8], "unmarking lets retention drop it");
+        // Numbers are not reused after deletions.
+        assert_eq!(store.put_state(&s, Reason::Manual, 9).unwrap().version, 9);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn the_file_does_not_grow_without_bound() {
+        let path = tmp("growth");
+        let store = CheckpointStore::open(&path, Retention { keep_last: 2 }).unwrap();
+        let s = state(usdmxn(), 300);
+        for i in 0..20 {
+            store.put_state(&s, Reason::Periodic, i).unwrap();
+        }
+        let after_20 = std::fs::metadata(&path).unwrap().len();
+        for i in 20..120 {
+            store.put_state(&s, Reason::Periodic, i).unwrap();
+        }
+        let after_120 = std::fs::metadata(&path).unwrap().len();
+        assert!(after_120 <= after_20 * 2, "{after_20} -> {after_120} bytes");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn rollback_creates_a_new_version_and_keeps_history() {
+        let path = tmp("rollback");
+        let store = CheckpointStore::open(&path, Retention::default()).unwrap();
+        let early = state(usdmxn(), 100);
+        let late = state(usdmxn(), 400);
+        store.put_state(&early, Reason::Periodic, 1_000).unwrap();
+        store.put_state(&late, Reason::Periodic, 2_000).unwrap();
+        let m = store.rollback(usdmxn(), 1, 3_000).unwrap();
+        assert_eq!((m.version, m.reason, m.ticks), (3, Reason::Rollback, 100));
+        assert_eq!(m.note.as_deref(), Some("rollback to version 1"));
+        assert_eq!(store.list(Some(usdmxn())).unwrap().len(), 3, "history preserved");
+        let (meta, restored) = store.latest_good(usdmxn()).unwrap().unwrap();
+        assert_eq!(meta.version, 3);
+        assert_eq!(
+            serde_json::to_string(&restored.engine).unwrap(),
+            serde_json::to_string(&early.engine).unwrap()
+        );
+        assert!(matches!(
+            store.rollback(usdmxn(), 99, 4_000),
+            Err(StoreError::NotFound { version: 99, .. })
+        ));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn latest_good_skips_a_damaged_version() {
+        let path = tmp("damaged");
+        let store = CheckpointStore::open(&path, Retention::default()).unwrap();
+        store.put_state(&state(usdmxn(), 100), Reason::Periodic, 1).unwrap();
+        store.put_state(&state(usdmxn(), 200), Reason::Periodic, 2).unwrap();
+        // Damage version 2's record in place (as a bad disk would).
+        {
+            let tx = store.db.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(CHECKPOINTS).unwrap();
+                let mut bytes = t.get(("USDMXN", 2)).unwrap().unwrap().value().to_vec();
+                let mid = bytes.len() / 2;
+                bytes[mid] ^= 0xff;
+                t.insert(("USDMXN", 2), bytes.as_slice()).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        assert!(matches!(
+            store.get(usdmxn(), 2),
+            Err(StoreError::Format {
+                source: FormatError::Checksum { .. },
+                ..
+            })
+        ));
+        let (meta, s) = store.latest_good(usdmxn()).unwrap().unwrap();
+        assert_eq!((meta.version, s.engine.ticks()), (1, 100));
+        assert!(
+            store.rollback(usdmxn(), 2, 3).is_err(),
+            "never roll back to a damaged model"
+        );
+        let eurusd = Pair::parse("EURUSD").unwrap();
+        assert!(store.latest_good(eurusd).unwrap().is_none());
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn export_then_import_is_a_new_version_with_the_same_state() {
+        let path = tmp("export");
+        let file = tmp("export.ckpt");
+        let store = CheckpointStore::open(&path, Retention::default()).unwrap();
+        let s = state(usdmxn(), 150);
+        store.put_state(&s, Reason::Shutdown, 1).unwrap();
+        store.export(usdmxn(), 1, &file).unwrap();
+        let back = format::decode(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(back.engine.ticks(), 150);
+        let m = store.import(&file, 2).unwrap();
+        assert_eq!((m.version, m.reason, m.ticks), (2, Reason::Import, 150));
+        std::fs::write(&file, b"not a checkpoint").unwrap();
+        assert!(matches!(
+            store.import(&file, 3),
+            Err(StoreError::Format {
+                source: FormatError::BadMagic,
+                ..
+            })
+        ));
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&file);
+    }
+}
