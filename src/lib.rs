@@ -15,7 +15,9 @@
 //! - [`checkpoint`]: durable state: a pair's engine in a versioned binary format, and the redb model
 //!   registry (versions, retention, rollback, export and import) behind `cambio models`.
 //! - [`replay`]: files and scenarios fed through the engine, with a JSON report.
-//! - [`nats`]: the NATS edge: connection and auth options, the contract's subjects, a local `nats-server`.
+//! - [`nats`]: the only async code: connection and auth options, the contract's subjects, a local
+//!   `nats-server`, the service (`nats::serve`), the operators' tools (replay to NATS, record, tail) and the
+//!   load tool with its bare-NATS floor.
 //!
 //! Live serving (NATS) and replay call the same [`engine::Engine`], so they agree bit for bit.
 
