@@ -16,7 +16,7 @@
 //!
 //! **Why postcard.** Measured on an engine after 100,000 ticks of the calm random walk's synthetic input
 //! (horizons 1step, 10step, 1m), release build, best of 50 runs, on this 2-core shared machine
-//! (`cargo run --release --example checkpoint_codecs`, 2026-11-27):
+//! (measured best of 50 runs, 2026-11-26; now `cargo bench --bench checkpoint`):
 //!
 //! | payload     | bytes   | encode  | decode (restore) |
 //! |-------------|---------|---------|------------------|
