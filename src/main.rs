@@ -468,15 +468,9 @@ fn load_cmd(opts: &LoadOptions, report_path: Option<PathBuf>) -> Result<ExitCode
         load_report::table(report.floor.as_ref(), report.cambio.as_ref(), &report.comparisons)
     );
     if let Some(p) = report_path {
-        let mut json = serde_json::to_string_pretty(&report)?;
-        json.push('\n');
-        std::fs::write(&p, json).map_err(|e| format!("{}: {e}", p.display()))?;
+        write_json(&p, &report)?;
     }
-    Ok(if report.passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(passed_or_1(report.passed))
 }
 
 fn demo(every: u64) -> Result<ExitCode, AnyError> {
@@ -614,15 +608,9 @@ fn replay_cmd(
     };
     print_summary(&report);
     if let Some(p) = report_path {
-        let mut json = serde_json::to_string_pretty(&report)?;
-        json.push('\n');
-        std::fs::write(&p, json).map_err(|e| format!("{}: {e}", p.display()))?;
+        write_json(&p, &report)?;
     }
-    Ok(if report.passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(passed_or_1(report.passed))
 }
 
 fn serve_cmd(config: Option<PathBuf>, nats: Option<String>, scenario: Option<PathBuf>) -> Result<ExitCode, AnyError> {
@@ -630,10 +618,7 @@ fn serve_cmd(config: Option<PathBuf>, nats: Option<String>, scenario: Option<Pat
     if let Some(path) = scenario {
         cfg.engine = Scenario::load(&path)?.config;
     }
-    cfg.nats = cfg.nats.with_env();
-    if nats.is_some() {
-        cfg.nats.url = nats;
-    }
+    cfg.nats = with_overrides(cfg.nats, nats);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let summary = runtime.block_on(cambio::nats::serve::run(cfg, shutdown_signal()))?;
     eprintln!(
@@ -687,17 +672,35 @@ async fn ctrl_c() {
     }
 }
 
-/// The connection options: the config file's [nats] table, then CAMBIO_NATS_* variables, then `--nats`.
-fn nats_config(url: Option<String>, config: Option<&Path>) -> Result<NatsConfig, AnyError> {
-    let mut cfg = match config {
-        Some(c) => Config::load(c)?.nats,
-        None => NatsConfig::default(),
-    }
-    .with_env();
+/// Writes `value` as pretty JSON with a final newline.
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), AnyError> {
+    let mut json = serde_json::to_string_pretty(value)?;
+    json.push('\n');
+    std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// Exit status 0 when every expectation or target held, 1 otherwise.
+fn passed_or_1(passed: bool) -> ExitCode {
+    if passed { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// `CAMBIO_NATS_*` variables over the file's [nats] table, then `--nats` over both.
+fn with_overrides(cfg: NatsConfig, url: Option<String>) -> NatsConfig {
+    let mut cfg = cfg.with_env();
     if let Some(u) = url {
         cfg.url = Some(u);
     }
-    Ok(cfg)
+    cfg
+}
+
+/// The connection options: the config file's [nats] table, then CAMBIO_NATS_* variables, then `--nats`.
+fn nats_config(url: Option<String>, config: Option<&Path>) -> Result<NatsConfig, AnyError> {
+    let file = match config {
+        Some(c) => Config::load(c)?.nats,
+        None => NatsConfig::default(),
+    };
+    Ok(with_overrides(file, url))
 }
 
 fn replay_nats_cmd(

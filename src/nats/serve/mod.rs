@@ -27,7 +27,7 @@ use futures_util::StreamExt;
 pub use config::{IngestMode, JetStreamConfig, ServeConfig};
 
 use self::applied::AppliedSeqs;
-use self::router::{Delivery, Router, now_us};
+use self::router::{Delivery, Router};
 use self::service::ServiceState;
 use self::shard::ShardContext;
 use self::stats::Counters;
@@ -141,7 +141,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
                     () = &mut shutdown => break,
                     Some(m) = factors.next() => router.on_factor(&m.subject, &m.payload).await,
                     Some(m) = ticks.next() => {
-                        let d = Delivery { arrival_us: Some(now_us()), received: Instant::now(), stream_seq: None, acker: None };
+                        let d = Delivery::core_now();
                         router.on_tick(&m.subject, m.headers.as_ref(), m.payload, d).await;
                     }
                     else => break,
@@ -154,13 +154,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
             let _ = factors.drain().await;
             let drain = async {
                 while let Some(m) = ticks.next().await {
-                    let d = Delivery {
-                        arrival_us: Some(now_us()),
-                        received: Instant::now(),
-                        stream_seq: None,
-                        acker: None,
-                    };
-                    router.on_tick(&m.subject, m.headers.as_ref(), m.payload, d).await;
+                    router
+                        .on_tick(&m.subject, m.headers.as_ref(), m.payload, Delivery::core_now())
+                        .await;
                 }
             };
             if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {

@@ -49,6 +49,18 @@ pub struct Delivery {
     pub acker: Option<Box<async_nats::jetstream::message::Acker>>,
 }
 
+impl Delivery {
+    /// A core-NATS delivery received now: the wall clock is its arrival.
+    pub fn core_now() -> Delivery {
+        Delivery {
+            arrival_us: Some(now_us()),
+            received: Instant::now(),
+            stream_seq: None,
+            acker: None,
+        }
+    }
+}
+
 /// Routes messages to shards.
 pub struct Router {
     engine_cfg: EngineConfig,

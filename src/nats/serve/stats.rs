@@ -15,9 +15,7 @@ pub struct Latency(Mutex<Histogram<u64>>);
 
 impl Default for Latency {
     fn default() -> Self {
-        // Bounds and precision are constants that hdrhistogram accepts; failure would be a broken invariant.
-        let h = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
-        Latency(Mutex::new(h))
+        Latency(Mutex::new(empty()))
     }
 }
 
@@ -46,6 +44,7 @@ impl Latency {
 
 /// An empty histogram with the same bounds as [`Latency`].
 pub fn empty() -> Histogram<u64> {
+    // Bounds and precision are constants that hdrhistogram accepts; failure would be a broken invariant.
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
