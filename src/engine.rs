@@ -326,6 +326,11 @@ impl Engine {
         &self.model_id
     }
 
+    /// The configuration this engine was built with (a restored engine keeps its own).
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
     /// Ticks seen so far (accepted and quarantined): the position of the next tick in this pair's stream,
     /// which the service uses to name forecasts for de-duplication.
     pub fn ticks(&self) -> u64 {

@@ -135,6 +135,14 @@ enum Command {
         /// rehearsal with `replay <scenario> --nats` runs the same engine as the in-process replay.
         #[arg(long, value_name = "SCENARIO")]
         scenario: Option<PathBuf>,
+        /// Checkpoint to this redb file (overrides [checkpoint] path): restores the newest good version
+        /// of each pair on start, writes versions periodically and on shutdown.
+        #[arg(long, value_name = "FILE.redb")]
+        checkpoint: Option<PathBuf>,
+        /// When the checkpoint file cannot be opened, or a pair has no readable version, start fresh
+        /// (an unreadable file is moved aside, never deleted) instead of refusing to start.
+        #[arg(long)]
+        fresh: bool,
     },
     /// The bare-NATS floor cambio is measured against: forwards every `<prefix>.ticks.<PAIR>` message
     /// unchanged to `<prefix>.pred.<PAIR>` and answers `<prefix>.query.*` with a fixed body (micro service
@@ -356,7 +364,13 @@ fn main() -> ExitCode {
             no_timing,
             ..
         } => replay_cmd(&input, pair, report, out, config, no_timing),
-        Command::Serve { config, nats, scenario } => serve_cmd(config, nats, scenario),
+        Command::Serve {
+            config,
+            nats,
+            scenario,
+            checkpoint,
+            fresh,
+        } => serve_cmd(config, nats, scenario, checkpoint, fresh),
         Command::Record {
             nats,
             pair,
@@ -613,11 +627,21 @@ fn replay_cmd(
     Ok(passed_or_1(report.passed))
 }
 
-fn serve_cmd(config: Option<PathBuf>, nats: Option<String>, scenario: Option<PathBuf>) -> Result<ExitCode, AnyError> {
+fn serve_cmd(
+    config: Option<PathBuf>,
+    nats: Option<String>,
+    scenario: Option<PathBuf>,
+    checkpoint: Option<PathBuf>,
+    fresh: bool,
+) -> Result<ExitCode, AnyError> {
     let mut cfg = config.map(|c| Config::load(&c)).transpose()?.unwrap_or_default();
     if let Some(path) = scenario {
         cfg.engine = Scenario::load(&path)?.config;
     }
+    if checkpoint.is_some() {
+        cfg.checkpoint.path = checkpoint;
+    }
+    cfg.checkpoint.fresh_if_unreadable |= fresh;
     cfg.nats = with_overrides(cfg.nats, nats);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let summary = runtime.block_on(cambio::nats::serve::run(cfg, shutdown_signal()))?;

@@ -55,6 +55,16 @@ pub struct PairState {
     pub applied: Option<AppliedSeqs>,
 }
 
+/// A [`PairState`] by reference: the same serialized shape, so a serving shard encodes its live engine
+/// without cloning it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PairStateRef<'a> {
+    /// The engine.
+    pub engine: &'a Engine,
+    /// The stream sequences applied.
+    pub applied: Option<&'a AppliedSeqs>,
+}
+
 /// Why bytes could not be read as a checkpoint. A checkpoint is refused, never misread.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
@@ -195,7 +205,18 @@ pub fn open(bytes: &[u8]) -> Result<(u16, &[u8]), FormatError> {
 /// # Errors
 /// [`FormatError::Encode`] if the state cannot be serialized (not expected: it is plain data).
 pub fn encode(state: &PairState) -> Result<Vec<u8>, FormatError> {
-    let payload = postcard::to_stdvec(state).map_err(|e| FormatError::Encode(e.to_string()))?;
+    encode_ref(PairStateRef {
+        engine: &state.engine,
+        applied: state.applied.as_ref(),
+    })
+}
+
+/// [`encode`] from borrowed parts.
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_ref(state: PairStateRef<'_>) -> Result<Vec<u8>, FormatError> {
+    let payload = postcard::to_stdvec(&state).map_err(|e| FormatError::Encode(e.to_string()))?;
     Ok(seal(&payload))
 }
 

@@ -4,13 +4,16 @@
 //!   payload) around a [`PairState`]: the engine and the serve-side bookkeeping a restore needs.
 //! - [`store`]: the model registry in one redb file: versions per pair with metadata, retention, latest
 //!   good, rollback, keep marks, export and import.
+//! - [`config`]: the `[checkpoint]` table (file, interval, retention, fallback).
 //! - [`cli`]: what `cambio models list|show|rollback|export|import` prints, so the binary stays thin.
 //!
 //! The core never reads a clock: creation times are given by the caller.
 
 pub mod cli;
+pub mod config;
 pub mod format;
 pub mod store;
 
+pub use config::CheckpointConfig;
 pub use format::{FORMAT_VERSION, FormatError, PairState};
-pub use store::{CheckpointStore, Reason, Retention, StoreError, VersionMeta};
+pub use store::{CheckpointStore, Cut, NewCheckpoint, Reason, Restore, RestoredPair, Retention, StoreError, VersionMeta};

@@ -5,7 +5,19 @@
 //! - `versions`: its metadata as JSON ([`VersionMeta`]), readable without decoding the engine;
 //! - `next_version`: per pair, the next version number, so numbers are never reused even after retention
 //!   removed old ones;
-//! - `info`: the layout version of this file.
+//! - `info`: the layout version of this file;
+//! - `cut`: the latest consistent cut of the running service ([`Cut`]): which version of each pair is
+//!   current, which JetStream stream sequences those versions include, and the factors the service
+//!   remembers for pairs it has not seen yet. A new table, so files without it still read (layout 1).
+//!
+//! **Why a cut.** `cambio serve` checkpoints every pair at the same point of the tick stream: the
+//! consumer puts a marker in every shard's queue after the same stream sequence, and the versions the
+//! shards write for that marker are committed together with the cut in one transaction. A pair that did
+//! not change since its last version keeps it (no duplicate versions for idle pairs), and the cut says
+//! that version is current. On restart every pair resumes from the cut, so each tick of the stream is in
+//! exactly one place: in the restored state, or still to be read. A rollback or an import makes the new
+//! version the current one in the cut, so a restart continues the rolled-back model rather than
+//! re-applying the stream to it.
 //!
 //! Every change is one redb write transaction (put and its retention, rollback, keep marks, import), so a
 //! crash leaves either the old or the new state. redb's own page checksums catch a damaged file at open or
@@ -18,15 +30,21 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use super::format::{self, FormatError, PairState};
 use crate::eval::HorizonSummary;
-use crate::tick::Pair;
+use crate::nats::serve::applied::AppliedSeqs;
+use crate::tick::{Factor, Pair};
 use crate::time::format_ts;
 
 const CHECKPOINTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("checkpoints");
 const VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("versions");
 const NEXT_VERSION: TableDefinition<&str, u64> = TableDefinition::new("next_version");
 const INFO: TableDefinition<&str, u64> = TableDefinition::new("info");
+/// One row, key [`CUT_KEY`]: the latest consistent cut written by `cambio serve` ([`Cut`], JSON).
+const CUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("cut");
+const CUT_KEY: &str = "latest";
 
 /// The layout of the tables above; a file with a newer layout is refused.
 pub const STORE_LAYOUT: u64 = 1;
@@ -110,6 +128,45 @@ pub struct VersionMeta {
     pub note: Option<String>,
 }
 
+/// The latest consistent cut (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cut {
+    /// Wall-clock time of the commit (µs since the epoch).
+    pub created_us: i64,
+    /// The JetStream stream sequences every current version includes (`None` outside JetStream).
+    pub applied: Option<AppliedSeqs>,
+    /// The current version of each pair.
+    pub heads: BTreeMap<String, u64>,
+    /// The latest value of each factor, for pairs first seen after a restart.
+    pub factors: Vec<Factor>,
+}
+
+/// A pair read back for a restart: its state, and the stream sequences already in it.
+#[derive(Debug)]
+pub struct RestoredPair {
+    /// The version restored.
+    pub meta: VersionMeta,
+    /// Its state.
+    pub state: PairState,
+    /// The stream sequences in this state: the cut's when the version is the cut's current one, else the
+    /// version's own (an older version, after the current one was found damaged: the ticks since are
+    /// read again from the stream, which rebuilds the lost state exactly).
+    pub applied: Option<AppliedSeqs>,
+    /// Whether this is the cut's current version (false: a fallback).
+    pub current: bool,
+}
+
+/// What a restart finds in the store.
+#[derive(Debug, Default)]
+pub struct Restore {
+    /// Pairs restored.
+    pub pairs: Vec<RestoredPair>,
+    /// The latest cut, if the service ever committed one.
+    pub cut: Option<Cut>,
+    /// Pairs with versions of which none reads.
+    pub unreadable: Vec<Pair>,
+}
+
 /// A checkpoint ready to be stored: the encoded record and the metadata taken from the state. Built where
 /// the engine lives (encoding is CPU work); stored by whoever owns the file (disk work).
 #[derive(Debug, Clone)]
@@ -126,14 +183,33 @@ impl NewCheckpoint {
     /// # Errors
     /// [`FormatError::Encode`] if the state cannot be serialized.
     pub fn new(state: &PairState, reason: Reason, created_us: i64) -> Result<NewCheckpoint, FormatError> {
-        let record = format::encode(state)?;
+        Self::from_ref(
+            format::PairStateRef {
+                engine: &state.engine,
+                applied: state.applied.as_ref(),
+            },
+            reason,
+            created_us,
+        )
+    }
+
+    /// [`NewCheckpoint::new`] from borrowed parts (a serving shard's live engine).
+    ///
+    /// # Errors
+    /// As [`NewCheckpoint::new`].
+    pub fn from_ref(
+        state: format::PairStateRef<'_>,
+        reason: Reason,
+        created_us: i64,
+    ) -> Result<NewCheckpoint, FormatError> {
+        let record = format::encode_ref(state)?;
         let meta = meta_of(state, reason, created_us, record.len());
         Ok(NewCheckpoint { record, meta })
     }
 }
 
-fn meta_of(state: &PairState, reason: Reason, created_us: i64, bytes: usize) -> VersionMeta {
-    let e = &state.engine;
+fn meta_of(state: format::PairStateRef<'_>, reason: Reason, created_us: i64, bytes: usize) -> VersionMeta {
+    let e = state.engine;
     VersionMeta {
         pair: e.pair(),
         version: 0,
@@ -142,7 +218,7 @@ fn meta_of(state: &PairState, reason: Reason, created_us: i64, bytes: usize) -> 
         reason,
         ticks: e.ticks(),
         last_tick_ts: e.last_ts_us().map(format_ts),
-        stream_seq: state.applied.as_ref().map(|a| a.floor()),
+        stream_seq: state.applied.map(AppliedSeqs::floor),
         horizons: e.summary().horizons,
         keep: false,
         format_version: format::FORMAT_VERSION,
@@ -210,6 +286,9 @@ pub enum StoreError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The cut record cannot be read.
+    #[error("the store's cut record is unreadable: {0}")]
+    Cut(String),
     /// Retention must keep at least one version per pair.
     #[error("keep_last must be at least 1")]
     Retention,
@@ -302,6 +381,7 @@ impl CheckpointStore {
             tx.open_table(CHECKPOINTS).map_err(db)?;
             tx.open_table(VERSIONS).map_err(db)?;
             tx.open_table(NEXT_VERSION).map_err(db)?;
+            tx.open_table(CUTS).map_err(db)?;
         }
         tx.commit().map_err(db)?;
         Ok(())
@@ -312,14 +392,98 @@ impl CheckpointStore {
         &self.path
     }
 
-    /// Stores a new version of `ckpt`'s pair and applies retention, in one transaction.
+    /// Stores a new version of `ckpt`'s pair and applies retention, in one transaction; the version becomes
+    /// the pair's current one in the cut.
     ///
     /// # Errors
     /// [`StoreError::Db`] when the write fails.
     pub fn put(&self, ckpt: NewCheckpoint) -> Result<VersionMeta, StoreError> {
+        let tx = self.db.begin_write().map_err(db)?;
+        let meta = self.put_in(&tx, ckpt)?;
+        if let Some(mut cut) = read_cut(&tx.open_table(CUTS).map_err(db)?)? {
+            cut.heads.insert(meta.pair.to_string(), meta.version);
+            write_cut(&tx, &cut)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(meta)
+    }
+
+    /// Commits a cut: the new versions of the pairs that changed, and the cut naming every pair's current
+    /// version, in one transaction (a crash leaves the previous cut or this one, never a mix).
+    ///
+    /// # Errors
+    /// [`StoreError::Db`] when the write fails.
+    pub fn put_cut(
+        &self,
+        parts: Vec<NewCheckpoint>,
+        applied: Option<AppliedSeqs>,
+        factors: Vec<Factor>,
+        created_us: i64,
+    ) -> Result<Vec<VersionMeta>, StoreError> {
+        let tx = self.db.begin_write().map_err(db)?;
+        let mut cut = read_cut(&tx.open_table(CUTS).map_err(db)?)?.unwrap_or_default();
+        let mut metas = Vec::with_capacity(parts.len());
+        for part in parts {
+            let meta = self.put_in(&tx, part)?;
+            cut.heads.insert(meta.pair.to_string(), meta.version);
+            metas.push(meta);
+        }
+        cut.created_us = created_us;
+        cut.applied = applied;
+        cut.factors = factors;
+        write_cut(&tx, &cut)?;
+        tx.commit().map_err(db)?;
+        Ok(metas)
+    }
+
+    /// The latest cut, if any.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`], or [`StoreError::Cut`] when it cannot be read.
+    pub fn cut(&self) -> Result<Option<Cut>, StoreError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        read_cut(&tx.open_table(CUTS).map_err(db)?)
+    }
+
+    /// Everything a restarting service needs: each pair's newest readable version (damaged ones skipped
+    /// with a warning) and the stream sequences in it.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`] when the file cannot be read, [`StoreError::Cut`] when the cut is damaged.
+    pub fn restore(&self) -> Result<Restore, StoreError> {
+        let cut = self.cut()?;
+        let mut out = Restore {
+            cut: cut.clone(),
+            ..Restore::default()
+        };
+        for pair in self.pairs()? {
+            match self.latest_good(pair) {
+                Ok(Some((meta, state))) => {
+                    let current = cut
+                        .as_ref()
+                        .is_some_and(|c| c.heads.get(pair.as_str()) == Some(&meta.version));
+                    let applied = match (&cut, current) {
+                        (Some(c), true) => c.applied.clone(),
+                        _ => state.applied.clone(),
+                    };
+                    out.pairs.push(RestoredPair {
+                        meta,
+                        state,
+                        applied,
+                        current,
+                    });
+                }
+                Ok(None) => {}
+                Err(StoreError::NoGoodVersion(p)) => out.unreadable.push(p),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    fn put_in(&self, tx: &redb::WriteTransaction, ckpt: NewCheckpoint) -> Result<VersionMeta, StoreError> {
         let NewCheckpoint { record, mut meta } = ckpt;
         let pair = meta.pair;
-        let tx = self.db.begin_write().map_err(db)?;
         {
             let mut next = tx.open_table(NEXT_VERSION).map_err(db)?;
             let version = next.get(pair.as_str()).map_err(db)?.map_or(1, |v| v.value());
@@ -340,9 +504,8 @@ impl CheckpointStore {
                 .map_err(db)?
                 .insert((pair.as_str(), version), json.as_slice())
                 .map_err(db)?;
-            self.apply_retention(&tx, pair)?;
+            self.apply_retention(tx, pair)?;
         }
-        tx.commit().map_err(db)?;
         tracing::debug!(pair = %pair, version = meta.version, reason = meta.reason.name(), bytes = meta.bytes, "checkpoint stored");
         Ok(meta)
     }
@@ -576,10 +739,32 @@ impl CheckpointStore {
             what: path.display().to_string(),
             source,
         })?;
-        let mut meta = meta_of(&state, Reason::Import, created_us, record.len());
+        let parts = format::PairStateRef {
+            engine: &state.engine,
+            applied: state.applied.as_ref(),
+        };
+        let mut meta = meta_of(parts, Reason::Import, created_us, record.len());
         meta.note = Some(format!("imported from {}", path.display()));
         self.put(NewCheckpoint { record, meta })
     }
+}
+
+fn read_cut(table: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Option<Cut>, StoreError> {
+    match table.get(CUT_KEY).map_err(db)? {
+        Some(v) => serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| StoreError::Cut(e.to_string())),
+        None => Ok(None),
+    }
+}
+
+fn write_cut(tx: &redb::WriteTransaction, cut: &Cut) -> Result<(), StoreError> {
+    let json = serde_json::to_vec(cut).map_err(|e| StoreError::Cut(e.to_string()))?;
+    tx.open_table(CUTS)
+        .map_err(db)?
+        .insert(CUT_KEY, json.as_slice())
+        .map_err(db)?;
+    Ok(())
 }
 
 fn parse_meta(pair: &str, version: u64, bytes: &[u8]) -> Result<VersionMeta, StoreError> {

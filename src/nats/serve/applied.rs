@@ -50,6 +50,11 @@ impl AppliedSeqs {
         true
     }
 
+    /// Whether `seq` has been applied.
+    pub fn contains(&self, seq: u64) -> bool {
+        seq <= self.floor || self.above.contains(&seq)
+    }
+
     /// The highest sequence below which every one has been applied.
     pub fn floor(&self) -> u64 {
         self.floor

@@ -10,6 +10,7 @@
 //! [`Engine`]: crate::engine::Engine
 
 pub mod applied;
+pub mod checkpointer;
 pub mod config;
 pub mod router;
 pub mod service;
@@ -27,10 +28,12 @@ use futures_util::StreamExt;
 pub use config::{IngestMode, JetStreamConfig, ServeConfig};
 
 use self::applied::AppliedSeqs;
-use self::router::{Delivery, Router};
+use self::checkpointer::Checkpointer;
+use self::router::{CheckpointPlan, Control, Delivery, Router};
 use self::service::ServiceState;
 use self::shard::ShardContext;
 use self::stats::Counters;
+use crate::checkpoint::{CheckpointConfig, CheckpointStore, Restore, StoreError};
 use crate::config::Config;
 use crate::engine::{Engine, EngineSummary};
 use crate::nats::{LocalServer, NatsError, Subjects};
@@ -53,6 +56,9 @@ pub enum ServeError {
     /// The micro service could not start.
     #[error(transparent)]
     Service(#[from] service::ServiceError),
+    /// The checkpoint store cannot be used, or a pair's checkpoints are all unreadable.
+    #[error("checkpoints: {0}")]
+    Checkpoint(String),
 }
 
 /// What the service did, returned after a graceful shutdown.
@@ -74,6 +80,7 @@ pub struct ServeSummary {
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<ServeSummary, ServeError> {
     cfg.engine.validate().map_err(ServeError::Config)?;
     cfg.serve.validate().map_err(ServeError::Config)?;
+    cfg.checkpoint.validate().map_err(ServeError::Config)?;
     let subjects = Subjects::new(&cfg.serve.prefix).map_err(ServeError::Config)?;
     // Fail fast on settings that only the engine's constructor checks.
     if let Some(probe) = crate::tick::Pair::parse("USDMXN") {
@@ -97,12 +104,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
     let (client, events) = crate::nats::connect(&nats_cfg, "cambio").await?;
 
     let counters = Arc::new(Counters::default());
+    let opened = open_checkpoints(&cfg.checkpoint)?;
+    let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<Control>(64);
     let ctx = Arc::new(ShardContext {
         client: client.clone(),
         subjects: subjects.clone(),
         counters: counters.clone(),
         report_interval: Duration::from_secs_f64(cfg.serve.report_interval_secs),
         max_raw_bytes: cfg.serve.max_raw_bytes,
+        control: opened.is_some().then(|| control_tx.clone()),
     });
     let registry = Arc::new(RwLock::new(HashMap::new()));
     let mut router = Router::new(
@@ -113,6 +123,22 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
         cfg.serve.max_pairs,
         cfg.serve.stamp_arrival,
     );
+    let mut writer_join = None;
+    let mut writer = None;
+    let mut resume: Option<AppliedSeqs> = None;
+    if let Some((store, restore)) = opened {
+        let (w, join) =
+            Checkpointer::start(store, counters.clone()).map_err(|e| ServeError::Checkpoint(e.to_string()))?;
+        router.set_checkpoints(CheckpointPlan {
+            writer: w.clone(),
+            every_ticks: cfg.checkpoint.every_ticks,
+            since: 0,
+            last_id: 0,
+        });
+        resume = restore_into(&mut router, restore, &cfg);
+        writer = Some(w.clone());
+        writer_join = Some((w, join));
+    }
     let state = Arc::new(ServiceState {
         registry,
         subjects: subjects.clone(),
@@ -120,7 +146,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
         events,
         query_latency: Default::default(),
         status_latency: Default::default(),
+        control: writer.is_some().then(|| control_tx.clone()),
+        writer: writer.clone(),
     });
+    drop(writer);
+    drop(control_tx);
+    let mut cuts = tokio::time::interval(Duration::from_secs_f64(cfg.checkpoint.every_secs));
+    cuts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    cuts.tick().await;
 
     match cfg.serve.mode {
         IngestMode::Core => {
@@ -139,7 +172,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
                 tokio::select! {
                     biased;
                     () = &mut shutdown => break,
-                    Some(m) = factors.next() => router.on_factor(&m.subject, &m.payload).await,
+                    Some(c) = control_rx.recv() => router.on_control(c).await,
+                    _ = cuts.tick() => router.periodic_cut().await,
+                    Some(m) = factors.next() => router.on_factor(&m.subject, &m.payload, None).await,
                     Some(m) = ticks.next() => {
                         let d = Delivery::core_now();
                         router.on_tick(&m.subject, m.headers.as_ref(), m.payload, d).await;
@@ -162,27 +197,131 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
             if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
                 tracing::warn!("subscription drain did not finish within 10 s");
             }
-            finish(router, service, tasks, &client, &url, &counters).await
+            finish(router, service, tasks, &client, &url, &counters, writer_join).await
         }
         IngestMode::Jetstream => {
-            let consumer = jetstream_consumer(&client, &subjects, &cfg.serve.jetstream).await?;
+            let start = resume.as_ref().map(|a| a.floor() + 1);
+            if let Some(start) = start {
+                reset_consumer(&client, &subjects, &cfg.serve.jetstream, start).await?;
+            }
+            let consumer = jetstream_consumer(&client, &subjects, &cfg.serve.jetstream, start).await?;
             let floor = consumer.cached_info().ack_floor.stream_sequence;
+            router.set_applied(resume.unwrap_or_else(|| AppliedSeqs::with_floor(floor)));
             let (service, tasks) = service::start(&client, state.clone()).await?;
             tracing::info!(url = %url, mode = "jetstream", stream = %cfg.serve.jetstream.stream,
-                durable = %cfg.serve.jetstream.durable, ack_floor = floor, "serving");
+                durable = %cfg.serve.jetstream.durable, ack_floor = floor, resume_from = ?start, "serving");
+            let loops = Loops {
+                control: &mut control_rx,
+                cuts: &mut cuts,
+            };
             consume_jetstream(
                 &client,
                 &subjects,
                 &cfg.serve.jetstream,
+                start,
                 consumer,
-                floor,
                 &mut router,
                 &counters,
+                loops,
                 shutdown,
             )
             .await;
-            finish(router, service, tasks, &client, &url, &counters).await
+            finish(router, service, tasks, &client, &url, &counters, writer_join).await
         }
+    }
+}
+
+/// The consumer loop's other inputs besides messages.
+struct Loops<'a> {
+    control: &'a mut tokio::sync::mpsc::Receiver<Control>,
+    cuts: &'a mut tokio::time::Interval,
+}
+
+/// Opens the checkpoint store and reads what it holds. A file that cannot be opened is an error unless
+/// starting fresh was asked for (then it is moved aside, never deleted); a file locked by another
+/// process is always an error.
+fn open_checkpoints(cfg: &CheckpointConfig) -> Result<Option<(CheckpointStore, Restore)>, ServeError> {
+    let Some(path) = &cfg.path else {
+        return Ok(None);
+    };
+    let store = match CheckpointStore::open(path, cfg.retention()) {
+        Ok(s) => s,
+        Err(StoreError::Open { message, .. })
+            if cfg.fresh_if_unreadable && path.exists() && !message.to_ascii_lowercase().contains("lock") =>
+        {
+            let secs = router::now_us() / 1_000_000;
+            let mut aside = path.clone().into_os_string();
+            aside.push(format!(".damaged-{secs}"));
+            std::fs::rename(path, &aside)
+                .map_err(|e| ServeError::Checkpoint(format!("cannot move {} aside: {e}", path.display())))?;
+            tracing::warn!(path = %path.display(), moved_to = ?aside, error = %message,
+                "checkpoint file unreadable: moved aside, starting fresh (asked for)");
+            CheckpointStore::open(path, cfg.retention()).map_err(|e| ServeError::Checkpoint(e.to_string()))?
+        }
+        Err(e) => {
+            return Err(ServeError::Checkpoint(format!(
+                "{e}. Nothing was changed. Repair or replace the file (cambio models import can load exported \
+                 versions into a new one), or start fresh with `cambio serve --fresh`, which moves it aside"
+            )));
+        }
+    };
+    let restore = if cfg.restore {
+        store.restore().map_err(|e| ServeError::Checkpoint(e.to_string()))?
+    } else {
+        tracing::info!(path = %path.display(), "checkpoint.restore = false: starting fresh, writing checkpoints");
+        Restore::default()
+    };
+    if !restore.unreadable.is_empty() {
+        let pairs: Vec<String> = restore.unreadable.iter().map(ToString::to_string).collect();
+        if !cfg.fresh_if_unreadable {
+            return Err(ServeError::Checkpoint(format!(
+                "no readable version of {} in {} (every one is damaged). Roll back or import a good version \
+                 with `cambio models`, or start those pairs fresh with `cambio serve --fresh`",
+                pairs.join(", "),
+                path.display()
+            )));
+        }
+        tracing::warn!(pairs = %pairs.join(","), "no readable checkpoint: these pairs start fresh (asked for)");
+    }
+    Ok(Some((store, restore)))
+}
+
+/// Starts a shard for every restored pair and says which version it restored. Returns, with JetStream
+/// checkpoints, the stream sequences already applied: the consumer resumes after them.
+fn restore_into(router: &mut Router, restore: Restore, cfg: &Config) -> Option<AppliedSeqs> {
+    let Restore { pairs, cut, .. } = restore;
+    if let Some(c) = &cut {
+        router.restore_factors(c.factors.clone());
+    }
+    let all_current = pairs.iter().all(|p| p.current);
+    let mut floor: Option<u64> = None;
+    let current_cfg = serde_json::to_value(&cfg.engine).ok();
+    for p in pairs {
+        let m = &p.meta;
+        tracing::info!(pair = %m.pair, version = m.version, reason = m.reason.name(), created = %m.created,
+            ticks = m.ticks, last_tick = ?m.last_tick_ts, stream_seq = ?p.applied.as_ref().map(AppliedSeqs::floor),
+            current = p.current, "restored checkpoint");
+        if !p.current {
+            tracing::warn!(pair = %m.pair, version = m.version,
+                "restored an older version (the current one is unreadable); its later ticks are read again from the stream when it still has them");
+        }
+        if serde_json::to_value(p.state.engine.config()).ok() != current_cfg {
+            tracing::warn!(pair = %m.pair,
+                "the restored model keeps the [engine] configuration it was built with, which differs from this file's; start with checkpoint.restore = false to apply the new one");
+        }
+        if let Some(a) = &p.applied {
+            floor = Some(floor.map_or(a.floor(), |f| f.min(a.floor())));
+        }
+        if !router.restore(p.state.engine, p.applied) {
+            tracing::error!(pair = %m.pair, "restored pair not started (max_pairs)");
+        }
+    }
+    let cut_applied = cut.and_then(|c| c.applied);
+    match (cut_applied, floor) {
+        (Some(a), None) => Some(a),
+        (Some(a), Some(_)) if all_current => Some(a),
+        (Some(a), Some(f)) => Some(AppliedSeqs::with_floor(f.min(a.floor()))),
+        (None, f) => f.map(AppliedSeqs::with_floor),
     }
 }
 
@@ -193,8 +332,14 @@ async fn finish(
     client: &async_nats::Client,
     url: &str,
     counters: &Counters,
+    writer: Option<(Checkpointer, std::thread::JoinHandle<()>)>,
 ) -> Result<ServeSummary, ServeError> {
     let engines = router.close().await;
+    if let Some((w, join)) = writer {
+        // Stop after the jobs already queued (the shutdown checkpoint is committed by then).
+        w.send(checkpointer::Job::Stop);
+        let _ = tokio::task::spawn_blocking(move || join.join()).await;
+    }
     let _ = service.stop().await;
     for t in tasks {
         t.abort();
@@ -219,9 +364,69 @@ async fn jetstream_consumer(
     client: &async_nats::Client,
     subjects: &Subjects,
     js_cfg: &JetStreamConfig,
+    start: Option<u64>,
 ) -> Result<PullConsumer, ServeError> {
+    let stream = jetstream_stream(client, subjects, js_cfg).await?;
+    stream
+        .get_or_create_consumer(&js_cfg.durable, consumer_config(subjects, js_cfg, start))
+        .await
+        .map_err(|e| ServeError::JetStream(format!("consumer {}: {e}", js_cfg.durable)))
+}
+
+fn consumer_config(subjects: &Subjects, js_cfg: &JetStreamConfig, start: Option<u64>) -> jetstream::consumer::pull::Config {
+    jetstream::consumer::pull::Config {
+        durable_name: Some(js_cfg.durable.clone()),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(js_cfg.ack_wait_secs),
+        max_ack_pending: js_cfg.max_ack_pending,
+        filter_subjects: vec![subjects.all_ticks(), subjects.all_factors()],
+        deliver_policy: match start {
+            Some(start_sequence) => jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence },
+            None => jetstream::consumer::DeliverPolicy::All,
+        },
+        ..Default::default()
+    }
+}
+
+/// After a restore, the durable consumer is recreated to start right after the checkpoint's stream
+/// sequences: ticks acknowledged after the last checkpoint were applied to a state that is gone, so they are
+/// read again (forecasts re-published with the same `Nats-Msg-Id`, dropped by de-duplicating streams).
+async fn reset_consumer(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    js_cfg: &JetStreamConfig,
+    start: u64,
+) -> Result<(), ServeError> {
+    let stream = jetstream_stream(client, subjects, js_cfg).await?;
+    let first = stream
+        .get_info()
+        .await
+        .map(|i| i.state.first_sequence)
+        .map_err(|e| ServeError::JetStream(format!("stream {}: {e}", js_cfg.stream)))?;
+    if first > start {
+        tracing::warn!(resume_from = start, stream_first = first,
+            "the stream no longer holds every tick after the checkpoint: resuming from its first one (ticks in between are lost to the model)");
+    }
+    match stream.delete_consumer(&js_cfg.durable).await {
+        Ok(_) => {}
+        Err(e) if e.to_string().contains("not found") => {}
+        Err(e) => return Err(ServeError::JetStream(format!("consumer {}: {e}", js_cfg.durable))),
+    }
+    stream
+        .create_consumer(consumer_config(subjects, js_cfg, Some(start)))
+        .await
+        .map_err(|e| ServeError::JetStream(format!("consumer {}: {e}", js_cfg.durable)))?;
+    tracing::info!(durable = %js_cfg.durable, resume_from = start, "consumer reset to the checkpoint");
+    Ok(())
+}
+
+async fn jetstream_stream(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    js_cfg: &JetStreamConfig,
+) -> Result<jetstream::stream::Stream, ServeError> {
     let js = jetstream::new(client.clone());
-    let stream = if js_cfg.create_stream {
+    if js_cfg.create_stream {
         js.get_or_create_stream(jetstream::stream::Config {
             name: js_cfg.stream.clone(),
             subjects: vec![subjects.all_ticks(), subjects.all_factors()],
@@ -235,21 +440,7 @@ async fn jetstream_consumer(
     } else {
         js.get_stream(&js_cfg.stream).await.map_err(|e| e.to_string())
     }
-    .map_err(|e| ServeError::JetStream(format!("stream {}: {e}", js_cfg.stream)))?;
-    stream
-        .get_or_create_consumer(
-            &js_cfg.durable,
-            jetstream::consumer::pull::Config {
-                durable_name: Some(js_cfg.durable.clone()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(js_cfg.ack_wait_secs),
-                max_ack_pending: js_cfg.max_ack_pending,
-                filter_subjects: vec![subjects.all_ticks(), subjects.all_factors()],
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| ServeError::JetStream(format!("consumer {}: {e}", js_cfg.durable)))
+    .map_err(|e| ServeError::JetStream(format!("stream {}: {e}", js_cfg.stream)))
 }
 
 /// Pulls from the durable consumer until shutdown. A broken pull (server restart, missed heartbeats) is
@@ -260,13 +451,13 @@ async fn consume_jetstream(
     client: &async_nats::Client,
     subjects: &Subjects,
     js_cfg: &JetStreamConfig,
+    start: Option<u64>,
     mut consumer: PullConsumer,
-    floor: u64,
     router: &mut Router,
     counters: &Counters,
+    loops: Loops<'_>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut applied = AppliedSeqs::with_floor(floor);
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(100);
     'outer: loop {
@@ -283,7 +474,7 @@ async fn consume_jetstream(
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(2));
-                if let Ok(c) = jetstream_consumer(client, subjects, js_cfg).await {
+                if let Ok(c) = jetstream_consumer(client, subjects, js_cfg, start).await {
                     consumer = c;
                 }
                 continue;
@@ -293,6 +484,8 @@ async fn consume_jetstream(
             tokio::select! {
                 biased;
                 () = &mut shutdown => break 'outer,
+                Some(c) = loops.control.recv() => router.on_control(c).await,
+                _ = loops.cuts.tick() => router.periodic_cut().await,
                 m = messages.next() => match m {
                     Some(Ok(m)) => {
                         let received = Instant::now();
@@ -300,14 +493,14 @@ async fn consume_jetstream(
                             Ok(i) => (Some(i.stream_sequence), Some(i64::try_from(i.published.unix_timestamp_nanos() / 1000).unwrap_or(0))),
                             Err(_) => (None, None),
                         };
-                        if let Some(seq) = seq && !applied.insert(seq) {
+                        if let Some(seq) = seq && !router.admit(seq) {
                             Counters::inc(&counters.redeliveries_skipped);
                             let _ = m.ack().await;
                             continue;
                         }
                         let (msg, acker) = m.split();
                         if subjects.token("factors", &msg.subject).is_some() {
-                            router.on_factor(&msg.subject, &msg.payload).await;
+                            router.on_factor(&msg.subject, &msg.payload, seq).await;
                             let _ = acker.ack().await;
                         } else {
                             // The server's receive time is the arrival: deterministic across redeliveries, and
@@ -330,8 +523,8 @@ async fn consume_jetstream(
         }
     }
     tracing::info!(
-        applied_floor = applied.floor(),
-        last = applied.last(),
+        applied_floor = router.applied().map(AppliedSeqs::floor),
+        last = router.applied().map(AppliedSeqs::last),
         "jetstream consumer stopped"
     );
 }

@@ -12,8 +12,11 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde_json::json;
 
+use super::applied::AppliedSeqs;
+use super::checkpointer::{Checkpointer, Focus, Job, Marker, Reply};
 use super::shard::{self, ShardContext, ShardHandle, ShardMsg, TickMsg};
 use super::stats::Counters;
+use crate::checkpoint::{Reason, VersionMeta};
 use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::tick::{Factor, Pair, parse_factor};
@@ -61,6 +64,44 @@ impl Delivery {
     }
 }
 
+/// Requests to the consumer loop that must be ordered with the ticks (they go through the shards' queues).
+#[derive(Debug)]
+pub enum Control {
+    /// Checkpoint now: one pair (always written, with `reason`), or every pair (`pair: None`).
+    Checkpoint {
+        /// The pair, or all.
+        pair: Option<Pair>,
+        /// Why.
+        reason: Reason,
+        /// Note for the pair's version.
+        note: Option<String>,
+        /// Told the versions written once committed.
+        reply: Option<Reply<Vec<VersionMeta>>>,
+    },
+    /// Replace a pair's engine with a stored version, and record that as a new version.
+    Rollback {
+        /// The pair.
+        pair: Pair,
+        /// The version to go back to.
+        version: u64,
+        /// Told the new version once committed.
+        reply: Reply<VersionMeta>,
+    },
+}
+
+/// The checkpoint side of the router: when to cut, and where parts go.
+#[derive(Debug)]
+pub struct CheckpointPlan {
+    /// The writer thread.
+    pub writer: Checkpointer,
+    /// Ticks between periodic cuts.
+    pub every_ticks: u64,
+    /// Ticks routed since the last cut.
+    pub since: u64,
+    /// The last cut number issued.
+    pub last_id: u64,
+}
+
 /// Routes messages to shards.
 pub struct Router {
     engine_cfg: EngineConfig,
@@ -72,6 +113,11 @@ pub struct Router {
     queue: usize,
     max_pairs: usize,
     stamp_arrival: bool,
+    checkpoints: Option<CheckpointPlan>,
+    /// JetStream: the stream sequences routed (applied once their shard processes them).
+    applied: Option<AppliedSeqs>,
+    /// JetStream after a restore: per pair, the sequences already in its restored state.
+    skip: HashMap<Pair, AppliedSeqs>,
 }
 
 impl Router {
@@ -94,7 +140,51 @@ impl Router {
             queue,
             max_pairs,
             stamp_arrival,
+            checkpoints: None,
+            applied: None,
+            skip: HashMap::new(),
         }
+    }
+
+    /// Checkpoints through `plan`.
+    pub fn set_checkpoints(&mut self, plan: CheckpointPlan) {
+        self.checkpoints = Some(plan);
+    }
+
+    /// Tracks JetStream stream sequences from `applied` (the restored cut, or the consumer's ack floor).
+    pub fn set_applied(&mut self, applied: AppliedSeqs) {
+        self.applied = Some(applied);
+    }
+
+    /// The stream sequences routed so far.
+    pub fn applied(&self) -> Option<&AppliedSeqs> {
+        self.applied.as_ref()
+    }
+
+    /// Records a delivered stream sequence; false when it was already routed (a redelivery to skip).
+    pub fn admit(&mut self, seq: u64) -> bool {
+        self.applied.as_mut().is_none_or(|a| a.insert(seq))
+    }
+
+    /// Starts a restored pair's shard with its engine; with JetStream, `skip` holds the stream sequences
+    /// already in that engine, which are acknowledged and skipped if the stream delivers them again.
+    pub fn restore(&mut self, engine: Engine, skip: Option<AppliedSeqs>) -> bool {
+        let pair = engine.pair();
+        if let Some(s) = skip {
+            self.skip.insert(pair, s);
+        }
+        self.start_shard_with(engine)
+    }
+
+    /// Remembers factors restored from a cut, for pairs started later.
+    pub fn restore_factors(&mut self, factors: Vec<Factor>) {
+        for f in factors.into_iter().take(MAX_FACTORS) {
+            self.factors.insert(f.name.clone(), Arc::new(f));
+        }
+    }
+
+    fn skipped(&self, pair: Pair, seq: Option<u64>) -> bool {
+        seq.is_some_and(|s| self.skip.get(&pair).is_some_and(|a| a.contains(s)))
     }
 
     /// Routes one message from a tick subject.
@@ -109,6 +199,11 @@ impl Router {
         if !self.shards.contains_key(&pair) && !self.start_shard(pair) {
             Counters::inc(&self.ctx.counters.pairs_refused);
             self.quarantine_unrouted(subject, "too_many_pairs", &payload).await;
+            ack(d.acker).await;
+            return;
+        }
+        if self.skipped(pair, d.stream_seq) {
+            Counters::inc(&self.ctx.counters.redeliveries_skipped);
             ack(d.acker).await;
             return;
         }
@@ -130,10 +225,16 @@ impl Router {
         {
             tracing::error!(pair = %pair, "shard stopped; tick not applied (it stays unacknowledged)");
         }
+        if let Some(plan) = &mut self.checkpoints {
+            plan.since += 1;
+            if plan.since >= plan.every_ticks {
+                self.cut(Reason::Periodic, false, None, None).await;
+            }
+        }
     }
 
     /// Routes one factor message to every shard (and remembers it for shards started later).
-    pub async fn on_factor(&mut self, subject: &str, payload: &[u8]) {
+    pub async fn on_factor(&mut self, subject: &str, payload: &[u8], seq: Option<u64>) {
         let counters = self.ctx.counters.clone();
         match parse_factor(payload) {
             Ok(f) => {
@@ -142,8 +243,10 @@ impl Router {
                 if self.factors.len() < MAX_FACTORS || self.factors.contains_key(&f.name) {
                     self.factors.insert(f.name.clone(), f.clone());
                 }
-                for shard in self.shards.values() {
-                    let _ = shard.tx.send(ShardMsg::Factor(f.clone())).await;
+                for (pair, shard) in &self.shards {
+                    if !self.skipped(*pair, seq) {
+                        let _ = shard.tx.send(ShardMsg::Factor(f.clone())).await;
+                    }
                 }
             }
             Err(e) => {
@@ -159,15 +262,30 @@ impl Router {
         if self.shards.len() >= self.max_pairs {
             return false;
         }
-        let engine = match Engine::new(pair, &self.engine_cfg) {
-            Ok(e) => e,
+        match Engine::new(pair, &self.engine_cfg) {
+            Ok(e) => {
+                tracing::info!(pair = %pair, "new pair: shard started");
+                self.start_shard_with(e)
+            }
             Err(e) => {
                 // The configuration was validated at start; this would be a broken invariant.
                 tracing::error!(pair = %pair, error = %e, "cannot build engine");
-                return false;
+                false
             }
+        }
+    }
+
+    fn start_shard_with(&mut self, engine: Engine) -> bool {
+        let pair = engine.pair();
+        if self.shards.contains_key(&pair) || self.shards.len() >= self.max_pairs {
+            return false;
+        }
+        // A restored engine already holds the factors it had seen.
+        let factors: Vec<_> = if engine.ticks() == 0 {
+            self.factors.values().cloned().collect()
+        } else {
+            Vec::new()
         };
-        let factors: Vec<_> = self.factors.values().cloned().collect();
         let (handle, join) = shard::spawn(engine, self.ctx.clone(), self.queue, &factors);
         if let Ok(mut reg) = self.registry.write() {
             reg.insert(
@@ -178,7 +296,6 @@ impl Router {
                 }),
             );
         }
-        tracing::info!(pair = %pair, "new pair: shard started");
         self.shards.insert(pair, handle);
         self.joins.push(join);
         true
@@ -199,8 +316,146 @@ impl Router {
         }
     }
 
+    /// Starts a checkpoint cut: every shard encodes its engine after the messages already in its queue.
+    /// Periodic cuts are skipped while two are still being written (the disk is behind; the next one
+    /// will include everything).
+    pub async fn cut(
+        &mut self,
+        reason: Reason,
+        force_all: bool,
+        focus: Option<Focus>,
+        reply: Option<Reply<Vec<VersionMeta>>>,
+    ) {
+        let Some(plan) = &mut self.checkpoints else {
+            if let Some(r) = reply {
+                let _ = r.send(Err("checkpoints are not configured ([checkpoint] path)".into()));
+            }
+            return;
+        };
+        plan.since = 0;
+        if reason == Reason::Periodic && plan.last_id > plan.writer.committed() + 1 {
+            tracing::debug!("periodic checkpoint skipped: the writer is behind");
+            return;
+        }
+        plan.last_id += 1;
+        let id = plan.last_id;
+        let job = Job::Cut {
+            id,
+            expected: self.shards.len(),
+            applied: self.applied.clone(),
+            factors: self.factors.values().map(|f| (**f).clone()).collect(),
+            reply,
+        };
+        if !plan.writer.send(job) {
+            tracing::error!("checkpoint writer stopped; no checkpoint");
+            return;
+        }
+        let marker = Arc::new(Marker {
+            id,
+            reason,
+            force_all,
+            focus,
+            applied: self.applied.clone(),
+            writer: plan.writer.clone(),
+        });
+        for shard in self.shards.values() {
+            if shard.tx.send(ShardMsg::Checkpoint(marker.clone())).await.is_err() {
+                // The shard is gone: answer for it so the cut is not left waiting (and fails: its state
+                // is not in it).
+                let _ = plan.writer.send(Job::Part {
+                    id,
+                    part: Err("shard stopped".into()),
+                });
+            }
+        }
+    }
+
+    /// A periodic checkpoint, if ticks arrived since the last one.
+    pub async fn periodic_cut(&mut self) {
+        if self.checkpoints.as_ref().is_some_and(|p| p.since > 0) {
+            self.cut(Reason::Periodic, false, None, None).await;
+        }
+    }
+
+    /// Handles a control request.
+    pub async fn on_control(&mut self, c: Control) {
+        match c {
+            Control::Checkpoint {
+                pair,
+                reason,
+                note,
+                reply,
+            } => {
+                let focus = pair.map(|pair| Focus { pair, reason, note });
+                self.cut(reason, focus.is_none(), focus, reply).await;
+            }
+            Control::Rollback { pair, version, reply } => {
+                let r = self.rollback(pair, version).await;
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    async fn rollback(&mut self, pair: Pair, version: u64) -> Result<VersionMeta, String> {
+        let writer = match &self.checkpoints {
+            Some(p) => p.writer.clone(),
+            None => return Err("checkpoints are not configured ([checkpoint] path)".into()),
+        };
+        let (_, state) = writer.ask(|reply| Job::Load { pair, version, reply }).await?;
+        if state.engine.pair() != pair {
+            return Err(format!("version {version} holds {}, not {pair}", state.engine.pair()));
+        }
+        let engine = Box::new(state.engine);
+        match self.shards.get(&pair) {
+            Some(shard) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                shard
+                    .tx
+                    .send(ShardMsg::Replace(engine, tx))
+                    .await
+                    .map_err(|_| format!("{pair}: shard stopped"))?;
+                rx.await.map_err(|_| format!("{pair}: shard stopped"))?;
+            }
+            None => {
+                if !self.start_shard_with(*engine) {
+                    return Err(format!("{pair}: cannot start a shard (max_pairs reached)"));
+                }
+            }
+        }
+        tracing::warn!(pair = %pair, version, "model rolled back");
+        let focus = Focus {
+            pair,
+            reason: Reason::Rollback,
+            note: Some(format!("rollback to version {version}")),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.cut(Reason::Periodic, false, Some(focus), Some(tx)).await;
+        let written = rx.await.map_err(|_| "the checkpoint writer has stopped".to_string())??;
+        written
+            .into_iter()
+            .find(|m| m.pair == pair)
+            .ok_or_else(|| format!("{pair}: the rollback version was not written"))
+    }
+
+    /// Writes a final checkpoint (reason `shutdown`, every pair, so each pair's newest version holds the
+    /// final stream position) and waits for it, if checkpoints are configured.
+    pub async fn final_checkpoint(&mut self) {
+        if self.checkpoints.is_none() {
+            return;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.cut(Reason::Shutdown, true, None, Some(tx)).await;
+        match tokio::time::timeout(std::time::Duration::from_secs(30), rx).await {
+            Ok(Ok(Ok(metas))) => tracing::info!(versions = metas.len(), "shutdown checkpoint written"),
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "shutdown checkpoint failed"),
+            _ => tracing::error!("shutdown checkpoint did not complete within 30 s"),
+        }
+    }
+
     /// Closes every shard's queue and waits until each has drained it; returns the final engines.
-    pub async fn close(self) -> Vec<Engine> {
+    pub async fn close(mut self) -> Vec<Engine> {
+        self.final_checkpoint().await;
+        self.checkpoints = None;
         drop(self.shards);
         let mut engines = Vec::new();
         for j in self.joins {

@@ -4,6 +4,10 @@
 //! - `<prefix>.query.<PAIR>`: the latest forecast; an optional body `{"horizons":["1h","1d"]}` selects
 //!   horizons.
 //! - `<prefix>.status.<PAIR>`: quality, drift, the model's identity and its prequential metrics.
+//! - `<prefix>.models.<PAIR>`: the model registry (with `[checkpoint]`): `{"op":"list"}` (or no body),
+//!   `{"op":"show","version":3}`, `{"op":"rollback","version":3}`, `{"op":"keep","version":3,"keep":true}`,
+//!   `{"op":"checkpoint"}`. Rollbacks and checkpoints go through the consumer loop so they are ordered with
+//!   the pair's ticks; listing and keep marks go straight to the checkpoint writer.
 //!
 //! Handlers read the shards' published snapshots (an `Arc` clone under a short lock), so queries never wait
 //! for, or slow, the tick path. Errors are JSON bodies `{"error":{"code":..,"message":..}}` with the micro
@@ -21,7 +25,9 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::router::Registry;
+use super::checkpointer::Job;
+use super::router::{Control, Registry};
+use crate::checkpoint::Reason;
 use super::stats::{self, Counters, Latency};
 use crate::horizon::Horizon;
 use crate::nats::Subjects;
@@ -71,6 +77,10 @@ pub struct ServiceState {
     pub query_latency: Latency,
     /// Status request latency, µs.
     pub status_latency: Latency,
+    /// Requests to the consumer loop (checkpoints, rollbacks); `None` without checkpoints.
+    pub control: Option<tokio::sync::mpsc::Sender<super::router::Control>>,
+    /// The checkpoint writer (model registry reads and keep marks); `None` without checkpoints.
+    pub writer: Option<super::checkpointer::Checkpointer>,
 }
 
 impl ServiceState {
@@ -152,6 +162,138 @@ impl ServiceState {
     }
 }
 
+/// What `<prefix>.models.<PAIR>` can be asked (an empty body lists).
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+enum ModelsOp {
+    /// The pair's versions, oldest first.
+    List,
+    /// One version's metadata.
+    Show { version: u64 },
+    /// Replace the live model with a stored version (recorded as a new version, reason `rollback`).
+    Rollback { version: u64 },
+    /// Mark a version to keep whatever the retention (`"keep": false` unmarks).
+    Keep {
+        version: u64,
+        #[serde(default = "yes")]
+        keep: bool,
+    },
+    /// Write a version of this pair now (reason `manual`).
+    Checkpoint,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn parse_models(body: &[u8]) -> Result<ModelsOp, RequestError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ModelsOp::List);
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        RequestError::new(
+            400,
+            format!(
+                "malformed request: {e}; expected {{\"op\":\"list\"}}, {{\"op\":\"show\",\"version\":3}}, \
+                 {{\"op\":\"rollback\",\"version\":3}}, {{\"op\":\"keep\",\"version\":3,\"keep\":true}} or {{\"op\":\"checkpoint\"}}"
+            ),
+        )
+    })
+}
+
+impl ServiceState {
+    /// Answers the model registry endpoint: list, show, rollback, keep, checkpoint.
+    pub async fn models(&self, subject: &str, body: &[u8]) -> Result<Bytes, RequestError> {
+        let token = self.subjects.token("models", subject).ok_or_else(|| {
+            RequestError::new(
+                400,
+                format!("subject {subject}: expected {}", self.subjects.endpoint("models")),
+            )
+        })?;
+        let pair = Pair::parse(token)
+            .ok_or_else(|| RequestError::new(400, format!("{token:?} is not a pair (six uppercase letters)")))?;
+        let op = parse_models(body)?;
+        let (Some(writer), Some(control)) = (&self.writer, &self.control) else {
+            return Err(RequestError::new(
+                503,
+                "checkpoints are not configured: set [checkpoint] path to keep model versions",
+            ));
+        };
+        let failed = |e: String| {
+            let code = if e.contains("has no version") { 404 } else { 500 };
+            RequestError::new(code, e)
+        };
+        let value = match op {
+            ModelsOp::List => {
+                let versions = writer.ask(|reply| Job::List { pair, reply }).await.map_err(failed)?;
+                json!({ "pair": pair, "versions": versions })
+            }
+            ModelsOp::Show { version } => {
+                let versions = writer.ask(|reply| Job::List { pair, reply }).await.map_err(failed)?;
+                let meta = versions
+                    .into_iter()
+                    .find(|m| m.version == version)
+                    .ok_or_else(|| RequestError::new(404, format!("{pair} has no version {version}")))?;
+                json!(meta)
+            }
+            ModelsOp::Keep { version, keep } => {
+                let meta = writer
+                    .ask(|reply| Job::Keep {
+                        pair,
+                        version,
+                        keep,
+                        reply,
+                    })
+                    .await
+                    .map_err(failed)?;
+                json!(meta)
+            }
+            ModelsOp::Rollback { version } => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let c = Control::Rollback {
+                    pair,
+                    version,
+                    reply: tx,
+                };
+                control
+                    .send(c)
+                    .await
+                    .map_err(|_| RequestError::new(503, "the service is shutting down"))?;
+                let meta = rx
+                    .await
+                    .map_err(|_| RequestError::new(503, "the service is shutting down"))?
+                    .map_err(failed)?;
+                json!(meta)
+            }
+            ModelsOp::Checkpoint => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let c = Control::Checkpoint {
+                    pair: Some(pair),
+                    reason: Reason::Manual,
+                    note: None,
+                    reply: Some(tx),
+                };
+                control
+                    .send(c)
+                    .await
+                    .map_err(|_| RequestError::new(503, "the service is shutting down"))?;
+                let metas = rx
+                    .await
+                    .map_err(|_| RequestError::new(503, "the service is shutting down"))?
+                    .map_err(failed)?;
+                let meta = metas
+                    .into_iter()
+                    .find(|m| m.pair == pair)
+                    .ok_or_else(|| RequestError::new(404, format!("unknown pair {pair}: no tick received for it")))?;
+                json!(meta)
+            }
+        };
+        serde_json::to_vec(&value)
+            .map(Bytes::from)
+            .map_err(|e| RequestError::new(500, e.to_string()))
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QueryBody {
@@ -200,7 +342,7 @@ pub async fn start(
         .await
         .map_err(|e| ServiceError::Register(e.to_string()))?;
     let mut tasks = Vec::new();
-    for kind in ["query", "status"] {
+    for kind in ["query", "status", "models"] {
         let endpoint = service
             .endpoint_builder()
             .name(kind)
@@ -221,10 +363,10 @@ pub async fn start(
 async fn handle(state: &ServiceState, kind: &str, req: Request) {
     let start = Instant::now();
     let subject = req.message.subject.as_str();
-    let result = if kind == "query" {
-        state.query(subject, &req.message.payload)
-    } else {
-        state.status(subject, &req.message.payload)
+    let result = match kind {
+        "query" => state.query(subject, &req.message.payload),
+        "status" => state.status(subject, &req.message.payload),
+        _ => state.models(subject, &req.message.payload).await,
     };
     let sent = match result {
         Ok(body) => req.respond(Ok(body)).await,
@@ -242,16 +384,32 @@ async fn handle(state: &ServiceState, kind: &str, req: Request) {
         tracing::debug!(error = %e, "reply not sent");
     }
     let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-    if kind == "query" {
-        state.query_latency.record_us(us);
-    } else {
-        state.status_latency.record_us(us);
+    match kind {
+        "query" => state.query_latency.record_us(us),
+        "status" => state.status_latency.record_us(us),
+        _ => {}
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn models_bodies() {
+        assert_eq!(parse_models(b"").unwrap(), ModelsOp::List);
+        assert_eq!(
+            parse_models(br#"{"op":"rollback","version":3}"#).unwrap(),
+            ModelsOp::Rollback { version: 3 }
+        );
+        assert_eq!(
+            parse_models(br#"{"op":"keep","version":2}"#).unwrap(),
+            ModelsOp::Keep { version: 2, keep: true }
+        );
+        for bad in [&br#"{"op":"rollback"}"#[..], br#"{"op":"delete","version":1}"#, b"[1]", b"\xff"] {
+            assert_eq!(parse_models(bad).unwrap_err().code, 400);
+        }
+    }
 
     #[test]
     fn query_bodies() {

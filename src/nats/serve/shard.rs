@@ -47,6 +47,10 @@ pub enum ShardMsg {
     Tick(TickMsg),
     /// A factor observation (every shard gets every factor).
     Factor(Arc<Factor>),
+    /// A checkpoint cut: encode the engine as of every message before this one.
+    Checkpoint(Arc<super::checkpointer::Marker>),
+    /// Replace the engine (a rollback or a promotion decided outside); answered once done.
+    Replace(Box<Engine>, tokio::sync::oneshot::Sender<()>),
 }
 
 /// What queries read: the latest forecast and the latest status, replaced wholesale (never mutated in place),
@@ -102,6 +106,9 @@ pub struct ShardContext {
     pub report_interval: Duration,
     /// Longest raw payload kept in a quarantine record.
     pub max_raw_bytes: usize,
+    /// Where a shard asks for a checkpoint of its own (after a drift adaptation); `None` without
+    /// checkpoints.
+    pub control: Option<mpsc::Sender<super::router::Control>>,
 }
 
 /// A running shard's handles.
@@ -128,6 +135,7 @@ pub fn spawn(
     let mut shard = Shard::new(engine, ctx, snapshot.clone(), latency.clone());
     for f in factors {
         shard.engine.on_factor(f);
+        shard.changed = true;
     }
     let join = tokio::spawn(shard.run(rx));
     (ShardHandle { tx, snapshot, latency }, join)
@@ -151,11 +159,14 @@ struct Shard {
     /// This tick raised an alarm or an adaptation: publish drift statistics after its outputs.
     drift_changed: bool,
     status_at: Instant,
+    /// The engine changed since its last checkpoint version.
+    changed: bool,
 }
 
 impl Shard {
     fn new(engine: Engine, ctx: Arc<ShardContext>, snapshot: Arc<Snapshot>, latency: Arc<Latency>) -> Shard {
         let pair = engine.pair();
+        let last_ts_us = engine.last_ts_us();
         let s = &ctx.subjects;
         let outlets = Outlets {
             pred: s.pred(pair).into(),
@@ -172,12 +183,13 @@ impl Shard {
             snapshot,
             latency,
             out: Vec::with_capacity(8),
-            last_ts_us: None,
+            last_ts_us,
             drift: DriftStatus::Stable,
             dirty_report: false,
             dirty_status: true,
             drift_changed: false,
             status_at: Instant::now(),
+            changed: false,
         }
     }
 
@@ -201,7 +213,26 @@ impl Shard {
                     for msg in batch.drain(..) {
                         match msg {
                             ShardMsg::Tick(t) => self.on_tick(t).await,
-                            ShardMsg::Factor(f) => self.engine.on_factor(&f),
+                            ShardMsg::Factor(f) => {
+                                self.engine.on_factor(&f);
+                                self.changed = true;
+                            }
+                            ShardMsg::Checkpoint(m) => {
+                                // The outputs of the ticks in this checkpoint must be at the server before
+                                // it commits: after a crash those ticks are not applied (nor published) again.
+                                let flushed = self.ctx.client.flush().await.map_err(|e| e.to_string());
+                                if m.answer(&self.engine, self.changed, flushed) {
+                                    self.changed = false;
+                                }
+                            }
+                            ShardMsg::Replace(engine, done) => {
+                                self.engine = *engine;
+                                self.last_ts_us = self.engine.last_ts_us();
+                                self.changed = true;
+                                self.dirty_report = true;
+                                self.refresh_status();
+                                let _ = done.send(());
+                            }
                         }
                     }
                 }
@@ -265,6 +296,7 @@ impl Shard {
         }
         self.dirty_report = true;
         self.dirty_status = true;
+        self.changed = true;
     }
 
     async fn publish(&mut self, o: Output, position: u64) {
@@ -311,17 +343,36 @@ impl Shard {
                         ts = %a.ts,
                         "drift alarm"
                     ),
-                    Output::Adapted(a) => tracing::warn!(
-                        pair = %self.pair,
-                        trigger = %a.trigger,
-                        forgetting = a.forgetting,
-                        ticks = a.ticks,
-                        "model adapting"
-                    ),
+                    Output::Adapted(a) => {
+                        tracing::warn!(
+                            pair = %self.pair,
+                            trigger = %a.trigger,
+                            forgetting = a.forgetting,
+                            ticks = a.ticks,
+                            "model adapting"
+                        );
+                        self.request_checkpoint(crate::checkpoint::Reason::DriftAdaptation);
+                    }
                     _ => {}
                 }
                 self.send(self.outlets.alert.clone(), to_bytes(&o)).await;
                 self.drift_changed = true;
+            }
+        }
+    }
+
+    /// Asks the router for a checkpoint of this pair (it comes after the ticks already queued). Never
+    /// waits: if the control queue is full the next periodic checkpoint records the state.
+    fn request_checkpoint(&self, reason: crate::checkpoint::Reason) {
+        if let Some(control) = &self.ctx.control {
+            let c = super::router::Control::Checkpoint {
+                pair: Some(self.pair),
+                reason,
+                note: None,
+                reply: None,
+            };
+            if control.try_send(c).is_err() {
+                tracing::debug!(pair = %self.pair, "checkpoint request dropped (control queue full)");
             }
         }
     }

@@ -83,6 +83,10 @@ pub struct Counters {
     pub request_errors: AtomicU64,
     /// Pairs refused because `max_pairs` was reached.
     pub pairs_refused: AtomicU64,
+    /// Checkpoint cuts committed to the store.
+    pub checkpoints: AtomicU64,
+    /// Checkpoint cuts that failed (encoding or the store).
+    pub checkpoint_errors: AtomicU64,
 }
 
 impl Counters {
@@ -105,6 +109,8 @@ impl Counters {
             "redeliveries_skipped": g(&self.redeliveries_skipped),
             "request_errors": g(&self.request_errors),
             "pairs_refused": g(&self.pairs_refused),
+            "checkpoints": g(&self.checkpoints),
+            "checkpoint_errors": g(&self.checkpoint_errors),
         })
     }
 }

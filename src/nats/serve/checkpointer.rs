@@ -1,0 +1,319 @@
+//! The checkpoint writer: one thread that owns the redb store, so commits (and their fsync) never run on
+//! the tick path or on the async executor.
+//!
+//! A checkpoint is a *cut* (see [`crate::checkpoint::store`]): the router sends [`Job::Cut`] saying how
+//! many shards will answer, then puts a marker in every shard's queue; each shard encodes its engine when
+//! the marker comes out of its queue (so every shard is cut after the same ticks) and sends
+//! [`Job::Part`]. When every part of a cut has arrived the writer commits them in one transaction. Cuts
+//! commit in order; a cut with a failed part is abandoned whole (the previous cut stays the restore point).
+//!
+//! Operators' requests (`fx.models.<PAIR>`: list, keep, load a version) are jobs too, so the store has a
+//! single user and requests are answered between commits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::applied::AppliedSeqs;
+use super::stats::Counters;
+use crate::checkpoint::{CheckpointStore, NewCheckpoint, PairState, VersionMeta};
+use crate::tick::{Factor, Pair};
+
+/// A reply carrying a result or an error message for the requester.
+pub type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+/// Work for the writer thread.
+pub enum Job {
+    /// A cut begins: `expected` parts will follow.
+    Cut {
+        /// Cut number, increasing.
+        id: u64,
+        /// Parts to wait for (one per shard).
+        expected: usize,
+        /// Stream sequences included in the cut.
+        applied: Option<AppliedSeqs>,
+        /// Factors the router remembers.
+        factors: Vec<Factor>,
+        /// Told the new versions once committed.
+        reply: Option<Reply<Vec<VersionMeta>>>,
+    },
+    /// One shard's part: a new version, `None` when the pair did not change since its last one, or the
+    /// reason it could not be encoded.
+    Part {
+        /// The cut.
+        id: u64,
+        /// The pair's checkpoint.
+        part: Result<Option<NewCheckpoint>, String>,
+    },
+    /// The versions of a pair.
+    List {
+        /// The pair.
+        pair: Pair,
+        /// Where to answer.
+        reply: Reply<Vec<VersionMeta>>,
+    },
+    /// Marks a version to keep or not.
+    Keep {
+        /// The pair.
+        pair: Pair,
+        /// The version.
+        version: u64,
+        /// Keep it whatever the retention.
+        keep: bool,
+        /// Where to answer.
+        reply: Reply<VersionMeta>,
+    },
+    /// Reads a version's state (for a rollback).
+    Load {
+        /// The pair.
+        pair: Pair,
+        /// The version.
+        version: u64,
+        /// Where to answer.
+        reply: Reply<(VersionMeta, PairState)>,
+    },
+    /// Finish: commit what is complete and end the thread.
+    Stop,
+}
+
+struct Pending {
+    expected: usize,
+    parts: Vec<NewCheckpoint>,
+    received: usize,
+    failed: Option<String>,
+    applied: Option<AppliedSeqs>,
+    factors: Vec<Factor>,
+    reply: Option<Reply<Vec<VersionMeta>>>,
+    started: Instant,
+}
+
+/// A handle on the writer thread (cheap to clone: every shard holds one).
+#[derive(Clone)]
+pub struct Checkpointer {
+    tx: mpsc::Sender<Job>,
+    committed: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer")
+            .field("committed", &self.committed())
+            .finish()
+    }
+}
+
+impl Checkpointer {
+    /// Starts the writer thread; it ends when every handle is dropped, after finishing its queue.
+    ///
+    /// # Errors
+    /// The thread could not be spawned.
+    pub fn start(
+        store: CheckpointStore,
+        counters: Arc<Counters>,
+    ) -> std::io::Result<(Checkpointer, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel();
+        let committed = Arc::new(AtomicU64::new(0));
+        let c = committed.clone();
+        let join = std::thread::Builder::new()
+            .name("cambio-checkpoint".into())
+            .spawn(move || writer(&store, &rx, &c, &counters))?;
+        Ok((Checkpointer { tx, committed }, join))
+    }
+
+    /// Queues a job; false when the writer has stopped.
+    pub fn send(&self, job: Job) -> bool {
+        self.tx.send(job).is_ok()
+    }
+
+    /// The last cut committed (or abandoned): cuts before it are done.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// Asks the writer and waits for the answer.
+    ///
+    /// # Errors
+    /// The writer's error message, or that it stopped.
+    pub async fn ask<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, String> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(job(tx)) {
+            return Err("the checkpoint writer has stopped".into());
+        }
+        rx.await.map_err(|_| "the checkpoint writer has stopped".to_string())?
+    }
+}
+
+fn writer(store: &CheckpointStore, rx: &mpsc::Receiver<Job>, committed: &AtomicU64, counters: &Counters) {
+    let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+    while let Ok(job) = rx.recv() {
+        match job {
+            Job::Cut {
+                id,
+                expected,
+                applied,
+                factors,
+                reply,
+            } => {
+                pending.insert(
+                    id,
+                    Pending {
+                        expected,
+                        parts: Vec::new(),
+                        received: 0,
+                        failed: None,
+                        applied,
+                        factors,
+                        reply,
+                        started: Instant::now(),
+                    },
+                );
+            }
+            Job::Part { id, part } => match pending.get_mut(&id) {
+                Some(p) => {
+                    p.received += 1;
+                    match part {
+                        Ok(Some(c)) => p.parts.push(c),
+                        Ok(None) => {}
+                        Err(e) => p.failed = Some(e),
+                    }
+                }
+                None => tracing::error!(cut = id, "checkpoint part for an unknown cut; ignored"),
+            },
+            Job::List { pair, reply } => {
+                let _ = reply.send(store.list(Some(pair)).map_err(|e| e.to_string()));
+            }
+            Job::Keep {
+                pair,
+                version,
+                keep,
+                reply,
+            } => {
+                let _ = reply.send(store.mark_keep(pair, version, keep).map_err(|e| e.to_string()));
+            }
+            Job::Stop => {
+                commit_ready(store, &mut pending, committed, counters);
+                break;
+            }
+            Job::Load { pair, version, reply } => {
+                let r = store
+                    .get(pair, version)
+                    .and_then(|s| Ok((store.meta(pair, version)?, s)))
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+        }
+        commit_ready(store, &mut pending, committed, counters);
+    }
+    if !pending.is_empty() {
+        tracing::warn!(cuts = pending.len(), "checkpoint cuts left incomplete at shutdown");
+    }
+}
+
+/// Commits complete cuts, oldest first.
+fn commit_ready(
+    store: &CheckpointStore,
+    pending: &mut BTreeMap<u64, Pending>,
+    committed: &AtomicU64,
+    counters: &Counters,
+) {
+    while let Some(entry) = pending.first_entry() {
+        if entry.get().received < entry.get().expected {
+            break;
+        }
+        let (id, p) = entry.remove_entry();
+        commit(store, id, p, counters);
+        committed.store(id, Ordering::Release);
+    }
+}
+
+fn commit(store: &CheckpointStore, id: u64, p: Pending, counters: &Counters) {
+    let result = match p.failed {
+        Some(e) => Err(format!("a shard could not encode its state: {e}")),
+        None => store
+            .put_cut(p.parts, p.applied, p.factors, super::router::now_us())
+            .map_err(|e| e.to_string()),
+    };
+    match &result {
+        Ok(metas) => {
+            Counters::inc(&counters.checkpoints);
+            let ms = p.started.elapsed().as_secs_f64() * 1e3;
+            for m in metas {
+                tracing::info!(pair = %m.pair, version = m.version, reason = m.reason.name(), ticks = m.ticks,
+                    stream_seq = ?m.stream_seq, bytes = m.bytes, "checkpoint written");
+            }
+            tracing::debug!(cut = id, versions = metas.len(), ms, "checkpoint cut committed");
+        }
+        Err(e) => {
+            Counters::inc(&counters.checkpoint_errors);
+            tracing::error!(cut = id, error = %e, "checkpoint failed; the previous one stays the restore point");
+        }
+    }
+    if let Some(reply) = p.reply {
+        let _ = reply.send(result);
+    }
+}
+
+/// A pair a cut is about, with its own reason (a rollback, a drift adaptation, a manual request).
+#[derive(Debug, Clone)]
+pub struct Focus {
+    /// The pair.
+    pub pair: Pair,
+    /// Its version's reason.
+    pub reason: crate::checkpoint::Reason,
+    /// Its version's note.
+    pub note: Option<String>,
+}
+
+/// The marker a cut puts in every shard's queue.
+#[derive(Debug)]
+pub struct Marker {
+    /// The cut.
+    pub id: u64,
+    /// Reason of the versions written (besides the focus pair's).
+    pub reason: crate::checkpoint::Reason,
+    /// Write a version of every pair, changed or not.
+    pub force_all: bool,
+    /// The pair this cut is about (always written).
+    pub focus: Option<Focus>,
+    /// Stream sequences routed before the marker.
+    pub applied: Option<AppliedSeqs>,
+    /// Where the part goes.
+    pub writer: Checkpointer,
+}
+
+impl Marker {
+    /// Encodes `engine` for this cut if it `changed` since its last version (or the cut forces it) and
+    /// sends the part; returns whether a version was written (the shard is then clean). `flushed` says
+    /// whether the shard's publications so far reached the server; if not, the cut fails.
+    pub fn answer(&self, engine: &crate::engine::Engine, changed: bool, flushed: Result<(), String>) -> bool {
+        let pair = engine.pair();
+        let focus = self.focus.as_ref().filter(|f| f.pair == pair);
+        let part = if let Err(e) = flushed {
+            Err(format!("{pair}: publications not flushed: {e}"))
+        } else if changed || self.force_all || focus.is_some() {
+            let reason = focus.map_or(self.reason, |f| f.reason);
+            let state = crate::checkpoint::format::PairStateRef {
+                engine,
+                applied: self.applied.as_ref(),
+            };
+            NewCheckpoint::from_ref(state, reason, super::router::now_us())
+                .map(|mut c| {
+                    c.meta.note = focus.and_then(|f| f.note.clone());
+                    Some(c)
+                })
+                .map_err(|e| format!("{pair}: {e}"))
+        } else {
+            Ok(None)
+        };
+        let wrote = matches!(part, Ok(Some(_)));
+        if !self.writer.send(Job::Part { id: self.id, part }) {
+            tracing::error!(pair = %pair, "checkpoint writer stopped; part dropped");
+            return false;
+        }
+        wrote
+    }
+}

@@ -1,0 +1,136 @@
+//! Helpers shared by the integration tests that run `cambio serve` against a real nats-server.
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use serde_json::Value;
+
+/// A `cambio serve` child process, killed on drop; its log goes to a file printed when a test fails.
+pub struct Serve {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Serve {
+    pub fn start(url: &str, config: &str, dir: &Path) -> Serve {
+        Serve::start_with(url, config, dir, &[])
+    }
+
+    pub fn start_with(url: &str, config: &str, dir: &Path, extra: &[&str]) -> Serve {
+        let cfg = dir.join(format!("cambio-{}.toml", std::process::id()));
+        std::fs::write(&cfg, config).unwrap();
+        let log = dir.join(format!("serve-{}.log", rand_suffix()));
+        let child = Command::new(env!("CARGO_BIN_EXE_cambio"))
+            .args(["serve", "--nats", url, "--config"])
+            .arg(&cfg)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Serve { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit code.
+    pub fn terminate(&mut self) -> i32 {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not exit after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- serve log ---\n{}", self.log());
+        }
+    }
+}
+
+pub fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish()
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cambio-test-{name}-{}", rand_suffix()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Waits until the micro service answers PING (it registers after its subscriptions or consumer exist).
+pub async fn wait_ready(client: &async_nats::Client, serve: &Serve) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ping = client.request("$SRV.PING.cambio", Bytes::new());
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), ping).await {
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            assert_eq!(v["name"], "cambio");
+            return;
+        }
+        assert!(Instant::now() < deadline, "serve not ready:\n{}", serve.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A seeded random walk of USD/MXN ticks (JSON lines of the contract), one per second from 2024-03-04.
+pub fn walk(n: usize, seed: u64) -> Vec<String> {
+    walk_of("USDMXN", 17.0, n, seed)
+}
+
+pub fn walk_of(pair: &str, start: f64, n: usize, seed: u64) -> Vec<String> {
+    let mut s = seed;
+    let mut next = || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut mid = start;
+    (0..n)
+        .map(|i| {
+            mid *= 1.0 + 1e-4 * (next() - 0.5);
+            let ts = cambio::time::format_ts(1_709_510_400_000_000 + i as i64 * 1_000_000);
+            format!(
+                r#"{{"pair":"{pair}","ts":"{ts}","bid":{:.5},"ask":{:.5},"source":"test","seq":{}}}"#,
+                mid - 0.0005,
+                mid + 0.0005,
+                i + 1
+            )
+        })
+        .collect()
+}
+
+pub fn replay_header() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("Cambio-Replay", "1");
+    h
+}
+
