@@ -135,7 +135,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
             since: 0,
             last_id: 0,
         });
-        resume = restore_into(&mut router, restore, &cfg);
+        if cfg.checkpoint.restore {
+            resume = restore_into(&mut router, restore, &cfg);
+        }
         writer = Some(w.clone());
         writer_join = Some((w, join));
     }
@@ -321,7 +323,15 @@ fn restore_into(router: &mut Router, restore: Restore, cfg: &Config) -> Option<A
         (Some(a), None) => Some(a),
         (Some(a), Some(_)) if all_current => Some(a),
         (Some(a), Some(f)) => Some(AppliedSeqs::with_floor(f.min(a.floor()))),
-        (None, f) => f.map(AppliedSeqs::with_floor),
+        (None, f) => {
+            if cfg.serve.mode == IngestMode::Jetstream && f.is_none() {
+                // With checkpoints the store, not the consumer's acknowledgements, says what the models
+                // hold: nothing yet, so the stream is read from its start (ticks acknowledged by a run that
+                // died before its first checkpoint are applied again, to the state that lacks them).
+                tracing::info!("no checkpoint with stream positions yet: reading the stream from its start");
+            }
+            Some(AppliedSeqs::with_floor(f.unwrap_or(0)))
+        }
     }
 }
 
