@@ -181,6 +181,8 @@ pub struct Config {
     pub nats: crate::nats::NatsConfig,
     /// How `cambio serve` consumes and reports.
     pub serve: crate::nats::serve::ServeConfig,
+    /// The shadow challenger and the rollback guard (`[challenger]`, `[challenger.engine]`).
+    pub challenger: crate::challenger::ChallengerConfig,
 }
 
 /// Why a configuration file was refused.
@@ -221,6 +223,7 @@ impl Config {
         cfg.engine
             .validate()
             .and_then(|()| cfg.serve.validate())
+            .and_then(|()| cfg.challenger.validate(&cfg.engine))
             .map_err(|message| ConfigError::Invalid {
                 path: path.into(),
                 message,
