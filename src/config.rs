@@ -183,6 +183,8 @@ pub struct Config {
     pub serve: crate::nats::serve::ServeConfig,
     /// Where and how often `cambio serve` checkpoints its state.
     pub checkpoint: crate::checkpoint::CheckpointConfig,
+    /// The shadow challenger and the rollback guard (`[challenger]`, `[challenger.engine]`).
+    pub challenger: crate::challenger::ChallengerConfig,
 }
 
 /// Why a configuration file was refused.
@@ -224,6 +226,7 @@ impl Config {
             .validate()
             .and_then(|()| cfg.serve.validate())
             .and_then(|()| cfg.checkpoint.validate())
+            .and_then(|()| cfg.challenger.validate(&cfg.engine))
             .map_err(|message| ConfigError::Invalid {
                 path: path.into(),
                 message,

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::config::EngineConfig;
 use crate::drift::{Alarm, DriftState, Signal, SignalMonitor};
-use crate::eval::{HorizonScore, HorizonSummary, Realised};
+use crate::eval::{HorizonScore, HorizonSummary, Realised, ScoreSums};
 use crate::forecast::combine::SignalWeight;
 use crate::forecast::fastexp;
 use crate::forecast::features::{FeatureState, N_FEATURES};
@@ -219,7 +219,8 @@ const PRIOR_STEP_VOL: f64 = 5e-3;
 pub struct EngineSummary {
     /// The pair.
     pub pair: Pair,
-    /// Ticks seen (accepted + quarantined).
+    /// Ticks seen (accepted + quarantined); after a promotion or rollback, the position in the pair's stream
+    /// ([`Engine::adopt_position`]).
     pub ticks: u64,
     /// Ticks accepted.
     pub accepted: u64,
@@ -326,20 +327,49 @@ impl Engine {
         &self.model_id
     }
 
-    /// The configuration this engine was built with (a restored engine keeps its own).
-    pub fn config(&self) -> &EngineConfig {
-        &self.cfg
-    }
-
     /// Ticks seen so far (accepted and quarantined): the position of the next tick in this pair's stream,
     /// which the service uses to name forecasts for de-duplication.
     pub fn ticks(&self) -> u64 {
         self.ticks
     }
 
+    /// Ticks accepted so far: step horizons count them, so a caller can tell when forecasts made before a
+    /// moment have all been realised.
+    pub fn accepted(&self) -> u64 {
+        self.accepted
+    }
+
+    /// Takes over the stream position (see [`Engine::ticks`]) of the live engine this one replaces: a
+    /// promoted challenger may have started later than the champion, and a rolled-back copy missed the
+    /// ticks since it was taken, yet the service names forecasts by position, so the position must never
+    /// go back or a new forecast would reuse an old one's de-duplication id. Only the counter moves: the
+    /// accepted and quarantined counts stay this engine's own.
+    pub fn adopt_position(&mut self, ticks: u64) {
+        self.ticks = self.ticks.max(ticks);
+    }
+
     /// The timestamp of the last accepted tick (µs), recorded in checkpoint metadata.
     pub fn last_ts_us(&self) -> Option<i64> {
         self.last_ts_us
+    }
+
+    /// The configuration this engine was built with: a promoted challenger brings its own, and the
+    /// service reports which one is live.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// The position of `horizon` among this engine's configured horizons (the index of its metrics in
+    /// [`EngineSummary::horizons`] and of [`Engine::scored`]); `None` when it is not configured.
+    pub fn horizon_index(&self, horizon: Horizon) -> Option<usize> {
+        self.horizons.iter().position(|h| h.horizon == horizon)
+    }
+
+    /// The running squared-error sums of the horizon at `index` (see [`Engine::horizon_index`]), so a
+    /// caller can score a window of forecasts as the difference of two snapshots (champion/challenger,
+    /// rollback guard) without the engine keeping any history; `None` for an index out of range.
+    pub fn scored(&self, index: usize) -> Option<ScoreSums> {
+        self.horizons.get(index).map(|h| h.score.sums())
     }
 
     /// Processes one parsed tick, appending what it produced to `out`.

@@ -21,6 +21,53 @@ pub struct HorizonScore {
     sum_width95: f64,
 }
 
+/// The running squared-error sums of one horizon at one moment, for scores over a window of forecasts
+/// (the difference of two snapshots): a champion/challenger contest and the rollback guard compare
+/// recent errors, which the cumulative metrics of [`HorizonScore`] would dilute in the whole history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScoreSums {
+    /// Forecasts scored.
+    pub n: u64,
+    /// Sum of squared errors of the forecast mean (price units squared).
+    pub sum_sq_err: f64,
+    /// The random walk's sum of squared errors on the same points.
+    pub rw_sum_sq_err: f64,
+}
+
+impl ScoreSums {
+    /// The sums of the forecasts scored since `earlier`, a snapshot of the same score; `None` when
+    /// `earlier` is not an earlier snapshot of this score (it counts more forecasts), e.g. after the engine
+    /// was replaced by an older one.
+    pub fn since(&self, earlier: &ScoreSums) -> Option<ScoreSums> {
+        let n = self.n.checked_sub(earlier.n)?;
+        // Differences of growing sums: clamp the rounding that could make an all-zero window negative.
+        Some(ScoreSums {
+            n,
+            sum_sq_err: (self.sum_sq_err - earlier.sum_sq_err).max(0.0),
+            rw_sum_sq_err: (self.rw_sum_sq_err - earlier.rw_sum_sq_err).max(0.0),
+        })
+    }
+
+    /// Root mean squared error of the forecast mean (price units); 0 when nothing was scored.
+    pub fn rmse(&self) -> f64 {
+        if self.n == 0 {
+            0.0
+        } else {
+            (self.sum_sq_err / self.n as f64).sqrt()
+        }
+    }
+
+    /// RMSE relative to the random walk's on the same points (below 1 beats the random walk); 1 when the
+    /// random walk made no error (nothing scored, or a constant price).
+    pub fn rmse_ratio(&self) -> f64 {
+        if self.rw_sum_sq_err > 0.0 {
+            (self.sum_sq_err / self.rw_sum_sq_err).sqrt()
+        } else {
+            1.0
+        }
+    }
+}
+
 /// One realised forecast: what was predicted at origin and what happened.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Realised {
@@ -124,6 +171,15 @@ impl HorizonScore {
         self.mean_of(self.sum_width95)
     }
 
+    /// The squared-error sums so far, for scores over a window (see [`ScoreSums::since`]).
+    pub fn sums(&self) -> ScoreSums {
+        ScoreSums {
+            n: self.n,
+            sum_sq_err: self.sum_sq_err,
+            rw_sum_sq_err: self.rw_sum_sq_err,
+        }
+    }
+
     /// A plain-data summary for reports and status replies.
     pub fn summary(&self, horizon: &str) -> HorizonSummary {
         HorizonSummary {
@@ -201,5 +257,15 @@ mod tests {
         assert_eq!(s.coverage80(), 0.5);
         assert_eq!(s.coverage95(), 1.0);
         assert!((s.winkler95() - 2.0).abs() < 1e-12);
+
+        let before = s.sums();
+        s.record(&r(10.0, 10.3));
+        let w = s.sums().since(&before).unwrap();
+        assert_eq!(w.n, 1);
+        assert!((w.rmse() - 0.3).abs() < 1e-9);
+        assert!((w.rmse_ratio() - 1.0).abs() < 1e-9);
+        assert!(before.since(&s.sums()).is_none());
+        assert_eq!(ScoreSums::default().rmse(), 0.0);
+        assert_eq!(ScoreSums::default().rmse_ratio(), 1.0);
     }
 }

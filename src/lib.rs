@@ -11,6 +11,8 @@
 //! - [`eval`]: prequential (predict, then learn) metrics per horizon.
 //! - [`horizon`] and [`time`]: forecast horizons, and timestamps as microseconds without a clock.
 //! - [`engine`]: the pure core, `Engine::on_tick`, which ties the above together per pair.
+//! - [`challenger`]: champion/challenger: a shadow engine scored on the same ticks, promoted when it wins
+//!   by a margin over a window, and the guard that rolls the live model back when an adaptation hurts.
 //! - [`config`]: serde configuration with defaults, building the runtime types.
 //! - [`checkpoint`]: durable state: a pair's engine in a versioned binary format, and the redb model
 //!   registry (versions, retention, rollback, export and import) behind `cambio models`.
@@ -21,6 +23,7 @@
 //!
 //! Live serving (NATS) and replay call the same [`engine::Engine`], so they agree bit for bit.
 
+pub mod challenger;
 pub mod checkpoint;
 pub mod config;
 pub mod drift;
