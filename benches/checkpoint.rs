@@ -47,6 +47,7 @@ fn bench(c: &mut Criterion) {
     let record = format::encode(&PairState {
         engine: engine.clone(),
         applied: None,
+        contest: None,
     })
     .expect("record");
     println!(

@@ -69,8 +69,10 @@ pub struct ChallengerConfig {
     /// champion's over the same window (default 0.02: a 2% improvement, so noise and warm-up do not flip
     /// the live model back and forth). In `[0, 1)`; the challenger must be strictly better even at 0.
     pub margin: f64,
-    /// Run the rollback guard (default true). It runs whether or not a challenger does: it needs only the
-    /// live model and a known-good copy of it, which the service refreshes at each checkpoint.
+    /// Run the rollback guard (default false: like the challenger, it makes the served model differ from
+    /// what `cambio replay` computes for the same ticks, so it is asked for). It runs whether or not a
+    /// challenger does: it needs only the live model and a known-good copy of it, which the service
+    /// refreshes every `4 × rollback_window` accepted ticks.
     pub rollback: bool,
     /// What the guard compares (default `rmse_ratio`, see [`GuardMetric`]).
     pub rollback_metric: GuardMetric,
@@ -92,7 +94,7 @@ impl Default for ChallengerConfig {
             horizon: None,
             window: 2_000,
             margin: 0.02,
-            rollback: true,
+            rollback: false,
             rollback_metric: GuardMetric::RmseRatio,
             rollback_threshold: 1.05,
             rollback_window: 500,
@@ -916,10 +918,18 @@ mod tests {
         c
     }
 
+    /// The defaults with the rollback guard on (it is off by default).
+    fn guarded() -> ChallengerConfig {
+        ChallengerConfig {
+            rollback: true,
+            ..ChallengerConfig::default()
+        }
+    }
+
     fn contest_cfg() -> ChallengerConfig {
         ChallengerConfig {
             enabled: true,
-            ..ChallengerConfig::default()
+            ..guarded()
         }
     }
 
@@ -1026,7 +1036,7 @@ mod tests {
         let cfg = ChallengerConfig {
             // Any ratio above half the baseline counts as degraded: the rollback is certain.
             rollback_threshold: 0.5,
-            ..ChallengerConfig::default()
+            ..guarded()
         };
         let mut champion = Engine::new(pair(), &c).expect("engine");
         let mut contest = Contest::new(&cfg, &champion, None).expect("contest");
@@ -1101,7 +1111,7 @@ mod tests {
         assert_eq!(contest.status(&champion).horizon, "10step");
         let off = ChallengerConfig {
             rollback: false,
-            ..ChallengerConfig::default()
+            ..guarded()
         };
         contest.reconfigure(&off, &champion).expect("reconfigure");
         assert!(contest.challenger().is_none() && contest.fallback().is_none());
@@ -1114,7 +1124,7 @@ mod tests {
         for threshold in [100.0, ChallengerConfig::default().rollback_threshold] {
             let cfg = ChallengerConfig {
                 rollback_threshold: threshold,
-                ..ChallengerConfig::default()
+                ..guarded()
             };
             let mut champion = Engine::new(pair(), &engine_cfg(&["1step"])).expect("engine");
             let mut contest = Contest::new(&cfg, &champion, None).expect("contest");
@@ -1282,7 +1292,7 @@ mod tests {
             Err(ContestError::ChampionHorizon(_))
         ));
         // Disabled: the challenger is dropped, the guard stays.
-        let off = ChallengerConfig::default();
+        let off = guarded();
         let contest = Contest::new(&off, &champion, other(&["5step"], "EURUSD")).expect("contest");
         assert!(contest.challenger().is_none() && contest.status(&champion).guard.enabled);
     }
@@ -1308,19 +1318,16 @@ mod tests {
         let bad = |c: ChallengerConfig| c.validate(&engine).is_err();
         assert!(bad(ChallengerConfig {
             margin: 1.0,
-            ..ChallengerConfig::default()
+            ..guarded()
         }));
-        assert!(bad(ChallengerConfig {
-            window: 1,
-            ..ChallengerConfig::default()
-        }));
+        assert!(bad(ChallengerConfig { window: 1, ..guarded() }));
         assert!(bad(ChallengerConfig {
             rollback_threshold: f64::NAN,
-            ..ChallengerConfig::default()
+            ..guarded()
         }));
         assert!(bad(ChallengerConfig {
             horizon: Some("2h".parse().expect("horizon")),
-            ..ChallengerConfig::default()
+            ..guarded()
         }));
         // The variant must have the deciding horizon (here `[engine]`'s first, 1step) and its own model id.
         assert!(bad(ChallengerConfig {
@@ -1328,11 +1335,11 @@ mod tests {
                 horizons: vec!["5step".parse().expect("horizon")],
                 ..EngineConfig::default()
             }),
-            ..ChallengerConfig::default()
+            ..guarded()
         }));
         assert!(bad(ChallengerConfig {
             engine: Some(EngineConfig::default()),
-            ..ChallengerConfig::default()
+            ..guarded()
         }));
     }
 }

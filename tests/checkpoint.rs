@@ -101,6 +101,7 @@ fn checkpoint_restore_through_redb_continues_byte_identically() {
         let state = PairState {
             engine,
             applied: Some(AppliedSeqs::with_floor(w[1] as u64)),
+            contest: None,
         };
         let meta = store
             .put_state(&state, Reason::Periodic, 1_700_000_000_000_000 + i as i64)
@@ -138,6 +139,7 @@ fn damaged_redb_files_are_refused_never_misread() {
                 &PairState {
                     engine: e,
                     applied: None,
+                    contest: None,
                 },
                 Reason::Shutdown,
                 1,
@@ -200,30 +202,62 @@ fn assert_refused_or_faithful(path: &Path) {
 }
 
 /// The encoding of the engine's state is not self-describing: a change of its shape must bump
-/// `FORMAT_VERSION`. This fixture, written by format version 1, must keep decoding to the same engine.
-/// To rewrite it after a deliberate version bump: `CAMBIO_BLESS=1 cargo test --test checkpoint golden`.
+/// `FORMAT_VERSION` and keep a reader for the older versions. Each fixture, written by its format
+/// version, must keep decoding to the same state. `CAMBIO_BLESS=1 cargo test --test checkpoint golden`
+/// rewrites the fixture of the current version only (older ones are history, never rewritten).
 #[test]
-fn golden_checkpoint_still_decodes() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint/v1_usdmxn_2000.ckpt");
+fn golden_checkpoints_still_decode() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint");
     let mut e = Engine::new(pair(), &cfg()).unwrap();
     run(&mut e, &synth(2_000, 9));
+
+    // Format 1 (engine and stream sequences), read as a state without a contest.
+    let v1 = std::fs::read(dir.join("v1_usdmxn_2000.ckpt")).unwrap();
+    assert_eq!(format::open(&v1).unwrap().0, 1);
+    let decoded = format::decode(&v1).unwrap_or_else(|e| {
+        panic!("the v1 fixture no longer decodes ({e}): the state's shape changed; bump FORMAT_VERSION and keep a reader for v1")
+    });
+    assert_eq!(
+        serde_json::to_string(&decoded.engine).unwrap(),
+        serde_json::to_string(&e).unwrap(),
+        "the v1 fixture decodes to a different engine: the engine's shape changed without a version bump"
+    );
+    assert_eq!(decoded.applied, Some(AppliedSeqs::with_floor(2_000)));
+    assert!(decoded.contest.is_none());
+
+    // Format 2 adds the champion/challenger contest.
+    let challenger = cambio::challenger::ChallengerConfig {
+        enabled: true,
+        rollback: true,
+        ..Default::default()
+    };
+    let mut rival = Engine::new(pair(), &cfg()).unwrap();
+    run(&mut rival, &synth(500, 9));
+    let contest = cambio::challenger::Contest::new(
+        &challenger,
+        &e,
+        Some((rival, cambio::challenger::ModelOrigin::Version(1))),
+    )
+    .unwrap();
     let state = PairState {
         engine: e,
         applied: Some(AppliedSeqs::with_floor(2_000)),
+        contest: Some(contest),
     };
+    let path = dir.join(format!("v{}_usdmxn_2000.ckpt", format::FORMAT_VERSION));
     if std::env::var_os("CAMBIO_BLESS").is_some() {
         std::fs::write(&path, format::encode(&state).unwrap()).unwrap();
     }
     let bytes = std::fs::read(&path).unwrap();
     let decoded = format::decode(&bytes).unwrap_or_else(|e| {
-        panic!("the v1 fixture no longer decodes ({e}): the state's shape changed; bump FORMAT_VERSION and keep a reader for v1")
+        panic!("the current fixture no longer decodes ({e}): the state's shape changed without a version bump")
     });
+    assert_eq!(format::encode(&decoded).unwrap(), bytes, "re-encodes byte for byte");
     assert_eq!(
-        serde_json::to_string(&decoded.engine).unwrap(),
-        serde_json::to_string(&state.engine).unwrap(),
-        "the v1 fixture decodes to a different engine: the state's shape changed without a version bump"
+        format::encode(&state).unwrap(),
+        bytes,
+        "this build writes the same bytes"
     );
-    assert_eq!(format::encode(&decoded).unwrap(), bytes);
 }
 
 fn cambio(args: &[&str]) -> ProcOutput {
@@ -256,6 +290,7 @@ fn models_cli_lists_shows_rolls_back_exports_and_imports() {
             let state = PairState {
                 engine: e.clone(),
                 applied: None,
+                contest: None,
             };
             store
                 .put_state(&state, Reason::Periodic, 1_795_000_000_000_000 + i as i64)

@@ -39,8 +39,14 @@ fn messages() -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut i = 0;
     loop {
-        let next = if i % 3 == 2 { e.next().map(|t| ("EURUSD", t)) } else { u.next().map(|t| ("USDMXN", t)) };
-        let next = next.or_else(|| u.next().map(|t| ("USDMXN", t))).or_else(|| e.next().map(|t| ("EURUSD", t)));
+        let next = if i % 3 == 2 {
+            e.next().map(|t| ("EURUSD", t))
+        } else {
+            u.next().map(|t| ("USDMXN", t))
+        };
+        let next = next
+            .or_else(|| u.next().map(|t| ("USDMXN", t)))
+            .or_else(|| e.next().map(|t| ("EURUSD", t)));
         let Some((pair, t)) = next else { break };
         out.push((format!("fx.ticks.{pair}"), t));
         if i % 9_000 == 4_500 {
@@ -92,7 +98,11 @@ async fn wait_all(client: &async_nats::Client, serve: &Serve, usd: u64, eur: u64
         if u == Some(usd) && e == Some(eur) {
             return;
         }
-        assert!(Instant::now() < deadline, "not all ticks applied ({u:?}, {e:?}):\n{}", serve.log());
+        assert!(
+            Instant::now() < deadline,
+            "not all ticks applied ({u:?}, {e:?}):\n{}",
+            serve.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -176,7 +186,11 @@ async fn sigkill_at_20_points_gives_the_state_of_an_uninterrupted_run() {
             if n >= at {
                 break;
             }
-            assert!(Instant::now() < deadline, "stuck at {n} forecasts, before {at}:\n{}", serve.log());
+            assert!(
+                Instant::now() < deadline,
+                "stuck at {n} forecasts, before {at}:\n{}",
+                serve.log()
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         serve.child.kill().unwrap(); // SIGKILL
@@ -202,8 +216,17 @@ async fn sigkill_at_20_points_gives_the_state_of_an_uninterrupted_run() {
     assert_eq!(reference.len(), 2);
     for ((p1, r1, t1), (p2, r2, t2)) in reference.iter().zip(&crashed) {
         assert_eq!(p1, p2);
-        assert_eq!((t1, t2), (&(if p1.as_str() == "USDMXN" { usd } else { eur }), t1), "no tick skipped or applied twice");
-        assert!(r1 == r2, "{p1}: final checkpoints differ ({} vs {} bytes)", r1.len(), r2.len());
+        assert_eq!(
+            (t1, t2),
+            (&(if p1.as_str() == "USDMXN" { usd } else { eur }), t1),
+            "no tick skipped or applied twice"
+        );
+        assert!(
+            r1 == r2,
+            "{p1}: final checkpoints differ ({} vs {} bytes)",
+            r1.len(),
+            r2.len()
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -32,6 +32,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::challenger::Contest;
 use crate::engine::Engine;
 use crate::nats::serve::applied::AppliedSeqs;
 
@@ -39,7 +40,10 @@ use crate::nats::serve::applied::AppliedSeqs;
 pub const MAGIC: [u8; 8] = *b"CAMBIOCK";
 
 /// The format version this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+///
+/// - 1: the engine and the applied stream sequences.
+/// - 2: also the champion/challenger contest (challenger engine, known-good copy, windows).
+pub const FORMAT_VERSION: u16 = 2;
 
 /// Bytes before the payload: magic, version, length, checksum.
 pub const HEADER_LEN: usize = 8 + 2 + 8 + 4;
@@ -53,6 +57,15 @@ pub struct PairState {
     pub engine: Engine,
     /// The JetStream stream sequences applied to this engine (`None` when not served from JetStream).
     pub applied: Option<AppliedSeqs>,
+    /// The champion/challenger contest and rollback guard, when the service runs one (format 2).
+    pub contest: Option<Contest>,
+}
+
+/// Format 1's payload, still read: no contest.
+#[derive(Deserialize)]
+struct PairStateV1 {
+    engine: Engine,
+    applied: Option<AppliedSeqs>,
 }
 
 /// A [`PairState`] by reference: the same serialized shape, so a serving shard encodes its live engine
@@ -63,6 +76,8 @@ pub struct PairStateRef<'a> {
     pub engine: &'a Engine,
     /// The stream sequences applied.
     pub applied: Option<&'a AppliedSeqs>,
+    /// The contest.
+    pub contest: Option<&'a Contest>,
 }
 
 /// Why bytes could not be read as a checkpoint. A checkpoint is refused, never misread.
@@ -208,6 +223,7 @@ pub fn encode(state: &PairState) -> Result<Vec<u8>, FormatError> {
     encode_ref(PairStateRef {
         engine: &state.engine,
         applied: state.applied.as_ref(),
+        contest: state.contest.as_ref(),
     })
 }
 
@@ -227,7 +243,14 @@ pub fn encode_ref(state: PairStateRef<'_>) -> Result<Vec<u8>, FormatError> {
 pub fn decode(bytes: &[u8]) -> Result<PairState, FormatError> {
     let (version, payload) = open(bytes)?;
     match version {
-        1 => postcard::from_bytes(payload).map_err(|e| FormatError::Payload(e.to_string())),
+        1 => postcard::from_bytes::<PairStateV1>(payload)
+            .map(|v1| PairState {
+                engine: v1.engine,
+                applied: v1.applied,
+                contest: None,
+            })
+            .map_err(|e| FormatError::Payload(e.to_string())),
+        2 => postcard::from_bytes(payload).map_err(|e| FormatError::Payload(e.to_string())),
         v => Err(FormatError::UnknownVersion(v)),
     }
 }
@@ -250,6 +273,7 @@ mod tests {
         PairState {
             engine,
             applied: Some(applied),
+            contest: None,
         }
     }
 
@@ -280,7 +304,7 @@ mod tests {
         let mut bytes = encode(&state(10)).unwrap();
         bytes[8..10].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         let e = decode(&bytes).unwrap_err();
-        assert!(matches!(e, FormatError::NewerVersion { found: 2, supported: 1 }), "{e}");
+        assert!(matches!(e, FormatError::NewerVersion { found: 3, supported: 2 }), "{e}");
         assert!(e.to_string().contains("newer"), "{e}");
         bytes[8..10].copy_from_slice(&0u16.to_le_bytes());
         assert!(matches!(decode(&bytes), Err(FormatError::UnknownVersion(0))));

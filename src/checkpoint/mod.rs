@@ -16,4 +16,6 @@ pub mod store;
 
 pub use config::CheckpointConfig;
 pub use format::{FORMAT_VERSION, FormatError, PairState};
-pub use store::{CheckpointStore, Cut, NewCheckpoint, Reason, Restore, RestoredPair, Retention, StoreError, VersionMeta};
+pub use store::{
+    CheckpointStore, Cut, NewCheckpoint, Reason, Restore, RestoredPair, Retention, StoreError, VersionMeta,
+};

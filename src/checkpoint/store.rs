@@ -187,6 +187,7 @@ impl NewCheckpoint {
             format::PairStateRef {
                 engine: &state.engine,
                 applied: state.applied.as_ref(),
+                contest: state.contest.as_ref(),
             },
             reason,
             created_us,
@@ -742,6 +743,7 @@ impl CheckpointStore {
         let parts = format::PairStateRef {
             engine: &state.engine,
             applied: state.applied.as_ref(),
+            contest: state.contest.as_ref(),
         };
         let mut meta = meta_of(parts, Reason::Import, created_us, record.len());
         meta.note = Some(format!("imported from {}", path.display()));
@@ -791,7 +793,11 @@ mod tests {
         for t in crate::testkit::synth_ticks(pair, ticks) {
             engine.on_tick(&t, &mut out);
         }
-        PairState { engine, applied: None }
+        PairState {
+            engine,
+            applied: None,
+            contest: None,
+        }
     }
 
     fn tmp(name: &str) -> PathBuf {

@@ -133,4 +133,3 @@ pub fn replay_header() -> HeaderMap {
     h.insert("Cambio-Replay", "1");
     h
 }
-

@@ -289,7 +289,13 @@ impl Marker {
     /// Encodes `engine` for this cut if it `changed` since its last version (or the cut forces it) and
     /// sends the part; returns whether a version was written (the shard is then clean). `flushed` says
     /// whether the shard's publications so far reached the server; if not, the cut fails.
-    pub fn answer(&self, engine: &crate::engine::Engine, changed: bool, flushed: Result<(), String>) -> bool {
+    pub fn answer(
+        &self,
+        engine: &crate::engine::Engine,
+        contest: Option<&crate::challenger::Contest>,
+        changed: bool,
+        flushed: Result<(), String>,
+    ) -> bool {
         let pair = engine.pair();
         let focus = self.focus.as_ref().filter(|f| f.pair == pair);
         let part = if let Err(e) = flushed {
@@ -299,6 +305,7 @@ impl Marker {
             let state = crate::checkpoint::format::PairStateRef {
                 engine,
                 applied: self.applied.as_ref(),
+                contest,
             };
             NewCheckpoint::from_ref(state, reason, super::router::now_us())
                 .map(|mut c| {

@@ -81,6 +81,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
     cfg.engine.validate().map_err(ServeError::Config)?;
     cfg.serve.validate().map_err(ServeError::Config)?;
     cfg.checkpoint.validate().map_err(ServeError::Config)?;
+    cfg.challenger.validate(&cfg.engine).map_err(ServeError::Config)?;
     let subjects = Subjects::new(&cfg.serve.prefix).map_err(ServeError::Config)?;
     // Fail fast on settings that only the engine's constructor checks.
     if let Some(probe) = crate::tick::Pair::parse("USDMXN") {
@@ -113,6 +114,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
         report_interval: Duration::from_secs_f64(cfg.serve.report_interval_secs),
         max_raw_bytes: cfg.serve.max_raw_bytes,
         control: opened.is_some().then(|| control_tx.clone()),
+        challenger: cfg.challenger.clone(),
     });
     let registry = Arc::new(RwLock::new(HashMap::new()));
     let mut router = Router::new(
@@ -127,6 +129,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
     let mut writer = None;
     let mut resume: Option<AppliedSeqs> = None;
     if let Some((store, restore)) = opened {
+        if cfg.checkpoint.restore {
+            resume = restore_into(&mut router, &store, restore, &cfg);
+        }
         let (w, join) =
             Checkpointer::start(store, counters.clone()).map_err(|e| ServeError::Checkpoint(e.to_string()))?;
         router.set_checkpoints(CheckpointPlan {
@@ -135,9 +140,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
             since: 0,
             last_id: 0,
         });
-        if cfg.checkpoint.restore {
-            resume = restore_into(&mut router, restore, &cfg);
-        }
         writer = Some(w.clone());
         writer_join = Some((w, join));
     }
@@ -290,7 +292,7 @@ fn open_checkpoints(cfg: &CheckpointConfig) -> Result<Option<(CheckpointStore, R
 
 /// Starts a shard for every restored pair and says which version it restored. Returns, with JetStream
 /// checkpoints, the stream sequences already applied: the consumer resumes after them.
-fn restore_into(router: &mut Router, restore: Restore, cfg: &Config) -> Option<AppliedSeqs> {
+fn restore_into(router: &mut Router, store: &CheckpointStore, restore: Restore, cfg: &Config) -> Option<AppliedSeqs> {
     let Restore { pairs, cut, .. } = restore;
     if let Some(c) = &cut {
         router.restore_factors(c.factors.clone());
@@ -314,7 +316,13 @@ fn restore_into(router: &mut Router, restore: Restore, cfg: &Config) -> Option<A
         if let Some(a) = &p.applied {
             floor = Some(floor.map_or(a.floor(), |f| f.min(a.floor())));
         }
-        if !router.restore(p.state.engine, p.applied) {
+        // A challenger from the registry: the newest version older than the one restored.
+        let previous = (cfg.challenger.enabled && cfg.challenger.engine.is_none())
+            .then(|| store.list(Some(m.pair)).ok())
+            .flatten()
+            .and_then(|versions| versions.into_iter().rev().find(|v| v.version < m.version))
+            .and_then(|v| store.get(m.pair, v.version).ok().map(|s| (s.engine, v.version)));
+        if !router.restore(p.state.engine, p.applied, p.state.contest, previous) {
             tracing::error!(pair = %m.pair, "restored pair not started (max_pairs)");
         }
     }
@@ -383,7 +391,11 @@ async fn jetstream_consumer(
         .map_err(|e| ServeError::JetStream(format!("consumer {}: {e}", js_cfg.durable)))
 }
 
-fn consumer_config(subjects: &Subjects, js_cfg: &JetStreamConfig, start: Option<u64>) -> jetstream::consumer::pull::Config {
+fn consumer_config(
+    subjects: &Subjects,
+    js_cfg: &JetStreamConfig,
+    start: Option<u64>,
+) -> jetstream::consumer::pull::Config {
     jetstream::consumer::pull::Config {
         durable_name: Some(js_cfg.durable.clone()),
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
@@ -414,8 +426,11 @@ async fn reset_consumer(
         .map(|i| i.state.first_sequence)
         .map_err(|e| ServeError::JetStream(format!("stream {}: {e}", js_cfg.stream)))?;
     if first > start {
-        tracing::warn!(resume_from = start, stream_first = first,
-            "the stream no longer holds every tick after the checkpoint: resuming from its first one (ticks in between are lost to the model)");
+        tracing::warn!(
+            resume_from = start,
+            stream_first = first,
+            "the stream no longer holds every tick after the checkpoint: resuming from its first one (ticks in between are lost to the model)"
+        );
     }
     match stream.delete_consumer(&js_cfg.durable).await {
         Ok(_) => {}

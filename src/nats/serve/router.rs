@@ -16,6 +16,7 @@ use super::applied::AppliedSeqs;
 use super::checkpointer::{Checkpointer, Focus, Job, Marker, Reply};
 use super::shard::{self, ShardContext, ShardHandle, ShardMsg, TickMsg};
 use super::stats::Counters;
+use crate::challenger::{Contest, ModelOrigin};
 use crate::checkpoint::{Reason, VersionMeta};
 use crate::config::EngineConfig;
 use crate::engine::Engine;
@@ -168,12 +169,70 @@ impl Router {
 
     /// Starts a restored pair's shard with its engine; with JetStream, `skip` holds the stream sequences
     /// already in that engine, which are acknowledged and skipped if the stream delivers them again.
-    pub fn restore(&mut self, engine: Engine, skip: Option<AppliedSeqs>) -> bool {
+    ///
+    /// `contest` is the contest saved with the engine; `previous` an older stored version, the challenger
+    /// when `[challenger]` asks for one without a variant configuration.
+    pub fn restore(
+        &mut self,
+        engine: Engine,
+        skip: Option<AppliedSeqs>,
+        contest: Option<Contest>,
+        previous: Option<(Engine, u64)>,
+    ) -> bool {
         let pair = engine.pair();
         if let Some(s) = skip {
             self.skip.insert(pair, s);
         }
-        self.start_shard_with(engine)
+        let contest = self.contest_for(&engine, contest, previous);
+        self.start_shard_with(engine, contest)
+    }
+
+    /// The contest a shard runs: the restored one (with this configuration's rules), or a new one with a
+    /// variant challenger or a previous version; `None` when neither a challenger nor the rollback guard
+    /// is configured.
+    fn contest_for(
+        &self,
+        engine: &Engine,
+        restored: Option<Contest>,
+        previous: Option<(Engine, u64)>,
+    ) -> Option<Contest> {
+        let cfg = &self.ctx.challenger;
+        if !(cfg.enabled || cfg.rollback) {
+            return None;
+        }
+        let pair = engine.pair();
+        if let Some(mut c) = restored {
+            match c.reconfigure(cfg, engine) {
+                Ok(()) => return Some(c),
+                Err(e) => tracing::warn!(pair = %pair, error = %e, "restored contest not reusable; starting a new one"),
+            }
+        }
+        let challenger = if !cfg.enabled {
+            None
+        } else if let Some(variant) = &cfg.engine {
+            match Engine::new(pair, variant) {
+                Ok(e) => Some((e, ModelOrigin::Variant)),
+                Err(e) => {
+                    tracing::error!(pair = %pair, error = %e, "challenger configuration refused");
+                    None
+                }
+            }
+        } else if let Some((e, version)) = previous {
+            Some((e, ModelOrigin::Version(version)))
+        } else {
+            tracing::info!(pair = %pair, "no previous version to run as challenger (and no [challenger.engine])");
+            None
+        };
+        if let Some((c, origin)) = &challenger {
+            tracing::info!(pair = %pair, origin = ?origin, model = ?c.model_id(), "challenger runs in shadow");
+        }
+        match Contest::new(cfg, engine, challenger) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(pair = %pair, error = %e, "cannot run the contest");
+                None
+            }
+        }
     }
 
     /// Remembers factors restored from a cut, for pairs started later.
@@ -265,7 +324,8 @@ impl Router {
         match Engine::new(pair, &self.engine_cfg) {
             Ok(e) => {
                 tracing::info!(pair = %pair, "new pair: shard started");
-                self.start_shard_with(e)
+                let contest = self.contest_for(&e, None, None);
+                self.start_shard_with(e, contest)
             }
             Err(e) => {
                 // The configuration was validated at start; this would be a broken invariant.
@@ -275,7 +335,7 @@ impl Router {
         }
     }
 
-    fn start_shard_with(&mut self, engine: Engine) -> bool {
+    fn start_shard_with(&mut self, engine: Engine, contest: Option<Contest>) -> bool {
         let pair = engine.pair();
         if self.shards.contains_key(&pair) || self.shards.len() >= self.max_pairs {
             return false;
@@ -286,7 +346,7 @@ impl Router {
         } else {
             Vec::new()
         };
-        let (handle, join) = shard::spawn(engine, self.ctx.clone(), self.queue, &factors);
+        let (handle, join) = shard::spawn(engine, contest, self.ctx.clone(), self.queue, &factors);
         if let Ok(mut reg) = self.registry.write() {
             reg.insert(
                 pair,
@@ -417,7 +477,8 @@ impl Router {
                 rx.await.map_err(|_| format!("{pair}: shard stopped"))?;
             }
             None => {
-                if !self.start_shard_with(*engine) {
+                let contest = self.contest_for(&engine, None, None);
+                if !self.start_shard_with(*engine, contest) {
                     return Err(format!("{pair}: cannot start a shard (max_pairs reached)"));
                 }
             }
@@ -430,7 +491,9 @@ impl Router {
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.cut(Reason::Periodic, false, Some(focus), Some(tx)).await;
-        let written = rx.await.map_err(|_| "the checkpoint writer has stopped".to_string())??;
+        let written = rx
+            .await
+            .map_err(|_| "the checkpoint writer has stopped".to_string())??;
         written
             .into_iter()
             .find(|m| m.pair == pair)

@@ -27,8 +27,8 @@ use serde_json::{Value, json};
 
 use super::checkpointer::Job;
 use super::router::{Control, Registry};
-use crate::checkpoint::Reason;
 use super::stats::{self, Counters, Latency};
+use crate::checkpoint::Reason;
 use crate::horizon::Horizon;
 use crate::nats::Subjects;
 use crate::nats::connect::ConnectionEvents;
@@ -406,7 +406,12 @@ mod tests {
             parse_models(br#"{"op":"keep","version":2}"#).unwrap(),
             ModelsOp::Keep { version: 2, keep: true }
         );
-        for bad in [&br#"{"op":"rollback"}"#[..], br#"{"op":"delete","version":1}"#, b"[1]", b"\xff"] {
+        for bad in [
+            &br#"{"op":"rollback"}"#[..],
+            br#"{"op":"delete","version":1}"#,
+            b"[1]",
+            b"\xff",
+        ] {
             assert_eq!(parse_models(bad).unwrap_err().code, 400);
         }
     }

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::stats::{Counters, Latency};
+use crate::challenger::{Contest, Verdict};
 use crate::engine::{Engine, Output};
 use crate::forecast::{DriftStatus, Forecast};
 use crate::nats::Subjects;
@@ -109,6 +110,8 @@ pub struct ShardContext {
     /// Where a shard asks for a checkpoint of its own (after a drift adaptation); `None` without
     /// checkpoints.
     pub control: Option<mpsc::Sender<super::router::Control>>,
+    /// The champion/challenger and rollback guard settings.
+    pub challenger: crate::challenger::ChallengerConfig,
 }
 
 /// A running shard's handles.
@@ -125,6 +128,7 @@ pub struct ShardHandle {
 /// queue is closed and drained and its last publications are handed to the client).
 pub fn spawn(
     engine: Engine,
+    contest: Option<Contest>,
     ctx: Arc<ShardContext>,
     queue: usize,
     factors: &[Arc<Factor>],
@@ -133,8 +137,12 @@ pub fn spawn(
     let snapshot = Arc::new(Snapshot::default());
     let latency = Arc::new(Latency::default());
     let mut shard = Shard::new(engine, ctx, snapshot.clone(), latency.clone());
+    shard.contest = contest;
     for f in factors {
         shard.engine.on_factor(f);
+        if let Some(c) = &mut shard.contest {
+            c.on_factor(f);
+        }
         shard.changed = true;
     }
     let join = tokio::spawn(shard.run(rx));
@@ -159,8 +167,12 @@ struct Shard {
     /// This tick raised an alarm or an adaptation: publish drift statistics after its outputs.
     drift_changed: bool,
     status_at: Instant,
+    /// Accepted-tick count at which the rollback guard's copy was last refreshed.
+    fallback_at: u64,
     /// The engine changed since its last checkpoint version.
     changed: bool,
+    /// The shadow challenger and rollback guard, when configured.
+    contest: Option<Contest>,
 }
 
 impl Shard {
@@ -190,6 +202,8 @@ impl Shard {
             drift_changed: false,
             status_at: Instant::now(),
             changed: false,
+            contest: None,
+            fallback_at: 0,
         }
     }
 
@@ -215,18 +229,24 @@ impl Shard {
                             ShardMsg::Tick(t) => self.on_tick(t).await,
                             ShardMsg::Factor(f) => {
                                 self.engine.on_factor(&f);
+                                if let Some(c) = &mut self.contest {
+                                    c.on_factor(&f);
+                                }
                                 self.changed = true;
                             }
                             ShardMsg::Checkpoint(m) => {
                                 // The outputs of the ticks in this checkpoint must be at the server before
                                 // it commits: after a crash those ticks are not applied (nor published) again.
                                 let flushed = self.ctx.client.flush().await.map_err(|e| e.to_string());
-                                if m.answer(&self.engine, self.changed, flushed) {
+                                if m.answer(&self.engine, self.contest.as_ref(), self.changed, flushed) {
                                     self.changed = false;
                                 }
                             }
                             ShardMsg::Replace(engine, done) => {
                                 self.engine = *engine;
+                                if let Some(c) = &mut self.contest {
+                                    c.resync(&self.engine);
+                                }
                                 self.last_ts_us = self.engine.last_ts_us();
                                 self.changed = true;
                                 self.dirty_report = true;
@@ -263,15 +283,29 @@ impl Shard {
         // pair's stream (both deterministic for the same input).
         let position = t.stream_seq.unwrap_or(self.engine.ticks() + 1);
         self.out.clear();
+        let mut verdict = None;
         match parse_tick(&t.payload, Some(self.pair)) {
             Ok(mut tick) => {
                 if t.arrival_us.is_some() {
                     tick.arrival_us = t.arrival_us;
                 }
                 self.engine.on_tick(&tick, &mut self.out);
+                if let Some(c) = &mut self.contest {
+                    verdict = c.on_tick(&mut self.engine, &self.out, &tick);
+                    // The known-good copy is refreshed at fixed positions in the stream (not at checkpoint
+                    // times), so a rollback is the same live, replayed, or after a crash.
+                    let every = 4 * self.ctx.challenger.rollback_window.max(1);
+                    if self.engine.accepted().is_multiple_of(every) && self.engine.accepted() != self.fallback_at {
+                        self.fallback_at = self.engine.accepted();
+                        c.set_fallback(&self.engine);
+                    }
+                }
             }
             Err(reason) => {
                 let raw = raw_text(&t.payload, self.ctx.max_raw_bytes);
+                if let Some(c) = &mut self.contest {
+                    c.on_rejected(reason, None, &raw);
+                }
                 self.engine.on_rejected(reason, None, raw, &mut self.out);
             }
         }
@@ -280,6 +314,9 @@ impl Shard {
             self.publish(o, position).await;
         }
         self.out = out;
+        if let Some(v) = verdict {
+            self.on_verdict(&v).await;
+        }
         if self.drift_changed {
             // A drift status change: publish the statistics now (after this tick's forecast, so they carry
             // its time and state), not at the next interval.
@@ -361,6 +398,25 @@ impl Shard {
         }
     }
 
+    /// A promotion or an automatic rollback: an alert, a log line, and a recorded version.
+    async fn on_verdict(&mut self, v: &Verdict) {
+        let reason = match v {
+            Verdict::Promote(p) => {
+                tracing::warn!(pair = %self.pair, horizon = %p.horizon, champion_rmse = p.champion_rmse,
+                    challenger_rmse = p.challenger_rmse, "challenger promoted");
+                crate::checkpoint::Reason::Promotion
+            }
+            Verdict::Rollback(r) => {
+                tracing::warn!(pair = %self.pair, horizon = %r.horizon, baseline = r.baseline, after = r.after,
+                    threshold = r.threshold, "errors degraded after a drift adaptation: model rolled back");
+                crate::checkpoint::Reason::Rollback
+            }
+        };
+        self.send(self.outlets.alert.clone(), to_bytes(v)).await;
+        self.dirty_status = true;
+        self.request_checkpoint(reason);
+    }
+
     /// Asks the router for a checkpoint of this pair (it comes after the ticks already queued). Never
     /// waits: if the control queue is full the next periodic checkpoint records the state.
     fn request_checkpoint(&self, reason: crate::checkpoint::Reason) {
@@ -431,6 +487,9 @@ impl Shard {
             m.insert("model".into(), json!(self.engine.model_id()));
             m.insert("drift_status".into(), json!(self.drift));
             m.insert("last_ts".into(), json!(self.last_ts_us.map(format_ts)));
+            if let Some(c) = &self.contest {
+                m.insert("contest".into(), json!(c.status(&self.engine)));
+            }
         }
         self.snapshot.set_status(status);
         self.dirty_status = false;
