@@ -9,34 +9,94 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 use cambio::checkpoint::format::{self, PairState};
+use cambio::checkpoint::{CheckpointConfig, NewCheckpoint, Reason};
 use cambio::config::EngineConfig;
 use cambio::engine::Engine;
 use cambio::replay::Item;
 use cambio::replay::synth::{SynthSpec, SynthTicks};
-use cambio::tick::Pair;
+use cambio::tick::{Pair, Tick};
 
-fn engine_after_100k_ticks() -> Engine {
-    let pair = Pair::parse("USDMXN").expect("pair");
-    let spec: SynthSpec = toml::from_str(
-        "seed = 20261126\nticks = 100000\ninterval_ms = 1000\nvol = 1e-4\nstudent_t_df = 4\ngarch = true",
-    )
-    .expect("spec");
-    let cfg = EngineConfig {
+fn config() -> EngineConfig {
+    EngineConfig {
         horizons: ["1step", "10step", "1m"]
             .iter()
             .map(|h| h.parse().expect("h"))
             .collect(),
         ..EngineConfig::default()
-    };
-    let mut engine = Engine::new(pair, &cfg).expect("engine");
+    }
+}
+
+fn ticks(n: usize) -> Vec<Tick> {
+    let pair = Pair::parse("USDMXN").expect("pair");
+    let spec: SynthSpec = toml::from_str(&format!(
+        "seed = 20261126\nticks = {n}\ninterval_ms = 1000\nvol = 1e-4\nstudent_t_df = 4\ngarch = true"
+    ))
+    .expect("spec");
+    SynthTicks::new(spec, pair)
+        .expect("synth")
+        .filter_map(|item| match item {
+            Item::Tick(t) => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+fn engine_after_100k_ticks() -> Engine {
+    let mut engine = Engine::new(Pair::parse("USDMXN").expect("pair"), &config()).expect("engine");
     let mut out = Vec::new();
-    for item in SynthTicks::new(spec, pair).expect("synth") {
-        if let Item::Tick(t) = item {
-            engine.on_tick(&t, &mut out);
-            out.clear();
-        }
+    for t in ticks(100_000) {
+        engine.on_tick(&t, &mut out);
+        out.clear();
     }
     engine
+}
+
+/// The engine's ticks with a checkpoint encoded every `every` ticks (as a serving shard does at each
+/// cut: the encoding runs on the shard; the commit runs on the writer thread, off the tick path).
+fn run_with_checkpoints(engine: &mut Engine, ticks: &[Tick], every: Option<usize>) -> usize {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for (i, t) in ticks.iter().enumerate() {
+        engine.on_tick(t, &mut out);
+        out.clear();
+        if every.is_some_and(|k| (i + 1) % k == 0) {
+            let state = format::PairStateRef {
+                engine,
+                applied: None,
+                contest: None,
+            };
+            bytes += NewCheckpoint::from_ref(state, Reason::Periodic, 0)
+                .expect("encode")
+                .record
+                .len();
+        }
+    }
+    bytes
+}
+
+/// Throughput with checkpoints at the default interval (`every_ticks = 100000`) and at 10x that rate,
+/// against none, in the same run: the durable-state issue bounds the cost at 2%.
+fn cost(c: &mut Criterion) {
+    let ticks = ticks(200_000);
+    let fresh = Engine::new(Pair::parse("USDMXN").expect("pair"), &config()).expect("engine");
+    let default_every = CheckpointConfig::default().every_ticks as usize;
+    let mut g = c.benchmark_group("checkpoint_cost");
+    g.sample_size(10);
+    g.throughput(criterion::Throughput::Elements(ticks.len() as u64));
+    for (name, every) in [
+        ("ticks_200k/none", None),
+        ("ticks_200k/default_every_100k", Some(default_every)),
+        ("ticks_200k/every_10k", Some(10_000)),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || fresh.clone(),
+                |mut e| black_box(run_with_checkpoints(&mut e, &ticks, every)),
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
 }
 
 fn bench(c: &mut Criterion) {
@@ -86,5 +146,5 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, cost);
 criterion_main!(benches);
