@@ -9,7 +9,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 use cambio::checkpoint::format::{self, PairState};
-use cambio::checkpoint::{CheckpointConfig, NewCheckpoint, Reason};
+use cambio::checkpoint::{CheckpointConfig, CheckpointStore, NewCheckpoint, Reason, Retention};
 use cambio::config::EngineConfig;
 use cambio::engine::Engine;
 use cambio::replay::Item;
@@ -143,7 +143,42 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    // The whole restart path: 100 pairs' newest versions read from a redb file, checked and decoded.
+    let path = std::env::temp_dir().join(format!("cambio-bench-restore-{}.redb", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    {
+        let store = CheckpointStore::open(&path, Retention::default()).expect("store");
+        let mut parts = Vec::new();
+        for i in 0..100u8 {
+            let name: String = [b'A' + i / 26, b'A' + i % 26, b'X', b'U', b'S', b'D']
+                .iter()
+                .map(|&b| b as char)
+                .collect();
+            // The same state under another pair: through JSON with the pair replaced.
+            let mut v = serde_json::to_value(&engine).expect("json");
+            v["pair"] = serde_json::Value::String(name.clone());
+            let e: Engine = serde_json::from_value(v).expect("engine");
+            assert_eq!(e.pair().as_str(), name);
+            let state = format::PairStateRef {
+                engine: &e,
+                applied: None,
+                contest: None,
+            };
+            parts.push(NewCheckpoint::from_ref(state, Reason::Periodic, 0).expect("encode"));
+        }
+        store.put_cut(parts, None, Vec::new(), 0).expect("cut");
+    }
+    let store = CheckpointStore::open(&path, Retention::default()).expect("store");
+    g.bench_function("store/restore_100_pairs", |b| {
+        b.iter(|| {
+            let r = store.restore().expect("restore");
+            assert_eq!(r.pairs.len(), 100);
+            black_box(r)
+        })
+    });
     g.finish();
+    drop(store);
+    let _ = std::fs::remove_file(&path);
 }
 
 criterion_group!(benches, bench, cost);

@@ -249,38 +249,20 @@ impl ServiceState {
                 json!(meta)
             }
             ModelsOp::Rollback { version } => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let c = Control::Rollback {
-                    pair,
-                    version,
-                    reply: tx,
-                };
-                control
-                    .send(c)
-                    .await
-                    .map_err(|_| RequestError::new(503, "the service is shutting down"))?;
-                let meta = rx
-                    .await
-                    .map_err(|_| RequestError::new(503, "the service is shutting down"))?
+                let meta = ask_consumer(control, |reply| Control::Rollback { pair, version, reply })
+                    .await?
                     .map_err(failed)?;
                 json!(meta)
             }
             ModelsOp::Checkpoint => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let c = Control::Checkpoint {
+                let metas = ask_consumer(control, |reply| Control::Checkpoint {
                     pair: Some(pair),
                     reason: Reason::Manual,
                     note: None,
-                    reply: Some(tx),
-                };
-                control
-                    .send(c)
-                    .await
-                    .map_err(|_| RequestError::new(503, "the service is shutting down"))?;
-                let metas = rx
-                    .await
-                    .map_err(|_| RequestError::new(503, "the service is shutting down"))?
-                    .map_err(failed)?;
+                    reply: Some(reply),
+                })
+                .await?
+                .map_err(failed)?;
                 let meta = metas
                     .into_iter()
                     .find(|m| m.pair == pair)
@@ -292,6 +274,17 @@ impl ServiceState {
             .map(Bytes::from)
             .map_err(|e| RequestError::new(500, e.to_string()))
     }
+}
+
+/// Sends a request to the consumer loop and waits for its answer (503 when the service is stopping).
+async fn ask_consumer<T>(
+    control: &tokio::sync::mpsc::Sender<Control>,
+    make: impl FnOnce(super::checkpointer::Reply<T>) -> Control,
+) -> Result<Result<T, String>, RequestError> {
+    let stopping = |_| RequestError::new(503, "the service is shutting down");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    control.send(make(tx)).await.map_err(|e| stopping(e.to_string()))?;
+    rx.await.map_err(|e| stopping(e.to_string()))
 }
 
 #[derive(Deserialize)]

@@ -167,8 +167,6 @@ struct Shard {
     /// This tick raised an alarm or an adaptation: publish drift statistics after its outputs.
     drift_changed: bool,
     status_at: Instant,
-    /// Accepted-tick count at which the rollback guard's copy was last refreshed.
-    fallback_at: u64,
     /// The engine changed since its last checkpoint version.
     changed: bool,
     /// The shadow challenger and rollback guard, when configured.
@@ -203,7 +201,6 @@ impl Shard {
             status_at: Instant::now(),
             changed: false,
             contest: None,
-            fallback_at: 0,
         }
     }
 
@@ -289,14 +286,16 @@ impl Shard {
                 if t.arrival_us.is_some() {
                     tick.arrival_us = t.arrival_us;
                 }
+                let accepted_before = self.engine.accepted();
                 self.engine.on_tick(&tick, &mut self.out);
                 if let Some(c) = &mut self.contest {
                     verdict = c.on_tick(&mut self.engine, &self.out, &tick);
-                    // The known-good copy is refreshed at fixed positions in the stream (not at checkpoint
-                    // times), so a rollback is the same live, replayed, or after a crash.
+                    // The known-good copy is refreshed when the accepted count reaches a multiple of
+                    // `4 × rollback_window` (a position in the stream, not a time, and no state of its own),
+                    // so a rollback is the same live, replayed, or after a crash.
                     let every = 4 * self.ctx.challenger.rollback_window.max(1);
-                    if self.engine.accepted().is_multiple_of(every) && self.engine.accepted() != self.fallback_at {
-                        self.fallback_at = self.engine.accepted();
+                    let accepted = self.engine.accepted();
+                    if accepted == accepted_before + 1 && accepted.is_multiple_of(every) {
                         c.set_fallback(&self.engine);
                     }
                 }
