@@ -574,8 +574,16 @@ impl Contest {
         }
     }
 
-    /// Stores a known-good copy of the champion for the rollback guard; the service calls it at each
-    /// checkpoint. Returns whether the copy was taken: it is not while the guard watches an adaptation
+    /// Whether the known-good copy is due after a tick that took the champion's accepted count from
+    /// `before` to `after`: when an accepted tick brings it to a multiple of `4 × rollback_window`. A
+    /// position in the stream, not a time, and no state of its own, so the copy (and any rollback to it)
+    /// is the same live, replayed, or after a crash.
+    pub fn fallback_due(&self, before: u64, after: u64) -> bool {
+        after == before + 1 && after.is_multiple_of(4 * self.rules.rollback_window.max(1))
+    }
+
+    /// Stores a known-good copy of the champion for the rollback guard; the service calls it when
+    /// [`Contest::fallback_due`] says so. Returns whether the copy was taken: it is not while the guard watches an adaptation
     /// (the copy from before the adaptation must stay), when the guard is off, or when `champion` lacks
     /// the deciding horizon or serves another pair.
     pub fn set_fallback(&mut self, champion: &Engine) -> bool {

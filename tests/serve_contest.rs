@@ -79,17 +79,16 @@ fn expected_verdicts(config: &str, lines: &[String]) -> Vec<(usize, Value)> {
         .filter(|_| cfg.challenger.enabled)
         .map(|c| (Engine::new(pair(), c).expect("variant"), ModelOrigin::Variant));
     let mut contest = Contest::new(&cfg.challenger, &champion, challenger).expect("contest");
-    let every = 4 * cfg.challenger.rollback_window.max(1);
-    let (mut out, mut fallback_at, mut verdicts) = (Vec::new(), 0, Vec::new());
+    let (mut out, mut verdicts) = (Vec::new(), Vec::new());
     for (i, line) in lines.iter().enumerate() {
         let tick = parse_tick(line.as_bytes(), Some(pair())).expect("a valid tick");
         out.clear();
+        let accepted_before = champion.accepted();
         champion.on_tick(&tick, &mut out);
         if let Some(v) = contest.on_tick(&mut champion, &out, &tick) {
             verdicts.push((i, serde_json::to_value(&v).expect("json")));
         }
-        if champion.accepted().is_multiple_of(every) && champion.accepted() != fallback_at {
-            fallback_at = champion.accepted();
+        if contest.fallback_due(accepted_before, champion.accepted()) {
             contest.set_fallback(&champion);
         }
     }

@@ -290,12 +290,7 @@ impl Shard {
                 self.engine.on_tick(&tick, &mut self.out);
                 if let Some(c) = &mut self.contest {
                     verdict = c.on_tick(&mut self.engine, &self.out, &tick);
-                    // The known-good copy is refreshed when the accepted count reaches a multiple of
-                    // `4 × rollback_window` (a position in the stream, not a time, and no state of its own),
-                    // so a rollback is the same live, replayed, or after a crash.
-                    let every = 4 * self.ctx.challenger.rollback_window.max(1);
-                    let accepted = self.engine.accepted();
-                    if accepted == accepted_before + 1 && accepted.is_multiple_of(every) {
+                    if c.fallback_due(accepted_before, self.engine.accepted()) {
                         c.set_fallback(&self.engine);
                     }
                 }
