@@ -125,7 +125,7 @@ enum Command {
     /// answer queries as the micro service `cambio`. With no server configured, starts a local nats-server.
     /// SIGINT/SIGTERM drain and exit 0.
     Serve {
-        /// Configuration file ([engine], [nats], [serve] tables).
+        /// Configuration file ([engine], [nats], [serve], [checkpoint], [challenger] tables).
         #[arg(long)]
         config: Option<PathBuf>,
         /// NATS server URL (overrides the file and CAMBIO_NATS_URL).
