@@ -393,7 +393,9 @@ impl Router {
             return;
         };
         plan.since = 0;
-        if reason == Reason::Periodic && plan.last_id > plan.writer.committed() + 1 {
+        // Only a plain periodic cut may be skipped: one that records an event or answers a request never is.
+        let plain = reason == Reason::Periodic && focus.is_none() && reply.is_none();
+        if plain && plan.last_id > plan.writer.committed() + 1 {
             tracing::debug!("periodic checkpoint skipped: the writer is behind");
             return;
         }
