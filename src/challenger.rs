@@ -885,34 +885,23 @@ mod tests {
         }
     }
 
-    /// Ticks one second apart (mid only, like a fixing) from a Gaussian walk whose one-tick returns have
-    /// autocorrelation `phi` (negative: the bid-ask bounce a model can exploit) and, from each
-    /// `(tick, drift)` in `drifts` on, a trend of `drift` one-tick sigmas per tick.
-    /// (The scenario generator's streams are pure random walks: nothing for a better model to learn, and
-    /// no change of the residuals' mean to adapt to, so these tests need a stream with structure.)
+    /// Ticks one second apart (mid only, like a fixing) of
+    /// [`structured_mids`](crate::replay::synth::structured_mids).
     fn walk(seed: u64, n: u64, phi: f64, drifts: &[(u64, f64)]) -> Vec<Tick> {
-        let mut rng = crate::replay::synth::SplitMix64::new(seed);
         let source = crate::tick::Source::new("synthetic").unwrap_or_default();
         let t0 = crate::time::parse_ts_us("2024-01-01T00:00:00Z").expect("ts");
-        let (sigma, mut log_mid, mut last_r, mut drift) = (1e-4, 17f64.ln(), 0.0, 0.0);
-        (0..n)
-            .map(|i| {
-                if let Some(&(_, d)) = drifts.iter().find(|(at, _)| *at == i) {
-                    drift = d;
-                }
-                let r = phi * last_r + sigma * rng.normal();
-                last_r = r;
-                log_mid += r + drift * sigma;
-                Tick {
-                    pair: pair(),
-                    ts_us: t0 + i as i64 * 1_000_000,
-                    bid: None,
-                    ask: None,
-                    mid: Some(log_mid.exp()),
-                    source,
-                    seq: Some(i + 1),
-                    arrival_us: None,
-                }
+        crate::replay::synth::structured_mids(seed, n, phi, drifts)
+            .into_iter()
+            .zip(0..)
+            .map(|(mid, i)| Tick {
+                pair: pair(),
+                ts_us: t0 + i as i64 * 1_000_000,
+                bid: None,
+                ask: None,
+                mid: Some(mid),
+                source,
+                seq: Some(i + 1),
+                arrival_us: None,
             })
             .collect()
     }

@@ -13,7 +13,7 @@ use cambio::challenger::{Contest, ModelOrigin};
 use cambio::config::Config;
 use cambio::engine::Engine;
 use cambio::nats::LocalServer;
-use cambio::replay::synth::SplitMix64;
+use cambio::replay::synth::structured_mids;
 use cambio::tick::{Pair, parse_tick};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -27,24 +27,15 @@ fn pair() -> Pair {
     Pair::parse(PAIR).expect("pair")
 }
 
-/// Ticks one second apart from 2024-01-01 as JSON lines of the message contract, from a Gaussian walk
-/// whose one-tick log returns (sigma 1e-4) have autocorrelation `phi` (negative: a bid-ask bounce the
-/// default model learns from the last return, a model stuck on the random walk cannot) and, from each
-/// `(tick, drift)` in `drifts` on, a trend of `drift` sigmas per tick. The same generator as the unit
-/// tests of `cambio::challenger`; bid and ask are the mid ± 0.0005, printed exactly.
+/// Ticks one second apart from 2024-01-01 as JSON lines of the message contract, the mids of
+/// `structured_mids` (the generator the unit tests of `cambio::challenger` use); bid and ask are the
+/// mid ± 0.0005, printed exactly.
 fn walk(seed: u64, n: u64, phi: f64, drifts: &[(u64, f64)]) -> Vec<String> {
-    let mut rng = SplitMix64::new(seed);
     let t0 = cambio::time::parse_ts_us("2024-01-01T00:00:00Z").expect("ts");
-    let (sigma, mut log_mid, mut last_r, mut drift) = (1e-4, 17f64.ln(), 0.0, 0.0);
-    (0..n)
-        .map(|i| {
-            if let Some(&(_, d)) = drifts.iter().find(|(at, _)| *at == i) {
-                drift = d;
-            }
-            let r = phi * last_r + sigma * rng.normal();
-            last_r = r;
-            log_mid += r + drift * sigma;
-            let mid = log_mid.exp();
+    structured_mids(seed, n, phi, drifts)
+        .into_iter()
+        .zip(0..)
+        .map(|(mid, i)| {
             let ts = cambio::time::format_ts(t0 + i as i64 * 1_000_000);
             format!(
                 r#"{{"pair":"{PAIR}","ts":"{ts}","bid":{},"ask":{},"source":"test","seq":{}}}"#,

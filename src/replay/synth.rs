@@ -328,6 +328,29 @@ impl Iterator for SynthTicks {
     }
 }
 
+/// Mid prices one tick apart from a Gaussian walk of log-mid (one-tick sigma 1e-4, starting at 17) whose
+/// returns have autocorrelation `phi` (negative: a bid-ask bounce a learning model exploits and a random
+/// walk cannot) and, from each `(tick, drift)` in `drifts` on, a trend of `drift` one-tick sigmas per tick.
+///
+/// The scenario streams ([`SynthTicks`]) are pure random walks: nothing for a better model to learn and
+/// no change of the residuals' mean to adapt to. Champion/challenger tests need a stream with structure;
+/// this is it, shared by the unit tests and the serve tests so both see the same prices.
+pub fn structured_mids(seed: u64, n: u64, phi: f64, drifts: &[(u64, f64)]) -> Vec<f64> {
+    let mut rng = SplitMix64::new(seed);
+    let (sigma, mut log_mid, mut last_r, mut drift) = (1e-4, 17f64.ln(), 0.0, 0.0);
+    (0..n)
+        .map(|i| {
+            if let Some(&(_, d)) = drifts.iter().find(|(at, _)| *at == i) {
+                drift = d;
+            }
+            let r = phi * last_r + sigma * rng.normal();
+            last_r = r;
+            log_mid += r + drift * sigma;
+            log_mid.exp()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
