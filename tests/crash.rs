@@ -13,7 +13,6 @@ use bytes::Bytes;
 use cambio::checkpoint::{CheckpointStore, Reason, Retention, format};
 use cambio::nats::LocalServer;
 use cambio::tick::Pair;
-use serde_json::Value;
 
 mod common;
 use common::*;
@@ -82,28 +81,18 @@ async fn publish_all(js: &jetstream::Context, msgs: &[(String, String)]) {
     }
 }
 
-async fn pair_ticks(client: &async_nats::Client, pair: &str) -> Option<u64> {
-    let req = client.request(format!("fx.status.{pair}"), Bytes::new());
-    let m = tokio::time::timeout(Duration::from_millis(500), req).await.ok()?.ok()?;
-    let v: Value = serde_json::from_slice(&m.payload).ok()?;
-    v["ticks"].as_u64()
-}
-
 /// Waits until both pairs report all their ticks.
 async fn wait_all(client: &async_nats::Client, serve: &Serve, usd: u64, eur: u64) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let u = pair_ticks(client, "USDMXN").await;
-        let e = pair_ticks(client, "EURUSD").await;
-        if u == Some(usd) && e == Some(eur) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not all ticks applied ({u:?}, {e:?}):\n{}",
-            serve.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for (pair, n) in [("USDMXN", usd), ("EURUSD", eur)] {
+        status_until(
+            client,
+            pair,
+            serve,
+            Duration::from_secs(300),
+            &format!("{n} ticks"),
+            |v| v["ticks"].as_u64() == Some(n),
+        )
+        .await;
     }
 }
 

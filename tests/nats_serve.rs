@@ -347,20 +347,15 @@ async fn status(client: &async_nats::Client) -> Option<Value> {
 
 /// Waits until the service's status reports `ticks` ticks seen.
 async fn wait_ticks(client: &async_nats::Client, ticks: u64, serve: &Serve) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some(s) = status(client).await
-            && s["ticks"].as_u64() >= Some(ticks)
-        {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "service never reached {ticks} ticks:\n{}",
-            serve.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    status_until(
+        client,
+        "USDMXN",
+        serve,
+        Duration::from_secs(90),
+        &format!("{ticks} ticks"),
+        |s| s["ticks"].as_u64() >= Some(ticks),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

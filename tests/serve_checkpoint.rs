@@ -10,21 +10,6 @@ use serde_json::Value;
 mod common;
 use common::*;
 
-async fn request(client: &async_nats::Client, subject: &str, body: &str) -> (bool, Value) {
-    let m = tokio::time::timeout(
-        Duration::from_secs(10),
-        client.request(subject.to_string(), Bytes::from(body.to_string())),
-    )
-    .await
-    .expect("reply in time")
-    .expect("reply");
-    let is_err = m
-        .headers
-        .as_ref()
-        .is_some_and(|h| h.get("Nats-Service-Error").is_some());
-    (is_err, serde_json::from_slice(&m.payload).unwrap())
-}
-
 async fn publish(client: &async_nats::Client, lines: &[String]) {
     for chunk in lines.chunks(500) {
         for l in chunk {
@@ -38,18 +23,15 @@ async fn publish(client: &async_nats::Client, lines: &[String]) {
 }
 
 async fn wait_ticks(client: &async_nats::Client, serve: &Serve, n: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let req = client.request("fx.status.USDMXN", Bytes::new());
-        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), req).await
-            && let Ok(v) = serde_json::from_slice::<Value>(&m.payload)
-            && v["ticks"].as_u64() == Some(n)
-        {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "never reached {n} ticks:\n{}", serve.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    status_until(
+        client,
+        "USDMXN",
+        serve,
+        Duration::from_secs(60),
+        &format!("{n} ticks"),
+        |v| v["ticks"].as_u64() == Some(n),
+    )
+    .await
 }
 
 fn versions(list: &Value) -> Vec<(u64, String)> {

@@ -104,39 +104,13 @@ async fn publish(client: &async_nats::Client, lines: &[String]) {
     }
 }
 
-async fn request(client: &async_nats::Client, subject: &str, body: &str) -> Value {
-    let m = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.request(subject.to_string(), Bytes::from(body.to_string())),
-    )
-    .await
-    .expect("reply in time")
-    .expect("request");
-    serde_json::from_slice(&m.payload).expect("json reply")
-}
-
-/// Polls the pair's status until `done` holds (bounded).
-async fn status_until(client: &async_nats::Client, serve: &Serve, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = request(client, &format!("fx.status.{PAIR}"), "").await;
-        if done(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "status never showed {what}; last: {s}\n{}",
-            serve.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Polls the model registry until a version with `reason` is listed (bounded); returns the listing.
 async fn version_with(client: &async_nats::Client, serve: &Serve, reason: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let list = request(client, &format!("fx.models.{PAIR}"), r#"{"op":"list"}"#).await;
+        let list = request(client, &format!("fx.models.{PAIR}"), r#"{"op":"list"}"#)
+            .await
+            .1;
         let versions = list["versions"].as_array().cloned().unwrap_or_default();
         if versions.iter().any(|v| v["reason"] == reason) {
             assert_eq!(list["pair"], PAIR);
@@ -231,7 +205,10 @@ async fn a_better_challenger_is_promoted_recorded_and_survives_a_restart() {
 
     // Every tick processed: the live model is the variant, the old champion runs in shadow.
     let n = lines.len() as u64;
-    let status = status_until(&client, &serve, "every tick", |s| s["ticks"] == n).await;
+    let status = status_until(&client, PAIR, &serve, Duration::from_secs(30), "every tick", |s| {
+        s["ticks"] == n
+    })
+    .await;
     assert_eq!(status["model"], variant, "{status}");
     let contest = &status["contest"];
     assert_eq!(
@@ -263,7 +240,7 @@ async fn a_better_challenger_is_promoted_recorded_and_survives_a_restart() {
     // Restarted on the same file: the restored live model is still the variant, from the first status on.
     let mut serve = Serve::start(&server.url(), &cfg, &dir);
     wait_ready(&client, &serve).await;
-    let status = request(&client, &format!("fx.status.{PAIR}"), "").await;
+    let status = request(&client, &format!("fx.status.{PAIR}"), "").await.1;
     assert_eq!(status["model"], variant, "{status}\n{}", serve.log());
     assert_eq!(status["ticks"], n, "{status}");
     let contest = &status["contest"];
@@ -275,7 +252,9 @@ async fn a_better_challenger_is_promoted_recorded_and_survives_a_restart() {
     assert_eq!(contest["challenger"]["model"], champion, "{status}");
     let log = serve.log();
     assert!(log.contains("restored checkpoint"), "{log}");
-    let list = request(&client, &format!("fx.models.{PAIR}"), r#"{"op":"list"}"#).await;
+    let list = request(&client, &format!("fx.models.{PAIR}"), r#"{"op":"list"}"#)
+        .await
+        .1;
     let versions = list["versions"].as_array().expect("versions");
     assert_eq!(
         versions.last().map(|v| v["reason"].clone()),
@@ -355,7 +334,10 @@ async fn the_guard_rolls_back_after_an_adaptation_and_records_it() {
     assert!(serve.log().contains("model rolled back"), "{}", serve.log());
 
     let n = lines.len() as u64;
-    let status = status_until(&client, &serve, "every tick", |s| s["ticks"] == n).await;
+    let status = status_until(&client, PAIR, &serve, Duration::from_secs(30), "every tick", |s| {
+        s["ticks"] == n
+    })
+    .await;
     let rollbacks = expected.iter().filter(|(_, v)| v["type"] == "rollback").count() as u64;
     assert_eq!(status["contest"]["rollbacks"], rollbacks, "{status}");
     assert_eq!(status["contest"]["enabled"], false, "{status}");

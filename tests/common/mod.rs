@@ -133,3 +133,50 @@ pub fn replay_header() -> HeaderMap {
     h.insert("Cambio-Replay", "1");
     h
 }
+
+/// A request and its JSON reply; `true` when the reply is a service error (micro service error header).
+pub async fn request(client: &async_nats::Client, subject: &str, body: &str) -> (bool, Value) {
+    let m = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(subject.to_string(), Bytes::from(body.to_string())),
+    )
+    .await
+    .expect("reply in time")
+    .expect("reply");
+    let is_err = m
+        .headers
+        .as_ref()
+        .is_some_and(|h| h.get("Nats-Service-Error").is_some());
+    (is_err, serde_json::from_slice(&m.payload).expect("json reply"))
+}
+
+/// Polls `<prefix>.status.<pair>` until `done` holds on a (non-error) reply, for at most `timeout`; fails
+/// with the last reply and the service's log. A reply that is late or an error counts as not done.
+pub async fn status_until(
+    client: &async_nats::Client,
+    pair: &str,
+    serve: &Serve,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let req = client.request(format!("fx.status.{pair}"), Bytes::new());
+        let last = match tokio::time::timeout(Duration::from_millis(500), req).await {
+            Ok(Ok(m)) if m.headers.as_ref().is_none_or(|h| h.get("Nats-Service-Error").is_none()) => {
+                serde_json::from_slice::<Value>(&m.payload).unwrap_or(Value::Null)
+            }
+            _ => Value::Null,
+        };
+        if done(&last) {
+            return last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pair} status never showed {what}; last: {last}\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
