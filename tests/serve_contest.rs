@@ -168,6 +168,23 @@ margin = 0.02
 horizons = ["1step", "10step"]
 "#;
 
+/// Starts a nats-server and `cambio serve` with `cfg`, subscribes to the pair's alerts, then publishes
+/// `lines` as a feed.
+async fn serve_and_feed(
+    cfg: &str,
+    dir: &std::path::Path,
+    lines: &[String],
+) -> (LocalServer, Serve, async_nats::Client, async_nats::Subscriber) {
+    let server = LocalServer::start(false, None).expect("nats-server");
+    let serve = Serve::start(&server.url(), cfg, dir);
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    wait_ready(&client, &serve).await;
+    let alerts = client.subscribe(format!("fx.alert.{PAIR}")).await.expect("subscribe");
+    client.flush().await.expect("flush");
+    publish(&client, lines).await;
+    (server, serve, client, alerts)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_better_challenger_is_promoted_recorded_and_survives_a_restart() {
     let started = Instant::now();
@@ -184,13 +201,7 @@ async fn a_better_challenger_is_promoted_recorded_and_survives_a_restart() {
     let champion = json!({"name": "cambio-kalman-rls", "version": "rw"});
     assert_eq!(verdict["promoted_model"], variant);
 
-    let server = LocalServer::start(false, None).expect("nats-server");
-    let mut serve = Serve::start(&server.url(), &cfg, &dir);
-    let client = async_nats::connect(server.url()).await.expect("connect");
-    wait_ready(&client, &serve).await;
-    let mut alerts = client.subscribe(format!("fx.alert.{PAIR}")).await.expect("subscribe");
-    client.flush().await.expect("flush");
-    publish(&client, &lines).await;
+    let (server, mut serve, client, mut alerts) = serve_and_feed(&cfg, &dir, &lines).await;
 
     // The alert is the pure contest's verdict, field for field.
     let alert = alert_of(&mut alerts, &serve, "promotion", Duration::from_secs(30)).await;
@@ -306,13 +317,7 @@ async fn the_guard_rolls_back_after_an_adaptation_and_records_it() {
     );
     let (at, verdict) = expected[0].clone();
 
-    let server = LocalServer::start(false, None).expect("nats-server");
-    let mut serve = Serve::start(&server.url(), &cfg, &dir);
-    let client = async_nats::connect(server.url()).await.expect("connect");
-    wait_ready(&client, &serve).await;
-    let mut alerts = client.subscribe(format!("fx.alert.{PAIR}")).await.expect("subscribe");
-    client.flush().await.expect("flush");
-    publish(&client, &lines).await;
+    let (_server, mut serve, client, mut alerts) = serve_and_feed(&cfg, &dir, &lines).await;
 
     let alert = alert_of(&mut alerts, &serve, "rollback", Duration::from_secs(30)).await;
     assert_eq!(alert, verdict, "live verdict differs from the in-process one");
