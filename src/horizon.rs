@@ -75,20 +75,36 @@ impl FromStr for Horizon {
     }
 }
 
-impl fmt::Display for Horizon {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Horizon {
+    /// The label's number and unit (`1h` is `(1, "h")`): the largest unit that divides a time horizon.
+    fn label_parts(&self) -> (i64, &'static str) {
         match *self {
-            Horizon::Steps(n) => write!(f, "{n}step"),
+            Horizon::Steps(n) => (i64::from(n), "step"),
             Horizon::Time { us } => {
                 let s = us / US_PER_SEC;
                 for (unit, len) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3600), ("m", 60)] {
                     if s % len == 0 {
-                        return write!(f, "{}{unit}", s / len);
+                        return (s / len, unit);
                     }
                 }
-                write!(f, "{s}s")
+                (s, "s")
             }
         }
+    }
+
+    /// Appends the label (as [`Display`](fmt::Display) prints it) to `out`, without `fmt`: forecasts carry
+    /// one label per horizon and are written once per tick.
+    pub fn write_label(&self, out: &mut Vec<u8>) {
+        let (n, unit) = self.label_parts();
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        out.extend_from_slice(unit.as_bytes());
+    }
+}
+
+impl fmt::Display for Horizon {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (n, unit) = self.label_parts();
+        write!(f, "{n}{unit}")
     }
 }
 

@@ -261,22 +261,88 @@ pub fn parse_ts_us(s: &str) -> Result<i64, TimeError> {
 /// Formats microseconds since the epoch as RFC 3339 UTC with millisecond precision
 /// (`2020-03-09T14:30:00.123Z`); microseconds are kept when they are not whole milliseconds.
 pub fn format_ts(us: i64) -> String {
+    let mut out = Vec::with_capacity(27);
+    write_ts(us, &mut out);
+    // `write_ts` writes ASCII only.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends [`format_ts`]'s text to `out`. Written digit by digit, without `fmt`, because serving
+/// formats one timestamp per forecast: `format!` made this one of the largest costs of publishing.
+pub fn write_ts(us: i64, out: &mut Vec<u8>) {
     let days = us.div_euclid(US_PER_DAY);
     let rem = us.rem_euclid(US_PER_DAY);
     let (y, m, d) = civil_from_days(days);
     let secs = rem / US_PER_SEC;
     let sub = rem % US_PER_SEC;
     let (hh, mm, ss) = (secs / 3600, (secs / 60) % 60, secs % 60);
-    if sub % 1000 == 0 {
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{:03}Z", sub / 1000)
-    } else {
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{sub:06}Z")
+    if !(0..=9999).contains(&y) {
+        // Outside four-digit years (never from a parsed timestamp): the general formatter.
+        let s = if sub % 1000 == 0 {
+            format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{:03}Z", sub / 1000)
+        } else {
+            format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{sub:06}Z")
+        };
+        out.extend_from_slice(s.as_bytes());
+        return;
     }
+    // Every value below is non-negative and below 10^width, so each digit is `b'0' + digit`.
+    let put = |out: &mut Vec<u8>, v: i64, width: u32| {
+        for k in (0..width).rev() {
+            out.push(b'0' + ((v / 10_i64.pow(k)) % 10) as u8);
+        }
+    };
+    put(out, y, 4);
+    out.push(b'-');
+    put(out, i64::from(m), 2);
+    out.push(b'-');
+    put(out, i64::from(d), 2);
+    out.push(b'T');
+    put(out, hh, 2);
+    out.push(b':');
+    put(out, mm, 2);
+    out.push(b':');
+    put(out, ss, 2);
+    out.push(b'.');
+    if sub % 1000 == 0 {
+        put(out, sub / 1000, 3);
+    } else {
+        put(out, sub, 6);
+    }
+    out.push(b'Z');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_ts_matches_the_general_formatter() {
+        let general = |us: i64| {
+            let (y, m, d) = civil_from_days(us.div_euclid(US_PER_DAY));
+            let rem = us.rem_euclid(US_PER_DAY);
+            let (secs, sub) = (rem / US_PER_SEC, rem % US_PER_SEC);
+            let (hh, mm, ss) = (secs / 3600, (secs / 60) % 60, secs % 60);
+            if sub % 1000 == 0 {
+                format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{:03}Z", sub / 1000)
+            } else {
+                format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{sub:06}Z")
+            }
+        };
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut cases = vec![0, -1, 1, 999, 1000, US_PER_DAY - 1, i64::MIN / 4, i64::MAX / 4];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Years 1900..2100, with whole-millisecond values half of the time.
+            let us = -2_208_988_800_000_000 + (x % 6_311_433_600_000_000) as i64;
+            cases.push(if x & 1 == 0 { us - us.rem_euclid(1000) } else { us });
+        }
+        for us in cases {
+            assert_eq!(format_ts(us), general(us), "{us}");
+        }
+    }
 
     #[test]
     fn parses_the_contract_example_and_round_trips() {

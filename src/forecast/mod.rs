@@ -5,6 +5,7 @@ pub mod combine;
 pub mod fastexp;
 pub mod features;
 pub mod interval;
+pub mod wire;
 
 use std::sync::Arc;
 

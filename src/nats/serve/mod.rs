@@ -159,6 +159,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
     cuts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     cuts.tick().await;
 
+    let stamp = cfg.serve.stamp_arrival;
     match cfg.serve.mode {
         IngestMode::Core => {
             let mut ticks = client
@@ -180,7 +181,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
                     _ = cuts.tick() => router.periodic_cut().await,
                     Some(m) = factors.next() => router.on_factor(&m.subject, &m.payload, None).await,
                     Some(m) = ticks.next() => {
-                        let d = Delivery::core_now();
+                        let d = Delivery::core_now(stamp);
                         router.on_tick(&m.subject, m.headers.as_ref(), m.payload, d).await;
                     }
                     else => break,
@@ -194,7 +195,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
             let drain = async {
                 while let Some(m) = ticks.next().await {
                     router
-                        .on_tick(&m.subject, m.headers.as_ref(), m.payload, Delivery::core_now())
+                        .on_tick(&m.subject, m.headers.as_ref(), m.payload, Delivery::core_now(stamp))
                         .await;
                 }
             };

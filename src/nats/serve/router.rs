@@ -54,10 +54,11 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// A core-NATS delivery received now: the wall clock is its arrival.
-    pub fn core_now() -> Delivery {
+    /// A core-NATS delivery received now: the wall clock is its arrival, read only when `stamp` (the
+    /// service stamps arrivals) since a clock read per tick is not free.
+    pub fn core_now(stamp: bool) -> Delivery {
         Delivery {
-            arrival_us: Some(now_us()),
+            arrival_us: stamp.then(now_us),
             received: Instant::now(),
             stream_seq: None,
             acker: None,

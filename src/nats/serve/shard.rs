@@ -338,7 +338,7 @@ impl Shard {
                 self.last_ts_us = Some(f.ts_us);
                 self.drift = f.drift;
                 let f = Arc::new(f);
-                let body = to_bytes(&*f);
+                let body = Bytes::from(f.to_json_vec());
                 let mut id = itoa::Buffer::new();
                 let mut msg_id = [0u8; 6 + 1 + 20];
                 msg_id[..6].copy_from_slice(self.pair.as_str().as_bytes());
