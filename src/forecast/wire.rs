@@ -170,7 +170,7 @@ mod tests {
                 quality: [Status::Ok, Status::Warn, Status::Fail][i % 3],
                 flags: Flags::NAMED
                     .iter()
-                    .filter(|_| next(&mut x) % 4 == 0)
+                    .filter(|_| next(&mut x).is_multiple_of(4))
                     .fold(Flags::EMPTY, |a, (f, _)| a | *f),
                 drift: if i % 5 == 0 {
                     DriftStatus::Adapting
