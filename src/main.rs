@@ -207,12 +207,16 @@ enum Command {
         /// Seed of the tick stream.
         #[arg(long, default_value_t = 17)]
         seed: u64,
+        /// Make every measurement this many times on each target and compare the medians of the rounds
+        /// (this machine's noise can move one round by 2x).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+        rounds: u32,
         /// Write the JSON report here.
         #[arg(long)]
         report: Option<PathBuf>,
     },
     /// The model registry: list, show, roll back, keep, export and import checkpoint versions in a redb
-    /// file (the checkpoint writer of `serve` is not built yet; files come from `models import`).
+    /// file written by `serve --checkpoint` (offline: while serve runs, use the `fx.models.<PAIR>` endpoint).
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
@@ -411,6 +415,7 @@ fn main() -> ExitCode {
             durable,
             config,
             seed,
+            rounds,
             report,
         } => (|| {
             let opts = LoadOptions {
@@ -437,6 +442,7 @@ fn main() -> ExitCode {
                 cambio_config: config,
                 exe: std::env::current_exe()?,
                 seed,
+                rounds,
             };
             load_cmd(&opts, report)
         })(),
@@ -479,10 +485,24 @@ fn load_cmd(opts: &LoadOptions, report_path: Option<PathBuf>) -> Result<ExitCode
         if report.jetstream { "; JetStream" } else { "" },
         report.cpus
     );
+    if report.rounds.len() > 1 {
+        println!("median of {} rounds (floor, cambio and the ratio each)", report.rounds.len());
+    }
     print!(
         "{}",
         load_report::table(report.floor.as_ref(), report.cambio.as_ref(), &report.comparisons)
     );
+    if report.rounds.len() > 1 {
+        for row in report.comparisons.iter().filter(|c| c.target != "-") {
+            let ratios: Vec<String> = report
+                .rounds
+                .iter()
+                .filter_map(|r| r.iter().find(|c| c.measurement == row.measurement))
+                .map(|c| format!("{:.2}", c.ratio))
+                .collect();
+            println!("  {:<26} ratio per round: {}", row.measurement, ratios.join(" "));
+        }
+    }
     if let Some(p) = report_path {
         write_json(&p, &report)?;
     }
@@ -645,7 +665,13 @@ fn serve_cmd(
     }
     cfg.checkpoint.fresh_if_unreadable |= fresh;
     cfg.nats = with_overrides(cfg.nats, nats);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = cfg.serve.worker_threads(cores);
+    tracing::info!(workers, cores, "runtime worker threads");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?;
     let summary = runtime.block_on(cambio::nats::serve::run(cfg, shutdown_signal()))?;
     eprintln!(
         "cambio serve: stopped after {} ticks on {} pair(s)",

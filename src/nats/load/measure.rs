@@ -54,6 +54,29 @@ fn nats(e: impl std::fmt::Display) -> MeasureError {
     MeasureError::Nats(e.to_string())
 }
 
+/// cambio's own tick-to-forecast percentiles from its micro service's STATS (`None` when it does not
+/// answer within a second or the reply has no such figures).
+pub async fn in_process_latency(bus: &Bus) -> Option<super::report::InProcess> {
+    let subject = format!("$SRV.STATS.{}", crate::nats::serve::service::SERVICE_NAME);
+    let reply = tokio::time::timeout(
+        Duration::from_secs(1),
+        bus.subscriber.request(subject, Bytes::new()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
+    let t = v["endpoints"]
+        .as_array()?
+        .iter()
+        .find_map(|e| e["data"]["tick_to_forecast"].as_object())?;
+    Some(super::report::InProcess {
+        p50_us: t.get("p50_us")?.as_u64()?,
+        p99_us: t.get("p99_us")?.as_u64()?,
+        p999_us: t.get("p999_us")?.as_u64()?,
+    })
+}
+
 /// The clients and subjects of a load run. Ticks and queries go out on one connection and forecasts come
 /// back on another, as they would from separate producer and consumer processes.
 #[derive(Debug, Clone)]

@@ -83,6 +83,9 @@ pub struct LoadOptions {
     pub exe: PathBuf,
     /// Seed of the tick stream (the same for every target).
     pub seed: u64,
+    /// Rounds: every measurement is made this many times on each target, and the comparison is the median
+    /// of the rounds (see [`report::median_of_rounds`]).
+    pub rounds: u32,
 }
 
 /// The JSON report of a load run.
@@ -106,12 +109,14 @@ pub struct LoadReport {
     pub cpus: usize,
     /// The runs in the order they happened: `target mode`.
     pub order: Vec<String>,
-    /// The floor's figures.
+    /// The floor's figures (of the last round).
     pub floor: Option<TargetResult>,
-    /// cambio's figures.
+    /// cambio's figures (of the last round).
     pub cambio: Option<TargetResult>,
-    /// cambio against the floor.
+    /// cambio against the floor: the median over the rounds.
     pub comparisons: Vec<Comparison>,
+    /// cambio against the floor in each round, in order.
+    pub rounds: Vec<Vec<Comparison>>,
     /// Every target met (and, in JetStream mode, nothing lost).
     pub passed: bool,
 }
@@ -225,17 +230,26 @@ pub async fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
         pair,
     };
 
-    let mut results: Vec<TargetResult> = opts
-        .targets
-        .iter()
-        .map(|t| TargetResult {
-            target: t.name().into(),
-            ..Default::default()
-        })
-        .collect();
+    let fresh = || -> Vec<TargetResult> {
+        opts.targets
+            .iter()
+            .map(|t| TargetResult {
+                target: t.name().into(),
+                ..Default::default()
+            })
+            .collect()
+    };
+    let mut results = fresh();
+    let mut rounds = Vec::new();
     let mut order = Vec::new();
     let mut run_no = 0;
-    for (m, &mode) in opts.modes.iter().enumerate() {
+    let mut lost_in_stream = false;
+    let plan: Vec<Mode> = (0..opts.rounds.max(1)).flat_map(|_| opts.modes.iter().copied()).collect();
+    for (m, &mode) in plan.iter().enumerate() {
+        if m > 0 && m % opts.modes.len() == 0 {
+            finish_round(&results, &mut rounds, &mut lost_in_stream, opts.jetstream);
+            results = fresh();
+        }
         // Alternate who goes first, so a drift in machine load does not always favour the same target.
         let mut idx: Vec<usize> = (0..opts.targets.len()).collect();
         if m % 2 == 1 {
@@ -267,14 +281,8 @@ pub async fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
     }
     let floor = results.iter().find(|r| r.target == "floor").cloned();
     let cambio = results.iter().find(|r| r.target == "cambio").cloned();
-    let comparisons = match (&floor, &cambio) {
-        (Some(f), Some(c)) => report::compare(f, c, opts.jetstream),
-        _ => Vec::new(),
-    };
-    let lost_in_stream = opts.jetstream
-        && results
-            .iter()
-            .any(|r| r.throughput.as_ref().is_some_and(|t| t.lost > 0));
+    finish_round(&results, &mut rounds, &mut lost_in_stream, opts.jetstream);
+    let comparisons = report::median_of_rounds(&rounds);
     let passed = comparisons.iter().all(|c| c.pass) && !lost_in_stream;
     if passed {
         let _ = std::fs::remove_dir_all(&scratch);
@@ -294,8 +302,27 @@ pub async fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
         floor,
         cambio,
         comparisons,
+        rounds,
         passed,
     })
+}
+
+/// Ends a round: its comparison (when both targets ran) joins `rounds`, and a JetStream loss is noted.
+fn finish_round(
+    results: &[TargetResult],
+    rounds: &mut Vec<Vec<Comparison>>,
+    lost_in_stream: &mut bool,
+    jetstream: bool,
+) {
+    let floor = results.iter().find(|r| r.target == "floor");
+    let cambio = results.iter().find(|r| r.target == "cambio");
+    if let (Some(f), Some(c)) = (floor, cambio) {
+        rounds.push(report::compare(f, c, jetstream));
+    }
+    *lost_in_stream |= jetstream
+        && results
+            .iter()
+            .any(|r| r.throughput.as_ref().is_some_and(|t| t.lost > 0));
 }
 
 enum Measured {
@@ -319,7 +346,13 @@ async fn measure_one(
         drain: DRAIN,
     };
     let out = match mode {
-        Mode::Latency => Measured::Latency(measure::latency(bus, &mut feed, plan(opts.rate)).await?),
+        Mode::Latency => {
+            let mut s = measure::latency(bus, &mut feed, plan(opts.rate)).await?;
+            if running.target() == Target::Cambio {
+                s.in_process = measure::in_process_latency(bus).await;
+            }
+            Measured::Latency(s)
+        }
         Mode::Query => {
             measure::prime(bus, &mut feed, running, 20).await?;
             Measured::Query(measure::query(bus, plan(opts.query_rate), QUERY_TIMEOUT).await?)

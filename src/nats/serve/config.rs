@@ -66,6 +66,8 @@ pub struct ServeConfig {
     /// Longest raw payload kept in a quarantine record, bytes; longer ones are cut and marked (NATS limits
     /// message size, and a hostile payload must not be re-published whole).
     pub max_raw_bytes: usize,
+    /// Worker threads of the service's runtime (shards spread over them); 0 means one per core.
+    pub workers: usize,
 }
 
 impl Default for ServeConfig {
@@ -79,11 +81,17 @@ impl Default for ServeConfig {
             max_pairs: 256,
             shard_queue: 8_192,
             max_raw_bytes: 16_384,
+            workers: 0,
         }
     }
 }
 
 impl ServeConfig {
+    /// The runtime's worker threads: `workers` when set, else one per core.
+    pub fn worker_threads(&self, cores: usize) -> usize {
+        if self.workers > 0 { self.workers } else { cores.max(1) }
+    }
+
     /// Checks ranges.
     ///
     /// # Errors
@@ -111,5 +119,18 @@ impl ServeConfig {
             return Err("serve.jetstream.ack_wait_secs and max_ack_pending must be positive".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_default_to_one_per_core() {
+        assert_eq!(ServeConfig::default().worker_threads(2), 2);
+        assert_eq!(ServeConfig::default().worker_threads(0), 1);
+        let set = ServeConfig { workers: 3, ..ServeConfig::default() };
+        assert_eq!(set.worker_threads(2), 3);
     }
 }

@@ -270,7 +270,11 @@ impl Shard {
         if self.dirty_report {
             self.publish_reports().await;
         }
-        tracing::info!(pair = %self.pair, ticks = self.engine.ticks(), "shard drained");
+        // In-process tick latency (received by the consumer → outputs handed to the client), which tells a
+        // slow engine apart from a slow network or server when end-to-end latency is high.
+        let l = self.latency.report();
+        tracing::info!(pair = %self.pair, ticks = self.engine.ticks(), latency_p50_us = %l["p50_us"],
+            latency_p99_us = %l["p99_us"], latency_max_us = %l["max_us"], "shard drained");
         self.engine
     }
 
