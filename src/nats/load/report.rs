@@ -296,6 +296,11 @@ fn single_rows(r: &TargetResult) -> Vec<(String, f64)> {
         rows.push(("latency max (us)".into(), l.max_us as f64));
         rows.push(("latency count".into(), l.count as f64));
         rows.push(("latency lost".into(), l.lost as f64));
+        if let Some(ip) = l.in_process {
+            rows.push(("  in cambio p50 (us)".into(), ip.p50_us as f64));
+            rows.push(("  in cambio p99 (us)".into(), ip.p99_us as f64));
+            rows.push(("  in cambio p99.9 (us)".into(), ip.p999_us as f64));
+        }
     }
     if let Some(q) = &r.query {
         rows.push(("query p50 (us)".into(), q.p50_us as f64));
