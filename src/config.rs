@@ -251,19 +251,24 @@ mod tests {
         assert!(c.engine.validate().is_err());
     }
 
-    /// The `[checkpoint]` and `[challenger]` examples in the README parse and validate.
+    /// The `[nats]`/`[serve]`, `[checkpoint]` and `[challenger]` examples in the README parse and validate.
     #[test]
-    fn readme_checkpoint_and_challenger_examples_are_valid() {
+    fn readme_serve_checkpoint_and_challenger_examples_are_valid() {
         let readme = include_str!("../README.md");
         let blocks: Vec<&str> = readme
             .split("```toml\n")
             .skip(1)
             .filter_map(|b| b.split("```").next())
-            .filter(|b| b.starts_with("[checkpoint]") || b.starts_with("[challenger]"))
+            .filter(|b| {
+                ["[nats]", "[checkpoint]", "[challenger]"]
+                    .iter()
+                    .any(|t| b.starts_with(t))
+            })
             .collect();
-        assert_eq!(blocks.len(), 2, "both examples found");
+        assert_eq!(blocks.len(), 3, "the three examples found");
         for b in blocks {
             let c: Config = toml::from_str(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
+            c.serve.validate().unwrap();
             c.checkpoint.validate().unwrap();
             c.challenger.validate(&c.engine).unwrap();
         }

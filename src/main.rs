@@ -486,14 +486,22 @@ fn load_cmd(opts: &LoadOptions, report_path: Option<PathBuf>) -> Result<ExitCode
         report.cpus
     );
     if report.rounds.len() > 1 {
-        println!("median of {} rounds (floor, cambio and the ratio each)", report.rounds.len());
+        println!(
+            "median of {} rounds (floor, cambio and the ratio each)",
+            report.rounds.len()
+        );
     }
     print!(
         "{}",
         load_report::table(report.floor.as_ref(), report.cambio.as_ref(), &report.comparisons)
     );
     if report.rounds.len() > 1 {
-        for row in report.comparisons.iter().filter(|c| c.target != "-") {
+        // Ratios per round for the ratio targets (a no-loss row has no ratio; its pass says it all).
+        for row in report
+            .comparisons
+            .iter()
+            .filter(|c| matches!(c.rule, load_report::Rule::AtMost(_) | load_report::Rule::AtLeast(_)))
+        {
             let ratios: Vec<String> = report
                 .rounds
                 .iter()

@@ -30,6 +30,25 @@ async fn collect(sub: &mut async_nats::Subscriber, n: usize, timeout: Duration) 
     got
 }
 
+/// Up to `n` messages, until none came for `quiet` (bounded by `cap` in all): for reading what a stopped
+/// service already published, however long a loaded machine takes to deliver it.
+async fn collect_until_quiet(
+    sub: &mut async_nats::Subscriber,
+    n: usize,
+    quiet: Duration,
+    cap: Duration,
+) -> Vec<async_nats::Message> {
+    let mut got = Vec::new();
+    let end = tokio::time::Instant::now() + cap;
+    while got.len() < n && tokio::time::Instant::now() < end {
+        match tokio::time::timeout(quiet, sub.next()).await {
+            Ok(Some(m)) => got.push(m),
+            _ => break,
+        }
+    }
+    got
+}
+
 async fn request_json(client: &async_nats::Client, subject: &str, body: &str) -> (Option<HeaderMap>, Value) {
     let m = tokio::time::timeout(
         Duration::from_secs(5),
@@ -414,7 +433,8 @@ async fn graceful_shutdown_exits_zero_and_loses_nothing_acknowledged() {
     let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("cambio").await.unwrap();
     let acked = consumer.info().await.unwrap().ack_floor.stream_sequence;
     // Every acknowledged tick's forecast was published before exit.
-    let first = collect(&mut preds, 20_000, Duration::from_secs(3)).await;
+    // The service has exited: what it published is at the server; read until the subscription goes quiet.
+    let first = collect_until_quiet(&mut preds, 20_000, Duration::from_secs(3), Duration::from_secs(60)).await;
     assert!(
         first.len() as u64 >= acked,
         "{} forecasts for {acked} acknowledged ticks",

@@ -58,13 +58,10 @@ fn nats(e: impl std::fmt::Display) -> MeasureError {
 /// answer within a second or the reply has no such figures).
 pub async fn in_process_latency(bus: &Bus) -> Option<super::report::InProcess> {
     let subject = format!("$SRV.STATS.{}", crate::nats::serve::service::SERVICE_NAME);
-    let reply = tokio::time::timeout(
-        Duration::from_secs(1),
-        bus.subscriber.request(subject, Bytes::new()),
-    )
-    .await
-    .ok()?
-    .ok()?;
+    let reply = tokio::time::timeout(Duration::from_secs(1), bus.subscriber.request(subject, Bytes::new()))
+        .await
+        .ok()?
+        .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
     let t = v["endpoints"]
         .as_array()?

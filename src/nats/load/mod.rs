@@ -244,7 +244,9 @@ pub async fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
     let mut order = Vec::new();
     let mut run_no = 0;
     let mut lost_in_stream = false;
-    let plan: Vec<Mode> = (0..opts.rounds.max(1)).flat_map(|_| opts.modes.iter().copied()).collect();
+    let plan: Vec<Mode> = (0..opts.rounds.max(1))
+        .flat_map(|_| opts.modes.iter().copied())
+        .collect();
     for (m, &mode) in plan.iter().enumerate() {
         if m > 0 && m % opts.modes.len() == 0 {
             finish_round(&results, &mut rounds, &mut lost_in_stream, opts.jetstream);

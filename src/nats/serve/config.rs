@@ -130,7 +130,10 @@ mod tests {
     fn workers_default_to_one_per_core() {
         assert_eq!(ServeConfig::default().worker_threads(2), 2);
         assert_eq!(ServeConfig::default().worker_threads(0), 1);
-        let set = ServeConfig { workers: 3, ..ServeConfig::default() };
+        let set = ServeConfig {
+            workers: 3,
+            ..ServeConfig::default()
+        };
         assert_eq!(set.worker_threads(2), 3);
     }
 }
