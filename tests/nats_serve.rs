@@ -444,7 +444,7 @@ async fn graceful_shutdown_exits_zero_and_loses_nothing_acknowledged() {
 
     // A new instance takes over from the acknowledged floor: together they forecast every tick exactly once.
     let serve2 = Serve::start(&server.url(), JETSTREAM, &dir);
-    let rest = collect(&mut preds, 20_000 - first.len(), Duration::from_secs(90)).await;
+    let rest = collect_until_quiet(&mut preds, 20_000, Duration::from_secs(10), Duration::from_secs(90)).await;
     let mut seqs: Vec<u64> = first
         .iter()
         .chain(&rest)
@@ -459,6 +459,85 @@ async fn graceful_shutdown_exits_zero_and_loses_nothing_acknowledged() {
     assert_eq!(seqs.len(), 20_000, "{}", serve2.log());
     assert_eq!(first.len() + rest.len(), 20_000, "no tick forecast twice");
     drop(serve2);
+}
+
+/// An instance killed while holding unacknowledged deliveries: its successor restarts the consumer after
+/// the acknowledged floor, so it applies them in stream order instead of quarantining them as stale behind
+/// newer ticks (which is what the server's redelivery after the ack wait led to). Without checkpoints delivery is at least once, so some ticks may be forecast twice (the
+/// `Nats-Msg-Id` lets a de-duplicating stream drop those); none may be missing or quarantined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_applies_ticks_left_unacknowledged_in_stream_order() {
+    let dir = temp_dir("js-takeover");
+    let server = LocalServer::start(true, Some(&dir.join("store"))).unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: "FX".into(),
+        subjects: vec!["fx.ticks.>".into(), "fx.factors.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let lines = walk(20_000, 11);
+    js_publish_all(&js, &lines, 0).await;
+    let mut serve = Serve::start(&server.url(), JETSTREAM, &dir);
+    wait_ready(&client, &serve).await;
+    wait_ticks(&client, 1_000, &serve).await;
+    // Killed, not stopped: whatever it had pulled stays delivered and unacknowledged.
+    serve.child.kill().unwrap();
+    serve.child.wait().unwrap();
+    let stream = js.get_stream("FX").await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("cambio").await.unwrap();
+    let info = consumer.info().await.unwrap().clone();
+    if info.ack_floor.stream_sequence >= 20_000 {
+        eprintln!("the first instance finished before it was killed; nothing left to take over");
+        return;
+    }
+    assert!(info.num_ack_pending > 0, "the kill left deliveries pending: {info:?}");
+
+    let mut preds = client.subscribe("fx.pred.USDMXN").await.unwrap();
+    let mut quarantine = client.subscribe("fx.quarantine.USDMXN").await.unwrap();
+    client.flush().await.unwrap();
+    let serve2 = Serve::start(&server.url(), JETSTREAM, &dir);
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut next_seq = 0u64;
+    while (seen.len() as u64) < 20_000 - info.ack_floor.stream_sequence && Instant::now() < deadline {
+        // Quiet for 10 s: nothing more is coming.
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(10), preds.next()).await else {
+            break;
+        };
+        let seq = serde_json::from_slice::<Value>(&m.payload).unwrap()["seq"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            seq >= next_seq,
+            "forecast of seq {seq} after {next_seq}: out of stream order"
+        );
+        next_seq = seq;
+        if seq > info.ack_floor.stream_sequence {
+            seen.insert(seq);
+        }
+    }
+    let q = collect(&mut quarantine, 1, Duration::from_millis(500)).await;
+    assert!(
+        q.is_empty(),
+        "quarantined: {:?}",
+        String::from_utf8_lossy(&q[0].payload)
+    );
+    assert_eq!(
+        seen.len() as u64,
+        20_000 - info.ack_floor.stream_sequence,
+        "every tick after the acknowledged floor is forecast\n{}",
+        serve2.log()
+    );
+    assert!(
+        serve2
+            .log()
+            .contains("reading the stream again from the acknowledged floor"),
+        "{}",
+        serve2.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

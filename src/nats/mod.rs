@@ -21,6 +21,6 @@ pub mod serve;
 pub mod subjects;
 pub mod tail;
 
-pub use connect::{NatsConfig, NatsError, TlsConfig, connect};
+pub use connect::{NatsConfig, NatsError, TlsConfig, connect, round_trip};
 pub use local_server::LocalServer;
 pub use subjects::Subjects;

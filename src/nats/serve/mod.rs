@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 
 pub use config::{IngestMode, JetStreamConfig, ServeConfig};
 
@@ -205,11 +205,28 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
             finish(router, service, tasks, &client, &url, &counters, writer_join).await
         }
         IngestMode::Jetstream => {
-            let start = resume.as_ref().map(|a| a.floor() + 1);
+            let mut start = resume.as_ref().map(|a| a.floor() + 1);
             if let Some(start) = start {
                 reset_consumer(&client, &subjects, &cfg.serve.jetstream, start).await?;
             }
-            let consumer = jetstream_consumer(&client, &subjects, &cfg.serve.jetstream, start).await?;
+            let mut consumer = jetstream_consumer(&client, &subjects, &cfg.serve.jetstream, start).await?;
+            let pending = consumer.cached_info().num_ack_pending;
+            if start.is_none() && pending > 0 {
+                // A previous instance stopped or died holding deliveries it never acknowledged. The server would
+                // redeliver them only after the ack wait, behind newer ticks, and the engine would quarantine
+                // them as stale. Restarting the consumer right after its acknowledged floor reads them again
+                // in stream order. (A tick acknowledged above the floor, by another pair's shard, is then
+                // applied and forecast a second time, with the same `Nats-Msg-Id`; checkpoints avoid that.)
+                let from = consumer.cached_info().ack_floor.stream_sequence + 1;
+                tracing::warn!(
+                    pending,
+                    resume_from = from,
+                    "ticks delivered to a previous instance were never acknowledged: reading the stream again from the acknowledged floor, in order"
+                );
+                reset_consumer(&client, &subjects, &cfg.serve.jetstream, from).await?;
+                consumer = jetstream_consumer(&client, &subjects, &cfg.serve.jetstream, Some(from)).await?;
+                start = Some(from);
+            }
             let floor = consumer.cached_info().ack_floor.stream_sequence;
             router.set_applied(resume.unwrap_or_else(|| AppliedSeqs::with_floor(floor)));
             let (service, tasks) = service::start(&client, state.clone()).await?;
@@ -233,6 +250,41 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
             .await;
             finish(router, service, tasks, &client, &url, &counters, writer_join).await
         }
+    }
+}
+
+/// Routes one JetStream message: a redelivery of a sequence already applied is acknowledged and skipped,
+/// a factor goes to every shard, a tick to its pair's shard (which acknowledges it once processed).
+async fn on_js_message(m: jetstream::Message, subjects: &Subjects, router: &mut Router, counters: &Counters) {
+    let received = Instant::now();
+    let (seq, published_us) = match m.info() {
+        Ok(i) => (
+            Some(i.stream_sequence),
+            Some(i64::try_from(i.published.unix_timestamp_nanos() / 1000).unwrap_or(0)),
+        ),
+        Err(_) => (None, None),
+    };
+    if let Some(seq) = seq
+        && !router.admit(seq)
+    {
+        Counters::inc(&counters.redeliveries_skipped);
+        let _ = m.ack().await;
+        return;
+    }
+    let (msg, acker) = m.split();
+    if subjects.token("factors", &msg.subject).is_some() {
+        router.on_factor(&msg.subject, &msg.payload, seq).await;
+        let _ = acker.ack().await;
+    } else {
+        // The server's receive time is the arrival: deterministic across redeliveries, and not inflated by an
+        // outage of cambio.
+        let d = Delivery {
+            arrival_us: published_us,
+            received,
+            stream_seq: seq,
+            acker: Some(Box::new(acker)),
+        };
+        router.on_tick(&msg.subject, msg.headers.as_ref(), msg.payload, d).await;
     }
 }
 
@@ -363,10 +415,9 @@ async fn finish(
     for t in tasks {
         t.abort();
     }
-    match tokio::time::timeout(Duration::from_secs(10), client.flush()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "final flush failed"),
-        Err(_) => tracing::warn!("final flush did not finish within 10 s (server unreachable?)"),
+    // Everything published (forecasts, acknowledgements) must be read by the server before the socket closes.
+    if let Err(e) = crate::nats::round_trip(client, Duration::from_secs(10)).await {
+        tracing::warn!(error = %e, "final flush not confirmed by the server (unreachable?)");
     }
     let summary = ServeSummary {
         url: url.to_string(),
@@ -509,32 +560,22 @@ async fn consume_jetstream(
         loop {
             tokio::select! {
                 biased;
-                () = &mut shutdown => break 'outer,
+                () = &mut shutdown => {
+                    // Finish what this client already holds: a tick delivered to us and left unprocessed would
+                    // be redelivered only after the ack wait, behind later ticks that the next instance has
+                    // already applied, and be quarantined as out of order there.
+                    let mut finished = 0u64;
+                    while let Some(Some(Ok(m))) = messages.next().now_or_never() {
+                        on_js_message(m, subjects, router, counters).await;
+                        finished += 1;
+                    }
+                    tracing::info!(finished, "jetstream: finished the ticks already delivered");
+                    break 'outer;
+                }
                 Some(c) = loops.control.recv() => router.on_control(c).await,
                 _ = loops.cuts.tick() => router.periodic_cut().await,
                 m = messages.next() => match m {
-                    Some(Ok(m)) => {
-                        let received = Instant::now();
-                        let (seq, published_us) = match m.info() {
-                            Ok(i) => (Some(i.stream_sequence), Some(i64::try_from(i.published.unix_timestamp_nanos() / 1000).unwrap_or(0))),
-                            Err(_) => (None, None),
-                        };
-                        if let Some(seq) = seq && !router.admit(seq) {
-                            Counters::inc(&counters.redeliveries_skipped);
-                            let _ = m.ack().await;
-                            continue;
-                        }
-                        let (msg, acker) = m.split();
-                        if subjects.token("factors", &msg.subject).is_some() {
-                            router.on_factor(&msg.subject, &msg.payload, seq).await;
-                            let _ = acker.ack().await;
-                        } else {
-                            // The server's receive time is the arrival: deterministic across redeliveries, and
-                            // not inflated by an outage of cambio.
-                            let d = Delivery { arrival_us: published_us, received, stream_seq: seq, acker: Some(Box::new(acker)) };
-                            router.on_tick(&msg.subject, msg.headers.as_ref(), msg.payload, d).await;
-                        }
-                    }
+                    Some(Ok(m)) => on_js_message(m, subjects, router, counters).await,
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "jetstream consumer error; re-establishing the pull");
                         break;

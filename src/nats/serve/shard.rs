@@ -234,7 +234,8 @@ impl Shard {
                             ShardMsg::Checkpoint(m) => {
                                 // The outputs of the ticks in this checkpoint must be at the server before
                                 // it commits: after a crash those ticks are not applied (nor published) again.
-                                let flushed = self.ctx.client.flush().await.map_err(|e| e.to_string());
+                                let flushed =
+                                    crate::nats::round_trip(&self.ctx.client, Duration::from_secs(10)).await;
                                 if m.answer(&self.engine, self.contest.as_ref(), self.changed, flushed) {
                                     self.changed = false;
                                 }
