@@ -493,7 +493,7 @@ async fn reset_consumer(
         .create_consumer(consumer_config(subjects, js_cfg, Some(start)))
         .await
         .map_err(|e| ServeError::JetStream(format!("consumer {}: {e}", js_cfg.durable)))?;
-    tracing::info!(durable = %js_cfg.durable, resume_from = start, "consumer reset to the checkpoint");
+    tracing::info!(durable = %js_cfg.durable, resume_from = start, "durable consumer recreated");
     Ok(())
 }
 
@@ -563,7 +563,7 @@ async fn consume_jetstream(
                 () = &mut shutdown => {
                     // Finish what this client already holds: a tick delivered to us and left unprocessed would
                     // be redelivered only after the ack wait, behind later ticks that the next instance has
-                    // already applied, and be quarantined as out of order there.
+                    // already applied, and be quarantined as stale there.
                     let mut finished = 0u64;
                     while let Some(Some(Ok(m))) = messages.next().now_or_never() {
                         on_js_message(m, subjects, router, counters).await;
