@@ -7,7 +7,7 @@
 //! - [`model`]: online models (local-level Kalman filter, recursive least squares, EWMA volatility).
 //! - [`drift`]: streaming drift detectors (ADWIN, Page-Hinkley, CUSUM, CUSUM of squares, window tests).
 //! - [`forecast`]: features, the signal weight that falls back to the random walk, adaptive intervals,
-//!   and the plain-data [`forecast::Forecast`] message.
+//!   and the plain-data [`forecast::Forecast`] message with its hand-written JSON (`forecast::wire`).
 //! - [`eval`]: prequential (predict, then learn) metrics per horizon.
 //! - [`horizon`] and [`time`]: forecast horizons, and timestamps as microseconds without a clock.
 //! - [`engine`]: the pure core, `Engine::on_tick`, which ties the above together per pair.
