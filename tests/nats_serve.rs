@@ -49,14 +49,9 @@ async fn collect_until_quiet(
     got
 }
 
+/// A request, its reply's headers (the service error code is there) and its JSON body.
 async fn request_json(client: &async_nats::Client, subject: &str, body: &str) -> (Option<HeaderMap>, Value) {
-    let m = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.request(subject.to_string(), Bytes::from(body.to_string())),
-    )
-    .await
-    .expect("reply in time")
-    .expect("request");
+    let m = request_message(client, subject, body).await;
     let v = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
     (m.headers, v)
 }

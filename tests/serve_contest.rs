@@ -104,6 +104,18 @@ async fn publish(client: &async_nats::Client, lines: &[String]) {
     }
 }
 
+/// The status shows the variant as the live model after one promotion, with the old champion in shadow.
+fn assert_promoted(status: &Value, variant: &Value, champion: &Value) {
+    assert_eq!(&status["model"], variant, "{status}");
+    let contest = &status["contest"];
+    assert_eq!(
+        (contest["champion"].as_str(), contest["promotions"].as_u64()),
+        (Some("variant"), Some(1)),
+        "{status}"
+    );
+    assert_eq!(&contest["challenger"]["model"], champion, "{status}");
+}
+
 /// Polls the model registry until a version with `reason` is listed (bounded); returns the listing.
 async fn version_with(client: &async_nats::Client, serve: &Serve, reason: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -220,14 +232,8 @@ async fn a_better_challenger_is_promoted_recorded_and_survives_a_restart() {
         s["ticks"] == n
     })
     .await;
-    assert_eq!(status["model"], variant, "{status}");
+    assert_promoted(&status, &variant, &champion);
     let contest = &status["contest"];
-    assert_eq!(
-        (contest["champion"].as_str(), contest["promotions"].as_u64()),
-        (Some("variant"), Some(1)),
-        "{status}"
-    );
-    assert_eq!(contest["challenger"]["model"], champion, "{status}");
     assert_eq!(contest["challenger"]["origin"], "live", "{status}");
     assert_eq!(contest["rollbacks"], 0, "{status}");
 
@@ -254,13 +260,7 @@ async fn a_better_challenger_is_promoted_recorded_and_survives_a_restart() {
     let status = request(&client, &format!("fx.status.{PAIR}"), "").await.1;
     assert_eq!(status["model"], variant, "{status}\n{}", serve.log());
     assert_eq!(status["ticks"], n, "{status}");
-    let contest = &status["contest"];
-    assert_eq!(
-        (contest["champion"].as_str(), contest["promotions"].as_u64()),
-        (Some("variant"), Some(1)),
-        "{status}"
-    );
-    assert_eq!(contest["challenger"]["model"], champion, "{status}");
+    assert_promoted(&status, &variant, &champion);
     let log = serve.log();
     assert!(log.contains("restored checkpoint"), "{log}");
     let list = request(&client, &format!("fx.models.{PAIR}"), r#"{"op":"list"}"#)

@@ -134,15 +134,20 @@ pub fn replay_header() -> HeaderMap {
     h
 }
 
-/// A request and its JSON reply; `true` when the reply is a service error (micro service error header).
-pub async fn request(client: &async_nats::Client, subject: &str, body: &str) -> (bool, Value) {
-    let m = tokio::time::timeout(
+/// A request and its reply message, within 10 s.
+pub async fn request_message(client: &async_nats::Client, subject: &str, body: &str) -> async_nats::Message {
+    tokio::time::timeout(
         Duration::from_secs(10),
         client.request(subject.to_string(), Bytes::from(body.to_string())),
     )
     .await
     .expect("reply in time")
-    .expect("reply");
+    .expect("reply")
+}
+
+/// A request and its JSON reply; `true` when the reply is a service error (micro service error header).
+pub async fn request(client: &async_nats::Client, subject: &str, body: &str) -> (bool, Value) {
+    let m = request_message(client, subject, body).await;
     let is_err = m
         .headers
         .as_ref()
