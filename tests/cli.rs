@@ -182,3 +182,122 @@ fn replaying_ten_million_ticks_uses_no_more_memory_than_one_million() {
     // Allow 512 KiB of allocator noise; growth with the stream would be tens of megabytes.
     assert!(b <= a + 512, "10M ticks peaked at {b} KiB, 1M ticks at {a} KiB");
 }
+
+/// What people read has no Rust debug text: quarantines by reason, `n/a` for a horizon with nothing
+/// scored (not NaN), aligned columns, and expectations in words.
+#[test]
+fn the_summary_is_written_for_people() {
+    let dir = scratch("summary");
+    let csv = dir.join("t.csv");
+    std::fs::write(
+        &csv,
+        "date,usdmxn\n2020-02-03,18.5\n2020-02-04,18.6\n2020-02-05,\n2020-02-06,x\n2020-02-07,18.7\n",
+    )
+    .unwrap();
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, "[engine]\nhorizons = [\"1step\", \"1w\"]\n").unwrap();
+    let out = cambio(&[
+        "replay",
+        csv.to_str().unwrap(),
+        "--pair",
+        "USDMXN",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("quarantined 2 (malformed=1, missing_value=1)"),
+        "{stdout}"
+    );
+    let header = stdout.lines().find(|l| l.starts_with("horizon")).unwrap();
+    let week = stdout.lines().find(|l| l.starts_with("1w")).unwrap();
+    assert_eq!(week.matches("n/a").count(), 6, "{stdout}");
+    assert_eq!(header.len(), week.len(), "the columns align:\n{stdout}");
+    assert!(stdout.contains("quality ok"), "{stdout}");
+    for debug in ["NaN", "{", "Some(", "quality Ok"] {
+        assert!(!stdout.contains(debug), "{debug:?} in\n{stdout}");
+    }
+
+    let dir = scratch("summary-expect");
+    std::fs::write(
+        dir.join("scenario.toml"),
+        "name = \"words\"\npair = \"USDMXN\"\n[synthetic]\nseed = 1\nticks = 500\n\
+         [[expect]]\nkind = \"accepted_at_least\"\ncount = 1000\n\
+         [[expect]]\nkind = \"alarm_between\"\nfrom = \"2020-01-01\"\nto = \"2020-01-02\"\nsignal = \"residual\"\n",
+    )
+    .unwrap();
+    let out = cambio(&["replay", dir.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL at least 1000 accepted: 500 accepted"), "{stdout}");
+    assert!(
+        stdout.contains("an alarm on residual between 2020-01-01 and 2020-01-02"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains('{') && !stdout.contains("None"), "{stdout}");
+}
+
+/// `cambio demo | head -1`: the reader closes the pipe after one line; cambio stops quietly (no
+/// `println!` panic, exit 101) with its usual status.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cambio"))
+        .arg("demo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run cambio demo");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("cambio demo"), "{first}");
+    // The reader is dropped here: every later write of the demo meets a closed pipe.
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("error"), "{stderr}");
+
+    // Closed before the first write, and a command that fails its expectation: still its usual status.
+    let dir = scratch("pipe");
+    std::fs::write(
+        dir.join("scenario.toml"),
+        "name = \"impossible\"\npair = \"USDMXN\"\n[synthetic]\nseed = 1\nticks = 500\n\
+         [[expect]]\nkind = \"accepted_at_least\"\ncount = 1000\n",
+    )
+    .unwrap();
+    for (args, code) in [(vec!["demo"], 0), (vec!["replay", dir.to_str().unwrap()], 1)] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cambio"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run cambio");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// `cambio demo > /dev/full`: a failed write is an error (exit 2, one `error:` line), not a panic and not a
+/// silent success.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_failed_write_is_an_error() {
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cambio"))
+        .arg("demo")
+        .stdout(full)
+        .output()
+        .expect("run cambio demo");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("error: writing to standard output:"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

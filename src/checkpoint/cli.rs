@@ -11,27 +11,70 @@ use crate::tick::Pair;
 /// [`StoreError`] when the file cannot be read.
 pub fn list(store: &CheckpointStore, pair: Option<Pair>) -> Result<String, StoreError> {
     let metas = store.list(pair)?;
+    let header = [
+        "pair",
+        "version",
+        "created",
+        "reason",
+        "ticks",
+        "last tick",
+        "horizon",
+        "n",
+        "rmse/rw",
+        "keep",
+    ];
+    // Numbers flush right, text flush left.
+    let right = [false, true, false, false, true, false, true, true, true, false];
+    let rows: Vec<[String; 10]> = metas
+        .iter()
+        .map(|m| {
+            let h = m.horizons.first();
+            [
+                m.pair.as_str().to_string(),
+                m.version.to_string(),
+                m.created.clone(),
+                m.reason.name().to_string(),
+                m.ticks.to_string(),
+                m.last_tick_ts.clone().unwrap_or_else(|| "-".into()),
+                h.map_or_else(|| "-".into(), |h| h.horizon.clone()),
+                h.map_or_else(|| "-".into(), |h| h.n.to_string()),
+                // No scored forecast, no ratio.
+                h.map_or_else(
+                    || "-".into(),
+                    |h| {
+                        if h.n == 0 || !h.rmse_ratio.is_finite() {
+                            "n/a".into()
+                        } else {
+                            format!("{:.4}", h.rmse_ratio)
+                        }
+                    },
+                ),
+                if m.keep { "keep".into() } else { String::new() },
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<7} {:>7}  {:<24} {:<16} {:>10}  {:<24} {:>9} {:>8} {:>9}  keep",
-        "pair", "version", "created", "reason", "ticks", "last tick", "horizon", "n", "rmse/rw"
-    );
-    for m in &metas {
-        let h = m.horizons.first();
-        let line = format!(
-            "{:<7} {:>7}  {:<24} {:<16} {:>10}  {:<24} {:>9} {:>8} {:>9}  {}",
-            m.pair.as_str(),
-            m.version,
-            m.created,
-            m.reason.name(),
-            m.ticks,
-            m.last_tick_ts.as_deref().unwrap_or("-"),
-            h.map_or("-", |h| h.horizon.as_str()),
-            h.map_or_else(|| "-".into(), |h| h.n.to_string()),
-            h.map_or_else(|| "-".into(), |h| format!("{:.4}", h.rmse_ratio)),
-            if m.keep { "keep" } else { "" }
-        );
+    for row in std::iter::once(header.map(String::from)).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if i > 0 {
+                line.push_str("  ");
+            }
+            if right[i] {
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
         let _ = writeln!(out, "{}", line.trim_end());
     }
     if metas.is_empty() {
@@ -60,7 +103,9 @@ pub fn resolve(store: &CheckpointStore, pair: Pair, version: Option<u64>) -> Res
 /// [`StoreError`] when there is no such version or the file cannot be read.
 pub fn show(store: &CheckpointStore, pair: Pair, version: Option<u64>) -> Result<String, StoreError> {
     let meta = resolve(store, pair, version)?;
-    let mut s = serde_json::to_string_pretty(&meta).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()));
+    // Metadata is plain data (strings and numbers): encoding it cannot fail; should it, say so as JSON.
+    let mut s = serde_json::to_string_pretty(&meta)
+        .unwrap_or_else(|e| format!("{{\"error\":{}}}", serde_json::Value::from(e.to_string())));
     s.push('\n');
     Ok(s)
 }

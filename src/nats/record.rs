@@ -39,44 +39,6 @@ pub enum RecordError {
     Ready(#[from] ReadyError),
 }
 
-/// Parses a duration such as `10s`, `10m`, `1h`, `500ms`, `2d` or `1h30m` (units: ms, s, m, h, d).
-///
-/// # Errors
-/// A message saying what is wrong (no unit, unknown unit, overflow).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let s = text.trim();
-    let bad = |why: &str| format!("duration {text:?}: {why} (e.g. 10s, 10m, 1h, 1h30m, 500ms)");
-    if s.is_empty() {
-        return Err(bad("empty"));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(bad("expected a number"));
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad("number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
-        let unit_ms: u64 = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "" => return Err(bad("a unit is needed")),
-            _ => return Err(bad("unknown unit")),
-        };
-        rest = &rest[unit_len..];
-        let ms = n.checked_mul(unit_ms).ok_or_else(|| bad("too long"))?;
-        total = total
-            .checked_add(Duration::from_millis(ms))
-            .ok_or_else(|| bad("too long"))?;
-    }
-    Ok(total)
-}
-
 /// A payload as one JSON string (one line: control characters, newlines included, are escaped). Bytes
 /// that are not UTF-8 are kept one to a character (U+0000..U+00FF), so nothing is silently replaced.
 fn json_string(payload: &[u8]) -> Vec<u8> {
@@ -246,30 +208,6 @@ mod tests {
     use crate::quality::QuarantineReason;
     use crate::replay::Item;
     use crate::replay::source::parse_message;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration(" 1h30m "), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        for bad in [
-            "",
-            "10",
-            "s",
-            "10x",
-            "1.5h",
-            "-1s",
-            "1h 30m",
-            "99999999999999999999s",
-            "18446744073709552s",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
-    }
 
     const AT: &str = "2026-01-02T03:04:05.123456Z";
 

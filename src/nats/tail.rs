@@ -131,9 +131,11 @@ fn str_field<'a>(m: &'a Map<String, Value>, key: &str) -> &'a str {
     m.get(key).and_then(Value::as_str).unwrap_or("?")
 }
 
-/// A number with `decimals` places, the JSON text when it is not a number, `?` when absent.
+/// A number with `decimals` places, `n/a` for null (how JSON carries a figure that is not a number), the
+/// JSON text when it is something else, `?` when absent.
 fn num(v: Option<&Value>, decimals: usize) -> String {
     match v {
+        Some(Value::Null) => "n/a".into(),
         Some(Value::Number(n)) => match n.as_f64() {
             Some(f) => format!("{f:.decimals$}"),
             None => n.to_string(),
@@ -357,5 +359,14 @@ mod tests {
         assert_eq!(render(&s(), "fx.pred.USDMXN", b"a\nb", true), "a\\nb");
         let long = vec![b'x'; 5000];
         assert!(render(&s(), "fx.pred.USDMXN", &long, false).chars().count() < 1100);
+        assert_eq!(
+            render(
+                &s(),
+                "fx.alert.USDMXN",
+                br#"{"type":"alarm","pair":"USDMXN","ts":"t","detector":"d","signal":"input","statistic":null}"#,
+                false
+            ),
+            "t USDMXN ALARM d on input: statistic n/a threshold ?"
+        );
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod report;
 pub mod scenario;
+mod scenario_display;
 pub mod source;
 pub mod synth;
 

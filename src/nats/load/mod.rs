@@ -379,39 +379,9 @@ async fn measure_one(
     Ok(out)
 }
 
-/// Parses a duration such as `10s`, `500ms`, `2m` or `1.5s`.
-///
-/// # Errors
-/// A message naming the accepted forms.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("{s:?}: a duration such as 10s, 500ms or 2m");
-    let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
-    let (num, unit) = t.split_at(split);
-    let v: f64 = num.parse().map_err(|_| err())?;
-    let secs = match unit {
-        "ms" => v / 1e3,
-        "s" => v,
-        "m" | "min" => v * 60.0,
-        _ => return Err(err()),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| err())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1_500)));
-        for bad in ["", "10", "s", "10h", "-1s", "1.2.3s"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn the_generated_cambio_config_is_a_valid_serve_config() {

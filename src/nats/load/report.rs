@@ -333,21 +333,17 @@ fn num(x: f64) -> String {
     }
 }
 
-/// The printed table: measurement, floor, cambio, ratio, target, pass/fail.
+/// The printed table: measurement, floor, cambio, ratio, target, pass/fail; each column as wide as its
+/// widest cell (numbers flush right).
 pub fn table(floor: Option<&TargetResult>, cambio: Option<&TargetResult>, comparisons: &[Comparison]) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{:<26} {:>12} {:>12} {:>8} {:>9} {:>5}",
-        "measurement", "floor", "cambio", "ratio", "target", "pass"
-    );
+    let mut rows: Vec<[String; 6]> = Vec::new();
     match (floor, cambio) {
         (Some(_), Some(_)) => {
             for c in comparisons {
-                let ratio = if c.ratio.is_nan() {
-                    "-".into()
-                } else {
+                let ratio = if c.ratio.is_finite() {
                     format!("{:.2}", c.ratio)
+                } else {
+                    "-".into()
                 };
                 let pass = if c.target == "-" {
                     ""
@@ -356,16 +352,14 @@ pub fn table(floor: Option<&TargetResult>, cambio: Option<&TargetResult>, compar
                 } else {
                     "FAIL"
                 };
-                let _ = writeln!(
-                    s,
-                    "{:<26} {:>12} {:>12} {:>8} {:>9} {:>5}",
-                    c.measurement,
+                rows.push([
+                    c.measurement.clone(),
                     num(c.floor),
                     num(c.cambio),
                     ratio,
-                    c.target,
-                    pass
-                );
+                    c.target.clone(),
+                    pass.into(),
+                ]);
             }
         }
         (Some(r), None) | (None, Some(r)) => {
@@ -376,10 +370,36 @@ pub fn table(floor: Option<&TargetResult>, cambio: Option<&TargetResult>, compar
                 } else {
                     ("-".into(), num(v))
                 };
-                let _ = writeln!(s, "{m:<26} {f:>12} {c:>12} {:>8} {:>9} {:>5}", "-", "-", "");
+                rows.push([m, f, c, "-".into(), "-".into(), String::new()]);
             }
         }
         (None, None) => {}
+    }
+    let header = ["measurement", "floor", "cambio", "ratio", "target", "pass"].map(String::from);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut s = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            let pad = " ".repeat(widths[i].saturating_sub(cell.chars().count()));
+            if i > 0 {
+                line.push(' ');
+            }
+            // The measurement flush left, the figures, target and verdict flush right.
+            if i == 0 {
+                line.push_str(cell);
+                line.push_str(&pad);
+            } else {
+                line.push_str(&pad);
+                line.push_str(cell);
+            }
+        }
+        let _ = writeln!(s, "{}", line.trim_end());
     }
     s
 }
@@ -463,6 +483,34 @@ mod tests {
         );
         let t = table(Some(&floor), None, &[]);
         assert!(t.contains("throughput (forecasts/s)") && t.contains("100000"), "{t}");
+        let stored = compare(
+            &TargetResult {
+                throughput: Some(ThroughputSummary {
+                    stored: Some(10),
+                    ..Default::default()
+                }),
+                ..floor.clone()
+            },
+            &TargetResult {
+                throughput: Some(ThroughputSummary {
+                    stored: Some(10),
+                    ..Default::default()
+                }),
+                ..cambio.clone()
+            },
+            true,
+        );
+        let t = table(Some(&floor), Some(&cambio), &stored);
+        assert!(t.contains("throughput stored in stream"), "{t}");
+        assert!(!t.contains("NaN"), "{t}");
+        // The floor column ends at the same place on every line, past the longest measurement.
+        let header = t.lines().next().unwrap();
+        let end = header.find("floor").unwrap() + "floor".len();
+        assert!(end > "throughput stored in stream".len(), "{t}");
+        for line in t.lines() {
+            let b = line.as_bytes();
+            assert!(b[end - 1] != b' ' && b[end] == b' ', "{t}");
+        }
     }
 
     #[test]

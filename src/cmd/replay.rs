@@ -1,0 +1,222 @@
+//! `cambio replay`: a scenario or tick file through the engine in process (summary, report, outputs), or,
+//! with `--nats`, published to a NATS server for a live `cambio serve`.
+
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cambio::config::Config;
+use cambio::nats::publish::{PublishOptions, Speed};
+use cambio::replay::{self, InputKind, ReplayOptions, Report, Scenario};
+
+use super::{Align, CliError, Out, nats_config, parse_pair, passed_or_1, runtime, status_name, write_json};
+
+/// `cambio replay`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Scenario folder, scenario.toml, ticks.csv or ticks.jsonl.
+    input: PathBuf,
+    /// The pair (needed when the file does not name it).
+    #[arg(long)]
+    pair: Option<String>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Write every output (forecasts, quarantines, alarms, …) as JSON lines here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Engine configuration file (its [engine] table replaces the scenario's [config]).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Write ticks_per_sec as 0, so two runs give byte-identical reports.
+    #[arg(long)]
+    no_timing: bool,
+    /// Publish the input's ticks (and a scenario's factors) to the NATS server at this URL instead of
+    /// running the engine; auth comes from the config's [nats] table and CAMBIO_NATS_* variables.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["report", "out", "no_timing"])]
+    nats: Option<String>,
+    /// With --nats: the recorded spacing of ticks divided by this factor (`60x`, `1x` = real time).
+    #[arg(long, requires = "nats", conflicts_with = "max")]
+    speed: Option<Speed>,
+    /// With --nats: as fast as possible (the default).
+    #[arg(long, requires = "nats")]
+    max: bool,
+    /// With --nats: the subject prefix [default: fx].
+    #[arg(long, requires = "nats")]
+    prefix: Option<String>,
+}
+
+/// Replays in process and prints the summary (exit 1 when a scenario expectation fails), or publishes to
+/// NATS with `--nats`.
+///
+/// # Errors
+/// [`CliError`] when the input, configuration or an output file cannot be used.
+pub fn run(args: Args) -> Result<ExitCode, CliError> {
+    if args.nats.is_some() {
+        return publish(args);
+    }
+    let pair = args.pair.as_deref().map(parse_pair).transpose()?;
+    let cfg = args.config.map(|c| Config::load(&c)).transpose()?;
+    let outputs: Option<Box<dyn Write>> = match args.out {
+        Some(path) => match std::fs::File::create(&path) {
+            Ok(file) => Some(Box::new(BufWriter::new(file))),
+            Err(source) => return Err(CliError::File { path, source }),
+        },
+        None => None,
+    };
+    let opts = ReplayOptions {
+        pair,
+        timing: !args.no_timing,
+        progress: true,
+        outputs,
+        observer: None,
+    };
+    let report = match replay::input_kind(&args.input) {
+        InputKind::Scenario => {
+            let scenario = Scenario::load(&args.input)?;
+            replay::replay_scenario(&scenario, cfg.as_ref().map(|c| &c.engine), opts)?
+        }
+        _ => replay::replay_file(&args.input, &cfg.map(|c| c.engine).unwrap_or_default(), opts)?,
+    };
+    let mut out = Out::new();
+    write_summary(&mut out, &report)?;
+    out.flush()?;
+    if let Some(p) = args.report {
+        write_json(&p, &report)?;
+    }
+    Ok(passed_or_1(report.passed))
+}
+
+/// `replay --nats`: publishes the input's ticks (and a scenario's factors), then prints what was sent.
+fn publish(args: Args) -> Result<ExitCode, CliError> {
+    let pair = args.pair.as_deref().map(parse_pair).transpose()?;
+    let subjects = super::subjects(args.prefix.as_deref().unwrap_or("fx"))?;
+    let cfg = nats_config(args.nats, args.config.as_deref())?;
+    if !args.input.exists() {
+        return Err(CliError::NoInput(args.input));
+    }
+    let speed = args.speed.unwrap_or(Speed::Max);
+    let summary = runtime()?.block_on(async {
+        let (client, _events) = cambio::nats::connect(&cfg, "cambio-replay").await?;
+        let opts = PublishOptions { subjects, pair, speed };
+        let summary = cambio::nats::publish::replay_to_nats(&client, &args.input, opts, super::ctrl_c()).await?;
+        Ok::<_, CliError>(summary)
+    })?;
+    let mut out = Out::new();
+    writeln!(
+        out,
+        "published {} ticks and {} factors in {:.3} s ({:.0} messages/s){}",
+        summary.ticks,
+        summary.factors,
+        summary.elapsed.as_secs_f64(),
+        summary.rate(),
+        if summary.interrupted { " (interrupted)" } else { "" }
+    )?;
+    if summary.skipped_factors > 0 {
+        writeln!(
+            out,
+            "{} factors not published: their names cannot be subject tokens",
+            summary.skipped_factors
+        )?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A figure of a horizon's row: `n/a` when nothing was scored (`n` is 0) or the figure is not a number.
+fn figure(n: u64, x: f64, decimals: usize) -> String {
+    if n == 0 || !x.is_finite() {
+        "n/a".into()
+    } else {
+        format!("{x:.decimals$}")
+    }
+}
+
+/// The summary people read after a replay (and the demo): counts, quarantines by reason, the metrics
+/// table per horizon, alarms, quality, each expectation in words, and the throughput.
+///
+/// # Errors
+/// The writer's.
+pub fn write_summary(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
+    writeln!(out, "\n== {}", r.input)?;
+    let quarantined: u64 = r.quarantined.values().sum();
+    write!(
+        out,
+        "ticks {}  accepted {}  quarantined {quarantined}",
+        r.ticks, r.accepted
+    )?;
+    if quarantined > 0 {
+        let reasons: Vec<String> = r
+            .quarantined
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(reason, n)| format!("{reason}={n}"))
+            .collect();
+        write!(out, " ({})", reasons.join(", "))?;
+    }
+    writeln!(out)?;
+    let rows: Vec<Vec<String>> = r
+        .horizons
+        .iter()
+        .map(|h| {
+            vec![
+                h.horizon.clone(),
+                h.n.to_string(),
+                figure(h.n, h.rmse, 5),
+                figure(h.n, h.rw_rmse, 5),
+                figure(h.n, h.rmse_ratio, 4),
+                figure(h.n, h.coverage80, 3),
+                figure(h.n, h.coverage95, 3),
+                figure(h.n, h.winkler95, 4),
+            ]
+        })
+        .collect();
+    let mut align = [Align::Right; 8];
+    align[0] = Align::Left;
+    super::write_table(
+        out,
+        &[
+            "horizon",
+            "n",
+            "rmse",
+            "rw_rmse",
+            "ratio",
+            "cov80",
+            "cov95",
+            "winkler95",
+        ],
+        &align,
+        &rows,
+    )?;
+    writeln!(out, "alarms {} (adaptations {})", r.alarms_total, r.adaptations)?;
+    if let Some(q) = &r.quality {
+        write!(out, "quality {}", status_name(q.overall))?;
+        let not_ok: Vec<String> = q
+            .dimensions
+            .iter()
+            .filter(|d| d.status != cambio::quality::Status::Ok)
+            .map(|d| format!("{} {}", d.dimension.name(), status_name(d.status)))
+            .collect();
+        if !not_ok.is_empty() {
+            write!(out, " ({})", not_ok.join(", "))?;
+        }
+        writeln!(out)?;
+    }
+    for o in &r.expectations {
+        writeln!(
+            out,
+            "{} {}: {}",
+            if o.passed { "PASS" } else { "FAIL" },
+            o.expect,
+            o.detail
+        )?;
+    }
+    if r.ticks_per_sec > 0.0 {
+        writeln!(
+            out,
+            "{:.0} ticks/s, peak memory {} KiB",
+            r.ticks_per_sec, r.peak_rss_kib
+        )?;
+    }
+    Ok(())
+}
