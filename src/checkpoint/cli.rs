@@ -24,7 +24,7 @@ pub fn list(store: &CheckpointStore, pair: Option<Pair>) -> Result<String, Store
         "keep",
     ];
     // Numbers flush right, text flush left.
-    let right = [false, true, false, false, true, false, true, true, true, false];
+    let right = [false, true, false, false, true, false, false, true, true, false];
     let rows: Vec<[String; 10]> = metas
         .iter()
         .map(|m| {

@@ -92,7 +92,8 @@ pub enum CliError {
     /// A report could not be encoded as JSON.
     #[error("encoding JSON: {0}")]
     Json(#[from] serde_json::Error),
-    /// Standard output could not be written (a closed pipe is not an error: see [`Out`]).
+    /// Standard output could not be written (a closed pipe is not an error: see [`Out`]). The only
+    /// `io::Error` that `?` converts: every other one is mapped to its own variant, naming what failed.
     #[error("writing to standard output: {0}")]
     Output(#[from] io::Error),
 }
