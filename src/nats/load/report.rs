@@ -388,7 +388,7 @@ pub fn table(floor: Option<&TargetResult>, cambio: Option<&TargetResult>, compar
         for (i, cell) in row.iter().enumerate() {
             let pad = " ".repeat(widths[i].saturating_sub(cell.chars().count()));
             if i > 0 {
-                line.push(' ');
+                line.push_str("  ");
             }
             // The measurement flush left, the figures, target and verdict flush right.
             if i == 0 {
