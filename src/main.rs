@@ -642,6 +642,7 @@ fn replay_cmd(
         progress: true,
         outputs,
         observer: None,
+        challenger: cfg.as_ref().map(|c| c.challenger.clone()).unwrap_or_default(),
     };
     let report = match replay::input_kind(input) {
         InputKind::Scenario => {

@@ -771,7 +771,7 @@ mod tests {
 
     #[test]
     fn a_tick_without_price_reaches_the_engine_as_a_missing_value() {
-        let cfg = crate::config::EngineConfig::default();
+        let cfg = crate::engine::EngineConfig::default();
         let mut e = crate::engine::Engine::new(pair(), &cfg).unwrap();
         let t = parse_tick(br#"{"pair":"USDMXN","ts":"2020-01-01","source":"x"}"#, Some(pair())).unwrap();
         let mut out = Vec::new();
