@@ -5,6 +5,7 @@
 //! `peak_rss_kib` and the progress line only).
 //! The engine itself never sees either.
 
+pub mod input;
 pub mod report;
 pub mod scenario;
 pub mod source;
@@ -23,6 +24,7 @@ use crate::quality::QuarantineReason;
 use crate::tick::{Factor, Pair};
 use crate::time::format_ts;
 
+pub use input::{Input, TickData};
 pub use report::{AlarmEntry, Report};
 pub use scenario::Scenario;
 pub use source::Item;
@@ -48,6 +50,9 @@ pub enum ReplayError {
     /// A pair's engine or contest could not be built from the configuration.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// The input path does not exist.
+    #[error("{}: no such file or folder", .0.display())]
+    Missing(PathBuf),
     /// Too many distinct pairs in one input (each pair is an engine; the count is bounded).
     #[error("{0} in one input")]
     TooManyPairs(#[from] TooManyPairs),
@@ -283,11 +288,8 @@ pub fn input_kind(path: &Path) -> InputKind {
 /// # Errors
 /// [`ReplayError`] when the file cannot be read or understood.
 pub fn replay_file(path: &Path, cfg: &EngineConfig, opts: ReplayOptions) -> Result<Report, ReplayError> {
-    let name = path.display().to_string();
-    match input_kind(path) {
-        InputKind::Jsonl => run(&name, source::JsonlTicks::open(path, opts.pair)?, Vec::new(), cfg, opts),
-        _ => run(&name, source::CsvTicks::open(path, opts.pair)?, Vec::new(), cfg, opts),
-    }
+    let input = Input::open(path, opts.pair)?;
+    run(&input.name, input.items()?, input.factors.clone(), cfg, opts)
 }
 
 /// A scenario's factor observations, each shifted by its publication lag and sorted by time, as the replay
@@ -324,26 +326,10 @@ pub fn replay_scenario(
     cfg_override: Option<&EngineConfig>,
     mut opts: ReplayOptions,
 ) -> Result<Report, ReplayError> {
-    let pair = Pair::parse(&scenario.pair).ok_or_else(|| {
-        ReplayError::Config(format!(
-            "scenario pair `{}` is not six uppercase letters",
-            scenario.pair
-        ))
-    })?;
-    opts.pair = Some(pair);
+    let input = Input::of_scenario(scenario.clone())?;
+    opts.pair = input.pair;
     let cfg = cfg_override.unwrap_or(&scenario.config);
-    let factors = scenario_factors(scenario)?;
-    let name = scenario.name.clone();
-    let mut report = if let Some(spec) = &scenario.synthetic {
-        let items = synth::SynthTicks::new(spec.clone(), pair).map_err(ReplayError::Synthetic)?;
-        run(&name, items, factors, cfg, opts)?
-    } else {
-        let data: PathBuf = scenario.data.as_ref().map(|d| scenario.dir.join(d)).unwrap_or_default();
-        match input_kind(&data) {
-            InputKind::Jsonl => run(&name, source::JsonlTicks::open(&data, Some(pair))?, factors, cfg, opts)?,
-            _ => run(&name, source::CsvTicks::open(&data, Some(pair))?, factors, cfg, opts)?,
-        }
-    };
+    let mut report = run(&input.name, input.items()?, input.factors.clone(), cfg, opts)?;
     report.expectations = scenario::check(&scenario.expect, &report);
     report.passed = report.expectations.iter().all(|o| o.passed);
     Ok(report)
