@@ -261,7 +261,11 @@ mod tests {
             .skip(1)
             .filter_map(|b| b.split("```").next())
             .collect();
-        assert!(blocks.len() >= 5, "docs/configuration.md: {} TOML examples", blocks.len());
+        assert!(
+            blocks.len() >= 5,
+            "docs/configuration.md: {} TOML examples",
+            blocks.len()
+        );
         for b in blocks {
             let c: Config = toml::from_str(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
             let valid = c

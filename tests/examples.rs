@@ -30,10 +30,7 @@ fn the_configuration_manual_lists_every_example() {
     let manual = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
     let text = std::fs::read_to_string(&manual).unwrap_or_else(|e| panic!("{}: {e}", manual.display()));
     for file in examples() {
-        let name = format!(
-            "examples/{}",
-            file.file_name().expect("a file name").to_string_lossy()
-        );
+        let name = format!("examples/{}", file.file_name().expect("a file name").to_string_lossy());
         assert!(text.contains(&name), "docs/configuration.md does not mention {name}");
     }
 }
