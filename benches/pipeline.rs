@@ -4,7 +4,7 @@
 //! consumer must at least do), `floor/read_lines` only splits the buffer into lines. Stages: `parse`
 //! (`parse_tick`), `validate` (quality checks), `model` (Kalman + EWMA + RLS), `drift` (one signal
 //! monitor), `engine/on_tick` (parsed ticks through the whole engine) and `engine/from_json_lines`
-//! (parse + engine, the figure the README reports as ticks/s). Inputs are real EUR/USD ticks when
+//! (parse + engine, the figure docs/measurements.md reports as ticks/s). Inputs are real EUR/USD ticks when
 //! `../shared/data` is present, else a seeded synthetic stream; setup is outside the timing.
 //!
 //! Run: `cargo bench --bench pipeline` (criterion prints time per batch of `BATCH` ticks; ticks/s is

@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::EngineConfig;
+use crate::engine::EngineConfig;
 use crate::engine::{Engine, Output};
 use crate::eval::ScoreSums;
 use crate::forecast::ModelId;
@@ -167,6 +167,16 @@ pub enum ModelOrigin {
     Variant,
     /// A previous version of the pair's model from the registry.
     Version(u64),
+}
+
+impl std::fmt::Display for ModelOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelOrigin::Live => f.write_str("live model"),
+            ModelOrigin::Variant => f.write_str("[challenger.engine] variant"),
+            ModelOrigin::Version(v) => write!(f, "registry version {v}"),
+        }
+    }
 }
 
 /// Why a contest could not be set up.
@@ -814,6 +824,11 @@ impl Contest {
     /// The pair this contest serves.
     pub fn pair(&self) -> Pair {
         self.pair
+    }
+
+    /// Where the shadow challenger came from, when one runs.
+    pub fn challenger_origin(&self) -> Option<ModelOrigin> {
+        self.challenger.as_ref().map(|s| s.origin)
     }
 
     /// Where the live model came from.

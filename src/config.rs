@@ -1,175 +1,11 @@
-//! Configuration: serde types with defaults for everything, so an empty file is a working configuration,
-//! and unknown keys are errors (a typo must not silently fall back to a default).
+//! The whole configuration file of `cambio` (`--config cambio.toml`): one table per layer that needs
+//! settings. Only the binary's layer knows the whole file; each table's type lives in the layer that uses
+//! it (`[engine]` in [`crate::engine`], `[nats]` and `[serve]` in [`crate::nats`], `[checkpoint]` in
+//! [`crate::checkpoint`], `[challenger]` in [`crate::challenger`]).
 
 use serde::{Deserialize, Serialize};
 
-use crate::drift::{DetectorId, DriftConfig};
-use crate::horizon::Horizon;
-use crate::quality::QualityConfig;
-
-/// Model settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelConfig {
-    /// Published model name.
-    pub name: String,
-    /// Published model version.
-    pub version: String,
-    /// RLS forgetting factor in normal times (effective memory ≈ 1/(1-λ) realised forecasts).
-    pub forgetting: f64,
-    /// RLS forgetting factor while adapting after a residual drift alarm.
-    pub adapt_forgetting: f64,
-    /// Accepted ticks the faster forgetting lasts after an alarm.
-    pub adapt_ticks: u64,
-    /// RLS initial precision `δ` (P₀ = I/δ): small means vague prior weights.
-    pub rls_delta: f64,
-    /// EWMA decay of the volatility per observation (RiskMetrics uses 0.94 for daily data).
-    pub vol_lambda: f64,
-    /// Decay per realised forecast of the signal-weight sums (memory ≈ 1/(1-decay)).
-    pub weight_decay: f64,
-    /// Prior weight pulling the signal weight to zero (the random walk).
-    pub weight_prior: f64,
-    /// Learning rate of the adaptive interval multipliers.
-    pub interval_gamma: f64,
-    /// Kalman local-level filter settings.
-    pub kalman: crate::model::LocalLevelConfig,
-    /// Name of the domestic policy-rate factor (e.g. `BANXICO_RATE` or `TIIE28`), for the carry feature.
-    pub domestic_rate: Option<String>,
-    /// Name of the foreign policy-rate factor (e.g. `FED_FUNDS`).
-    pub foreign_rate: Option<String>,
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        ModelConfig {
-            name: "cambio-kalman-rls".into(),
-            version: "1".into(),
-            forgetting: 0.999,
-            adapt_forgetting: 0.98,
-            adapt_ticks: 250,
-            rls_delta: 1.0,
-            vol_lambda: 0.94,
-            weight_decay: 0.999,
-            weight_prior: 30.0,
-            interval_gamma: 0.005,
-            kalman: Default::default(),
-            domestic_rate: None,
-            foreign_rate: None,
-        }
-    }
-}
-
-/// Which detectors watch which signal. Inputs get the full set; predictions the two cheap level tests
-/// (CUSUM and Page-Hinkley: a forecast's mean shift is small and smooth, ADWIN adds nothing there for
-/// its cost); residuals the level and structural-break tests (their volatility is the input's, so a
-/// volatility test there would only repeat the input's alarm).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SignalDetectors {
-    /// Standardized returns.
-    pub input: Vec<DetectorId>,
-    /// The standardized mean shift published for the first horizon.
-    pub prediction: Vec<DetectorId>,
-    /// Standardized errors of the first horizon when realised.
-    pub residual: Vec<DetectorId>,
-    /// A re-anchoring of the validator on a new level raises a `level_shift` alarm when the move is at
-    /// least this many one-step sigmas. Default 100: in a heavy-tailed, volatility-clustered calm random
-    /// walk the validator re-anchors on a few 30–60 sigma moves per million ticks, which are noise.
-    pub level_shift_min_sigmas: f64,
-}
-
-impl Default for SignalDetectors {
-    fn default() -> Self {
-        use DetectorId::*;
-        SignalDetectors {
-            input: vec![LevelCusum, VolShift, Adwin, PageHinkley, Psi, Ks, Wasserstein],
-            prediction: vec![LevelCusum, PageHinkley],
-            residual: vec![LevelCusum, Adwin, RecursiveCusum, RecursiveCusumOfSquares],
-            level_shift_min_sigmas: 100.0,
-        }
-    }
-}
-
-/// Everything one pair's engine needs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EngineConfig {
-    /// Forecast horizons, e.g. `["1step", "5step", "1h", "1d"]`.
-    pub horizons: Vec<Horizon>,
-    /// Most forecasts awaiting realisation per time horizon. Beyond it, forecasts are registered for
-    /// scoring at most every `horizon / max_pending`, so memory stays bounded on fast streams (every
-    /// forecast is still published).
-    pub max_pending: usize,
-    /// Model settings.
-    pub model: ModelConfig,
-    /// Data-quality checks and thresholds.
-    pub quality: QualityConfig,
-    /// Drift detectors' parameters (shared by every signal).
-    pub drift: DriftConfig,
-    /// Which detectors run on which signal.
-    pub signals: SignalDetectors,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            horizons: ["1step", "5step", "1h", "1d"]
-                .iter()
-                .filter_map(|h| h.parse().ok())
-                .collect(),
-            max_pending: 512,
-            model: ModelConfig::default(),
-            quality: QualityConfig::default(),
-            drift: DriftConfig::default(),
-            signals: SignalDetectors::default(),
-        }
-    }
-}
-
-impl EngineConfig {
-    /// Checks ranges serde cannot express.
-    ///
-    /// # Errors
-    /// A message naming the first bad setting.
-    pub fn validate(&self) -> Result<(), String> {
-        let m = &self.model;
-        if self.horizons.is_empty() || self.horizons.len() > 16 {
-            return Err("horizons: give 1 to 16 horizons".into());
-        }
-        let mut seen = self.horizons.clone();
-        seen.sort();
-        seen.dedup();
-        if seen.len() != self.horizons.len() {
-            return Err("horizons: duplicates".into());
-        }
-        if !(1..=100_000).contains(&self.max_pending) {
-            return Err("max_pending must be in 1..=100000".into());
-        }
-        for (name, v) in [
-            ("model.forgetting", m.forgetting),
-            ("model.adapt_forgetting", m.adapt_forgetting),
-        ] {
-            if !(v > 0.5 && v <= 1.0) {
-                return Err(format!("{name} must be in (0.5, 1]"));
-            }
-        }
-        for (name, v) in [
-            ("model.vol_lambda", m.vol_lambda),
-            ("model.weight_decay", m.weight_decay),
-        ] {
-            if !(v > 0.0 && v < 1.0) {
-                return Err(format!("{name} must be in (0, 1)"));
-            }
-        }
-        if !(m.rls_delta > 0.0 && m.weight_prior >= 0.0 && m.interval_gamma > 0.0 && m.interval_gamma < 1.0) {
-            return Err("model.rls_delta > 0, model.weight_prior >= 0, 0 < model.interval_gamma < 1".into());
-        }
-        m.kalman.validate().map_err(|e| format!("model.kalman: {e}"))?;
-        self.quality.validate().map_err(|e| format!("quality: {e}"))?;
-        self.drift.validate().map_err(|e| format!("drift: {e}"))?;
-        Ok(())
-    }
-}
+pub use crate::engine::config::{EngineConfig, ModelConfig, SignalDetectors};
 
 /// The configuration file of `cambio` (`--config cambio.toml`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -185,6 +21,18 @@ pub struct Config {
     pub checkpoint: crate::checkpoint::CheckpointConfig,
     /// The shadow challenger and the rollback guard (`[challenger]`, `[challenger.engine]`).
     pub challenger: crate::challenger::ChallengerConfig,
+}
+
+impl From<Config> for crate::nats::serve::ServeSettings {
+    fn from(c: Config) -> Self {
+        crate::nats::serve::ServeSettings {
+            engine: c.engine,
+            nats: c.nats,
+            serve: c.serve,
+            checkpoint: c.checkpoint,
+            challenger: c.challenger,
+        }
+    }
 }
 
 /// Why a configuration file was refused.
@@ -251,26 +99,32 @@ mod tests {
         assert!(c.engine.validate().is_err());
     }
 
-    /// The `[nats]`/`[serve]`, `[checkpoint]` and `[challenger]` examples in the README parse and validate.
+    /// Every TOML example in the configuration manual parses as a whole configuration file and
+    /// validates, so no example in the docs can rot.
     #[test]
-    fn readme_serve_checkpoint_and_challenger_examples_are_valid() {
-        let readme = include_str!("../README.md");
-        let blocks: Vec<&str> = readme
+    fn configuration_manual_examples_are_valid() {
+        let manual = include_str!("../docs/configuration.md");
+        let blocks: Vec<&str> = manual
             .split("```toml\n")
             .skip(1)
             .filter_map(|b| b.split("```").next())
-            .filter(|b| {
-                ["[nats]", "[checkpoint]", "[challenger]"]
-                    .iter()
-                    .any(|t| b.starts_with(t))
-            })
             .collect();
-        assert_eq!(blocks.len(), 3, "the three examples found");
+        assert!(
+            blocks.len() >= 5,
+            "docs/configuration.md: {} TOML examples",
+            blocks.len()
+        );
         for b in blocks {
             let c: Config = toml::from_str(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
-            c.serve.validate().unwrap();
-            c.checkpoint.validate().unwrap();
-            c.challenger.validate(&c.engine).unwrap();
+            let valid = c
+                .engine
+                .validate()
+                .and_then(|()| c.serve.validate())
+                .and_then(|()| c.checkpoint.validate())
+                .and_then(|()| c.challenger.validate(&c.engine));
+            if let Err(e) = valid {
+                panic!("{e}\n{b}");
+            }
         }
     }
 }

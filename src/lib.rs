@@ -26,6 +26,7 @@
 pub mod challenger;
 pub mod checkpoint;
 pub mod config;
+pub mod contract;
 pub mod drift;
 pub mod engine;
 pub mod eval;
@@ -33,6 +34,7 @@ pub mod forecast;
 pub mod horizon;
 pub mod model;
 pub mod nats;
+pub mod pipeline;
 pub mod quality;
 pub mod replay;
 pub mod tick;

@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output as ProcOutput};
 
+use cambio::checkpoint::AppliedSeqs;
 use cambio::checkpoint::format;
 use cambio::checkpoint::{CheckpointStore, PairState, Reason, Retention, StoreError};
 use cambio::config::EngineConfig;
 use cambio::engine::Engine;
-use cambio::nats::serve::applied::AppliedSeqs;
 use cambio::replay::Item;
 use cambio::replay::synth::{SynthSpec, SynthTicks};
 use cambio::tick::{Pair, Tick};

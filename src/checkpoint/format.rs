@@ -33,8 +33,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::challenger::Contest;
+use crate::checkpoint::applied::AppliedSeqs;
 use crate::engine::Engine;
-use crate::nats::serve::applied::AppliedSeqs;
 
 /// The first bytes of every checkpoint.
 pub const MAGIC: [u8; 8] = *b"CAMBIOCK";
@@ -258,7 +258,7 @@ pub fn decode(bytes: &[u8]) -> Result<PairState, FormatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::EngineConfig;
+    use crate::engine::EngineConfig;
     use crate::tick::Pair;
 
     fn state(ticks: usize) -> PairState {

@@ -4,16 +4,20 @@
 //!   payload) around a [`PairState`]: the engine and the serve-side bookkeeping a restore needs.
 //! - [`store`]: the model registry in one redb file: versions per pair with metadata, retention, latest
 //!   good, rollback, keep marks, export and import.
+//! - [`applied`]: which JetStream stream sequences a pair has applied, saved with its engine so a
+//!   redelivered tick is skipped after a restart.
 //! - [`config`]: the `[checkpoint]` table (file, interval, retention, fallback).
 //! - [`cli`]: what `cambio models list|show|rollback|export|import` prints, so the binary stays thin.
 //!
 //! The core never reads a clock: creation times are given by the caller.
 
+pub mod applied;
 pub mod cli;
 pub mod config;
 pub mod format;
 pub mod store;
 
+pub use applied::AppliedSeqs;
 pub use config::CheckpointConfig;
 pub use format::{FORMAT_VERSION, FormatError, PairState};
 pub use store::{

@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::format::{self, FormatError, PairState};
+use crate::checkpoint::applied::AppliedSeqs;
 use crate::eval::HorizonSummary;
-use crate::nats::serve::applied::AppliedSeqs;
 use crate::tick::{Factor, Pair};
 use crate::time::format_ts;
 
@@ -780,8 +780,8 @@ fn parse_meta(pair: &str, version: u64, bytes: &[u8]) -> Result<VersionMeta, Sto
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::EngineConfig;
     use crate::engine::Engine;
+    use crate::engine::EngineConfig;
 
     fn usdmxn() -> Pair {
         Pair::parse("USDMXN").unwrap()

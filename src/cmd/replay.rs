@@ -70,6 +70,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         progress: true,
         outputs,
         observer: None,
+        challenger: cfg.as_ref().map(|c| c.challenger.clone()).unwrap_or_default(),
     };
     let report = match replay::input_kind(&args.input) {
         InputKind::Scenario => {

@@ -12,7 +12,7 @@ use crate::quality::Status;
 impl Forecast {
     /// Appends the forecast's JSON to `out`: byte for byte what its `Serialize` implementation gives.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"pair\":\"");
+        out.extend_from_slice(b"{\"type\":\"forecast\",\"pair\":\"");
         out.extend_from_slice(self.pair.as_str().as_bytes());
         out.extend_from_slice(b"\",\"ts\":\"");
         crate::time::write_ts(self.ts_us, out);
@@ -40,12 +40,18 @@ impl Forecast {
             write_f64(h.lo95, out);
             out.extend_from_slice(b",\"hi95\":");
             write_f64(h.hi95, out);
-            out.push(b'}');
+            out.extend_from_slice(if h.warming_up {
+                b",\"warming_up\":true}".as_slice()
+            } else {
+                b",\"warming_up\":false}"
+            });
         }
         out.extend_from_slice(b"],\"model\":{\"name\":");
         write_str(&self.model.name, out);
         out.extend_from_slice(b",\"version\":");
-        write_str(&self.model.version, out);
+        out.extend_from_slice(itoa::Buffer::new().format(self.model.version).as_bytes());
+        out.extend_from_slice(b",\"config\":");
+        write_str(&self.model.config, out);
         out.extend_from_slice(b"},\"quality\":\"");
         out.extend_from_slice(match self.quality {
             Status::Ok => b"ok".as_slice(),
@@ -66,7 +72,11 @@ impl Forecast {
             DriftStatus::Stable => b"stable".as_slice(),
             DriftStatus::Adapting => b"adapting",
         });
-        out.extend_from_slice(b"\"}");
+        out.extend_from_slice(if self.warming_up {
+            b"\",\"warming_up\":true}".as_slice()
+        } else {
+            b"\",\"warming_up\":false}"
+        });
     }
 
     /// The forecast's JSON in a buffer sized for it (one allocation).
@@ -104,7 +114,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::forecast::{HorizonForecast, ModelId};
+    use crate::forecast::{HorizonForecast, ModelStamp};
     use crate::horizon::Horizon;
     use crate::quality::Flags;
     use crate::tick::Pair;
@@ -139,13 +149,15 @@ mod tests {
             "1w".parse().unwrap(),
         ];
         let models = [
-            Arc::new(ModelId {
+            Arc::new(ModelStamp {
                 name: "cambio".into(),
-                version: "3".into(),
+                version: 3,
+                config: "0a1b2c3d".into(),
             }),
-            Arc::new(ModelId {
+            Arc::new(ModelStamp {
                 name: "quote\"back\\slash\ttab".into(),
-                version: "ñ-é \u{1}".into(),
+                version: u64::MAX,
+                config: "ñ-é \u{1}".into(),
             }),
         ];
         let mut x = 0x2545_f491_4f6c_dd1d_u64;
@@ -164,6 +176,7 @@ mod tests {
                         hi80: float(&mut x),
                         lo95: float(&mut x),
                         hi95: float(&mut x),
+                        warming_up: next(&mut x).is_multiple_of(2),
                     })
                     .collect(),
                 model: models[i % 2].clone(),
@@ -177,6 +190,7 @@ mod tests {
                 } else {
                     DriftStatus::Stable
                 },
+                warming_up: i % 7 == 0,
             };
             let ours = f.to_json_vec();
             let serde = serde_json::to_vec(&f).unwrap();

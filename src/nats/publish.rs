@@ -26,7 +26,7 @@ use serde::{Serialize, Serializer};
 use crate::nats::Subjects;
 use crate::quality::QuarantineReason;
 use crate::replay::source::{CsvTicks, JsonlTicks, parse_message};
-use crate::replay::{self, InputKind, Item, Scenario};
+use crate::replay::{self, Item, TickData};
 use crate::tick::{Factor, Pair, Tick};
 use crate::time::format_ts;
 
@@ -500,31 +500,15 @@ pub fn read_messages(
 }
 
 fn read_into<E: FnMut(Outgoing) -> bool>(m: &mut Merger<'_, E>, input: &Path, pair: Option<Pair>) -> Result<(), Halt> {
-    match replay::input_kind(input) {
-        InputKind::Scenario => {
-            let scenario = Scenario::load(input)?;
-            // As `replay_scenario`: the scenario's pair, whatever --pair says.
-            let pair = Pair::parse(&scenario.pair).ok_or_else(|| {
-                replay::ReplayError::Config(format!(
-                    "scenario pair `{}` is not six uppercase letters",
-                    scenario.pair
-                ))
-            })?;
-            m.factors = replay::scenario_factors(&scenario)?;
-            if let Some(spec) = &scenario.synthetic {
-                let items =
-                    replay::synth::SynthTicks::new(spec.clone(), pair).map_err(replay::ReplayError::Synthetic)?;
-                items_to_messages(m, items, Some(pair), None)?;
-            } else {
-                let data: PathBuf = scenario.data.as_ref().map(|d| scenario.dir.join(d)).unwrap_or_default();
-                match replay::input_kind(&data) {
-                    InputKind::Jsonl => jsonl_to_messages(m, &data, Some(pair))?,
-                    _ => items_to_messages(m, CsvTicks::open(&data, Some(pair))?, Some(pair), Some(&data))?,
-                }
-            }
-        }
-        InputKind::Jsonl => jsonl_to_messages(m, input, pair)?,
-        InputKind::Csv => items_to_messages(m, CsvTicks::open(input, pair)?, pair, Some(input))?,
+    // As `replay`: a scenario's own pair, whatever --pair says.
+    let input = replay::Input::open(input, pair)?;
+    m.factors = input.factors.clone();
+    match &input.data {
+        // JSON lines are published as read (a line that does not parse is still published, to be
+        // quarantined by the service as replay quarantines it).
+        TickData::Jsonl(path) => jsonl_to_messages(m, path, input.pair)?,
+        TickData::Csv(path) => items_to_messages(m, input.items()?, input.pair, Some(path))?,
+        TickData::Synthetic(_) => items_to_messages(m, input.items()?, input.pair, None)?,
     }
     Ok(())
 }
@@ -771,7 +755,7 @@ mod tests {
 
     #[test]
     fn a_tick_without_price_reaches_the_engine_as_a_missing_value() {
-        let cfg = crate::config::EngineConfig::default();
+        let cfg = crate::engine::EngineConfig::default();
         let mut e = crate::engine::Engine::new(pair(), &cfg).unwrap();
         let t = parse_tick(br#"{"pair":"USDMXN","ts":"2020-01-01","source":"x"}"#, Some(pair())).unwrap();
         let mut out = Vec::new();

@@ -10,7 +10,8 @@
 //! - [`timeliness`]: business time for expected ticks, factor ages.
 //! - [`scores`]: windowed dimension scores, [`Status`], [`QualityReport`].
 //! - [`profile`] and [`sketch`]: per-field streaming statistics and the DDSketch quantile sketch.
-//! - [`flags`]: [`Flags`] on accepted ticks; [`reason`]: [`QuarantineReason`] and [`Dimension`].
+//! - [`flags`]: [`Flags`] on accepted ticks; [`reason`]: [`QuarantineReason`] and [`Dimension`], which live
+//!   in [`crate::tick`] (the parser quarantines too, and the tick layer sits below this one).
 
 pub mod config;
 mod duplicates;
@@ -18,17 +19,16 @@ pub mod flags;
 mod jump;
 mod price;
 pub mod profile;
-pub mod reason;
 pub mod scores;
 pub mod sketch;
 mod sources;
 pub mod timeliness;
 pub mod validator;
 
+pub use crate::tick::reason::{self, Dimension, QuarantineReason};
 pub use config::{QualityConfig, QualityConfigError, Threshold, Thresholds};
 pub use flags::Flags;
 pub use profile::{FieldProfile, FieldSummary, Profile, ProfileReport};
-pub use reason::{Dimension, QuarantineReason};
 pub use scores::{DimensionScore, FlagCount, QualityReport, ReasonCount, Status};
 pub use sketch::{DdSketch, SketchError};
 pub use validator::{Validator, Verdict};

@@ -5,6 +5,7 @@
 //! `peak_rss_kib` and the progress line only).
 //! The engine itself never sees either.
 
+pub mod input;
 pub mod report;
 pub mod scenario;
 mod scenario_display;
@@ -16,12 +17,15 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::config::EngineConfig;
-use crate::engine::{Engine, Output};
+use crate::challenger::ChallengerConfig;
+use crate::engine::EngineConfig;
+use crate::engine::Output;
+use crate::pipeline::{FactorBook, MAX_PAIRS, PairPipeline, PairSet, PipelineError, TooManyPairs};
 use crate::quality::QuarantineReason;
 use crate::tick::{Factor, Pair};
 use crate::time::format_ts;
 
+pub use input::{Input, TickData};
 pub use report::{AlarmEntry, Report};
 pub use scenario::Scenario;
 pub use source::Item;
@@ -44,12 +48,15 @@ pub enum ReplayError {
     /// Writing outputs failed.
     #[error("writing outputs: {0}")]
     Output(#[from] std::io::Error),
-    /// The engine could not be built from the configuration.
+    /// A pair's engine or contest could not be built from the configuration.
     #[error(transparent)]
-    Engine(#[from] crate::engine::EngineError),
+    Pipeline(#[from] PipelineError),
+    /// The input path does not exist.
+    #[error("{}: no such file or folder", .0.display())]
+    Missing(PathBuf),
     /// Too many distinct pairs in one input (each pair is an engine; the count is bounded).
-    #[error("more than {0} distinct pairs in one input")]
-    TooManyPairs(usize),
+    #[error("{0} in one input")]
+    TooManyPairs(#[from] TooManyPairs),
 }
 
 /// A callback that sees every output as it is produced.
@@ -68,10 +75,10 @@ pub struct ReplayOptions {
     pub outputs: Option<Box<dyn Write>>,
     /// Called with every output as it is produced (the demo prints from here).
     pub observer: Option<Observer>,
+    /// The champion/challenger contest and rollback guard (`[challenger]`), run exactly as `serve` runs
+    /// them, so a replay reproduces the live service's outputs. Off by default.
+    pub challenger: ChallengerConfig,
 }
-
-/// Most pairs one replay serves.
-pub const MAX_PAIRS: usize = 256;
 
 /// Ticks between progress updates.
 const PROGRESS_EVERY: u64 = 1 << 18;
@@ -88,10 +95,11 @@ pub fn run(
     mut opts: ReplayOptions,
 ) -> Result<Report, ReplayError> {
     cfg.validate().map_err(ReplayError::Config)?;
+    opts.challenger.validate(cfg).map_err(ReplayError::Config)?;
     factors.sort_by_key(|f| f.ts_us);
     let mut next_factor = 0;
-    let mut engines: BTreeMap<Pair, Engine> = BTreeMap::new();
-    let mut latest_factors: Vec<Factor> = Vec::new();
+    let mut pairs: PairSet<PairPipeline> = PairSet::new(MAX_PAIRS);
+    let mut book = FactorBook::default();
     let mut out: Vec<Output> = Vec::with_capacity(16);
     let mut alarms = Vec::new();
     let mut n_factors = 0u64;
@@ -99,18 +107,15 @@ pub fn run(
     let started = Instant::now();
     let progress = opts.progress && std::io::stderr().is_terminal();
     let mut seen = 0u64;
-
-    let apply_factor =
-        |f: &Factor, engines: &mut BTreeMap<Pair, Engine>, latest: &mut Vec<Factor>, n_factors: &mut u64| {
-            *n_factors += 1;
-            for e in engines.values_mut() {
-                e.on_factor(f);
-            }
-            match latest.iter_mut().find(|l| l.name == f.name) {
-                Some(l) => *l = f.clone(),
-                None => latest.push(f.clone()),
-            }
-        };
+    let challenger = std::mem::take(&mut opts.challenger);
+    let mut line = Vec::with_capacity(1024);
+    let apply_factor = |f: Factor, pairs: &mut PairSet<PairPipeline>, book: &mut FactorBook, n: &mut u64| {
+        *n += 1;
+        for p in pairs.values_mut() {
+            p.on_factor(&f);
+        }
+        book.record(std::sync::Arc::new(f));
+    };
 
     for item in items {
         seen += 1;
@@ -118,25 +123,25 @@ pub fn run(
             let secs = started.elapsed().as_secs_f64().max(1e-9);
             eprint!("\rreplay: {seen:>12} ticks  {:>10.0} ticks/s", seen as f64 / secs);
         }
+        let mut verdict = None;
         match item {
-            Item::Factor(f) => apply_factor(&f, &mut engines, &mut latest_factors, &mut n_factors),
+            Item::Factor(f) => apply_factor(f, &mut pairs, &mut book, &mut n_factors),
             Item::Tick(tick) => {
                 while next_factor < factors.len() && factors[next_factor].ts_us <= tick.ts_us {
-                    apply_factor(&factors[next_factor], &mut engines, &mut latest_factors, &mut n_factors);
+                    apply_factor(factors[next_factor].clone(), &mut pairs, &mut book, &mut n_factors);
                     next_factor += 1;
                 }
                 if let Some(want) = opts.pair
                     && want != tick.pair
                 {
-                    let engine = engine_for(&mut engines, want, cfg, &latest_factors)?;
-                    engine.on_rejected(
+                    pipeline_for(&mut pairs, &book, want, cfg, &challenger)?.on_rejected(
                         QuarantineReason::PairMismatch,
                         Some(tick.ts_us),
                         tick_text(&tick),
                         &mut out,
                     );
                 } else {
-                    engine_for(&mut engines, tick.pair, cfg, &latest_factors)?.on_tick(&tick, &mut out);
+                    verdict = pipeline_for(&mut pairs, &book, tick.pair, cfg, &challenger)?.on_tick(&tick, &mut out);
                 }
             }
             Item::Rejected {
@@ -144,8 +149,10 @@ pub fn run(
                 pair,
                 ts_us,
                 raw,
-            } => match opts.pair.or(pair).or(engines.keys().next().copied()) {
-                Some(p) => engine_for(&mut engines, p, cfg, &latest_factors)?.on_rejected(reason, ts_us, raw, &mut out),
+            } => match opts.pair.or(pair).or(pairs.first_pair()) {
+                Some(p) => {
+                    pipeline_for(&mut pairs, &book, p, cfg, &challenger)?.on_rejected(reason, ts_us, raw, &mut out)
+                }
                 None => *unattributed.entry(reason.name().to_string()).or_default() += 1,
             },
         }
@@ -167,9 +174,18 @@ pub fn run(
                 f(&o);
             }
             if let Some(w) = opts.outputs.as_mut() {
-                serde_json::to_writer(&mut *w, &o).map_err(std::io::Error::other)?;
-                w.write_all(b"\n")?;
+                line.clear();
+                crate::contract::write_output(&o, &mut line);
+                line.push(b'\n');
+                w.write_all(&line)?;
             }
+        }
+        // A promotion or a rollback comes after the tick's outputs, as serve publishes it.
+        if let (Some(v), Some(w)) = (verdict, opts.outputs.as_mut()) {
+            line.clear();
+            crate::contract::write_json(&v, &mut line);
+            line.push(b'\n');
+            w.write_all(&line)?;
         }
     }
     if let Some(w) = opts.outputs.as_mut() {
@@ -179,7 +195,7 @@ pub fn run(
         eprintln!();
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let pairs: Vec<_> = engines.values().map(Engine::summary).collect();
+    let pairs: Vec<_> = pairs.values().map(|p| p.engine().summary()).collect();
     let mut quarantined = unattributed.clone();
     for p in &pairs {
         for (k, v) in &p.quarantined {
@@ -212,23 +228,21 @@ pub fn run(
     })
 }
 
-fn engine_for<'a>(
-    engines: &'a mut BTreeMap<Pair, Engine>,
+/// A pair's pipeline, made on its first message and given the factors seen so far (as serve does).
+fn pipeline_for<'a>(
+    pairs: &'a mut PairSet<PairPipeline>,
+    book: &FactorBook,
     pair: Pair,
     cfg: &EngineConfig,
-    latest_factors: &[Factor],
-) -> Result<&'a mut Engine, ReplayError> {
-    if !engines.contains_key(&pair) {
-        if engines.len() >= MAX_PAIRS {
-            return Err(ReplayError::TooManyPairs(MAX_PAIRS));
+    challenger: &ChallengerConfig,
+) -> Result<&'a mut PairPipeline, ReplayError> {
+    pairs.get_or_try_insert_with(pair, || {
+        let mut p = PairPipeline::fresh(pair, cfg, challenger)?;
+        for f in book.latest() {
+            p.on_factor(f);
         }
-        let mut e = Engine::new(pair, cfg)?;
-        for f in latest_factors {
-            e.on_factor(f);
-        }
-        engines.insert(pair, e);
-    }
-    engines.get_mut(&pair).ok_or(ReplayError::TooManyPairs(MAX_PAIRS))
+        Ok::<_, ReplayError>(p)
+    })
 }
 
 fn tick_text(t: &crate::tick::Tick) -> String {
@@ -275,11 +289,8 @@ pub fn input_kind(path: &Path) -> InputKind {
 /// # Errors
 /// [`ReplayError`] when the file cannot be read or understood.
 pub fn replay_file(path: &Path, cfg: &EngineConfig, opts: ReplayOptions) -> Result<Report, ReplayError> {
-    let name = path.display().to_string();
-    match input_kind(path) {
-        InputKind::Jsonl => run(&name, source::JsonlTicks::open(path, opts.pair)?, Vec::new(), cfg, opts),
-        _ => run(&name, source::CsvTicks::open(path, opts.pair)?, Vec::new(), cfg, opts),
-    }
+    let input = Input::open(path, opts.pair)?;
+    run(&input.name, input.items()?, input.factors.clone(), cfg, opts)
 }
 
 /// A scenario's factor observations, each shifted by its publication lag and sorted by time, as the replay
@@ -316,26 +327,10 @@ pub fn replay_scenario(
     cfg_override: Option<&EngineConfig>,
     mut opts: ReplayOptions,
 ) -> Result<Report, ReplayError> {
-    let pair = Pair::parse(&scenario.pair).ok_or_else(|| {
-        ReplayError::Config(format!(
-            "scenario pair `{}` is not six uppercase letters",
-            scenario.pair
-        ))
-    })?;
-    opts.pair = Some(pair);
+    let input = Input::of_scenario(scenario.clone())?;
+    opts.pair = input.pair;
     let cfg = cfg_override.unwrap_or(&scenario.config);
-    let factors = scenario_factors(scenario)?;
-    let name = scenario.name.clone();
-    let mut report = if let Some(spec) = &scenario.synthetic {
-        let items = synth::SynthTicks::new(spec.clone(), pair).map_err(ReplayError::Synthetic)?;
-        run(&name, items, factors, cfg, opts)?
-    } else {
-        let data: PathBuf = scenario.data.as_ref().map(|d| scenario.dir.join(d)).unwrap_or_default();
-        match input_kind(&data) {
-            InputKind::Jsonl => run(&name, source::JsonlTicks::open(&data, Some(pair))?, factors, cfg, opts)?,
-            _ => run(&name, source::CsvTicks::open(&data, Some(pair))?, factors, cfg, opts)?,
-        }
-    };
+    let mut report = run(&input.name, input.items()?, input.factors.clone(), cfg, opts)?;
     report.expectations = scenario::check(&scenario.expect, &report);
     report.passed = report.expectations.iter().all(|o| o.passed);
     Ok(report)

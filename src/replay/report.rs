@@ -50,7 +50,7 @@ pub fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// The replay report (see the README for each field).
+/// The replay report (docs/scenarios.md describes each field).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     /// What was replayed (file or scenario name).

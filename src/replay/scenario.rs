@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::EngineConfig;
 use crate::drift::Signal;
+use crate::engine::EngineConfig;
 use crate::horizon::Horizon;
 use crate::quality::{Dimension, QuarantineReason};
 use crate::replay::report::Report;

@@ -8,10 +8,11 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub mod reason;
 mod scan;
 
-use crate::quality::reason::QuarantineReason;
 use crate::time::parse_ts_us;
+pub use reason::{Dimension, QuarantineReason};
 
 /// A currency pair such as `USDMXN`: exactly six uppercase ASCII letters, stored inline.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

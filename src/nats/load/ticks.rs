@@ -99,7 +99,7 @@ pub fn seq_of(payload: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::EngineConfig;
+    use crate::engine::EngineConfig;
     use crate::engine::{Engine, Output};
     use crate::tick::parse_tick;
 

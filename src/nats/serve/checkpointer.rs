@@ -18,8 +18,8 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::applied::AppliedSeqs;
 use super::stats::Counters;
+use crate::checkpoint::AppliedSeqs;
 use crate::checkpoint::{CheckpointStore, NewCheckpoint, PairState, VersionMeta};
 use crate::tick::{Factor, Pair};
 

@@ -78,9 +78,9 @@ impl Default for ServeConfig {
             jetstream: JetStreamConfig::default(),
             report_interval_secs: 5.0,
             stamp_arrival: true,
-            max_pairs: 256,
+            max_pairs: crate::pipeline::MAX_PAIRS,
             shard_queue: 8_192,
-            max_raw_bytes: 16_384,
+            max_raw_bytes: crate::pipeline::MAX_RAW_BYTES,
             workers: 0,
         }
     }

@@ -9,7 +9,6 @@
 //!
 //! [`Engine`]: crate::engine::Engine
 
-pub mod applied;
 pub mod checkpointer;
 pub mod config;
 pub mod router;
@@ -27,14 +26,13 @@ use futures_util::{FutureExt, StreamExt};
 
 pub use config::{IngestMode, JetStreamConfig, ServeConfig};
 
-use self::applied::AppliedSeqs;
 use self::checkpointer::Checkpointer;
 use self::router::{CheckpointPlan, Control, Delivery, Router};
 use self::service::ServiceState;
 use self::shard::ShardContext;
 use self::stats::Counters;
+use crate::checkpoint::AppliedSeqs;
 use crate::checkpoint::{CheckpointConfig, CheckpointStore, Restore, StoreError};
-use crate::config::Config;
 use crate::engine::{Engine, EngineSummary};
 use crate::nats::{LocalServer, NatsError, Subjects};
 
@@ -72,12 +70,33 @@ pub struct ServeSummary {
     pub pairs: Vec<EngineSummary>,
 }
 
+/// What `cambio serve` runs with: the tables of the configuration file it uses. The binary assembles it
+/// from the whole file (`crate::config::Config` converts into it), so this layer never depends on the
+/// configuration of the layers above it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServeSettings {
+    /// The engine of every pair (`[engine]`).
+    pub engine: crate::engine::EngineConfig,
+    /// Where the NATS server is and how to authenticate (`[nats]`).
+    pub nats: crate::nats::NatsConfig,
+    /// How the service consumes and reports (`[serve]`).
+    pub serve: ServeConfig,
+    /// Where and how often state is checkpointed (`[checkpoint]`).
+    pub checkpoint: CheckpointConfig,
+    /// The shadow challenger and the rollback guard (`[challenger]`).
+    pub challenger: crate::challenger::ChallengerConfig,
+}
+
 /// Runs the service until `shutdown` resolves, then drains and returns.
 ///
 /// # Errors
 /// [`ServeError`] when the configuration is invalid, the server cannot be reached at start, or the
 /// subscriptions, the JetStream consumer or the micro service cannot be set up.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<ServeSummary, ServeError> {
+pub async fn run(
+    cfg: impl Into<ServeSettings>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<ServeSummary, ServeError> {
+    let cfg: ServeSettings = cfg.into();
     cfg.engine.validate().map_err(ServeError::Config)?;
     cfg.serve.validate().map_err(ServeError::Config)?;
     cfg.checkpoint.validate().map_err(ServeError::Config)?;
@@ -345,7 +364,12 @@ fn open_checkpoints(cfg: &CheckpointConfig) -> Result<Option<(CheckpointStore, R
 
 /// Starts a shard for every restored pair and says which version it restored. Returns, with JetStream
 /// checkpoints, the stream sequences already applied: the consumer resumes after them.
-fn restore_into(router: &mut Router, store: &CheckpointStore, restore: Restore, cfg: &Config) -> Option<AppliedSeqs> {
+fn restore_into(
+    router: &mut Router,
+    store: &CheckpointStore,
+    restore: Restore,
+    cfg: &ServeSettings,
+) -> Option<AppliedSeqs> {
     let Restore { pairs, cut, .. } = restore;
     if let Some(c) = &cut {
         router.restore_factors(c.factors.clone());
@@ -375,7 +399,9 @@ fn restore_into(router: &mut Router, store: &CheckpointStore, restore: Restore, 
             .flatten()
             .and_then(|versions| versions.into_iter().rev().find(|v| v.version < m.version))
             .and_then(|v| store.get(m.pair, v.version).ok().map(|s| (s.engine, v.version)));
-        if !router.restore(p.state.engine, p.applied, p.state.contest, previous) {
+        let mut engine = p.state.engine;
+        engine.set_registry_version(m.version);
+        if !router.restore(engine, p.applied, p.state.contest, previous) {
             tracing::error!(pair = %m.pair, "restored pair not started (max_pairs)");
         }
     }

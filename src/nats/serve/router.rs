@@ -4,30 +4,28 @@
 //! The router is the only place that sees subjects and headers; shards see payloads. Per-pair order is
 //! kept because one router task forwards in arrival order into one queue per pair.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use serde_json::json;
 
-use super::applied::AppliedSeqs;
 use super::checkpointer::{Checkpointer, Focus, Job, Marker, Reply};
 use super::shard::{self, ShardContext, ShardHandle, ShardMsg, TickMsg};
 use super::stats::Counters;
-use crate::challenger::{Contest, ModelOrigin};
+use crate::challenger::Contest;
+use crate::checkpoint::AppliedSeqs;
 use crate::checkpoint::{Reason, VersionMeta};
-use crate::config::EngineConfig;
+use crate::contract::{Unrouted, UnroutedReason};
 use crate::engine::Engine;
+use crate::engine::EngineConfig;
+use crate::pipeline::FactorBook;
 use crate::tick::{Factor, Pair, parse_factor};
 
 /// Header set by `cambio replay --nats`: the tick is historical, so it is not stamped with a wall-clock
 /// arrival time (its timestamp would look hours or years late).
 pub const REPLAY_HEADER: &str = "Cambio-Replay";
-
-/// Most distinct factors remembered for shards created later (names come from the network: bounded).
-const MAX_FACTORS: usize = 64;
 
 /// What queries need of a pair: its snapshot and latency histogram.
 pub type Registry = Arc<RwLock<HashMap<Pair, Arc<PairView>>>>;
@@ -111,7 +109,8 @@ pub struct Router {
     registry: Registry,
     shards: HashMap<Pair, ShardHandle>,
     joins: Vec<tokio::task::JoinHandle<Engine>>,
-    factors: BTreeMap<String, Arc<Factor>>,
+    /// The latest factors, for shards started later (as replay gives them to new pairs).
+    factors: FactorBook,
     queue: usize,
     max_pairs: usize,
     stamp_arrival: bool,
@@ -138,7 +137,7 @@ impl Router {
             registry,
             shards: HashMap::new(),
             joins: Vec::new(),
-            factors: BTreeMap::new(),
+            factors: FactorBook::default(),
             queue,
             max_pairs,
             stamp_arrival,
@@ -208,27 +207,16 @@ impl Router {
                 Err(e) => tracing::warn!(pair = %pair, error = %e, "restored contest not reusable; starting a new one"),
             }
         }
-        let challenger = if !cfg.enabled {
-            None
-        } else if let Some(variant) = &cfg.engine {
-            match Engine::new(pair, variant) {
-                Ok(e) => Some((e, ModelOrigin::Variant)),
-                Err(e) => {
-                    tracing::error!(pair = %pair, error = %e, "challenger configuration refused");
-                    None
-                }
-            }
-        } else if let Some((e, version)) = previous {
-            Some((e, ModelOrigin::Version(version)))
-        } else {
+        if cfg.enabled && cfg.engine.is_none() && previous.is_none() {
             tracing::info!(pair = %pair, "no previous version to run as challenger (and no [challenger.engine])");
-            None
-        };
-        if let Some((c, origin)) = &challenger {
-            tracing::info!(pair = %pair, origin = ?origin, model = ?c.model_id(), "challenger runs in shadow");
         }
-        match Contest::new(cfg, engine, challenger) {
-            Ok(c) => Some(c),
+        match crate::pipeline::new_contest(cfg, engine, previous) {
+            Ok(c) => {
+                if let Some(origin) = c.as_ref().and_then(Contest::challenger_origin) {
+                    tracing::info!(pair = %pair, origin = %origin, "challenger runs in shadow");
+                }
+                c
+            }
             Err(e) => {
                 tracing::error!(pair = %pair, error = %e, "cannot run the contest");
                 None
@@ -238,8 +226,8 @@ impl Router {
 
     /// Remembers factors restored from a cut, for pairs started later.
     pub fn restore_factors(&mut self, factors: Vec<Factor>) {
-        for f in factors.into_iter().take(MAX_FACTORS) {
-            self.factors.insert(f.name.clone(), Arc::new(f));
+        for f in factors {
+            self.factors.record(Arc::new(f));
         }
     }
 
@@ -252,13 +240,15 @@ impl Router {
         let token = self.ctx.subjects.token("ticks", subject);
         let Some(pair) = token.and_then(Pair::parse) else {
             Counters::inc(&self.ctx.counters.bad_subjects);
-            self.quarantine_unrouted(subject, "bad_subject", &payload).await;
+            self.quarantine_unrouted(subject, UnroutedReason::BadSubject, None, &payload)
+                .await;
             ack(d.acker).await;
             return;
         };
         if !self.shards.contains_key(&pair) && !self.start_shard(pair) {
             Counters::inc(&self.ctx.counters.pairs_refused);
-            self.quarantine_unrouted(subject, "too_many_pairs", &payload).await;
+            self.quarantine_unrouted(subject, UnroutedReason::TooManyPairs, None, &payload)
+                .await;
             ack(d.acker).await;
             return;
         }
@@ -300,9 +290,7 @@ impl Router {
             Ok(f) => {
                 Counters::inc(&counters.factors);
                 let f = Arc::new(f);
-                if self.factors.len() < MAX_FACTORS || self.factors.contains_key(&f.name) {
-                    self.factors.insert(f.name.clone(), f.clone());
-                }
+                self.factors.record(f.clone());
                 for (pair, shard) in &self.shards {
                     if !self.skipped(*pair, seq) {
                         let _ = shard.tx.send(ShardMsg::Factor(f.clone())).await;
@@ -312,8 +300,8 @@ impl Router {
             Err(e) => {
                 Counters::inc(&counters.bad_factors);
                 tracing::warn!(subject, error = %e, "factor refused");
-                let reason = format!("bad_factor: {e}");
-                self.quarantine_unrouted(subject, &reason, payload).await;
+                self.quarantine_unrouted(subject, UnroutedReason::BadFactor, Some(e.to_string()), payload)
+                    .await;
             }
         }
     }
@@ -343,7 +331,7 @@ impl Router {
         }
         // A restored engine already holds the factors it had seen.
         let factors: Vec<_> = if engine.ticks() == 0 {
-            self.factors.values().cloned().collect()
+            self.factors.latest().cloned().collect()
         } else {
             Vec::new()
         };
@@ -363,15 +351,15 @@ impl Router {
     }
 
     /// Messages that cannot reach any pair's engine still leave a record on `<prefix>.quarantine._unrouted`.
-    async fn quarantine_unrouted(&self, subject: &str, reason: &str, payload: &[u8]) {
-        let record = json!({
-            "type": "quarantined",
-            "subject": subject,
-            "reason": reason,
-            "raw": shard::raw_text(payload, self.ctx.max_raw_bytes),
-        });
+    async fn quarantine_unrouted(&self, subject: &str, reason: UnroutedReason, detail: Option<String>, payload: &[u8]) {
+        let record = Unrouted {
+            subject: subject.to_string(),
+            reason,
+            detail,
+            raw: crate::pipeline::raw_text(payload, self.ctx.max_raw_bytes),
+        };
         let out = format!("{}.quarantine._unrouted", self.ctx.subjects.prefix());
-        let body = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
+        let body = Bytes::from(crate::contract::to_json_vec(&record));
         if self.ctx.client.publish(out, body).await.is_err() {
             Counters::inc(&self.ctx.counters.publish_errors);
         }
@@ -406,7 +394,7 @@ impl Router {
             id,
             expected: self.shards.len(),
             applied: self.applied.clone(),
-            factors: self.factors.values().map(|f| (**f).clone()).collect(),
+            factors: self.factors.to_vec(),
             reply,
         };
         if !plan.writer.send(job) {
@@ -468,7 +456,8 @@ impl Router {
         if state.engine.pair() != pair {
             return Err(format!("version {version} holds {}, not {pair}", state.engine.pair()));
         }
-        let engine = Box::new(state.engine);
+        let mut engine = Box::new(state.engine);
+        engine.set_registry_version(version);
         match self.shards.get(&pair) {
             Some(shard) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();

@@ -11,15 +11,16 @@ use std::time::{Duration, Instant};
 
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::stats::{Counters, Latency};
 use crate::challenger::{Contest, Verdict};
+use crate::contract::{DriftMessage, QualityMessage, StatusReply};
 use crate::engine::{Engine, Output};
 use crate::forecast::{DriftStatus, Forecast};
 use crate::nats::Subjects;
-use crate::tick::{Factor, Pair, parse_tick};
+use crate::pipeline::PairPipeline;
+use crate::tick::{Factor, Pair};
 use crate::time::format_ts;
 
 /// Longest a status snapshot lags behind the engine, and shortest time between two refreshes.
@@ -59,7 +60,7 @@ pub enum ShardMsg {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     forecast: Mutex<Option<Arc<Forecast>>>,
-    status: Mutex<Option<Arc<Value>>>,
+    status: Mutex<Option<Arc<StatusReply>>>,
 }
 
 impl Snapshot {
@@ -69,7 +70,7 @@ impl Snapshot {
     }
 
     /// The latest status.
-    pub fn status(&self) -> Option<Arc<Value>> {
+    pub fn status(&self) -> Option<Arc<StatusReply>> {
         self.status.lock().ok().and_then(|g| g.clone())
     }
 
@@ -79,7 +80,7 @@ impl Snapshot {
         }
     }
 
-    fn set_status(&self, s: Value) {
+    fn set_status(&self, s: StatusReply) {
         if let Ok(mut g) = self.status.lock() {
             *g = Some(Arc::new(s));
         }
@@ -136,13 +137,14 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(queue);
     let snapshot = Arc::new(Snapshot::default());
     let latency = Arc::new(Latency::default());
-    let mut shard = Shard::new(engine, ctx, snapshot.clone(), latency.clone());
-    shard.contest = contest;
+    let mut shard = Shard::new(
+        PairPipeline::new(engine, contest),
+        ctx,
+        snapshot.clone(),
+        latency.clone(),
+    );
     for f in factors {
-        shard.engine.on_factor(f);
-        if let Some(c) = &mut shard.contest {
-            c.on_factor(f);
-        }
+        shard.pipeline.on_factor(f);
         shard.changed = true;
     }
     let join = tokio::spawn(shard.run(rx));
@@ -150,7 +152,8 @@ pub fn spawn(
 }
 
 struct Shard {
-    engine: Engine,
+    /// The pair's engine and contest: everything that decides what is published.
+    pipeline: PairPipeline,
     pair: Pair,
     ctx: Arc<ShardContext>,
     outlets: Outlets,
@@ -169,14 +172,12 @@ struct Shard {
     status_at: Instant,
     /// The engine changed since its last checkpoint version.
     changed: bool,
-    /// The shadow challenger and rollback guard, when configured.
-    contest: Option<Contest>,
 }
 
 impl Shard {
-    fn new(engine: Engine, ctx: Arc<ShardContext>, snapshot: Arc<Snapshot>, latency: Arc<Latency>) -> Shard {
-        let pair = engine.pair();
-        let last_ts_us = engine.last_ts_us();
+    fn new(pipeline: PairPipeline, ctx: Arc<ShardContext>, snapshot: Arc<Snapshot>, latency: Arc<Latency>) -> Shard {
+        let pair = pipeline.pair();
+        let last_ts_us = pipeline.engine().last_ts_us();
         let s = &ctx.subjects;
         let outlets = Outlets {
             pred: s.pred(pair).into(),
@@ -186,7 +187,7 @@ impl Shard {
             alert: s.alert(pair).into(),
         };
         Shard {
-            engine,
+            pipeline,
             pair,
             ctx,
             outlets,
@@ -200,7 +201,6 @@ impl Shard {
             drift_changed: false,
             status_at: Instant::now(),
             changed: false,
-            contest: None,
         }
     }
 
@@ -225,10 +225,7 @@ impl Shard {
                         match msg {
                             ShardMsg::Tick(t) => self.on_tick(t).await,
                             ShardMsg::Factor(f) => {
-                                self.engine.on_factor(&f);
-                                if let Some(c) = &mut self.contest {
-                                    c.on_factor(&f);
-                                }
+                                self.pipeline.on_factor(&f);
                                 self.changed = true;
                             }
                             ShardMsg::Checkpoint(m) => {
@@ -236,16 +233,13 @@ impl Shard {
                                 // it commits: after a crash those ticks are not applied (nor published) again.
                                 let flushed =
                                     crate::nats::round_trip(&self.ctx.client, Duration::from_secs(10)).await;
-                                if m.answer(&self.engine, self.contest.as_ref(), self.changed, flushed) {
+                                if m.answer(self.pipeline.engine(), self.pipeline.contest(), self.changed, flushed) {
                                     self.changed = false;
                                 }
                             }
                             ShardMsg::Replace(engine, done) => {
-                                self.engine = *engine;
-                                if let Some(c) = &mut self.contest {
-                                    c.resync(&self.engine);
-                                }
-                                self.last_ts_us = self.engine.last_ts_us();
+                                self.pipeline.replace(*engine);
+                                self.last_ts_us = self.pipeline.engine().last_ts_us();
                                 self.changed = true;
                                 self.dirty_report = true;
                                 self.refresh_status();
@@ -274,40 +268,20 @@ impl Shard {
         // In-process tick latency (received by the consumer → outputs handed to the client), which tells a
         // slow engine apart from a slow network or server when end-to-end latency is high.
         let l = self.latency.report();
-        tracing::info!(pair = %self.pair, ticks = self.engine.ticks(), latency_p50_us = %l["p50_us"],
+        tracing::info!(pair = %self.pair, ticks = self.pipeline.engine().ticks(), latency_p50_us = %l["p50_us"],
             latency_p99_us = %l["p99_us"], latency_max_us = %l["max_us"], "shard drained");
-        self.engine
+        self.pipeline.into_engine()
     }
 
     async fn on_tick(&mut self, t: TickMsg) {
         crate::nats::serve::stats::Counters::inc(&self.ctx.counters.ticks);
         // The forecast's de-duplication id: the stream sequence with JetStream, else the tick's position in the
         // pair's stream (both deterministic for the same input).
-        let position = t.stream_seq.unwrap_or(self.engine.ticks() + 1);
+        let position = t.stream_seq.unwrap_or(self.pipeline.engine().ticks() + 1);
         self.out.clear();
-        let mut verdict = None;
-        match parse_tick(&t.payload, Some(self.pair)) {
-            Ok(mut tick) => {
-                if t.arrival_us.is_some() {
-                    tick.arrival_us = t.arrival_us;
-                }
-                let accepted_before = self.engine.accepted();
-                self.engine.on_tick(&tick, &mut self.out);
-                if let Some(c) = &mut self.contest {
-                    verdict = c.on_tick(&mut self.engine, &self.out, &tick);
-                    if c.fallback_due(accepted_before, self.engine.accepted()) {
-                        c.set_fallback(&self.engine);
-                    }
-                }
-            }
-            Err(reason) => {
-                let raw = raw_text(&t.payload, self.ctx.max_raw_bytes);
-                if let Some(c) = &mut self.contest {
-                    c.on_rejected(reason, None, &raw);
-                }
-                self.engine.on_rejected(reason, None, raw, &mut self.out);
-            }
-        }
+        let verdict = self
+            .pipeline
+            .on_payload(&t.payload, t.arrival_us, self.ctx.max_raw_bytes, &mut self.out);
         let mut out = std::mem::take(&mut self.out);
         for o in out.drain(..) {
             self.publish(o, position).await;
@@ -446,17 +420,16 @@ impl Shard {
         }
     }
 
-    fn drift_report(&self) -> Value {
-        let s = self.engine.summary();
-        json!({
-            "type": "drift",
-            "pair": self.pair,
-            "ts": self.last_ts_us.map(format_ts),
-            "status": self.drift,
-            "alarms_total": s.alarms_total,
-            "adaptations": s.adaptations,
-            "signals": s.drift,
-        })
+    fn drift_report(&self) -> DriftMessage {
+        let s = self.pipeline.engine().summary();
+        DriftMessage {
+            pair: self.pair,
+            ts: self.last_ts_us.map(format_ts),
+            status: self.drift,
+            alarms_total: s.alarms_total,
+            adaptations: s.adaptations,
+            signals: s.drift,
+        }
     }
 
     /// The periodic quality and drift publications (only when ticks arrived since the last ones).
@@ -465,72 +438,34 @@ impl Shard {
             return;
         }
         self.dirty_report = false;
-        let s = self.engine.summary();
-        // The same shape as a `quality_changed` message (the scores flattened), typed `quality`.
-        let mut quality = serde_json::to_value(&s.quality).unwrap_or_else(|e| json!({ "error": e.to_string() }));
-        if let Value::Object(m) = &mut quality {
-            m.insert("type".into(), json!("quality"));
-            m.insert("pair".into(), json!(self.pair));
-            m.insert("ts".into(), json!(self.last_ts_us.map(format_ts)));
-            m.insert("worst".into(), json!(s.quality_worst));
-        }
+        let s = self.pipeline.engine().summary();
+        let quality = QualityMessage {
+            pair: self.pair,
+            ts: self.last_ts_us.map(format_ts),
+            report: s.quality,
+            worst: s.quality_worst,
+        };
         self.send(self.outlets.quality.clone(), to_bytes(&quality)).await;
         let drift = self.drift_report();
         self.send(self.outlets.drift.clone(), to_bytes(&drift)).await;
     }
 
     fn refresh_status(&mut self) {
-        let summary = self.engine.summary();
-        let mut status = serde_json::to_value(&summary).unwrap_or_else(|e| json!({ "error": e.to_string() }));
-        if let Value::Object(m) = &mut status {
-            m.insert("model".into(), json!(self.engine.model_id()));
-            m.insert("drift_status".into(), json!(self.drift));
-            m.insert("last_ts".into(), json!(self.last_ts_us.map(format_ts)));
-            if let Some(c) = &self.contest {
-                m.insert("contest".into(), json!(c.status(&self.engine)));
-            }
-        }
+        let engine = self.pipeline.engine();
+        let status = StatusReply {
+            summary: engine.summary(),
+            model: engine.model_stamp(),
+            drift_status: self.drift,
+            last_ts: self.last_ts_us.map(format_ts),
+            contest: self.pipeline.contest().map(|c| c.status(engine)),
+        };
         self.snapshot.set_status(status);
         self.dirty_status = false;
         self.status_at = Instant::now();
     }
 }
 
-/// JSON bytes of a message; serialising plain data cannot fail, but if it ever did the error is published
-/// instead of a panic.
+/// A contract message's JSON bytes.
 fn to_bytes<T: serde::Serialize>(v: &T) -> Bytes {
-    // A forecast with four horizons is about 750 bytes: one allocation, no regrowth.
-    let mut buf = Vec::with_capacity(1024);
-    match serde_json::to_writer(&mut buf, v) {
-        Ok(()) => Bytes::from(buf),
-        Err(e) => Bytes::from(format!("{{\"type\":\"error\",\"error\":{:?}}}", e.to_string())),
-    }
-}
-
-/// The payload as text for a quarantine record: invalid UTF-8 is replaced (U+FFFD) and anything past
-/// `max` bytes is cut, with a note giving the original length, so a hostile payload cannot make the
-/// re-publication exceed the server's message size.
-pub fn raw_text(payload: &[u8], max: usize) -> String {
-    if payload.len() <= max {
-        return String::from_utf8_lossy(payload).into_owned();
-    }
-    let mut s = String::from_utf8_lossy(&payload[..max]).into_owned();
-    s.push_str(&format!("…[truncated: {} bytes in all]", payload.len()));
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn raw_text_keeps_small_payloads_and_cuts_huge_ones() {
-        assert_eq!(raw_text(b"abc", 10), "abc");
-        assert_eq!(raw_text(&[0xff, b'a'], 10), "\u{fffd}a");
-        let big = vec![b'x'; 1000];
-        let r = raw_text(&big, 100);
-        assert!(r.starts_with(&"x".repeat(100)));
-        assert!(r.ends_with("[truncated: 1000 bytes in all]"));
-        assert!(r.len() < 200);
-    }
+    Bytes::from(crate::contract::to_json_vec(v))
 }

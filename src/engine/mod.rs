@@ -12,22 +12,25 @@ use nalgebra::SVector;
 
 use serde::Serialize;
 
-use crate::config::EngineConfig;
+pub mod config;
+
 use crate::drift::{Alarm, DriftState, Signal, SignalMonitor};
 use crate::eval::{HorizonScore, HorizonSummary, Realised, ScoreSums};
 use crate::forecast::combine::SignalWeight;
 use crate::forecast::fastexp;
 use crate::forecast::features::{FeatureState, N_FEATURES};
 use crate::forecast::interval::AdaptiveQuantile;
-use crate::forecast::{DriftStatus, Forecast, HorizonForecast, ModelId};
+use crate::forecast::{DriftStatus, Forecast, HorizonForecast, ModelId, ModelStamp, PriceRounder, WARMUP_SCORED};
 use crate::horizon::Horizon;
 use crate::model::{EwmaVol, EwmaVolConfig, LocalLevel, ModelError, Rls, RlsConfig, RlsInit, VolDecay};
 use crate::quality::{Dimension, Flags, QualityReport, QuarantineReason, Status, Validator, Verdict};
 use crate::tick::{Factor, Pair, Source, Tick};
 use crate::time::format_ts;
+pub use config::{EngineConfig, ModelConfig, SignalDetectors};
 
 /// A tick that never reached the model, with its reason (subject `fx.quarantine.<PAIR>`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "quarantined")]
 pub struct Quarantined {
     /// The pair (the subject's or the replayed one).
     pub pair: Pair,
@@ -45,6 +48,7 @@ pub struct Quarantined {
 
 /// A drift alarm of a pair (subject `fx.alert.<PAIR>`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "alarm")]
 pub struct PairAlarm {
     /// The pair.
     pub pair: Pair,
@@ -57,6 +61,7 @@ pub struct PairAlarm {
 
 /// The model changed how it learns because of a drift alarm.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "adapted")]
 pub struct Adaptation {
     /// The pair.
     pub pair: Pair,
@@ -72,6 +77,7 @@ pub struct Adaptation {
 
 /// A quality dimension's status changed (subject `fx.quality.<PAIR>`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "quality_changed")]
 pub struct QualityChange {
     /// The pair.
     pub pair: Pair,
@@ -82,9 +88,11 @@ pub struct QualityChange {
     pub report: QualityReport,
 }
 
-/// Everything the engine emits.
+/// Everything the engine emits. Each message carries its own `"type"` tag (`forecast`, `quarantined`,
+/// `alarm`, `quality_changed`, `adapted`), so it reads the same on its own subject as in a replay's output
+/// file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(untagged)]
 pub enum Output {
     /// One per accepted tick.
     Forecast(Forecast),
@@ -188,6 +196,22 @@ pub struct Engine {
     quality_worst: [Status; Dimension::ALL.len()],
     #[serde(skip)]
     alarm_buf: Vec<Alarm>,
+    /// What forecasts say produced them. Not checkpointed (the state's shape stays that of format 2): made
+    /// from the configuration on first use, with the registry version the service sets after a restore.
+    #[serde(skip)]
+    stamp: Option<Arc<ModelStamp>>,
+}
+
+/// The configuration's short hash: FNV-1a (32 bits) of its canonical JSON, as 8 hex digits. Stable across
+/// processes and platforms (serde_json writes fields in declaration order), so replay and serve agree.
+pub fn config_hash(cfg: &EngineConfig) -> String {
+    let json = serde_json::to_vec(cfg).unwrap_or_default();
+    let mut h: u32 = 0x811c_9dc5;
+    for b in json {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("{h:08x}")
 }
 
 /// Weight of each new spacing in the average tick spacing (memory of about 200 ticks).
@@ -208,7 +232,7 @@ const MAX_SHIFT: f64 = 0.5;
 const MAX_HORIZONS: usize = 16;
 
 /// Most distinct factors remembered per engine (factor names come from the network: bounded).
-const MAX_FACTORS: usize = 64;
+pub const MAX_FACTORS: usize = 64;
 
 /// The one-step volatility assumed before any return has been seen (log units): wide on purpose, so the
 /// first intervals are conservative; the EWMA replaces it within a few ticks.
@@ -313,6 +337,7 @@ impl Engine {
             factors: Vec::new(),
             quality_worst: [Status::Ok; Dimension::ALL.len()],
             alarm_buf: Vec::new(),
+            stamp: None,
             cfg: cfg.clone(),
         })
     }
@@ -322,9 +347,42 @@ impl Engine {
         self.pair
     }
 
-    /// The model's name and version, as every forecast carries them.
+    /// The model's name and configured release label (checkpointed with the engine).
     pub fn model_id(&self) -> &ModelId {
         &self.model_id
+    }
+
+    /// What this engine's forecasts say produced them: name, registry version, configuration hash.
+    pub fn model_stamp(&self) -> ModelStamp {
+        match &self.stamp {
+            Some(s) => (**s).clone(),
+            None => self.new_stamp(0),
+        }
+    }
+
+    /// Records that this model was loaded from the registry's `version` (a restore, a rollback to a stored
+    /// version, a promoted stored version): its forecasts carry that number from now on.
+    pub fn set_registry_version(&mut self, version: u64) {
+        self.stamp = Some(Arc::new(self.new_stamp(version)));
+    }
+
+    fn new_stamp(&self, version: u64) -> ModelStamp {
+        ModelStamp {
+            name: self.model_id.name.clone(),
+            version,
+            config: config_hash(&self.cfg),
+        }
+    }
+
+    fn stamp(&mut self) -> Arc<ModelStamp> {
+        match &self.stamp {
+            Some(s) => Arc::clone(s),
+            None => {
+                let s = Arc::new(self.new_stamp(0));
+                self.stamp = Some(Arc::clone(&s));
+                s
+            }
+        }
     }
 
     /// Ticks seen so far (accepted and quarantined): the position of the next tick in this pair's stream,
@@ -550,6 +608,7 @@ impl Engine {
             *s = self.horizon_sigma(h.horizon);
         }
         let mut first_pred = 0.0;
+        let round = PriceRounder::for_mid(mid);
         for (k, (h, &sigma)) in self.horizons.iter_mut().zip(&sigmas).enumerate() {
             let p = h.rls.predict(&xv);
             let p = if p.is_finite() {
@@ -576,11 +635,12 @@ impl Engine {
             }
             fc.push(HorizonForecast {
                 horizon: h.horizon,
-                mean: f[0],
-                lo80: f[1],
-                hi80: f[2],
-                lo95: f[3],
-                hi95: f[4],
+                mean: round.round(f[0]),
+                lo80: round.round(f[1]),
+                hi80: round.round(f[2]),
+                lo95: round.round(f[3]),
+                hi95: round.round(f[4]),
+                warming_up: h.score.n < WARMUP_SCORED,
             });
             let due = match h.horizon {
                 Horizon::Steps(n) => Some(Due::Step(index + n as u64)),
@@ -615,13 +675,16 @@ impl Engine {
             }
         }
 
+        let warming_up = fc.iter().any(|h| h.warming_up);
+        let model = self.stamp();
         out.push(Output::Forecast(Forecast {
             pair: self.pair,
             ts_us: ts,
             seq: tick.seq,
-            mid,
+            mid: round.round(mid),
             horizons: fc,
-            model: Arc::clone(&self.model_id),
+            model,
+            warming_up,
             quality: self.validator.overall_status(),
             flags,
             drift: if self.adapting_until.is_some() {

@@ -1,0 +1,203 @@
+//! The wire contract in one place: every message cambio publishes or answers, as a typed struct with a
+//! `"type"` tag, and the one function that writes an engine output as JSON.
+//!
+//! | `type` | subject | struct |
+//! |---|---|---|
+//! | `forecast` | `<prefix>.pred.<PAIR>`, query replies | [`Forecast`] |
+//! | `quarantined` | `<prefix>.quarantine.<PAIR>` | [`Quarantined`] |
+//! | `quarantined` | `<prefix>.quarantine._unrouted` | [`Unrouted`] |
+//! | `quality_changed` | `<prefix>.quality.<PAIR>` | [`QualityChange`] |
+//! | `quality` | `<prefix>.quality.<PAIR>` (every `report_interval_secs`) | [`QualityMessage`] |
+//! | `drift` | `<prefix>.drift.<PAIR>` (periodic, and after each alarm) | [`DriftMessage`] |
+//! | `alarm`, `adapted` | `<prefix>.alert.<PAIR>` | [`PairAlarm`], [`Adaptation`] |
+//! | `promotion`, `rollback` | `<prefix>.alert.<PAIR>` | [`Verdict`] |
+//! | `status` | status replies | [`StatusReply`] |
+//! | `models`, `model_version` | registry replies | [`ModelsReply`], [`ModelVersionReply`] |
+//! | `error` | any failed request | [`ErrorReply`] |
+//!
+//! Ticks and factors come in as [`crate::tick::Tick`] and [`crate::tick::Factor`] (`parse_tick`,
+//! `parse_factor`). The same structs serialise replay's output file and the service's publications, so
+//! both agree byte for byte.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+pub use crate::challenger::{ContestStatus, Promotion, Rollback, Verdict};
+use crate::checkpoint::VersionMeta;
+use crate::drift::DriftState;
+pub use crate::engine::{Adaptation, EngineSummary, Output, PairAlarm, QualityChange, Quarantined};
+pub use crate::forecast::{DriftStatus, Forecast, HorizonForecast, ModelStamp};
+use crate::quality::{QualityReport, Status};
+use crate::tick::Pair;
+
+/// Appends an engine output's JSON to `out`. A forecast goes through its hand-written writer (the hot
+/// path: one per tick; byte-identical to serde, tested in `forecast::wire`), anything else through serde.
+pub fn write_output(o: &Output, out: &mut Vec<u8>) {
+    match o {
+        Output::Forecast(f) => f.write_json(out),
+        other => write_json(other, out),
+    }
+}
+
+/// Appends any contract message's JSON to `out`. Serialising these plain structs into memory cannot fail;
+/// were it ever to, a typed error message is written instead, so the output stays valid JSON.
+pub fn write_json<T: Serialize>(v: &T, out: &mut Vec<u8>) {
+    let start = out.len();
+    if let Err(e) = serde_json::to_writer(&mut *out, v) {
+        out.truncate(start);
+        let reply = ErrorReply {
+            code: 500,
+            error: format!("cannot encode the message: {e}"),
+        };
+        let _ = serde_json::to_writer(&mut *out, &reply);
+    }
+}
+
+/// A contract message's JSON in a new buffer.
+pub fn to_json_vec<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    write_json(v, &mut out);
+    out
+}
+
+/// A message that reached no pair's engine (its subject names no pair, the pair limit was reached, or a
+/// factor could not be read), published on `<prefix>.quarantine._unrouted`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "quarantined")]
+pub struct Unrouted {
+    /// The subject it came on.
+    pub subject: String,
+    /// Why it was not routed: `bad_subject`, `too_many_pairs` or `bad_factor`.
+    pub reason: UnroutedReason,
+    /// What was wrong, for a factor that could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The payload (cut to `max_raw_bytes`).
+    pub raw: String,
+}
+
+/// Why a message reached no engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnroutedReason {
+    /// The subject's last token is not a pair.
+    BadSubject,
+    /// The service already serves `max_pairs` pairs.
+    TooManyPairs,
+    /// A factor message that could not be read.
+    BadFactor,
+}
+
+/// The periodic quality publication of a pair: its current scores, flattened as in `quality_changed`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "quality")]
+pub struct QualityMessage {
+    /// The pair.
+    pub pair: Pair,
+    /// The last tick's time (RFC 3339), when one was seen.
+    pub ts: Option<String>,
+    /// The scores now.
+    #[serde(flatten)]
+    pub report: QualityReport,
+    /// Worst status each dimension reached.
+    pub worst: BTreeMap<String, Status>,
+}
+
+/// A pair's drift statistics: periodic, and right after an alarm or an adaptation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "drift")]
+pub struct DriftMessage {
+    /// The pair.
+    pub pair: Pair,
+    /// The last forecast's time (RFC 3339).
+    pub ts: Option<String>,
+    /// Stable, or adapting after a residual alarm.
+    pub status: DriftStatus,
+    /// Alarms raised since start.
+    pub alarms_total: u64,
+    /// Adaptations made since start.
+    pub adaptations: u64,
+    /// Every detector's state, per signal.
+    pub signals: Vec<DriftState>,
+}
+
+/// The answer to `<prefix>.status.<PAIR>`: the pair's summary, the model in service and its contest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "status")]
+pub struct StatusReply {
+    /// Counters, scores, quality, profile and drift state.
+    #[serde(flatten)]
+    pub summary: EngineSummary,
+    /// The model in service.
+    pub model: ModelStamp,
+    /// Stable, or adapting.
+    pub drift_status: DriftStatus,
+    /// The last forecast's time (RFC 3339).
+    pub last_ts: Option<String>,
+    /// The champion/challenger contest, when one runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contest: Option<ContestStatus>,
+}
+
+/// A failed request's answer (with the NATS micro service headers `Nats-Service-Error` and
+/// `Nats-Service-Error-Code` carrying the same message and code).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename = "error")]
+pub struct ErrorReply {
+    /// An HTTP-like status: 400 bad request, 404 unknown, 500 internal, 503 unavailable.
+    pub code: u16,
+    /// What went wrong, for a person.
+    pub error: String,
+}
+
+/// The registry's versions of a pair (`{"op":"list"}`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "models")]
+pub struct ModelsReply {
+    /// The pair.
+    pub pair: Pair,
+    /// Its versions, oldest first.
+    pub versions: Vec<VersionMeta>,
+}
+
+/// One registry version (`show`, `keep`, `rollback`, `checkpoint`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "model_version")]
+pub struct ModelVersionReply {
+    /// The version's metadata.
+    #[serde(flatten)]
+    pub meta: VersionMeta,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_starts_with_its_type() {
+        let pair = Pair::parse("USDMXN").unwrap();
+        let unrouted = Unrouted {
+            subject: "fx.ticks.x".into(),
+            reason: UnroutedReason::BadSubject,
+            detail: None,
+            raw: "{}".into(),
+        };
+        let error = ErrorReply {
+            code: 404,
+            error: "unknown pair".into(),
+        };
+        let models = ModelsReply {
+            pair,
+            versions: Vec::new(),
+        };
+        for (json, ty) in [
+            (to_json_vec(&unrouted), "quarantined"),
+            (to_json_vec(&error), "error"),
+            (to_json_vec(&models), "models"),
+        ] {
+            let text = String::from_utf8(json).unwrap();
+            assert!(text.starts_with(&format!("{{\"type\":\"{ty}\"")), "{text}");
+        }
+    }
+}
