@@ -37,7 +37,11 @@ async fn started(name: &str) -> (LocalServer, Serve, async_nats::Client) {
     client.flush().await.unwrap();
     for i in 0..50 {
         let got = tokio::time::timeout(Duration::from_secs(30), preds.next()).await;
-        assert!(matches!(got, Ok(Some(_))), "forecast {i} of 50 not published:\n{}", serve.log());
+        assert!(
+            matches!(got, Ok(Some(_))),
+            "forecast {i} of 50 not published:\n{}",
+            serve.log()
+        );
     }
     (server, serve, client)
 }
@@ -102,7 +106,11 @@ async fn stats_count_requests_and_errors_per_endpoint() {
     assert_eq!(counts("query"), (json!(5), json!(2)), "{stats}");
     assert_eq!(counts("status"), (json!(2), json!(0)), "{stats}");
     assert_eq!(counts("models"), (json!(3), json!(1)), "{stats}");
-    assert_eq!(endpoint(&stats, "query")["last_error"], format!("404:{UNKNOWN_PAIR}"), "{stats}");
+    assert_eq!(
+        endpoint(&stats, "query")["last_error"],
+        format!("404:{UNKNOWN_PAIR}"),
+        "{stats}"
+    );
     assert_eq!(endpoint(&stats, "status")["last_error"], "", "{stats}");
     let models_error = endpoint(&stats, "models")["last_error"].as_str().unwrap().to_string();
     assert!(models_error.starts_with("400:malformed request: "), "{models_error}");
@@ -117,7 +125,10 @@ async fn stats_count_requests_and_errors_per_endpoint() {
         assert_eq!(e["average_processing_time"].as_u64(), Some(total_ns / n), "{e}");
         // The endpoint's own latency percentiles, not a copy of the service's figures.
         assert_eq!(e["data"]["latency"]["count"].as_u64(), Some(n), "{e}");
-        assert!(e["data"].get("counters").is_none(), "service-wide figures copied into {name}: {e}");
+        assert!(
+            e["data"].get("counters").is_none(),
+            "service-wide figures copied into {name}: {e}"
+        );
     }
     assert_ne!(endpoint(&stats, "query"), endpoint(&stats, "status"));
     assert_ne!(endpoint(&stats, "query"), endpoint(&stats, "models"));
@@ -137,10 +148,25 @@ async fn error_replies_are_typed_json_with_the_micro_headers() {
     let cases = [
         ("fx.query.EURJPY", "", 404, Some(UNKNOWN_PAIR)),
         ("fx.query.USDMXN", r#"{"horizons":["fortnight"]}"#, 400, None),
-        ("fx.query.usdmxn", "", 400, Some(r#""usdmxn" is not a pair (six uppercase letters)"#)),
-        ("fx.status.GBPUSD", "", 404, Some("unknown pair GBPUSD: no tick received for it")),
+        (
+            "fx.query.usdmxn",
+            "",
+            400,
+            Some(r#""usdmxn" is not a pair (six uppercase letters)"#),
+        ),
+        (
+            "fx.status.GBPUSD",
+            "",
+            404,
+            Some("unknown pair GBPUSD: no tick received for it"),
+        ),
         ("fx.models.USDMXN", "[1]", 400, None),
-        ("fx.models.USDMXN", r#"{"op":"show","version":99}"#, 404, Some("USDMXN has no version 99")),
+        (
+            "fx.models.USDMXN",
+            r#"{"op":"show","version":99}"#,
+            404,
+            Some("USDMXN has no version 99"),
+        ),
         ("fx.models.USDMXN", r#"{"op":"rollback","version":99}"#, 404, None),
     ];
     for (subject, body, code, message) in cases {
@@ -149,13 +175,19 @@ async fn error_replies_are_typed_json_with_the_micro_headers() {
         let v: Value = serde_json::from_slice(&m.payload).expect("JSON error body");
         assert_eq!(v["type"], "error", "{subject} {body}: {v}");
         assert_eq!(v["code"], code, "{subject} {body}: {v}");
-        let text = v["error"].as_str().unwrap_or_else(|| panic!("error message string: {v}"));
+        let text = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("error message string: {v}"));
         if let Some(message) = message {
             assert_eq!(text, message, "{subject} {body}");
         }
         assert_eq!(v.as_object().unwrap().len(), 3, "{v}");
         let header = |name: &str| h.get(name).map(|v| v.as_str().to_string());
-        assert_eq!(header("Nats-Service-Error-Code"), Some(code.to_string()), "{subject} {body}");
+        assert_eq!(
+            header("Nats-Service-Error-Code"),
+            Some(code.to_string()),
+            "{subject} {body}"
+        );
         assert_eq!(header("Nats-Service-Error").as_deref(), Some(text), "{subject} {body}");
     }
     drop(serve);

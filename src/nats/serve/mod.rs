@@ -12,6 +12,7 @@
 pub mod applied;
 pub mod checkpointer;
 pub mod config;
+pub mod micro;
 pub mod router;
 pub mod service;
 pub mod shard;
@@ -148,8 +149,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
         subjects: subjects.clone(),
         counters: counters.clone(),
         events,
-        query_latency: Default::default(),
-        status_latency: Default::default(),
         control: writer.is_some().then(|| control_tx.clone()),
         writer: writer.clone(),
     });
@@ -170,7 +169,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
                 .subscribe(subjects.all_factors())
                 .await
                 .map_err(|e| ServeError::Subscribe(e.to_string()))?;
-            let (service, tasks) = service::start(&client, state.clone()).await?;
+            let service = service::start(&client, state.clone()).await?;
             tracing::info!(url = %url, mode = "core", ticks = %subjects.all_ticks(), "serving");
             tokio::pin!(shutdown);
             loop {
@@ -202,7 +201,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
             if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
                 tracing::warn!("subscription drain did not finish within 10 s");
             }
-            finish(router, service, tasks, &client, &url, &counters, writer_join).await
+            finish(router, service, &client, &url, &counters, writer_join).await
         }
         IngestMode::Jetstream => {
             let mut start = resume.as_ref().map(|a| a.floor() + 1);
@@ -229,7 +228,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
             }
             let floor = consumer.cached_info().ack_floor.stream_sequence;
             router.set_applied(resume.unwrap_or_else(|| AppliedSeqs::with_floor(floor)));
-            let (service, tasks) = service::start(&client, state.clone()).await?;
+            let service = service::start(&client, state.clone()).await?;
             tracing::info!(url = %url, mode = "jetstream", stream = %cfg.serve.jetstream.stream,
                 durable = %cfg.serve.jetstream.durable, ack_floor = floor, resume_from = ?start, "serving");
             let loops = Loops {
@@ -248,7 +247,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
                 shutdown,
             )
             .await;
-            finish(router, service, tasks, &client, &url, &counters, writer_join).await
+            finish(router, service, &client, &url, &counters, writer_join).await
         }
     }
 }
@@ -303,9 +302,8 @@ fn open_checkpoints(cfg: &CheckpointConfig) -> Result<Option<(CheckpointStore, R
     };
     let store = match CheckpointStore::open(path, cfg.retention()) {
         Ok(s) => s,
-        Err(StoreError::Open { message, .. })
-            if cfg.fresh_if_unreadable && path.exists() && !message.to_ascii_lowercase().contains("lock") =>
-        {
+        // A locked file (`StoreError::Locked`) is in use by another instance: never moved aside.
+        Err(StoreError::Open { message, .. }) if cfg.fresh_if_unreadable && path.exists() => {
             let secs = router::now_us() / 1_000_000;
             let mut aside = path.clone().into_os_string();
             aside.push(format!(".damaged-{secs}"));
@@ -398,8 +396,7 @@ fn restore_into(router: &mut Router, store: &CheckpointStore, restore: Restore, 
 
 async fn finish(
     router: Router,
-    service: async_nats::service::Service,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    service: service::Running,
     client: &async_nats::Client,
     url: &str,
     counters: &Counters,
@@ -411,10 +408,7 @@ async fn finish(
         w.send(checkpointer::Job::Stop);
         let _ = tokio::task::spawn_blocking(move || join.join()).await;
     }
-    let _ = service.stop().await;
-    for t in tasks {
-        t.abort();
-    }
+    service.stop();
     // Everything published (forecasts, acknowledgements) must be read by the server before the socket closes.
     if let Err(e) = crate::nats::round_trip(client, Duration::from_secs(10)).await {
         tracing::warn!(error = %e, "final flush not confirmed by the server (unreachable?)");
@@ -486,7 +480,7 @@ async fn reset_consumer(
     }
     match stream.delete_consumer(&js_cfg.durable).await {
         Ok(_) => {}
-        Err(e) if e.to_string().contains("not found") => {}
+        Err(e) if is_consumer_not_found(&e) => {}
         Err(e) => return Err(ServeError::JetStream(format!("consumer {}: {e}", js_cfg.durable))),
     }
     stream
@@ -495,6 +489,15 @@ async fn reset_consumer(
         .map_err(|e| ServeError::JetStream(format!("consumer {}: {e}", js_cfg.durable)))?;
     tracing::info!(durable = %js_cfg.durable, resume_from = start, "durable consumer recreated");
     Ok(())
+}
+
+/// Whether the server answered that the consumer does not exist (JetStream error code 10014), which a
+/// reset treats as already deleted.
+fn is_consumer_not_found(e: &jetstream::stream::ConsumerError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::stream::ConsumerErrorKind::JetStream(j) if j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
+    )
 }
 
 async fn jetstream_stream(
