@@ -36,30 +36,86 @@ use self::shard::ShardContext;
 use self::stats::Counters;
 use crate::checkpoint::{CheckpointConfig, CheckpointStore, Restore, StoreError};
 use crate::config::Config;
-use crate::engine::{Engine, EngineSummary};
+use crate::engine::{Engine, EngineError, EngineSummary};
 use crate::nats::{LocalServer, NatsError, Subjects};
 
 /// Why the service stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The configuration is invalid.
+    /// The configuration is invalid (a validation message, for people).
     #[error("configuration: {0}")]
     Config(String),
+    /// The engine refuses the configuration (checked with a probe pair before connecting).
+    #[error("configuration: {0}")]
+    Engine(#[from] EngineError),
     /// Connecting (or starting the local server) failed.
     #[error(transparent)]
     Nats(#[from] NatsError),
     /// A subscription could not be made.
-    #[error("subscribe: {0}")]
-    Subscribe(String),
-    /// The JetStream stream or consumer could not be set up.
-    #[error("jetstream: {0}")]
-    JetStream(String),
+    #[error("subscribe to {subject}: {source}")]
+    Subscribe {
+        /// The subject.
+        subject: String,
+        /// The client's error.
+        source: async_nats::SubscribeError,
+    },
+    /// The JetStream stream could not be created or read.
+    #[error("jetstream: stream {stream}: {source}")]
+    Stream {
+        /// The stream's name.
+        stream: String,
+        /// The JetStream API's error.
+        source: async_nats::Error,
+    },
+    /// The durable consumer could not be created, read or deleted.
+    #[error("jetstream: consumer {durable}: {source}")]
+    Consumer {
+        /// The consumer's name.
+        durable: String,
+        /// The JetStream API's error.
+        source: jetstream::stream::ConsumerError,
+    },
     /// The micro service could not start.
     #[error(transparent)]
     Service(#[from] service::ServiceError),
-    /// The checkpoint store cannot be used, or a pair's checkpoints are all unreadable.
+    /// The checkpoint file cannot be opened (damaged, locked, newer), and nothing was changed.
+    #[error(
+        "checkpoints: {0}. Nothing was changed. Repair or replace the file (cambio models import can load \
+         exported versions into a new one), or start fresh with `cambio serve --fresh`, which moves it aside"
+    )]
+    StoreUnusable(#[source] StoreError),
+    /// The checkpoint store failed (reading the restore point, or opening the new file after moving the
+    /// old one aside).
     #[error("checkpoints: {0}")]
-    Checkpoint(String),
+    Store(#[from] StoreError),
+    /// An unreadable checkpoint file could not be moved aside.
+    #[error("checkpoints: cannot move {} aside: {source}", path.display())]
+    MoveAside {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The rename's error.
+        source: std::io::Error,
+    },
+    /// The checkpoint writer's thread could not be spawned.
+    #[error("checkpoints: cannot start the writer thread: {0}")]
+    WriterThread(#[source] std::io::Error),
+    /// Every version of some pairs is damaged, and starting them fresh was not asked for.
+    #[error(
+        "checkpoints: no readable version of {} in {} (every one is damaged). Roll back or import a good \
+         version with `cambio models`, or start those pairs fresh with `cambio serve --fresh`",
+        pair_list(pairs), path.display()
+    )]
+    Unreadable {
+        /// The pairs.
+        pairs: Vec<crate::tick::Pair>,
+        /// The file.
+        path: std::path::PathBuf,
+    },
+}
+
+/// `USDMXN, EURUSD`.
+fn pair_list(pairs: &[crate::tick::Pair]) -> String {
+    pairs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// What the service did, returned after a graceful shutdown.
@@ -86,7 +142,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
     let subjects = Subjects::new(&cfg.serve.prefix).map_err(ServeError::Config)?;
     // Fail fast on settings that only the engine's constructor checks.
     if let Some(probe) = crate::tick::Pair::parse("USDMXN") {
-        Engine::new(probe, &cfg.engine).map_err(|e| ServeError::Config(e.to_string()))?;
+        Engine::new(probe, &cfg.engine)?;
     }
 
     let mut nats_cfg = cfg.nats.clone();
@@ -133,8 +189,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
         if cfg.checkpoint.restore {
             resume = restore_into(&mut router, &store, restore, &cfg);
         }
-        let (w, join) =
-            Checkpointer::start(store, counters.clone()).map_err(|e| ServeError::Checkpoint(e.to_string()))?;
+        let (w, join) = Checkpointer::start(store, counters.clone()).map_err(ServeError::WriterThread)?;
         router.set_checkpoints(CheckpointPlan {
             writer: w.clone(),
             every_ticks: cfg.checkpoint.every_ticks,
@@ -161,14 +216,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
     let stamp = cfg.serve.stamp_arrival;
     match cfg.serve.mode {
         IngestMode::Core => {
-            let mut ticks = client
-                .subscribe(subjects.all_ticks())
-                .await
-                .map_err(|e| ServeError::Subscribe(e.to_string()))?;
-            let mut factors = client
-                .subscribe(subjects.all_factors())
-                .await
-                .map_err(|e| ServeError::Subscribe(e.to_string()))?;
+            let mut ticks = subscribe(&client, subjects.all_ticks()).await?;
+            let mut factors = subscribe(&client, subjects.all_factors()).await?;
             let service = service::start(&client, state.clone()).await?;
             tracing::info!(url = %url, mode = "core", ticks = %subjects.all_ticks(), "serving");
             tokio::pin!(shutdown);
@@ -252,6 +301,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Serv
     }
 }
 
+async fn subscribe(client: &async_nats::Client, subject: String) -> Result<async_nats::Subscriber, ServeError> {
+    client
+        .subscribe(subject.clone())
+        .await
+        .map_err(|source| ServeError::Subscribe { subject, source })
+}
+
 /// Routes one JetStream message: a redelivery of a sequence already applied is acknowledged and skipped,
 /// a factor goes to every shard, a tick to its pair's shard (which acknowledges it once processed).
 async fn on_js_message(m: jetstream::Message, subjects: &Subjects, router: &mut Router, counters: &Counters) {
@@ -307,36 +363,30 @@ fn open_checkpoints(cfg: &CheckpointConfig) -> Result<Option<(CheckpointStore, R
             let secs = router::now_us() / 1_000_000;
             let mut aside = path.clone().into_os_string();
             aside.push(format!(".damaged-{secs}"));
-            std::fs::rename(path, &aside)
-                .map_err(|e| ServeError::Checkpoint(format!("cannot move {} aside: {e}", path.display())))?;
+            std::fs::rename(path, &aside).map_err(|source| ServeError::MoveAside {
+                path: path.clone(),
+                source,
+            })?;
             tracing::warn!(path = %path.display(), moved_to = ?aside, error = %message,
                 "checkpoint file unreadable: moved aside, starting fresh (asked for)");
-            CheckpointStore::open(path, cfg.retention()).map_err(|e| ServeError::Checkpoint(e.to_string()))?
+            CheckpointStore::open(path, cfg.retention())?
         }
-        Err(e) => {
-            return Err(ServeError::Checkpoint(format!(
-                "{e}. Nothing was changed. Repair or replace the file (cambio models import can load exported \
-                 versions into a new one), or start fresh with `cambio serve --fresh`, which moves it aside"
-            )));
-        }
+        Err(e) => return Err(ServeError::StoreUnusable(e)),
     };
     let restore = if cfg.restore {
-        store.restore().map_err(|e| ServeError::Checkpoint(e.to_string()))?
+        store.restore()?
     } else {
         tracing::info!(path = %path.display(), "checkpoint.restore = false: starting fresh, writing checkpoints");
         Restore::default()
     };
     if !restore.unreadable.is_empty() {
-        let pairs: Vec<String> = restore.unreadable.iter().map(ToString::to_string).collect();
         if !cfg.fresh_if_unreadable {
-            return Err(ServeError::Checkpoint(format!(
-                "no readable version of {} in {} (every one is damaged). Roll back or import a good version \
-                 with `cambio models`, or start those pairs fresh with `cambio serve --fresh`",
-                pairs.join(", "),
-                path.display()
-            )));
+            return Err(ServeError::Unreadable {
+                pairs: restore.unreadable.clone(),
+                path: path.clone(),
+            });
         }
-        tracing::warn!(pairs = %pairs.join(","), "no readable checkpoint: these pairs start fresh (asked for)");
+        tracing::warn!(pairs = %pair_list(&restore.unreadable), "no readable checkpoint: these pairs start fresh (asked for)");
     }
     Ok(Some((store, restore)))
 }
@@ -434,7 +484,10 @@ async fn jetstream_consumer(
     stream
         .get_or_create_consumer(&js_cfg.durable, consumer_config(subjects, js_cfg, start))
         .await
-        .map_err(|e| ServeError::JetStream(format!("consumer {}: {e}", js_cfg.durable)))
+        .map_err(|source| ServeError::Consumer {
+            durable: js_cfg.durable.clone(),
+            source,
+        })
 }
 
 fn consumer_config(
@@ -470,7 +523,10 @@ async fn reset_consumer(
         .get_info()
         .await
         .map(|i| i.state.first_sequence)
-        .map_err(|e| ServeError::JetStream(format!("stream {}: {e}", js_cfg.stream)))?;
+        .map_err(|e| ServeError::Stream {
+            stream: js_cfg.stream.clone(),
+            source: e.into(),
+        })?;
     if first > start {
         tracing::warn!(
             resume_from = start,
@@ -481,12 +537,20 @@ async fn reset_consumer(
     match stream.delete_consumer(&js_cfg.durable).await {
         Ok(_) => {}
         Err(e) if is_consumer_not_found(&e) => {}
-        Err(e) => return Err(ServeError::JetStream(format!("consumer {}: {e}", js_cfg.durable))),
+        Err(source) => {
+            return Err(ServeError::Consumer {
+                durable: js_cfg.durable.clone(),
+                source,
+            });
+        }
     }
     stream
         .create_consumer(consumer_config(subjects, js_cfg, Some(start)))
         .await
-        .map_err(|e| ServeError::JetStream(format!("consumer {}: {e}", js_cfg.durable)))?;
+        .map_err(|source| ServeError::Consumer {
+            durable: js_cfg.durable.clone(),
+            source,
+        })?;
     tracing::info!(durable = %js_cfg.durable, resume_from = start, "durable consumer recreated");
     Ok(())
 }
@@ -516,11 +580,14 @@ async fn jetstream_stream(
             ..Default::default()
         })
         .await
-        .map_err(|e| e.to_string())
+        .map_err(async_nats::Error::from)
     } else {
-        js.get_stream(&js_cfg.stream).await.map_err(|e| e.to_string())
+        js.get_stream(&js_cfg.stream).await.map_err(async_nats::Error::from)
     }
-    .map_err(|e| ServeError::JetStream(format!("stream {}: {e}", js_cfg.stream)))
+    .map_err(|source| ServeError::Stream {
+        stream: js_cfg.stream.clone(),
+        source,
+    })
 }
 
 /// Pulls from the durable consumer until shutdown. A broken pull (server restart, missed heartbeats) is
