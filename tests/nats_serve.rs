@@ -139,16 +139,21 @@ async fn live_forecasts_equal_replay_and_queries_answer() {
             "{subject} {body}"
         );
         assert!(h.get("Nats-Service-Error").is_some());
-        assert_eq!(v["error"]["code"].to_string(), code, "JSON error body: {v}");
+        assert_eq!(v["type"], "error", "JSON error body: {v}");
+        assert_eq!(v["code"].to_string(), code, "JSON error body: {v}");
     }
     // Status: quality, drift, model identity and prequential metrics (fresh once the queue is empty).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, status) = request_json(&client, "fx.status.USDMXN", "").await;
     assert_eq!(status["ticks"], 3_002);
     assert_eq!(status["accepted"], 3_000);
-    assert_eq!(
-        status["model"],
-        serde_json::json!({"name": cambio::config::ModelConfig::default().name, "version": cambio::config::ModelConfig::default().version})
+    // The model in service: its name, no registry version (no checkpoints here), its configuration's hash.
+    assert_eq!(status["model"]["name"], cambio::config::ModelConfig::default().name);
+    assert_eq!(status["model"]["version"], 0);
+    let hash = status["model"]["config"].as_str().unwrap_or_default();
+    assert!(
+        hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{status}"
     );
     assert!(status["quality"]["overall"].is_string(), "{status}");
     assert!(status["drift"].is_array());
@@ -167,11 +172,17 @@ async fn live_forecasts_equal_replay_and_queries_answer() {
     subjects.sort_unstable(); // the INFO reply lists endpoints in no fixed order
     assert_eq!(subjects, vec!["fx.models.*", "fx.query.*", "fx.status.*"]);
     let (_, stats) = request_json(&client, "$SRV.STATS.cambio", "").await;
-    let data = &stats["endpoints"][0]["data"];
+    let data = &stats["data"];
     assert_eq!(data["counters"]["forecasts"], 3_000);
     assert!(data["tick_to_forecast"]["count"].as_u64().unwrap() >= 3_002);
     assert!(data["tick_to_forecast"]["p99_us"].as_u64().unwrap() > 0);
-    assert!(data["query"]["count"].as_u64().unwrap() >= 2);
+    let query = stats["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "query")
+        .unwrap();
+    assert!(query["data"]["latency"]["count"].as_u64().unwrap() >= 2);
     drop(serve);
 }
 
@@ -266,7 +277,7 @@ async fn hostile_payloads_are_quarantined_with_reasons_and_serving_goes_on() {
     let f = collect(&mut preds, 2, Duration::from_secs(10)).await;
     assert_eq!(f.len(), 2);
     let (_, stats) = request_json(&client, "$SRV.STATS.cambio", "").await;
-    let c = &stats["endpoints"][0]["data"]["counters"];
+    let c = &stats["data"]["counters"];
     assert_eq!(c["quarantined"], 12);
     assert_eq!(c["bad_subjects"], 2);
     drop(serve);
@@ -585,7 +596,7 @@ async fn pairs_are_sharded_in_order_and_factors_reach_every_pair() {
     let v: Value = serde_json::from_slice(&bad[0].payload).unwrap();
     assert!(v["reason"].as_str().unwrap().starts_with("bad_factor"), "{v}");
     let (_, stats) = request_json(&client, "$SRV.STATS.cambio", "").await;
-    let c = &stats["endpoints"][0]["data"]["counters"];
+    let c = &stats["data"]["counters"];
     assert_eq!((c["factors"].as_u64(), c["bad_factors"].as_u64()), (Some(2), Some(1)));
     // Both pairs answer; the factors joined their models (the rate differential feature is live).
     tokio::time::sleep(Duration::from_millis(300)).await;

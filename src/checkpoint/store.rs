@@ -231,13 +231,20 @@ fn meta_of(state: format::PairStateRef<'_>, reason: Reason, created_us: i64, byt
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The redb file could not be opened: missing, not a redb file, truncated, damaged or locked.
+    /// The redb file could not be opened: missing, not a redb file, truncated or damaged.
     #[error("cannot open checkpoint store {path}: {message}")]
     Open {
         /// The file.
         path: PathBuf,
         /// What redb said.
         message: String,
+    },
+    /// Another process (or another store in this one) holds the file open: redb locks it, so two writers
+    /// never share it. Never a reason to move the file aside.
+    #[error("checkpoint store {path} is in use by another process (locked)")]
+    Locked {
+        /// The file.
+        path: PathBuf,
     },
     /// The file's tables were written by a newer cambio.
     #[error("checkpoint store layout {found} is newer than this build reads ({supported}); upgrade cambio")]
@@ -319,8 +326,9 @@ impl CheckpointStore {
     /// Opens the file, creating it (and its tables) if missing.
     ///
     /// # Errors
-    /// [`StoreError::Open`] when the file is not a readable redb file (truncated, damaged, locked by
-    /// another process); [`StoreError::NewerLayout`] when a newer cambio wrote it.
+    /// [`StoreError::Open`] when the file is not a readable redb file (truncated, damaged);
+    /// [`StoreError::Locked`] when another process holds it; [`StoreError::NewerLayout`] when a newer
+    /// cambio wrote it.
     pub fn open(path: &Path, retention: Retention) -> Result<CheckpointStore, StoreError> {
         Self::open_inner(path, retention, true)
     }
@@ -348,7 +356,12 @@ impl CheckpointStore {
         } else {
             return Err(open_err("no such file".into()));
         }
-        .map_err(|e| open_err(e.to_string()))?;
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => {
+                StoreError::Locked { path: path.into() }
+            }
+            e => open_err(e.to_string()),
+        })?;
         let store = CheckpointStore {
             db,
             retention,
@@ -804,6 +817,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cambio-store-{}-{name}", std::process::id()));
         let _ = std::fs::remove_file(&dir);
         dir
+    }
+
+    #[test]
+    fn a_file_held_open_is_locked_not_damaged() {
+        let path = tmp("locked");
+        let _held = CheckpointStore::open(&path, Retention::default()).unwrap();
+        let second = CheckpointStore::open(&path, Retention::default());
+        assert!(matches!(second, Err(StoreError::Locked { .. })), "{second:?}");
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -151,6 +151,16 @@ pub struct ErrorReply {
     pub error: String,
 }
 
+impl ErrorReply {
+    /// An error reply with `code` and `error`.
+    pub fn new(code: u16, error: impl Into<String>) -> ErrorReply {
+        ErrorReply {
+            code,
+            error: error.into(),
+        }
+    }
+}
+
 /// The registry's versions of a pair (`{"op":"list"}`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename = "models")]

@@ -63,10 +63,8 @@ pub async fn in_process_latency(bus: &Bus) -> Option<super::report::InProcess> {
         .ok()?
         .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
-    let t = v["endpoints"]
-        .as_array()?
-        .iter()
-        .find_map(|e| e["data"]["tick_to_forecast"].as_object())?;
+    // Service-wide figures sit in the STATS reply's top-level `data`, not in an endpoint's.
+    let t = v["data"]["tick_to_forecast"].as_object()?;
     Some(super::report::InProcess {
         p50_us: t.get("p50_us")?.as_u64()?,
         p99_us: t.get("p99_us")?.as_u64()?,

@@ -19,12 +19,54 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::stats::Counters;
-use crate::checkpoint::AppliedSeqs;
-use crate::checkpoint::{CheckpointStore, NewCheckpoint, PairState, VersionMeta};
+use crate::checkpoint::format::FormatError;
+use crate::checkpoint::{AppliedSeqs, CheckpointStore, NewCheckpoint, PairState, StoreError, VersionMeta};
 use crate::tick::{Factor, Pair};
 
-/// A reply carrying a result or an error message for the requester.
-pub type Reply<T> = oneshot::Sender<Result<T, String>>;
+/// A reply carrying a result, or why the writer could not give it, to the requester.
+pub type Reply<T> = oneshot::Sender<Result<T, WriterError>>;
+
+/// Why the checkpoint writer could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    /// Checkpoints are not configured (no `[checkpoint] path`), so there is no writer to ask.
+    #[error("checkpoints are not configured ([checkpoint] path)")]
+    NotConfigured,
+    /// The writer thread has stopped (the service is shutting down).
+    #[error("the checkpoint writer has stopped")]
+    Stopped,
+    /// The store refused: no such version, a damaged record, a failed write.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A shard could not give its part of the cut, so the whole cut was abandoned.
+    #[error("a shard could not encode its state: {0}")]
+    Part(#[source] PartError),
+}
+
+/// Why a shard's part of a cut is missing.
+#[derive(Debug, thiserror::Error)]
+pub enum PartError {
+    /// The shard's publications so far were not confirmed by the server, so the cut would record ticks
+    /// whose forecasts may be lost.
+    #[error("{pair}: publications not flushed: {message}")]
+    NotFlushed {
+        /// The shard's pair.
+        pair: Pair,
+        /// What the flush reported (for people; never inspected).
+        message: String,
+    },
+    /// The pair's shard had stopped before the cut reached it.
+    #[error("{0}: shard stopped")]
+    ShardStopped(Pair),
+    /// The engine's state could not be encoded.
+    #[error("{pair}: {source}")]
+    Encode {
+        /// The shard's pair.
+        pair: Pair,
+        /// The encoder's error.
+        source: FormatError,
+    },
+}
 
 /// Work for the writer thread.
 pub enum Job {
@@ -47,7 +89,7 @@ pub enum Job {
         /// The cut.
         id: u64,
         /// The pair's checkpoint.
-        part: Result<Option<NewCheckpoint>, String>,
+        part: Result<Option<NewCheckpoint>, PartError>,
     },
     /// The versions of a pair.
     List {
@@ -84,7 +126,7 @@ struct Pending {
     expected: usize,
     parts: Vec<NewCheckpoint>,
     received: usize,
-    failed: Option<String>,
+    failed: Option<PartError>,
     applied: Option<AppliedSeqs>,
     factors: Vec<Factor>,
     reply: Option<Reply<Vec<VersionMeta>>>,
@@ -137,13 +179,13 @@ impl Checkpointer {
     /// Asks the writer and waits for the answer.
     ///
     /// # Errors
-    /// The writer's error message, or that it stopped.
-    pub async fn ask<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, String> {
+    /// The writer's error, or [`WriterError::Stopped`].
+    pub async fn ask<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, WriterError> {
         let (tx, rx) = oneshot::channel();
         if !self.send(job(tx)) {
-            return Err("the checkpoint writer has stopped".into());
+            return Err(WriterError::Stopped);
         }
-        rx.await.map_err(|_| "the checkpoint writer has stopped".to_string())?
+        rx.await.map_err(|_| WriterError::Stopped)?
     }
 }
 
@@ -184,7 +226,7 @@ fn writer(store: &CheckpointStore, rx: &mpsc::Receiver<Job>, committed: &AtomicU
                 None => tracing::error!(cut = id, "checkpoint part for an unknown cut; ignored"),
             },
             Job::List { pair, reply } => {
-                let _ = reply.send(store.list(Some(pair)).map_err(|e| e.to_string()));
+                let _ = reply.send(store.list(Some(pair)).map_err(WriterError::Store));
             }
             Job::Keep {
                 pair,
@@ -192,7 +234,7 @@ fn writer(store: &CheckpointStore, rx: &mpsc::Receiver<Job>, committed: &AtomicU
                 keep,
                 reply,
             } => {
-                let _ = reply.send(store.mark_keep(pair, version, keep).map_err(|e| e.to_string()));
+                let _ = reply.send(store.mark_keep(pair, version, keep).map_err(WriterError::Store));
             }
             Job::Stop => {
                 commit_ready(store, &mut pending, committed, counters);
@@ -202,7 +244,7 @@ fn writer(store: &CheckpointStore, rx: &mpsc::Receiver<Job>, committed: &AtomicU
                 let r = store
                     .get(pair, version)
                     .and_then(|s| Ok((store.meta(pair, version)?, s)))
-                    .map_err(|e| e.to_string());
+                    .map_err(WriterError::Store);
                 let _ = reply.send(r);
             }
         }
@@ -232,10 +274,10 @@ fn commit_ready(
 
 fn commit(store: &CheckpointStore, id: u64, p: Pending, counters: &Counters) {
     let result = match p.failed {
-        Some(e) => Err(format!("a shard could not encode its state: {e}")),
+        Some(e) => Err(WriterError::Part(e)),
         None => store
             .put_cut(p.parts, p.applied, p.factors, super::router::now_us())
-            .map_err(|e| e.to_string()),
+            .map_err(WriterError::Store),
     };
     match &result {
         Ok(metas) => {
@@ -298,8 +340,8 @@ impl Marker {
     ) -> bool {
         let pair = engine.pair();
         let focus = self.focus.as_ref().filter(|f| f.pair == pair);
-        let part = if let Err(e) = flushed {
-            Err(format!("{pair}: publications not flushed: {e}"))
+        let part = if let Err(message) = flushed {
+            Err(PartError::NotFlushed { pair, message })
         } else if changed || self.force_all || focus.is_some() {
             let reason = focus.map_or(self.reason, |f| f.reason);
             let state = crate::checkpoint::format::PairStateRef {
@@ -312,7 +354,7 @@ impl Marker {
                     c.meta.note = focus.and_then(|f| f.note.clone());
                     Some(c)
                 })
-                .map_err(|e| format!("{pair}: {e}"))
+                .map_err(|source| PartError::Encode { pair, source })
         } else {
             Ok(None)
         };

@@ -11,6 +11,7 @@
 
 pub mod checkpointer;
 pub mod config;
+pub mod micro;
 pub mod router;
 pub mod service;
 pub mod shard;
@@ -33,30 +34,86 @@ use self::shard::ShardContext;
 use self::stats::Counters;
 use crate::checkpoint::AppliedSeqs;
 use crate::checkpoint::{CheckpointConfig, CheckpointStore, Restore, StoreError};
-use crate::engine::{Engine, EngineSummary};
+use crate::engine::{Engine, EngineError, EngineSummary};
 use crate::nats::{LocalServer, NatsError, Subjects};
 
 /// Why the service stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The configuration is invalid.
+    /// The configuration is invalid (a validation message, for people).
     #[error("configuration: {0}")]
     Config(String),
+    /// The engine refuses the configuration (checked with a probe pair before connecting).
+    #[error("configuration: {0}")]
+    Engine(#[from] EngineError),
     /// Connecting (or starting the local server) failed.
     #[error(transparent)]
     Nats(#[from] NatsError),
     /// A subscription could not be made.
-    #[error("subscribe: {0}")]
-    Subscribe(String),
-    /// The JetStream stream or consumer could not be set up.
-    #[error("jetstream: {0}")]
-    JetStream(String),
+    #[error("subscribe to {subject}: {source}")]
+    Subscribe {
+        /// The subject.
+        subject: String,
+        /// The client's error.
+        source: async_nats::SubscribeError,
+    },
+    /// The JetStream stream could not be created or read.
+    #[error("jetstream: stream {stream}: {source}")]
+    Stream {
+        /// The stream's name.
+        stream: String,
+        /// The JetStream API's error.
+        source: async_nats::Error,
+    },
+    /// The durable consumer could not be created, read or deleted.
+    #[error("jetstream: consumer {durable}: {source}")]
+    Consumer {
+        /// The consumer's name.
+        durable: String,
+        /// The JetStream API's error.
+        source: jetstream::stream::ConsumerError,
+    },
     /// The micro service could not start.
     #[error(transparent)]
     Service(#[from] service::ServiceError),
-    /// The checkpoint store cannot be used, or a pair's checkpoints are all unreadable.
+    /// The checkpoint file cannot be opened (damaged, locked, newer), and nothing was changed.
+    #[error(
+        "checkpoints: {0}. Nothing was changed. Repair or replace the file (cambio models import can load \
+         exported versions into a new one), or start fresh with `cambio serve --fresh`, which moves it aside"
+    )]
+    StoreUnusable(#[source] StoreError),
+    /// The checkpoint store failed (reading the restore point, or opening the new file after moving the
+    /// old one aside).
     #[error("checkpoints: {0}")]
-    Checkpoint(String),
+    Store(#[from] StoreError),
+    /// An unreadable checkpoint file could not be moved aside.
+    #[error("checkpoints: cannot move {} aside: {source}", path.display())]
+    MoveAside {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The rename's error.
+        source: std::io::Error,
+    },
+    /// The checkpoint writer's thread could not be spawned.
+    #[error("checkpoints: cannot start the writer thread: {0}")]
+    WriterThread(#[source] std::io::Error),
+    /// Every version of some pairs is damaged, and starting them fresh was not asked for.
+    #[error(
+        "checkpoints: no readable version of {} in {} (every one is damaged). Roll back or import a good \
+         version with `cambio models`, or start those pairs fresh with `cambio serve --fresh`",
+        pair_list(pairs), path.display()
+    )]
+    Unreadable {
+        /// The pairs.
+        pairs: Vec<crate::tick::Pair>,
+        /// The file.
+        path: std::path::PathBuf,
+    },
+}
+
+/// `USDMXN, EURUSD`.
+fn pair_list(pairs: &[crate::tick::Pair]) -> String {
+    pairs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// What the service did, returned after a graceful shutdown.
@@ -104,7 +161,7 @@ pub async fn run(
     let subjects = Subjects::new(&cfg.serve.prefix).map_err(ServeError::Config)?;
     // Fail fast on settings that only the engine's constructor checks.
     if let Some(probe) = crate::tick::Pair::parse("USDMXN") {
-        Engine::new(probe, &cfg.engine).map_err(|e| ServeError::Config(e.to_string()))?;
+        Engine::new(probe, &cfg.engine)?;
     }
 
     let mut nats_cfg = cfg.nats.clone();
@@ -151,8 +208,7 @@ pub async fn run(
         if cfg.checkpoint.restore {
             resume = restore_into(&mut router, &store, restore, &cfg);
         }
-        let (w, join) =
-            Checkpointer::start(store, counters.clone()).map_err(|e| ServeError::Checkpoint(e.to_string()))?;
+        let (w, join) = Checkpointer::start(store, counters.clone()).map_err(ServeError::WriterThread)?;
         router.set_checkpoints(CheckpointPlan {
             writer: w.clone(),
             every_ticks: cfg.checkpoint.every_ticks,
@@ -167,8 +223,6 @@ pub async fn run(
         subjects: subjects.clone(),
         counters: counters.clone(),
         events,
-        query_latency: Default::default(),
-        status_latency: Default::default(),
         control: writer.is_some().then(|| control_tx.clone()),
         writer: writer.clone(),
     });
@@ -181,15 +235,9 @@ pub async fn run(
     let stamp = cfg.serve.stamp_arrival;
     match cfg.serve.mode {
         IngestMode::Core => {
-            let mut ticks = client
-                .subscribe(subjects.all_ticks())
-                .await
-                .map_err(|e| ServeError::Subscribe(e.to_string()))?;
-            let mut factors = client
-                .subscribe(subjects.all_factors())
-                .await
-                .map_err(|e| ServeError::Subscribe(e.to_string()))?;
-            let (service, tasks) = service::start(&client, state.clone()).await?;
+            let mut ticks = subscribe(&client, subjects.all_ticks()).await?;
+            let mut factors = subscribe(&client, subjects.all_factors()).await?;
+            let service = service::start(&client, state.clone()).await?;
             tracing::info!(url = %url, mode = "core", ticks = %subjects.all_ticks(), "serving");
             tokio::pin!(shutdown);
             loop {
@@ -221,7 +269,7 @@ pub async fn run(
             if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
                 tracing::warn!("subscription drain did not finish within 10 s");
             }
-            finish(router, service, tasks, &client, &url, &counters, writer_join).await
+            finish(router, service, &client, &url, &counters, writer_join).await
         }
         IngestMode::Jetstream => {
             let mut start = resume.as_ref().map(|a| a.floor() + 1);
@@ -248,7 +296,7 @@ pub async fn run(
             }
             let floor = consumer.cached_info().ack_floor.stream_sequence;
             router.set_applied(resume.unwrap_or_else(|| AppliedSeqs::with_floor(floor)));
-            let (service, tasks) = service::start(&client, state.clone()).await?;
+            let service = service::start(&client, state.clone()).await?;
             tracing::info!(url = %url, mode = "jetstream", stream = %cfg.serve.jetstream.stream,
                 durable = %cfg.serve.jetstream.durable, ack_floor = floor, resume_from = ?start, "serving");
             let loops = Loops {
@@ -267,9 +315,16 @@ pub async fn run(
                 shutdown,
             )
             .await;
-            finish(router, service, tasks, &client, &url, &counters, writer_join).await
+            finish(router, service, &client, &url, &counters, writer_join).await
         }
     }
+}
+
+async fn subscribe(client: &async_nats::Client, subject: String) -> Result<async_nats::Subscriber, ServeError> {
+    client
+        .subscribe(subject.clone())
+        .await
+        .map_err(|source| ServeError::Subscribe { subject, source })
 }
 
 /// Routes one JetStream message: a redelivery of a sequence already applied is acknowledged and skipped,
@@ -322,42 +377,35 @@ fn open_checkpoints(cfg: &CheckpointConfig) -> Result<Option<(CheckpointStore, R
     };
     let store = match CheckpointStore::open(path, cfg.retention()) {
         Ok(s) => s,
-        Err(StoreError::Open { message, .. })
-            if cfg.fresh_if_unreadable && path.exists() && !message.to_ascii_lowercase().contains("lock") =>
-        {
+        // A locked file (`StoreError::Locked`) is in use by another instance: never moved aside.
+        Err(StoreError::Open { message, .. }) if cfg.fresh_if_unreadable && path.exists() => {
             let secs = router::now_us() / 1_000_000;
             let mut aside = path.clone().into_os_string();
             aside.push(format!(".damaged-{secs}"));
-            std::fs::rename(path, &aside)
-                .map_err(|e| ServeError::Checkpoint(format!("cannot move {} aside: {e}", path.display())))?;
+            std::fs::rename(path, &aside).map_err(|source| ServeError::MoveAside {
+                path: path.clone(),
+                source,
+            })?;
             tracing::warn!(path = %path.display(), moved_to = ?aside, error = %message,
                 "checkpoint file unreadable: moved aside, starting fresh (asked for)");
-            CheckpointStore::open(path, cfg.retention()).map_err(|e| ServeError::Checkpoint(e.to_string()))?
+            CheckpointStore::open(path, cfg.retention())?
         }
-        Err(e) => {
-            return Err(ServeError::Checkpoint(format!(
-                "{e}. Nothing was changed. Repair or replace the file (cambio models import can load exported \
-                 versions into a new one), or start fresh with `cambio serve --fresh`, which moves it aside"
-            )));
-        }
+        Err(e) => return Err(ServeError::StoreUnusable(e)),
     };
     let restore = if cfg.restore {
-        store.restore().map_err(|e| ServeError::Checkpoint(e.to_string()))?
+        store.restore()?
     } else {
         tracing::info!(path = %path.display(), "checkpoint.restore = false: starting fresh, writing checkpoints");
         Restore::default()
     };
     if !restore.unreadable.is_empty() {
-        let pairs: Vec<String> = restore.unreadable.iter().map(ToString::to_string).collect();
         if !cfg.fresh_if_unreadable {
-            return Err(ServeError::Checkpoint(format!(
-                "no readable version of {} in {} (every one is damaged). Roll back or import a good version \
-                 with `cambio models`, or start those pairs fresh with `cambio serve --fresh`",
-                pairs.join(", "),
-                path.display()
-            )));
+            return Err(ServeError::Unreadable {
+                pairs: restore.unreadable.clone(),
+                path: path.clone(),
+            });
         }
-        tracing::warn!(pairs = %pairs.join(","), "no readable checkpoint: these pairs start fresh (asked for)");
+        tracing::warn!(pairs = %pair_list(&restore.unreadable), "no readable checkpoint: these pairs start fresh (asked for)");
     }
     Ok(Some((store, restore)))
 }
@@ -424,8 +472,7 @@ fn restore_into(
 
 async fn finish(
     router: Router,
-    service: async_nats::service::Service,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    service: service::Running,
     client: &async_nats::Client,
     url: &str,
     counters: &Counters,
@@ -437,10 +484,7 @@ async fn finish(
         w.send(checkpointer::Job::Stop);
         let _ = tokio::task::spawn_blocking(move || join.join()).await;
     }
-    let _ = service.stop().await;
-    for t in tasks {
-        t.abort();
-    }
+    service.stop();
     // Everything published (forecasts, acknowledgements) must be read by the server before the socket closes.
     if let Err(e) = crate::nats::round_trip(client, Duration::from_secs(10)).await {
         tracing::warn!(error = %e, "final flush not confirmed by the server (unreachable?)");
@@ -466,7 +510,10 @@ async fn jetstream_consumer(
     stream
         .get_or_create_consumer(&js_cfg.durable, consumer_config(subjects, js_cfg, start))
         .await
-        .map_err(|e| ServeError::JetStream(format!("consumer {}: {e}", js_cfg.durable)))
+        .map_err(|source| ServeError::Consumer {
+            durable: js_cfg.durable.clone(),
+            source,
+        })
 }
 
 fn consumer_config(
@@ -502,7 +549,10 @@ async fn reset_consumer(
         .get_info()
         .await
         .map(|i| i.state.first_sequence)
-        .map_err(|e| ServeError::JetStream(format!("stream {}: {e}", js_cfg.stream)))?;
+        .map_err(|e| ServeError::Stream {
+            stream: js_cfg.stream.clone(),
+            source: e.into(),
+        })?;
     if first > start {
         tracing::warn!(
             resume_from = start,
@@ -512,15 +562,32 @@ async fn reset_consumer(
     }
     match stream.delete_consumer(&js_cfg.durable).await {
         Ok(_) => {}
-        Err(e) if e.to_string().contains("not found") => {}
-        Err(e) => return Err(ServeError::JetStream(format!("consumer {}: {e}", js_cfg.durable))),
+        Err(e) if is_consumer_not_found(&e) => {}
+        Err(source) => {
+            return Err(ServeError::Consumer {
+                durable: js_cfg.durable.clone(),
+                source,
+            });
+        }
     }
     stream
         .create_consumer(consumer_config(subjects, js_cfg, Some(start)))
         .await
-        .map_err(|e| ServeError::JetStream(format!("consumer {}: {e}", js_cfg.durable)))?;
+        .map_err(|source| ServeError::Consumer {
+            durable: js_cfg.durable.clone(),
+            source,
+        })?;
     tracing::info!(durable = %js_cfg.durable, resume_from = start, "durable consumer recreated");
     Ok(())
+}
+
+/// Whether the server answered that the consumer does not exist (JetStream error code 10014), which a
+/// reset treats as already deleted.
+fn is_consumer_not_found(e: &jetstream::stream::ConsumerError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::stream::ConsumerErrorKind::JetStream(j) if j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
+    )
 }
 
 async fn jetstream_stream(
@@ -539,11 +606,14 @@ async fn jetstream_stream(
             ..Default::default()
         })
         .await
-        .map_err(|e| e.to_string())
+        .map_err(async_nats::Error::from)
     } else {
-        js.get_stream(&js_cfg.stream).await.map_err(|e| e.to_string())
+        js.get_stream(&js_cfg.stream).await.map_err(async_nats::Error::from)
     }
-    .map_err(|e| ServeError::JetStream(format!("stream {}: {e}", js_cfg.stream)))
+    .map_err(|source| ServeError::Stream {
+        stream: js_cfg.stream.clone(),
+        source,
+    })
 }
 
 /// Pulls from the durable consumer until shutdown. A broken pull (server restart, missed heartbeats) is

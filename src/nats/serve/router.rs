@@ -11,7 +11,7 @@ use std::time::Instant;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
-use super::checkpointer::{Checkpointer, Focus, Job, Marker, Reply};
+use super::checkpointer::{Checkpointer, Focus, Job, Marker, PartError, Reply, WriterError};
 use super::shard::{self, ShardContext, ShardHandle, ShardMsg, TickMsg};
 use super::stats::Counters;
 use crate::challenger::Contest;
@@ -64,6 +64,34 @@ impl Delivery {
     }
 }
 
+/// Why a rollback did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    /// The checkpoint writer could not load the version or record the rollback (no such version, a
+    /// damaged record, checkpoints not configured, the writer stopped).
+    #[error(transparent)]
+    Writer(#[from] WriterError),
+    /// The stored version holds another pair's model: the store is inconsistent.
+    #[error("version {version} holds {holds}, not {pair}")]
+    WrongPair {
+        /// The pair asked for.
+        pair: Pair,
+        /// The version asked for.
+        version: u64,
+        /// The pair the version holds.
+        holds: Pair,
+    },
+    /// The pair's shard has stopped (the service is shutting down).
+    #[error("{0}: shard stopped")]
+    ShardStopped(Pair),
+    /// The pair has no shard and `max_pairs` shards already run.
+    #[error("{0}: cannot start a shard (max_pairs reached)")]
+    MaxPairs(Pair),
+    /// The cut that records the rollback committed without the pair's version.
+    #[error("{0}: the rollback version was not written")]
+    NotWritten(Pair),
+}
+
 /// Requests to the consumer loop that must be ordered with the ticks (they go through the shards' queues).
 #[derive(Debug)]
 pub enum Control {
@@ -85,7 +113,7 @@ pub enum Control {
         /// The version to go back to.
         version: u64,
         /// Told the new version once committed.
-        reply: Reply<VersionMeta>,
+        reply: tokio::sync::oneshot::Sender<Result<VersionMeta, RollbackError>>,
     },
 }
 
@@ -377,7 +405,7 @@ impl Router {
     ) {
         let Some(plan) = &mut self.checkpoints else {
             if let Some(r) = reply {
-                let _ = r.send(Err("checkpoints are not configured ([checkpoint] path)".into()));
+                let _ = r.send(Err(WriterError::NotConfigured));
             }
             return;
         };
@@ -409,13 +437,13 @@ impl Router {
             applied: self.applied.clone(),
             writer: plan.writer.clone(),
         });
-        for shard in self.shards.values() {
+        for (&pair, shard) in &self.shards {
             if shard.tx.send(ShardMsg::Checkpoint(marker.clone())).await.is_err() {
                 // The shard is gone: answer for it so the cut is not left waiting (and fails: its state
                 // is not in it).
                 let _ = plan.writer.send(Job::Part {
                     id,
-                    part: Err("shard stopped".into()),
+                    part: Err(PartError::ShardStopped(pair)),
                 });
             }
         }
@@ -447,14 +475,18 @@ impl Router {
         }
     }
 
-    async fn rollback(&mut self, pair: Pair, version: u64) -> Result<VersionMeta, String> {
+    async fn rollback(&mut self, pair: Pair, version: u64) -> Result<VersionMeta, RollbackError> {
         let writer = match &self.checkpoints {
             Some(p) => p.writer.clone(),
-            None => return Err("checkpoints are not configured ([checkpoint] path)".into()),
+            None => return Err(WriterError::NotConfigured.into()),
         };
         let (_, state) = writer.ask(|reply| Job::Load { pair, version, reply }).await?;
         if state.engine.pair() != pair {
-            return Err(format!("version {version} holds {}, not {pair}", state.engine.pair()));
+            return Err(RollbackError::WrongPair {
+                pair,
+                version,
+                holds: state.engine.pair(),
+            });
         }
         let mut engine = Box::new(state.engine);
         engine.set_registry_version(version);
@@ -465,13 +497,13 @@ impl Router {
                     .tx
                     .send(ShardMsg::Replace(engine, tx))
                     .await
-                    .map_err(|_| format!("{pair}: shard stopped"))?;
-                rx.await.map_err(|_| format!("{pair}: shard stopped"))?;
+                    .map_err(|_| RollbackError::ShardStopped(pair))?;
+                rx.await.map_err(|_| RollbackError::ShardStopped(pair))?;
             }
             None => {
                 let contest = self.contest_for(&engine, None, None);
                 if !self.start_shard_with(*engine, contest) {
-                    return Err(format!("{pair}: cannot start a shard (max_pairs reached)"));
+                    return Err(RollbackError::MaxPairs(pair));
                 }
             }
         }
@@ -483,13 +515,11 @@ impl Router {
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.cut(Reason::Periodic, false, Some(focus), Some(tx)).await;
-        let written = rx
-            .await
-            .map_err(|_| "the checkpoint writer has stopped".to_string())??;
+        let written = rx.await.map_err(|_| WriterError::Stopped)??;
         written
             .into_iter()
             .find(|m| m.pair == pair)
-            .ok_or_else(|| format!("{pair}: the rollback version was not written"))
+            .ok_or(RollbackError::NotWritten(pair))
     }
 
     /// Writes a final checkpoint (reason `shutdown`, every pair, so each pair's newest version holds the

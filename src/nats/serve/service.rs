@@ -10,26 +10,26 @@
 //!   the pair's ticks; listing and keep marks go straight to the checkpoint writer.
 //!
 //! Handlers read the shards' published snapshots (an `Arc` clone under a short lock), so queries never wait
-//! for, or slow, the tick path. Errors are JSON bodies `{"error":{"code":..,"message":..}}` with the micro
-//! protocol's `Nats-Service-Error` and `Nats-Service-Error-Code` headers. (async-nats only sets those headers
-//! with an empty body, so the service sets them itself to keep the JSON body, and counts errors in its own
-//! stats, `request_errors`.)
+//! for, or slow, the tick path. A failed request is a [`RequestError`]; its variant decides the code, and
+//! the reply is a typed JSON body `{"type":"error","code":404,"error":"unknown pair EURJPY: ..."}` with
+//! the micro protocol's `Nats-Service-Error` and `Nats-Service-Error-Code` headers (see [`super::micro`],
+//! which also counts each endpoint's requests and errors for `$SRV.STATS`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_nats::HeaderMap;
-use async_nats::service::{Request, Service, ServiceExt};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::checkpointer::Job;
-use super::router::{Control, Registry};
-use super::stats::{self, Counters, Latency};
-use crate::checkpoint::Reason;
-use crate::horizon::Horizon;
+use super::checkpointer::{Job, WriterError};
+use super::micro::{ErrorReply, MicroError, MicroService};
+use super::router::{Control, Registry, RollbackError};
+use super::stats::{self, Counters};
+use crate::checkpoint::{Reason, StoreError};
+use crate::contract::{ModelVersionReply, ModelsReply, to_json_vec};
+use crate::horizon::{Horizon, HorizonError};
 use crate::nats::Subjects;
 use crate::nats::connect::ConnectionEvents;
 use crate::tick::Pair;
@@ -42,23 +42,141 @@ pub const SERVICE_NAME: &str = "cambio";
 pub enum ServiceError {
     /// The micro service or one of its endpoints could not be registered.
     #[error("micro service: {0}")]
-    Register(String),
+    Register(#[from] MicroError),
 }
 
-/// A request error: code and message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RequestError {
-    /// HTTP-like status code (400 bad request, 404 not found).
-    pub code: u16,
-    /// What was wrong.
-    pub message: String,
+/// What a `models` request body should look like (said in its malformed-request error).
+const MODELS_BODIES: &str = "{\"op\":\"list\"}, {\"op\":\"show\",\"version\":3}, {\"op\":\"rollback\",\"version\":3}, \
+    {\"op\":\"keep\",\"version\":3,\"keep\":true} or {\"op\":\"checkpoint\"}";
+/// What a `query` request body should look like.
+const QUERY_BODY: &str = "{\"horizons\":[\"1h\",\"1d\"]}";
+
+/// Why a request failed. [`RequestError::code`] gives its HTTP-like status code.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The subject is not `<prefix>.<endpoint>.<PAIR>`.
+    #[error("subject {subject}: expected {expected}")]
+    Subject {
+        /// The subject received.
+        subject: String,
+        /// The endpoint's subject pattern.
+        expected: String,
+    },
+    /// The subject's last token is not a pair.
+    #[error("{0:?} is not a pair (six uppercase letters)")]
+    NotAPair(String),
+    /// No tick of the pair has been received, so there is nothing to answer.
+    #[error("unknown pair {0}: no tick received for it")]
+    UnknownPair(Pair),
+    /// The body is not JSON of the shape the endpoint takes.
+    #[error("malformed request: {source}; expected {expected}")]
+    Malformed {
+        /// The JSON error.
+        source: serde_json::Error,
+        /// The bodies the endpoint takes.
+        expected: &'static str,
+    },
+    /// A status request's body is neither empty nor JSON.
+    #[error("status takes no body (or a JSON object)")]
+    StatusBody,
+    /// A query asked for an empty list of horizons.
+    #[error("horizons is empty")]
+    NoHorizons,
+    /// A query named a horizon that does not parse.
+    #[error("bad horizon {text:?}: {source}")]
+    BadHorizon {
+        /// The horizon as asked.
+        text: String,
+        /// Why it does not parse.
+        source: HorizonError,
+    },
+    /// A query asked for a horizon the engine does not forecast.
+    #[error("horizon {missing} is not configured; configured: {configured}")]
+    HorizonNotConfigured {
+        /// The horizon asked for.
+        missing: Horizon,
+        /// The configured horizons, comma separated.
+        configured: String,
+    },
+    /// The pair has ticks but none was accepted yet, so there is no forecast.
+    #[error("no forecast yet: no tick of this pair was accepted")]
+    NoForecast,
+    /// The pair's shard has not published a status yet.
+    #[error("no status yet")]
+    NoStatus,
+    /// The pairs' registry lock is poisoned (a handler panicked while holding it).
+    #[error("registry unavailable")]
+    RegistryUnavailable,
+    /// The model registry endpoint needs `[checkpoint] path`.
+    #[error("checkpoints are not configured: set [checkpoint] path to keep model versions")]
+    NoCheckpoints,
+    /// The consumer loop has stopped taking requests.
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    /// The checkpoint writer could not answer (no such version, a damaged record, stopped).
+    #[error(transparent)]
+    Writer(#[from] WriterError),
+    /// The rollback did not happen.
+    #[error(transparent)]
+    Rollback(#[from] RollbackError),
+    /// The answer could not be encoded as JSON.
+    #[error("cannot encode the reply: {0}")]
+    Encode(#[source] serde_json::Error),
 }
 
 impl RequestError {
-    fn new(code: u16, message: impl Into<String>) -> RequestError {
-        RequestError {
-            code,
-            message: message.into(),
+    /// The HTTP-like status code: 400 for a bad request, 404 for something that does not exist, 503 when
+    /// the service cannot do it now, 500 for a fault of the service.
+    pub fn code(&self) -> u16 {
+        match self {
+            RequestError::Subject { .. }
+            | RequestError::NotAPair(_)
+            | RequestError::Malformed { .. }
+            | RequestError::StatusBody
+            | RequestError::NoHorizons
+            | RequestError::BadHorizon { .. }
+            | RequestError::HorizonNotConfigured { .. } => 400,
+            RequestError::UnknownPair(_) | RequestError::NoForecast | RequestError::NoStatus => 404,
+            RequestError::NoCheckpoints | RequestError::ShuttingDown => 503,
+            RequestError::RegistryUnavailable | RequestError::Encode(_) => 500,
+            RequestError::Writer(e) | RequestError::Rollback(RollbackError::Writer(e)) => writer_code(e),
+            RequestError::Rollback(RollbackError::ShardStopped(_) | RollbackError::MaxPairs(_)) => 503,
+            RequestError::Rollback(RollbackError::WrongPair { .. } | RollbackError::NotWritten(_)) => 500,
+        }
+    }
+
+    /// The reply this error is sent as.
+    pub fn reply(&self) -> ErrorReply {
+        ErrorReply::new(self.code(), self.to_string())
+    }
+}
+
+fn writer_code(e: &WriterError) -> u16 {
+    match e {
+        WriterError::Store(StoreError::NotFound { .. }) => 404,
+        WriterError::NotConfigured | WriterError::Stopped => 503,
+        WriterError::Store(_) | WriterError::Part(_) => 500,
+    }
+}
+
+/// The endpoints, by what they answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `<prefix>.query.<PAIR>`.
+    Query,
+    /// `<prefix>.status.<PAIR>`.
+    Status,
+    /// `<prefix>.models.<PAIR>`.
+    Models,
+}
+
+impl Kind {
+    /// The endpoint's name and subject token.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Query => "query",
+            Kind::Status => "status",
+            Kind::Models => "models",
         }
     }
 }
@@ -73,10 +191,6 @@ pub struct ServiceState {
     pub counters: Arc<Counters>,
     /// Connection events.
     pub events: Arc<ConnectionEvents>,
-    /// Query latency (receipt to reply handed to the client), µs.
-    pub query_latency: Latency,
-    /// Status request latency, µs.
-    pub status_latency: Latency,
     /// Requests to the consumer loop (checkpoints, rollbacks); `None` without checkpoints.
     pub control: Option<tokio::sync::mpsc::Sender<super::router::Control>>,
     /// The checkpoint writer (model registry reads and keep marks); `None` without checkpoints.
@@ -84,7 +198,8 @@ pub struct ServiceState {
 }
 
 impl ServiceState {
-    /// STATS data: counters, connection events, tick-to-forecast latency over all pairs, query latencies.
+    /// The service-wide STATS data: counters, connection events, tick-to-forecast latency over all pairs.
+    /// (Each endpoint reports its own request latency beside its counts.)
     pub fn stats(&self) -> Value {
         let mut tick = stats::empty();
         if let Ok(reg) = self.registry.read() {
@@ -96,69 +211,67 @@ impl ServiceState {
             "counters": self.counters.report(),
             "connection": self.events.snapshot(),
             "tick_to_forecast": stats::percentiles(&tick),
-            "query": self.query_latency.report(),
-            "status": self.status_latency.report(),
         })
     }
 
-    fn view(&self, subject: &str, kind: &str) -> Result<Arc<super::router::PairView>, RequestError> {
-        let token = self.subjects.token(kind, subject).ok_or_else(|| {
-            RequestError::new(
-                400,
-                format!("subject {subject}: expected {}", self.subjects.endpoint(kind)),
-            )
-        })?;
-        let pair = Pair::parse(token)
-            .ok_or_else(|| RequestError::new(400, format!("{token:?} is not a pair (six uppercase letters)")))?;
-        let reg = self
-            .registry
-            .read()
-            .map_err(|_| RequestError::new(500, "registry unavailable"))?;
-        reg.get(&pair)
-            .cloned()
-            .ok_or_else(|| RequestError::new(404, format!("unknown pair {pair}: no tick received for it")))
+    /// The pair a request's subject names (`<prefix>.<kind>.<PAIR>`).
+    fn pair(&self, subject: &str, kind: Kind) -> Result<Pair, RequestError> {
+        let token = self
+            .subjects
+            .token(kind.name(), subject)
+            .ok_or_else(|| RequestError::Subject {
+                subject: subject.to_string(),
+                expected: self.subjects.endpoint(kind.name()),
+            })?;
+        Pair::parse(token).ok_or_else(|| RequestError::NotAPair(token.to_string()))
+    }
+
+    fn view(&self, subject: &str, kind: Kind) -> Result<Arc<super::router::PairView>, RequestError> {
+        let pair = self.pair(subject, kind)?;
+        let reg = self.registry.read().map_err(|_| RequestError::RegistryUnavailable)?;
+        reg.get(&pair).cloned().ok_or(RequestError::UnknownPair(pair))
     }
 
     /// Answers a query: the latest forecast, optionally restricted to some horizons.
+    ///
+    /// # Errors
+    /// [`RequestError`] for a bad subject or body, an unknown pair, or no forecast yet.
     pub fn query(&self, subject: &str, body: &[u8]) -> Result<Bytes, RequestError> {
         let wanted = parse_query(body)?;
-        let view = self.view(subject, "query")?;
-        let forecast = view
-            .snapshot
-            .forecast()
-            .ok_or_else(|| RequestError::new(404, "no forecast yet: no tick of this pair was accepted"))?;
+        let view = self.view(subject, Kind::Query)?;
+        let forecast = view.snapshot.forecast().ok_or(RequestError::NoForecast)?;
         let json = match wanted {
             None => serde_json::to_vec(&*forecast),
             Some(wanted) => {
                 let configured: Vec<Horizon> = forecast.horizons.iter().map(|h| h.horizon).collect();
-                if let Some(missing) = wanted.iter().find(|h| !configured.contains(h)) {
+                if let Some(&missing) = wanted.iter().find(|h| !configured.contains(h)) {
                     let names: Vec<String> = configured.iter().map(|h| h.to_string()).collect();
-                    return Err(RequestError::new(
-                        400,
-                        format!("horizon {missing} is not configured; configured: {}", names.join(", ")),
-                    ));
+                    return Err(RequestError::HorizonNotConfigured {
+                        missing,
+                        configured: names.join(", "),
+                    });
                 }
                 let mut f = (*forecast).clone();
                 f.horizons.retain(|h| wanted.contains(&h.horizon));
                 serde_json::to_vec(&f)
             }
         };
-        json.map(Bytes::from).map_err(|e| RequestError::new(500, e.to_string()))
+        json.map(Bytes::from).map_err(RequestError::Encode)
     }
 
     /// Answers a status request.
+    ///
+    /// # Errors
+    /// [`RequestError`] for a bad subject or body, an unknown pair, or no status yet.
     pub fn status(&self, subject: &str, body: &[u8]) -> Result<Bytes, RequestError> {
         if !body.iter().all(u8::is_ascii_whitespace) && serde_json::from_slice::<Value>(body).is_err() {
-            return Err(RequestError::new(400, "status takes no body (or a JSON object)"));
+            return Err(RequestError::StatusBody);
         }
-        let view = self.view(subject, "status")?;
-        let status = view
-            .snapshot
-            .status()
-            .ok_or_else(|| RequestError::new(404, "no status yet"))?;
+        let view = self.view(subject, Kind::Status)?;
+        let status = view.snapshot.status().ok_or(RequestError::NoStatus)?;
         serde_json::to_vec(&*status)
             .map(Bytes::from)
-            .map_err(|e| RequestError::new(500, e.to_string()))
+            .map_err(RequestError::Encode)
     }
 }
 
@@ -190,51 +303,36 @@ fn parse_models(body: &[u8]) -> Result<ModelsOp, RequestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(ModelsOp::List);
     }
-    serde_json::from_slice(body).map_err(|e| {
-        RequestError::new(
-            400,
-            format!(
-                "malformed request: {e}; expected {{\"op\":\"list\"}}, {{\"op\":\"show\",\"version\":3}}, \
-                 {{\"op\":\"rollback\",\"version\":3}}, {{\"op\":\"keep\",\"version\":3,\"keep\":true}} or {{\"op\":\"checkpoint\"}}"
-            ),
-        )
+    serde_json::from_slice(body).map_err(|source| RequestError::Malformed {
+        source,
+        expected: MODELS_BODIES,
     })
 }
 
 impl ServiceState {
     /// Answers the model registry endpoint: list, show, rollback, keep, checkpoint.
+    ///
+    /// # Errors
+    /// [`RequestError`] for a bad subject or body, no checkpoints configured, no such version, or a
+    /// failure of the writer or the rollback.
     pub async fn models(&self, subject: &str, body: &[u8]) -> Result<Bytes, RequestError> {
-        let token = self.subjects.token("models", subject).ok_or_else(|| {
-            RequestError::new(
-                400,
-                format!("subject {subject}: expected {}", self.subjects.endpoint("models")),
-            )
-        })?;
-        let pair = Pair::parse(token)
-            .ok_or_else(|| RequestError::new(400, format!("{token:?} is not a pair (six uppercase letters)")))?;
+        let pair = self.pair(subject, Kind::Models)?;
         let op = parse_models(body)?;
         let (Some(writer), Some(control)) = (&self.writer, &self.control) else {
-            return Err(RequestError::new(
-                503,
-                "checkpoints are not configured: set [checkpoint] path to keep model versions",
-            ));
-        };
-        let failed = |e: String| {
-            let code = if e.contains("has no version") { 404 } else { 500 };
-            RequestError::new(code, e)
+            return Err(RequestError::NoCheckpoints);
         };
         let value = match op {
             ModelsOp::List => {
-                let versions = writer.ask(|reply| Job::List { pair, reply }).await.map_err(failed)?;
-                json!({ "pair": pair, "versions": versions })
+                let versions = writer.ask(|reply| Job::List { pair, reply }).await?;
+                to_json_vec(&ModelsReply { pair, versions })
             }
             ModelsOp::Show { version } => {
-                let versions = writer.ask(|reply| Job::List { pair, reply }).await.map_err(failed)?;
+                let versions = writer.ask(|reply| Job::List { pair, reply }).await?;
                 let meta = versions
                     .into_iter()
                     .find(|m| m.version == version)
-                    .ok_or_else(|| RequestError::new(404, format!("{pair} has no version {version}")))?;
-                json!(meta)
+                    .ok_or(WriterError::Store(StoreError::NotFound { pair, version }))?;
+                to_json_vec(&ModelVersionReply { meta })
             }
             ModelsOp::Keep { version, keep } => {
                 let meta = writer
@@ -244,15 +342,12 @@ impl ServiceState {
                         keep,
                         reply,
                     })
-                    .await
-                    .map_err(failed)?;
-                json!(meta)
+                    .await?;
+                to_json_vec(&ModelVersionReply { meta })
             }
             ModelsOp::Rollback { version } => {
-                let meta = ask_consumer(control, |reply| Control::Rollback { pair, version, reply })
-                    .await?
-                    .map_err(failed)?;
-                json!(meta)
+                let meta = ask_consumer(control, |reply| Control::Rollback { pair, version, reply }).await??;
+                to_json_vec(&ModelVersionReply { meta })
             }
             ModelsOp::Checkpoint => {
                 let metas = ask_consumer(control, |reply| Control::Checkpoint {
@@ -261,30 +356,27 @@ impl ServiceState {
                     note: None,
                     reply: Some(reply),
                 })
-                .await?
-                .map_err(failed)?;
+                .await??;
                 let meta = metas
                     .into_iter()
                     .find(|m| m.pair == pair)
-                    .ok_or_else(|| RequestError::new(404, format!("unknown pair {pair}: no tick received for it")))?;
-                json!(meta)
+                    .ok_or(RequestError::UnknownPair(pair))?;
+                to_json_vec(&ModelVersionReply { meta })
             }
         };
-        serde_json::to_vec(&value)
-            .map(Bytes::from)
-            .map_err(|e| RequestError::new(500, e.to_string()))
+        Ok(Bytes::from(value))
     }
 }
 
-/// Sends a request to the consumer loop and waits for its answer (503 when the service is stopping).
-async fn ask_consumer<T>(
+/// Sends a request to the consumer loop and waits for its answer ([`RequestError::ShuttingDown`] when the
+/// loop has stopped).
+async fn ask_consumer<T, E>(
     control: &tokio::sync::mpsc::Sender<Control>,
-    make: impl FnOnce(super::checkpointer::Reply<T>) -> Control,
-) -> Result<Result<T, String>, RequestError> {
-    let stopping = |_| RequestError::new(503, "the service is shutting down");
+    make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, E>>) -> Control,
+) -> Result<Result<T, E>, RequestError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    control.send(make(tx)).await.map_err(|e| stopping(e.to_string()))?;
-    rx.await.map_err(|e| stopping(e.to_string()))
+    control.send(make(tx)).await.map_err(|_| RequestError::ShuttingDown)?;
+    rx.await.map_err(|_| RequestError::ShuttingDown)
 }
 
 #[derive(Deserialize)]
@@ -298,89 +390,84 @@ fn parse_query(body: &[u8]) -> Result<Option<Vec<Horizon>>, RequestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let q: QueryBody = serde_json::from_slice(body).map_err(|e| {
-        RequestError::new(
-            400,
-            format!("malformed request: {e}; expected {{\"horizons\":[\"1h\",\"1d\"]}}"),
-        )
+    let q: QueryBody = serde_json::from_slice(body).map_err(|source| RequestError::Malformed {
+        source,
+        expected: QUERY_BODY,
     })?;
     if q.horizons.is_empty() {
-        return Err(RequestError::new(400, "horizons is empty"));
+        return Err(RequestError::NoHorizons);
     }
     q.horizons
         .iter()
         .map(|h| {
-            h.parse::<Horizon>()
-                .map_err(|e| RequestError::new(400, format!("bad horizon {h:?}: {e}")))
+            h.parse::<Horizon>().map_err(|source| RequestError::BadHorizon {
+                text: h.clone(),
+                source,
+            })
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }
 
-/// Registers the micro service and spawns one task per endpoint. Returns the service (stop it on shutdown)
-/// and the endpoint tasks.
+/// The running micro service: its discovery task and one task per endpoint.
+#[derive(Debug)]
+pub struct Running {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops answering: the tasks end and their subscriptions are dropped (unsubscribed).
+    pub fn stop(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Registers the endpoints, then starts answering discovery (so a service that answers PING has all its
+/// endpoints); one task per endpoint handles its requests in order.
 ///
 /// # Errors
-/// [`ServiceError`] when registration fails.
-pub async fn start(
-    client: &async_nats::Client,
-    state: Arc<ServiceState>,
-) -> Result<(Service, Vec<tokio::task::JoinHandle<()>>), ServiceError> {
+/// [`ServiceError`] when a subscription is refused.
+pub async fn start(client: &async_nats::Client, state: Arc<ServiceState>) -> Result<Running, ServiceError> {
     let st = state.clone();
-    let service = client
-        .service_builder()
-        .description("cambio: USD/MXN and other FX forecasts with intervals, data quality and drift")
-        .stats_handler(move |_endpoint, _stats| st.stats())
-        .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| ServiceError::Register(e.to_string()))?;
+    let mut micro = MicroService::new(
+        SERVICE_NAME,
+        env!("CARGO_PKG_VERSION"),
+        "cambio: USD/MXN and other FX forecasts with intervals, data quality and drift",
+        Box::new(move || st.stats()),
+    );
     let mut tasks = Vec::new();
-    for kind in ["query", "status", "models"] {
-        let endpoint = service
-            .endpoint_builder()
-            .name(kind)
-            .add(state.subjects.endpoint(kind))
-            .await
-            .map_err(|e| ServiceError::Register(e.to_string()))?;
+    for kind in [Kind::Query, Kind::Status, Kind::Models] {
+        let (endpoint, mut requests) = micro
+            .add_endpoint(client, kind.name(), &state.subjects.endpoint(kind.name()))
+            .await?;
         let state = state.clone();
+        let client = client.clone();
         tasks.push(tokio::spawn(async move {
-            let mut endpoint = endpoint;
-            while let Some(req) = endpoint.next().await {
-                handle(&state, kind, req).await;
+            while let Some(m) = requests.next().await {
+                let started = Instant::now();
+                let result = state.answer(kind, &m.subject, &m.payload).await;
+                if result.is_err() {
+                    Counters::inc(&state.counters.request_errors);
+                }
+                let reply = result.map_err(|e| e.reply());
+                endpoint.reply(&client, &m, started, reply).await;
             }
         }));
     }
-    Ok((service, tasks))
+    tracing::debug!(id = micro.id(), "micro service registered");
+    tasks.push(micro.start(client).await?);
+    Ok(Running { tasks })
 }
 
-async fn handle(state: &ServiceState, kind: &str, req: Request) {
-    let start = Instant::now();
-    let subject = req.message.subject.as_str();
-    let result = match kind {
-        "query" => state.query(subject, &req.message.payload),
-        "status" => state.status(subject, &req.message.payload),
-        _ => state.models(subject, &req.message.payload).await,
-    };
-    let sent = match result {
-        Ok(body) => req.respond(Ok(body)).await,
-        Err(e) => {
-            Counters::inc(&state.counters.request_errors);
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Service-Error", e.message.as_str());
-            headers.insert("Nats-Service-Error-Code", e.code.to_string().as_str());
-            let body = json!({"error": {"code": e.code, "message": e.message}});
-            req.respond_with_headers(Ok(Bytes::from(body.to_string())), headers)
-                .await
+impl ServiceState {
+    async fn answer(&self, kind: Kind, subject: &str, body: &[u8]) -> Result<Bytes, RequestError> {
+        match kind {
+            Kind::Query => self.query(subject, body),
+            Kind::Status => self.status(subject, body),
+            Kind::Models => self.models(subject, body).await,
         }
-    };
-    if let Err(e) = sent {
-        tracing::debug!(error = %e, "reply not sent");
-    }
-    let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-    match kind {
-        "query" => state.query_latency.record_us(us),
-        "status" => state.status_latency.record_us(us),
-        _ => {}
     }
 }
 
@@ -405,7 +492,7 @@ mod tests {
             b"[1]",
             b"\xff",
         ] {
-            assert_eq!(parse_models(bad).unwrap_err().code, 400);
+            assert_eq!(parse_models(bad).unwrap_err().code(), 400);
         }
     }
 
@@ -415,16 +502,43 @@ mod tests {
         assert_eq!(parse_query(b"  \n").unwrap(), None);
         let h = parse_query(br#"{"horizons":["1h","1step"]}"#).unwrap().unwrap();
         assert_eq!(h.len(), 2);
-        for (bad, needle) in [
-            (&br#"{"horizons":["2x"]}"#[..], "bad horizon"),
-            (br#"{"horizons":[]}"#, "empty"),
-            (br#"{"horizon":["1h"]}"#, "malformed"),
-            (b"\xff\x00", "malformed"),
-            (br#"{"horizons":"1h"}"#, "malformed"),
-        ] {
-            let e = parse_query(bad).unwrap_err();
-            assert_eq!(e.code, 400);
-            assert!(e.message.contains(needle), "{}", e.message);
+        let bad = |body: &[u8]| parse_query(body).unwrap_err();
+        assert!(matches!(
+            bad(br#"{"horizons":["2x"]}"#),
+            RequestError::BadHorizon { .. }
+        ));
+        assert!(matches!(bad(br#"{"horizons":[]}"#), RequestError::NoHorizons));
+        for malformed in [&br#"{"horizon":["1h"]}"#[..], b"\xff\x00", br#"{"horizons":"1h"}"#] {
+            assert!(matches!(bad(malformed), RequestError::Malformed { .. }));
         }
+        for body in [
+            &br#"{"horizons":["2x"]}"#[..],
+            br#"{"horizons":[]}"#,
+            br#"{"horizons":"1h"}"#,
+        ] {
+            assert_eq!(bad(body).code(), 400);
+        }
+    }
+
+    #[test]
+    fn codes_follow_the_variant() {
+        let pair = Pair::parse("USDMXN").unwrap();
+        let not_found = WriterError::Store(StoreError::NotFound { pair, version: 9 });
+        assert_eq!(RequestError::from(not_found).code(), 404);
+        let rollback_not_found = RollbackError::Writer(WriterError::Store(StoreError::NotFound { pair, version: 9 }));
+        assert_eq!(RequestError::from(rollback_not_found).code(), 404);
+        assert_eq!(RequestError::from(WriterError::Stopped).code(), 503);
+        assert_eq!(
+            RequestError::from(WriterError::Store(StoreError::NoGoodVersion(pair))).code(),
+            500
+        );
+        assert_eq!(RequestError::from(RollbackError::MaxPairs(pair)).code(), 503);
+        assert_eq!(RequestError::UnknownPair(pair).code(), 404);
+        assert_eq!(RequestError::NoCheckpoints.code(), 503);
+        let reply = RequestError::UnknownPair(pair).reply();
+        assert_eq!(
+            reply,
+            ErrorReply::new(404, "unknown pair USDMXN: no tick received for it")
+        );
     }
 }
