@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::EngineConfig;
 use crate::engine::{Engine, Output};
 use crate::eval::ScoreSums;
-use crate::forecast::ModelId;
+use crate::forecast::ModelStamp;
 use crate::horizon::Horizon;
 use crate::quality::QuarantineReason;
 use crate::tick::{Factor, Pair, Tick};
@@ -319,11 +319,11 @@ pub struct Promotion {
     /// Where the promoted model came from.
     pub promoted: ModelOrigin,
     /// The promoted model's name and version, which its forecasts now carry.
-    pub promoted_model: ModelId,
+    pub promoted_model: ModelStamp,
     /// Where the demoted model came from (it stays as the challenger).
     pub demoted: ModelOrigin,
     /// The demoted model's name and version.
-    pub demoted_model: ModelId,
+    pub demoted_model: ModelStamp,
 }
 
 /// The live model was rolled back to its known-good copy.
@@ -359,7 +359,7 @@ pub struct Rollback {
     /// back.
     pub ticks_lost: u64,
     /// The restored model's name and version.
-    pub model: ModelId,
+    pub model: ModelStamp,
 }
 
 /// The shadow challenger, for the status reply.
@@ -368,7 +368,7 @@ pub struct ChallengerStatus {
     /// Where it came from.
     pub origin: ModelOrigin,
     /// Its name and version.
-    pub model: ModelId,
+    pub model: ModelStamp,
     /// Ticks it has seen.
     pub ticks: u64,
     /// Forecasts it scored in the current window.
@@ -755,7 +755,7 @@ impl Contest {
             trigger: watch.trigger,
             fallback_ticks,
             ticks_lost: position.saturating_sub(fallback_ticks),
-            model: champion.model_id().clone(),
+            model: champion.model_stamp(),
         })
     }
 
@@ -801,9 +801,9 @@ impl Contest {
             challenger_rmse: theirs_rmse,
             margin: rules.margin,
             promoted: self.champion_origin,
-            promoted_model: champion.model_id().clone(),
+            promoted_model: champion.model_stamp(),
             demoted: shadow.origin,
-            demoted_model: shadow.engine.model_id().clone(),
+            demoted_model: shadow.engine.model_stamp(),
         };
         // The known-good copy was of the demoted model: the new champion's comes with the next checkpoint.
         self.guard.fallback = None;
@@ -853,7 +853,7 @@ impl Contest {
                 let (window_scored, window_rmse) = rmse_so_far(sums_of(&s.engine, h), &s.mark);
                 ChallengerStatus {
                     origin: s.origin,
-                    model: s.engine.model_id().clone(),
+                    model: s.engine.model_stamp(),
                     ticks: s.engine.ticks(),
                     window_scored,
                     window_rmse,
@@ -1025,7 +1025,14 @@ mod tests {
             (v["horizon"].as_str(), v["window"].as_u64()),
             (Some("1step"), Some(2_000))
         );
-        assert_eq!(v["demoted_model"]["version"], "rw");
+        let configs = (
+            v["promoted_model"]["config"].as_str(),
+            v["demoted_model"]["config"].as_str(),
+        );
+        assert!(
+            configs.0.is_some() && configs.0 != configs.1,
+            "the two models' configurations differ: {v}"
+        );
         let (champ, chal) = (v["champion_rmse"].as_f64(), v["challenger_rmse"].as_f64());
         let (champ, chal) = (champ.expect("rmse"), chal.expect("rmse"));
         assert!(chal < 0.95 * champ, "{chal} vs {champ}");

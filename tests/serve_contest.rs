@@ -106,14 +106,19 @@ async fn publish(client: &async_nats::Client, lines: &[String]) {
 
 /// The status shows the variant as the live model after one promotion, with the old champion in shadow.
 fn assert_promoted(status: &Value, variant: &Value, champion: &Value) {
-    assert_eq!(&status["model"], variant, "{status}");
+    assert!(same_model(&status["model"], variant), "{status}");
     let contest = &status["contest"];
     assert_eq!(
         (contest["champion"].as_str(), contest["promotions"].as_u64()),
         (Some("variant"), Some(1)),
         "{status}"
     );
-    assert_eq!(&contest["challenger"]["model"], champion, "{status}");
+    assert!(same_model(&contest["challenger"]["model"], champion), "{status}");
+}
+
+/// The same model definition (name and configuration hash), whatever registry version it was loaded from.
+fn same_model(a: &Value, b: &Value) -> bool {
+    a["name"] == b["name"] && a["config"] == b["config"] && a["config"].is_string()
 }
 
 /// Polls the model registry until a version with `reason` is listed (bounded); returns the listing.
@@ -209,8 +214,15 @@ async fn a_better_challenger_is_promoted_recorded_and_survives_a_restart() {
         "the stream must give exactly one promotion: {expected:?}"
     );
     let (at, verdict) = expected[0].clone();
-    let variant = json!({"name": "cambio-kalman-rls", "version": "1"});
-    let champion = json!({"name": "cambio-kalman-rls", "version": "rw"});
+    // Models are named by name, registry version (none here: both were built from configuration) and the
+    // hash of their configuration.
+    let parsed: Config = toml::from_str(&cfg).expect("config");
+    let stamp = |c: &cambio::engine::EngineConfig| {
+        serde_json::to_value(Engine::new(pair(), c).expect("engine").model_stamp()).expect("json")
+    };
+    let variant = stamp(parsed.challenger.engine.as_ref().expect("variant"));
+    let champion = stamp(&parsed.engine);
+    assert_ne!(variant["config"], champion["config"]);
     assert_eq!(verdict["promoted_model"], variant);
 
     let (server, mut serve, client, mut alerts) = serve_and_feed(&cfg, &dir, &lines).await;
@@ -258,7 +270,14 @@ async fn a_better_challenger_is_promoted_recorded_and_survives_a_restart() {
     let mut serve = Serve::start(&server.url(), &cfg, &dir);
     wait_ready(&client, &serve).await;
     let status = request(&client, &format!("fx.status.{PAIR}"), "").await.1;
-    assert_eq!(status["model"], variant, "{status}\n{}", serve.log());
+    // It says which registry version it was loaded from: the newest, written at shutdown.
+    assert!(same_model(&status["model"], &variant), "{status}\n{}", serve.log());
+    let newest = request(&client, &format!("fx.models.{PAIR}"), r#"{"op":"list"}"#)
+        .await
+        .1["versions"]
+        .as_array()
+        .and_then(|v| v.last().map(|m| m["version"].clone()));
+    assert_eq!(Some(status["model"]["version"].clone()), newest, "{status}");
     assert_eq!(status["ticks"], n, "{status}");
     assert_promoted(&status, &variant, &champion);
     let log = serve.log();
@@ -286,7 +305,9 @@ async fn a_better_challenger_is_promoted_recorded_and_survives_a_restart() {
             .expect("a forecast in time")
             .expect("forecast");
         let f: Value = serde_json::from_slice(&m.payload).expect("json forecast");
-        assert_eq!(f["model"], variant, "{f}");
+        // Every forecast names the model that made it, with the registry version it was restored from.
+        assert!(same_model(&f["model"], &variant), "{f}");
+        assert_eq!(f["model"]["version"], status["model"]["version"], "{f}");
     }
     assert_eq!(serve.terminate(), 0, "{}", serve.log());
     eprintln!("promotion end to end: {:.1} s", started.elapsed().as_secs_f64());
