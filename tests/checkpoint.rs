@@ -177,7 +177,8 @@ fn damaged_redb_files_are_refused_never_misread() {
     ));
 }
 
-/// Either the store refuses (at open, list or read) or what it returns is the original engine, exactly.
+/// Either the store refuses with an error (at open, list or read) or what it returns is the original
+/// engine, exactly; `Ok(None)` (no checkpoint at all) is neither.
 fn assert_refused_or_faithful(path: &Path) {
     let expected = {
         let mut e = Engine::new(pair(), &cfg()).unwrap();
@@ -191,7 +192,12 @@ fn assert_refused_or_faithful(path: &Path) {
     match result {
         Err(_) => panic!("{}: reading a damaged file panicked", path.display()),
         Ok(Err(_)) => {}
-        Ok(Ok(None)) => {}
+        // The file held a checkpoint: a damaged copy that reads as "no checkpoint" would let a service
+        // start from scratch silently, so it is a misread, not a refusal.
+        Ok(Ok(None)) => panic!(
+            "{}: a damaged file read as holding no checkpoint instead of an error",
+            path.display()
+        ),
         Ok(Ok(Some((_, state)))) => assert_eq!(
             serde_json::to_string(&state.engine).unwrap(),
             expected,

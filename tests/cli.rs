@@ -27,12 +27,37 @@ fn demo_replays_the_embedded_history_and_summarises() {
     let out = cambio(&["demo"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}\n{}", stdout, text(&out.stderr));
+    // Alarm lines start with their date: `2008-10-08  ALARM level_cusum on residual (...)`.
+    let alarm_dates: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| {
+            let (date, rest) = l.split_once("  ")?;
+            rest.starts_with("ALARM").then_some(date)
+        })
+        .collect();
+    let in_window = |from: &str, to: &str| alarm_dates.iter().any(|d| (from..=to).contains(d));
+    // The 2008 crisis (Lehman, September 2008, to the peso's low in March 2009) and the 2020 one (COVID,
+    // late February to May 2020) each raise an alarm inside their window.
     assert!(
-        stdout.contains("ALARM"),
-        "the 2008 and 2020 crises raise alarms:\n{stdout}"
+        in_window("2008-09-01", "2009-03-31"),
+        "an alarm in the 2008 crisis; alarms on {alarm_dates:?}:\n{stdout}"
+    );
+    assert!(
+        in_window("2020-02-20", "2020-05-31"),
+        "an alarm in the 2020 crisis; alarms on {alarm_dates:?}:\n{stdout}"
+    );
+    // Alarms are rare events over 19 years of daily rates (9 alarm lines when this was written), not noise.
+    assert!(
+        alarm_dates.len() <= 14,
+        "{} alarm lines over the history: {alarm_dates:?}",
+        alarm_dates.len()
     );
     assert!(stdout.contains("rw_rmse"), "a summary table is printed:\n{stdout}");
-    assert!(stdout.contains("2008-"), "{stdout}");
+    assert!(
+        stdout.starts_with("cambio demo: USD/MXN daily, ECB reference rates 2008-01-02"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAIL"), "the demo's expectations hold:\n{stdout}");
 }
 
 #[test]

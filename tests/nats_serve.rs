@@ -49,6 +49,62 @@ async fn collect_until_quiet(
     got
 }
 
+/// Seq of a forecast message.
+fn seq_of(m: &async_nats::Message) -> u64 {
+    serde_json::from_slice::<Value>(&m.payload).unwrap()["seq"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Every message until `sub` delivers one whose payload is `marker` (bounded by `cap`), which is left
+/// out. The marker is published by this client after whatever must precede it reached the server, so
+/// the server delivers it after all of those: what comes back before it is everything, with no quiet
+/// period to guess.
+async fn collect_until_marker(
+    client: &async_nats::Client,
+    sub: &mut async_nats::Subscriber,
+    subject: &str,
+    cap: Duration,
+) -> Vec<async_nats::Message> {
+    let marker = Bytes::from(format!("marker-{}", rand_suffix()));
+    client.publish(subject.to_string(), marker.clone()).await.unwrap();
+    client.flush().await.unwrap();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + cap;
+    loop {
+        match tokio::time::timeout_at(deadline, sub.next()).await {
+            Ok(Some(m)) if m.payload == marker => return got,
+            Ok(Some(m)) => got.push(m),
+            _ => panic!(
+                "the marker on {subject} did not come back within {cap:?} ({} before it)",
+                got.len()
+            ),
+        }
+    }
+}
+
+/// Forecasts until the one of tick `seq` (left out), bounded by `cap`.
+async fn collect_until_seq(
+    sub: &mut async_nats::Subscriber,
+    seq: u64,
+    cap: Duration,
+    serve: &Serve,
+) -> Vec<async_nats::Message> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + cap;
+    loop {
+        match tokio::time::timeout_at(deadline, sub.next()).await {
+            Ok(Some(m)) if seq_of(&m) == seq => return got,
+            Ok(Some(m)) => got.push(m),
+            _ => panic!(
+                "no forecast of tick {seq} within {cap:?} ({} others)\n{}",
+                got.len(),
+                serve.log()
+            ),
+        }
+    }
+}
+
 /// A request, its reply's headers (the service error code is there) and its JSON body.
 async fn request_json(client: &async_nats::Client, subject: &str, body: &str) -> (Option<HeaderMap>, Value) {
     let m = request_message(client, subject, body).await;
@@ -142,9 +198,12 @@ async fn live_forecasts_equal_replay_and_queries_answer() {
         assert_eq!(v["type"], "error", "JSON error body: {v}");
         assert_eq!(v["code"].to_string(), code, "JSON error body: {v}");
     }
-    // Status: quality, drift, model identity and prequential metrics (fresh once the queue is empty).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, status) = request_json(&client, "fx.status.USDMXN", "").await;
+    // Status: quality, drift, model identity and prequential metrics (the snapshot lags the engine by up
+    // to 100 ms: polled until it has every tick, then it must show exactly those).
+    let status = status_until(&client, "USDMXN", &serve, Duration::from_secs(30), "3,002 ticks", |s| {
+        s["ticks"].as_u64() >= Some(3_002)
+    })
+    .await;
     assert_eq!(status["ticks"], 3_002);
     assert_eq!(status["accepted"], 3_000);
     // The model in service: its name, no registry version (no checkpoints here), its configuration's hash.
@@ -302,20 +361,42 @@ async fn core_mode_resumes_after_a_server_restart() {
     assert_eq!(collect(&mut preds, 100, Duration::from_secs(20)).await.len(), 100);
 
     server.restart().unwrap();
-    // Both clients reconnect on their own; wait until the service answers again, then go on.
+    // Both clients reconnect on their own. Once the service answers, this client's subscriptions are back
+    // (a reply reached it); then the first tick of the second half is sent until its forecast comes back,
+    // which shows the service's tick subscription is back too (a copy it never received is simply sent
+    // again; one that arrives after the forecast is quarantined as a duplicate and forecasts nothing).
     wait_ready(&client, &serve).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for l in &lines[100..] {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first_after = loop {
+        client
+            .publish_with_headers("fx.ticks.USDMXN", replay_header(), Bytes::from(lines[100].clone()))
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        if let Some(m) = collect(&mut preds, 1, Duration::from_millis(500)).await.pop() {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no forecast after the restart:\n{}",
+            serve.log()
+        );
+    };
+    assert_eq!(seq_of(&first_after), 101);
+    for l in &lines[101..] {
         client
             .publish_with_headers("fx.ticks.USDMXN", replay_header(), Bytes::from(l.clone()))
             .await
             .unwrap();
     }
     client.flush().await.unwrap();
-    let after = collect(&mut preds, 100, Duration::from_secs(20)).await;
-    assert_eq!(after.len(), 100, "forecasts resume after the restart");
-    let last: Value = serde_json::from_slice(&after[99].payload).unwrap();
-    assert_eq!(last["seq"], 200);
+    let after = collect(&mut preds, 99, Duration::from_secs(20)).await;
+    assert_eq!(after.len(), 99, "forecasts resume after the restart");
+    assert_eq!(
+        after.iter().map(seq_of).collect::<Vec<_>>(),
+        (102..=200).collect::<Vec<u64>>(),
+        "every tick after the restart forecast once, in order"
+    );
     assert!(serve.log().contains("disconnected"), "the restart was seen and logged");
     drop(serve);
 }
@@ -358,18 +439,6 @@ async fn js_publish_all(js: &async_nats::jetstream::Context, lines: &[String], f
     }
 }
 
-async fn status(client: &async_nats::Client) -> Option<Value> {
-    let req = client.request("fx.status.USDMXN", Bytes::new());
-    let m = tokio::time::timeout(Duration::from_millis(500), req).await.ok()?.ok()?;
-    if m.headers
-        .as_ref()
-        .is_some_and(|h| h.get("Nats-Service-Error").is_some())
-    {
-        return None;
-    }
-    serde_json::from_slice(&m.payload).ok()
-}
-
 /// Waits until the service's status reports `ticks` ticks seen.
 async fn wait_ticks(client: &async_nats::Client, ticks: u64, serve: &Serve) -> Value {
     status_until(
@@ -381,6 +450,38 @@ async fn wait_ticks(client: &async_nats::Client, ticks: u64, serve: &Serve) -> V
         |s| s["ticks"].as_u64() >= Some(ticks),
     )
     .await
+}
+
+/// Waits until the `cambio` consumer has acknowledged stream sequence `last` with nothing pending or
+/// awaiting acknowledgement: every tick was applied (the service acknowledges after processing), and no
+/// redelivery is still to come. Returns the consumer's info.
+async fn wait_acked(
+    js: &async_nats::jetstream::Context,
+    last: u64,
+    serve: &Serve,
+) -> async_nats::jetstream::consumer::Info {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut info = None;
+    loop {
+        if let Ok(stream) = js.get_stream("FX").await
+            && let Ok(mut c) = stream
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>("cambio")
+                .await
+            && let Ok(i) = c.info().await
+        {
+            let i = i.clone();
+            if i.ack_floor.stream_sequence >= last && i.num_ack_pending == 0 && i.num_pending == 0 {
+                return i;
+            }
+            info = Some(i);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stream sequence {last} never acknowledged; consumer: {info:?}\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,16 +500,21 @@ async fn jetstream_survives_a_server_restart_without_losing_or_repeating_a_tick(
     wait_ready(&client, &serve).await;
     js_publish_all(&js, &lines[1_500..], 1_500).await;
 
-    let s = wait_ticks(&client, 3_000, &serve).await;
-    tokio::time::sleep(Duration::from_millis(2_500)).await; // longer than ack_wait: any redelivery has come
-    let s2 = status(&client).await.unwrap_or(s);
-    assert_eq!(s2["ticks"], 3_000, "no tick lost, none applied twice: {s2}");
-    assert_eq!(s2["accepted"], 3_000, "{}", s2["quarantined"]);
-    let stream = js.get_stream("FX").await.unwrap();
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("cambio").await.unwrap();
-    let info = consumer.info().await.unwrap();
-    assert_eq!(info.num_pending, 0);
-    assert_eq!(info.num_ack_pending, 0, "every tick acknowledged");
+    wait_ticks(&client, 3_000, &serve).await;
+    // The positive marker before the negative check: the whole stream acknowledged, nothing pending, so no
+    // redelivery is still to come. Then the live counters (not the status snapshot, which lags by up to
+    // 100 ms) must show each tick applied exactly once.
+    wait_acked(&js, 3_000, &serve).await;
+    let (_, stats) = request_json(&client, "$SRV.STATS.cambio", "").await;
+    let c = &stats["endpoints"][0]["data"]["counters"];
+    assert_eq!(c["ticks"], 3_000, "no tick lost, none applied twice: {c}");
+    assert_eq!(c["forecasts"], 3_000, "{c}");
+    let s = status_until(&client, "USDMXN", &serve, Duration::from_secs(30), "3,000 ticks", |s| {
+        s["ticks"].as_u64() >= Some(3_000)
+    })
+    .await;
+    assert_eq!(s["ticks"], 3_000, "no tick lost, none applied twice: {s}");
+    assert_eq!(s["accepted"], 3_000, "{}", s["quarantined"]);
     drop(serve);
 }
 
@@ -428,8 +534,9 @@ async fn graceful_shutdown_exits_zero_and_loses_nothing_acknowledged() {
     })
     .await
     .unwrap();
-    let lines = walk(20_000, 9);
-    js_publish_all(&js, &lines, 0).await;
+    // 20,000 ticks, and a 20,001st published only at the end as a marker.
+    let lines = walk(20_001, 9);
+    js_publish_all(&js, &lines[..20_000], 0).await;
     let mut serve = Serve::start(&server.url(), JETSTREAM, &dir);
     wait_ready(&client, &serve).await;
     wait_ticks(&client, 1_000, &serve).await;
@@ -438,9 +545,10 @@ async fn graceful_shutdown_exits_zero_and_loses_nothing_acknowledged() {
     let stream = js.get_stream("FX").await.unwrap();
     let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("cambio").await.unwrap();
     let acked = consumer.info().await.unwrap().ack_floor.stream_sequence;
-    // Every acknowledged tick's forecast was published before exit.
-    // The service has exited: what it published is at the server; read until the subscription goes quiet.
-    let first = collect_until_quiet(&mut preds, 20_000, Duration::from_secs(3), Duration::from_secs(60)).await;
+    // Every acknowledged tick's forecast was published before exit. The service flushed and exited, so
+    // what it published reached the server before a marker this client sends now.
+    let first = collect_until_marker(&client, &mut preds, "fx.pred.USDMXN", Duration::from_secs(60)).await;
+    assert!(first.len() < 20_000, "stopped mid-stream: {} forecasts", first.len());
     assert!(
         first.len() as u64 >= acked,
         "{} forecasts for {acked} acknowledged ticks",
@@ -449,17 +557,13 @@ async fn graceful_shutdown_exits_zero_and_loses_nothing_acknowledged() {
     eprintln!("stopped after {} of 20,000 ticks ({acked} acknowledged)", first.len());
 
     // A new instance takes over from the acknowledged floor: together they forecast every tick exactly once.
+    // Once it has acknowledged the whole stream (nothing pending: no redelivery to come), a marker tick
+    // goes in after it; its forecast comes after every other one the successor makes.
     let serve2 = Serve::start(&server.url(), JETSTREAM, &dir);
-    let rest = collect_until_quiet(&mut preds, 20_000, Duration::from_secs(10), Duration::from_secs(90)).await;
-    let mut seqs: Vec<u64> = first
-        .iter()
-        .chain(&rest)
-        .map(|m| {
-            serde_json::from_slice::<Value>(&m.payload).unwrap()["seq"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    wait_acked(&js, 20_000, &serve2).await;
+    js_publish_all(&js, &lines[20_000..], 20_000).await;
+    let rest = collect_until_seq(&mut preds, 20_001, Duration::from_secs(60), &serve2).await;
+    let mut seqs: Vec<u64> = first.iter().chain(&rest).map(seq_of).collect();
     seqs.sort_unstable();
     seqs.dedup();
     assert_eq!(seqs.len(), 20_000, "{}", serve2.log());
@@ -469,10 +573,19 @@ async fn graceful_shutdown_exits_zero_and_loses_nothing_acknowledged() {
 
 /// An instance killed while holding unacknowledged deliveries: its successor restarts the consumer after
 /// the acknowledged floor, so it applies them in stream order instead of quarantining them as stale behind
-/// newer ticks (which is what the server's redelivery after the ack wait led to). Without checkpoints delivery is at least once, so some ticks may be forecast twice (the
-/// `Nats-Msg-Id` lets a de-duplicating stream drop those); none may be missing or quarantined.
+/// newer ticks (which is what the server's redelivery after the ack wait led to). Without checkpoints
+/// delivery is at least once, so some ticks may be forecast twice (the `Nats-Msg-Id` lets a de-duplicating
+/// stream drop those); none may be missing or quarantined.
+///
+/// The kill lands mid-stream by construction: 20,000 ticks are in the stream and the first instance is
+/// killed the moment its 1,000th forecast is seen (not after a status poll, which lags by 100 ms or more:
+/// killed that way, the first instance here had forecast 6,000–9,300 ticks), and 5,000 more ticks are published only
+/// after the kill; the test fails (rather than passing vacuously) if the first instance had forecast the
+/// 20,000th tick or left no delivery pending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_successor_applies_ticks_left_unacknowledged_in_stream_order() {
+    const BEFORE_KILL: usize = 20_000;
+    const TOTAL: usize = 25_000;
     let dir = temp_dir("js-takeover");
     let server = LocalServer::start(true, Some(&dir.join("store"))).unwrap();
     let client = async_nats::connect(server.url()).await.unwrap();
@@ -484,51 +597,92 @@ async fn a_successor_applies_ticks_left_unacknowledged_in_stream_order() {
     })
     .await
     .unwrap();
-    let lines = walk(20_000, 11);
-    js_publish_all(&js, &lines, 0).await;
-    // Every forecast of both instances is collected (the acknowledged floor read after the kill can lag
-    // the acknowledgements the server is still processing, so it cannot say which ticks the first one did).
-    let mut preds = client.subscribe("fx.pred.USDMXN").await.unwrap();
-    let mut quarantine = client.subscribe("fx.quarantine.USDMXN").await.unwrap();
+    let lines = walk(TOTAL, 11);
+    js_publish_all(&js, &lines[..BEFORE_KILL], 0).await;
+    // One subscription for forecasts and quarantines, so they arrive in the order the service published
+    // them. Every forecast of both instances is collected (the acknowledged floor read after the kill can
+    // lag the acknowledgements the server is still processing, so it cannot say which ticks the first did).
+    let mut out = client.subscribe("fx.*.USDMXN").await.unwrap();
     client.flush().await.unwrap();
+    let is = |m: &async_nats::Message, kind: &str| m.subject.as_str() == format!("fx.{kind}.USDMXN");
     let mut serve = Serve::start(&server.url(), JETSTREAM, &dir);
-    wait_ready(&client, &serve).await;
-    wait_ticks(&client, 1_000, &serve).await;
+    let mut first = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = match tokio::time::timeout_at(deadline, out.next()).await {
+            Ok(Some(m)) => m,
+            _ => panic!("no 1,000th forecast\n{}", serve.log()),
+        };
+        let enough = is(&m, "pred") && seq_of(&m) >= 1_000;
+        first.push(m);
+        if enough {
+            break;
+        }
+    }
     // Killed, not stopped: whatever it had pulled stays delivered and unacknowledged.
     serve.child.kill().unwrap();
     serve.child.wait().unwrap();
     let stream = js.get_stream("FX").await.unwrap();
     let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("cambio").await.unwrap();
     let info = consumer.info().await.unwrap().clone();
-    if info.ack_floor.stream_sequence >= 20_000 {
-        eprintln!("the first instance finished before it was killed; nothing left to take over");
-        return;
-    }
     assert!(info.num_ack_pending > 0, "the kill left deliveries pending: {info:?}");
-    let seq_of = |m: &async_nats::Message| {
-        serde_json::from_slice::<Value>(&m.payload).unwrap()["seq"]
-            .as_u64()
-            .unwrap()
-    };
-    let first = collect_until_quiet(&mut preds, 20_000, Duration::from_secs(1), Duration::from_secs(30)).await;
-
-    let serve2 = Serve::start(&server.url(), JETSTREAM, &dir);
-    let rest = collect_until_quiet(&mut preds, 40_000, Duration::from_secs(10), Duration::from_secs(90)).await;
-    let q = collect(&mut quarantine, 1, Duration::from_millis(500)).await;
+    // The rest of what the killed instance published (it cannot publish more; its last messages may still
+    // be on their way through the server, so this reads until the subscription goes quiet).
+    first.extend(collect_until_quiet(&mut out, usize::MAX, Duration::from_secs(2), Duration::from_secs(30)).await);
+    let q: Vec<_> = first.iter().filter(|m| is(m, "quarantine")).collect();
     assert!(
         q.is_empty(),
         "quarantined: {:?}",
         String::from_utf8_lossy(&q[0].payload)
     );
-    let rest: Vec<u64> = rest.iter().map(seq_of).collect();
+    let first: Vec<u64> = first.iter().filter(|m| is(m, "pred")).map(seq_of).collect();
+    let last_first = first.iter().copied().max().unwrap_or(0);
+    assert!(
+        last_first < BEFORE_KILL as u64,
+        "the kill must land mid-stream, but the first instance forecast up to tick {last_first} of {BEFORE_KILL}"
+    );
+    eprintln!(
+        "killed after forecasting up to tick {last_first}; {} deliveries pending",
+        info.num_ack_pending
+    );
+
+    let serve2 = Serve::start(&server.url(), JETSTREAM, &dir);
+    js_publish_all(&js, &lines[BEFORE_KILL..], BEFORE_KILL).await;
+    // The successor has acknowledged the whole stream, with nothing pending (no redelivery to come); then
+    // a malformed tick marks the end: its quarantine must be the only one, and what came before it is
+    // everything the successor published.
+    wait_acked(&js, TOTAL as u64, &serve2).await;
+    let end = "not a tick: the end of the takeover test";
+    js.publish("fx.ticks.USDMXN", Bytes::from(end))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = match tokio::time::timeout_at(deadline, out.next()).await {
+            Ok(Some(m)) => m,
+            _ => panic!("the end marker was never quarantined\n{}", serve2.log()),
+        };
+        if is(&m, "quarantine") {
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            assert_eq!(v["raw"], end, "quarantined: {v}");
+            break;
+        }
+        if is(&m, "pred") {
+            rest.push(seq_of(&m));
+        }
+    }
     assert!(
         rest.windows(2).all(|w| w[0] < w[1]),
         "the successor forecasts in stream order"
     );
-    let mut seen: Vec<u64> = first.iter().map(seq_of).chain(rest.iter().copied()).collect();
+    assert_eq!(rest.last(), Some(&(TOTAL as u64)), "{}", serve2.log());
+    let mut seen: Vec<u64> = first.iter().chain(&rest).copied().collect();
     seen.sort_unstable();
     seen.dedup();
-    assert_eq!(seen.len(), 20_000, "every tick is forecast\n{}", serve2.log());
+    assert_eq!(seen.len(), TOTAL, "every tick is forecast\n{}", serve2.log());
     assert!(
         serve2
             .log()
@@ -564,7 +718,18 @@ async fn pairs_are_sharded_in_order_and_factors_reach_every_pair() {
         client.publish(subject, Bytes::from(body)).await.unwrap();
     }
     client.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The factors are routed before the first tick is sent (factor and tick subscriptions are not ordered
+    // with each other): the service's live counters show all three handled.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, stats) = request_json(&client, "$SRV.STATS.cambio", "").await;
+        let c = &stats["endpoints"][0]["data"]["counters"];
+        if (c["factors"].as_u64(), c["bad_factors"].as_u64()) == (Some(2), Some(1)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "factors not handled: {c}\n{}", serve.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mx = walk(500, 11);
     let eu = walk_of("EURUSD", 1.08, 500, 12);
     for (a, b) in mx.iter().zip(&eu) {
@@ -598,11 +763,17 @@ async fn pairs_are_sharded_in_order_and_factors_reach_every_pair() {
     let (_, stats) = request_json(&client, "$SRV.STATS.cambio", "").await;
     let c = &stats["data"]["counters"];
     assert_eq!((c["factors"].as_u64(), c["bad_factors"].as_u64()), (Some(2), Some(1)));
-    // Both pairs answer; the factors joined their models (the rate differential feature is live).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both pairs answer (their status snapshots lag by up to 100 ms: polled until complete, then exact).
     for pair in ["USDMXN", "EURUSD"] {
-        let (_, s) = request_json(&client, &format!("fx.status.{pair}"), "").await;
-        assert_eq!(s["accepted"], 500, "{pair}: {s}");
+        let s = status_until(&client, pair, &serve, Duration::from_secs(30), "500 ticks", |s| {
+            s["ticks"].as_u64() >= Some(500)
+        })
+        .await;
+        assert_eq!(
+            (s["ticks"].as_u64(), s["accepted"].as_u64()),
+            (Some(500), Some(500)),
+            "{pair}: {s}"
+        );
     }
     drop(serve);
 }

@@ -1,20 +1,30 @@
 //! Sanity pass of the default quality checks over a real month of EUR/USD ticks (OANDA, May 2014):
 //! real data must be almost entirely accepted, and every quarantine must be explainable.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use cambio::quality::{QualityConfig, QuarantineReason, Status, Validator, Verdict};
 use cambio::tick::{Pair, Source, Tick};
 use cambio::time::parse_ts_us;
 
-const PATH: &str = "/work/shared/data/ticks/oanda_eurusd_ticks_201405.csv";
+/// The month of ticks, read in place from `../shared/data` beside the crate (never copied into the repo).
+fn path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/ticks/oanda_eurusd_ticks_201405.csv")
+}
 
-fn load() -> Option<Vec<Tick>> {
-    let text = std::fs::read_to_string(PATH).ok()?;
-    let pair = Pair::parse("EURUSD")?;
-    let source = Source::new("oanda")?;
-    let ticks = text
-        .lines()
+/// The file's ticks; fails the test when the data is missing (a test that skips itself tests nothing).
+fn load() -> Vec<Tick> {
+    let path = path();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; the real-data test needs ../shared/data beside the crate (see scripts/test.sh)",
+            path.display()
+        )
+    });
+    let pair = Pair::parse("EURUSD").expect("a valid pair literal");
+    let source = Source::new("oanda").expect("a valid source literal");
+    text.lines()
         .skip(1)
         .filter_map(|line| {
             let mut f = line.split(',');
@@ -32,16 +42,12 @@ fn load() -> Option<Vec<Tick>> {
                 arrival_us: None,
             })
         })
-        .collect();
-    Some(ticks)
+        .collect()
 }
 
 #[test]
 fn real_eurusd_month_is_mostly_accepted() {
-    let Some(ticks) = load() else {
-        eprintln!("skipping: {PATH} not found");
-        return;
-    };
+    let ticks = load();
     assert_eq!(ticks.len(), 532_903);
     let mut v = Validator::new(&QualityConfig::default());
     let start = Instant::now();

@@ -714,11 +714,12 @@ mod tests {
         assert!(SignalMonitor::new(Signal::Input, &bad).is_err());
     }
 
-    /// Calibration (release mode): with the default config, a calm random walk of 1,000,000 ticks must
-    /// raise at most one alarm.
-    /// `cargo test --release --lib calm_random_walk_false_alarms -- --ignored --nocapture`
+    /// The calm false-alarm budget the default thresholds were calibrated for (see the module docs): a
+    /// calm Student-t(4) GARCH(1,1) random walk of 1,000,000 ticks raises at most one alarm. Run on every
+    /// `cargo test` (about 0.6 s per million ticks with the test profile's `opt-level = 1`), not ignored,
+    /// since it is the only unit-level check of that budget.
+    /// `cargo test --lib calm_random_walk_false_alarms -- --nocapture` prints each detector's counts.
     #[test]
-    #[ignore]
     fn calm_random_walk_false_alarms() {
         let mut g = StandardizedGarch::new(20_240_601);
         let xs: Vec<f64> = (0..1_000_000).map(|_| g.next(0.0, 1.0)).collect();
@@ -741,13 +742,17 @@ mod tests {
             elapsed.as_nanos() as f64 / xs.len() as f64
         );
         assert!(alarms.len() <= 1, "{} false alarms", alarms.len());
+        assert!(
+            alarms.is_empty(),
+            "the module docs claim no alarm on this seed: {alarms:?}"
+        );
     }
 
-    /// The same on other seeds, reported (not asserted): how stable the calibration is.
-    /// `cargo test --release --lib calm_random_walk_other_seeds -- --ignored --nocapture`
+    /// The same on five other seeds: each stays within the budget of one alarm, and together with the
+    /// seed above they raise none, as the module docs state ("0 alarms in 6 × 1,000,000 calm ticks").
     #[test]
-    #[ignore]
     fn calm_random_walk_other_seeds() {
+        let mut total = 0;
         for seed in 1..=5 {
             let mut g = StandardizedGarch::new(seed);
             let mut m = monitor();
@@ -757,7 +762,10 @@ mod tests {
             }
             let by: Vec<&str> = alarms.iter().map(|a| a.detector).collect();
             println!("seed {seed}: {} alarms {by:?}", alarms.len());
+            assert!(alarms.len() <= 1, "seed {seed}: {} false alarms {by:?}", alarms.len());
+            total += alarms.len();
         }
+        assert_eq!(total, 0, "the module docs claim no alarm in these calm runs");
     }
 }
 
