@@ -83,7 +83,7 @@ async fn collect_until_marker(
     }
 }
 
-/// Forecasts until the one of tick `seq` (left out), bounded by `cap`.
+/// Forecasts up to and including the one of tick `seq`, bounded by `cap`.
 async fn collect_until_seq(
     sub: &mut async_nats::Subscriber,
     seq: u64,
@@ -94,8 +94,13 @@ async fn collect_until_seq(
     let deadline = tokio::time::Instant::now() + cap;
     loop {
         match tokio::time::timeout_at(deadline, sub.next()).await {
-            Ok(Some(m)) if seq_of(&m) == seq => return got,
-            Ok(Some(m)) => got.push(m),
+            Ok(Some(m)) => {
+                let done = seq_of(&m) == seq;
+                got.push(m);
+                if done {
+                    return got;
+                }
+            }
             _ => panic!(
                 "no forecast of tick {seq} within {cap:?} ({} others)\n{}",
                 got.len(),
@@ -538,8 +543,9 @@ async fn graceful_shutdown_exits_zero_and_loses_nothing_acknowledged() {
     let lines = walk(20_001, 9);
     js_publish_all(&js, &lines[..20_000], 0).await;
     let mut serve = Serve::start(&server.url(), JETSTREAM, &dir);
-    wait_ready(&client, &serve).await;
-    wait_ticks(&client, 1_000, &serve).await;
+    // Stopped the moment its 1,000th forecast is seen (a status poll lags by 100 ms or more, in which this
+    // machine gets through thousands of ticks), so it stops mid-stream however fast the machine.
+    let mut first = collect_until_seq(&mut preds, 1_000, Duration::from_secs(60), &serve).await;
     assert_eq!(serve.terminate(), 0, "{}", serve.log());
     assert!(serve.log().contains("shard drained"), "{}", serve.log());
     let stream = js.get_stream("FX").await.unwrap();
@@ -547,7 +553,7 @@ async fn graceful_shutdown_exits_zero_and_loses_nothing_acknowledged() {
     let acked = consumer.info().await.unwrap().ack_floor.stream_sequence;
     // Every acknowledged tick's forecast was published before exit. The service flushed and exited, so
     // what it published reached the server before a marker this client sends now.
-    let first = collect_until_marker(&client, &mut preds, "fx.pred.USDMXN", Duration::from_secs(60)).await;
+    first.extend(collect_until_marker(&client, &mut preds, "fx.pred.USDMXN", Duration::from_secs(60)).await);
     assert!(first.len() < 20_000, "stopped mid-stream: {} forecasts", first.len());
     assert!(
         first.len() as u64 >= acked,
@@ -562,7 +568,8 @@ async fn graceful_shutdown_exits_zero_and_loses_nothing_acknowledged() {
     let serve2 = Serve::start(&server.url(), JETSTREAM, &dir);
     wait_acked(&js, 20_000, &serve2).await;
     js_publish_all(&js, &lines[20_000..], 20_000).await;
-    let rest = collect_until_seq(&mut preds, 20_001, Duration::from_secs(60), &serve2).await;
+    let mut rest = collect_until_seq(&mut preds, 20_001, Duration::from_secs(60), &serve2).await;
+    rest.pop(); // the marker's
     let mut seqs: Vec<u64> = first.iter().chain(&rest).map(seq_of).collect();
     seqs.sort_unstable();
     seqs.dedup();
@@ -579,9 +586,9 @@ async fn graceful_shutdown_exits_zero_and_loses_nothing_acknowledged() {
 ///
 /// The kill lands mid-stream by construction: 20,000 ticks are in the stream and the first instance is
 /// killed the moment its 1,000th forecast is seen (not after a status poll, which lags by 100 ms or more:
-/// killed that way, the first instance here had forecast 6,000–9,300 ticks), and 5,000 more ticks are published only
-/// after the kill; the test fails (rather than passing vacuously) if the first instance had forecast the
-/// 20,000th tick or left no delivery pending.
+/// killed that way, the first instance here had forecast 6,000–9,300 ticks), and 5,000 more ticks are
+/// published only after the kill; the test fails (rather than passing vacuously) if the first instance had
+/// forecast the 20,000th tick or left no delivery pending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_successor_applies_ticks_left_unacknowledged_in_stream_order() {
     const BEFORE_KILL: usize = 20_000;
