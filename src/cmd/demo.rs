@@ -85,7 +85,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
     if let Some(e) = failed.take() {
         return Err(CliError::Output(e));
     }
-    report.expectations = replay::scenario::check(&scenario.expect, &report);
+    report.expectations = replay::expect::check(&scenario.expect, &report);
     report.passed = report.expectations.iter().all(|o| o.passed);
     let mut out = Out::new();
     write_summary(&mut out, &report)?;

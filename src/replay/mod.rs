@@ -5,6 +5,7 @@
 //! `peak_rss_kib` and the progress line only).
 //! The engine itself never sees either.
 
+pub mod expect;
 pub mod input;
 pub mod report;
 pub mod scenario;
@@ -331,7 +332,7 @@ pub fn replay_scenario(
     opts.pair = input.pair;
     let cfg = cfg_override.unwrap_or(&scenario.config);
     let mut report = run(&input.name, input.items()?, input.factors.clone(), cfg, opts)?;
-    report.expectations = scenario::check(&scenario.expect, &report);
+    report.expectations = expect::check(&scenario.expect, &report);
     report.passed = report.expectations.iter().all(|o| o.passed);
     Ok(report)
 }

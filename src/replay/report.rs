@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::drift::Signal;
 use crate::engine::EngineSummary;
 use crate::eval::HorizonSummary;
 use crate::quality::{QualityReport, Status};
-use crate::replay::scenario::Outcome;
+use crate::replay::scenario::Expectation;
 
 /// One alarm as logged in the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -86,4 +86,15 @@ pub struct Report {
     /// Peak resident memory of the process in KiB, from `/proc/self/status` (Linux; 0 elsewhere and with
     /// `--no-timing`): replaying ten times more ticks must not raise it.
     pub peak_rss_kib: u64,
+}
+
+/// One expectation's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The expectation, as written.
+    pub expect: Expectation,
+    /// Whether it held.
+    pub passed: bool,
+    /// What was measured.
+    pub detail: String,
 }

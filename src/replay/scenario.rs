@@ -26,7 +26,6 @@ use crate::drift::Signal;
 use crate::engine::EngineConfig;
 use crate::horizon::Horizon;
 use crate::quality::{Dimension, QuarantineReason};
-use crate::replay::report::Report;
 use crate::replay::synth::SynthSpec;
 use crate::time::parse_ts_us;
 
@@ -263,7 +262,7 @@ impl Expectation {
 }
 
 /// A window's bounds in microseconds; an unparsable time or `from` after `to` is an error.
-fn window(from: &str, to: &str) -> Result<(i64, i64), String> {
+pub(crate) fn window(from: &str, to: &str) -> Result<(i64, i64), String> {
     let parse = |what: &str, s: &str| {
         parse_ts_us(s).map_err(|e| format!("{what} = {s:?} is not an RFC 3339 time or a date: {e}"))
     };
@@ -274,124 +273,14 @@ fn window(from: &str, to: &str) -> Result<(i64, i64), String> {
     Ok((f, t))
 }
 
-/// One expectation's outcome.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Outcome {
-    /// The expectation, as written.
-    pub expect: Expectation,
-    /// Whether it held.
-    pub passed: bool,
-    /// What was measured.
-    pub detail: String,
-}
-
-/// Checks every expectation against a report.
-pub fn check(expectations: &[Expectation], report: &Report) -> Vec<Outcome> {
-    expectations
-        .iter()
-        .map(|e| {
-            let (passed, detail) = check_one(e, report);
-            Outcome {
-                expect: e.clone(),
-                passed,
-                detail,
-            }
-        })
-        .collect()
-}
-
-fn check_one(e: &Expectation, r: &Report) -> (bool, String) {
-    let horizon = |h: &Horizon| r.horizons.iter().find(|s| s.horizon == h.to_string());
-    match e {
-        Expectation::AlarmBetween {
-            from,
-            to,
-            signal,
-            detector,
-        } => {
-            let (from, to) = match window(from, to) {
-                Ok(w) => w,
-                Err(m) => return (false, m),
-            };
-            let hits: Vec<_> = r
-                .alarms
-                .iter()
-                .filter(|a| a.ts_us >= from && a.ts_us <= to)
-                .filter(|a| signal.is_none_or(|s| a.signal == s))
-                .filter(|a| detector.as_deref().is_none_or(|d| a.detector == d))
-                .collect();
-            let first = hits
-                .first()
-                .map(|a| format!(", first {} {} at {}", a.detector, a.signal.name(), a.ts));
-            (
-                !hits.is_empty(),
-                format!("{} alarms in window{}", hits.len(), first.unwrap_or_default()),
-            )
-        }
-        Expectation::MaxAlarms { max, signal } => {
-            let n = r.alarms.iter().filter(|a| signal.is_none_or(|s| a.signal == s)).count() as u64;
-            let n = if signal.is_none() { r.alarms_total.max(n) } else { n };
-            (n <= *max, format!("{n} alarms"))
-        }
-        Expectation::NoAlarmBetween { from, to } => {
-            let (from, to) = match window(from, to) {
-                Ok(w) => w,
-                Err(m) => return (false, m),
-            };
-            let n = r.alarms.iter().filter(|a| a.ts_us >= from && a.ts_us <= to).count();
-            (n == 0, format!("{n} alarms in window"))
-        }
-        Expectation::QuarantinedAtLeast { reason, count } => {
-            let n = r.quarantined.get(reason.name()).copied().unwrap_or(0);
-            (n >= *count, format!("{n} quarantined as {}", reason.name()))
-        }
-        Expectation::QuarantinedAtMost { reason, count } => {
-            let n = match reason {
-                Some(reason) => r.quarantined.get(reason.name()).copied().unwrap_or(0),
-                None => r.quarantined.values().sum(),
-            };
-            (n <= *count, format!("{n} quarantined"))
-        }
-        Expectation::AcceptedAtLeast { count } => (r.accepted >= *count, format!("{} accepted", r.accepted)),
-        Expectation::Coverage {
-            horizon: h,
-            level,
-            min,
-            max,
-        } => match (horizon(h), level) {
-            (_, l) if *l != 80 && *l != 95 => (false, format!("level must be 80 or 95, not {l}")),
-            (Some(s), _) => {
-                let c = if *level == 80 { s.coverage80 } else { s.coverage95 };
-                (
-                    c >= *min && c <= *max && s.n > 0,
-                    format!("coverage{level} {c:.4} over {} forecasts", s.n),
-                )
-            }
-            (None, _) => (false, format!("horizon {h} not configured")),
-        },
-        Expectation::RmseRatioAtMost { horizon: h, max } => match horizon(h) {
-            Some(s) => (
-                s.rmse_ratio <= *max && s.n > 0,
-                format!("rmse/rw_rmse {:.4} over {} forecasts", s.rmse_ratio, s.n),
-            ),
-            None => (false, format!("horizon {h} not configured")),
-        },
-        Expectation::QualityStatusSeen { dimension, status } => {
-            let worst = r.quality_worst.get(dimension.name()).copied();
-            (
-                worst.is_some_and(|w| w >= *status),
-                format!("worst {} status {:?}", dimension.name(), worst),
-            )
-        }
-    }
-}
-
 /// Counts per reason name, ordered (so reports are byte-identical between runs).
 pub type ReasonCounts = BTreeMap<String, u64>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replay::expect::check;
+    use crate::replay::report::Report;
 
     /// A synthetic scenario spec with `expect` as its only expectation (a TOML table body).
     fn spec(expect: &str) -> String {
