@@ -511,7 +511,7 @@ async fn jetstream_survives_a_server_restart_without_losing_or_repeating_a_tick(
     // 100 ms) must show each tick applied exactly once.
     wait_acked(&js, 3_000, &serve).await;
     let (_, stats) = request_json(&client, "$SRV.STATS.cambio", "").await;
-    let c = &stats["endpoints"][0]["data"]["counters"];
+    let c = &stats["data"]["counters"];
     assert_eq!(c["ticks"], 3_000, "no tick lost, none applied twice: {c}");
     assert_eq!(c["forecasts"], 3_000, "{c}");
     let s = status_until(&client, "USDMXN", &serve, Duration::from_secs(30), "3,000 ticks", |s| {
@@ -730,7 +730,7 @@ async fn pairs_are_sharded_in_order_and_factors_reach_every_pair() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, stats) = request_json(&client, "$SRV.STATS.cambio", "").await;
-        let c = &stats["endpoints"][0]["data"]["counters"];
+        let c = &stats["data"]["counters"];
         if (c["factors"].as_u64(), c["bad_factors"].as_u64()) == (Some(2), Some(1)) {
             break;
         }

@@ -29,6 +29,15 @@ pub enum Status {
 }
 
 impl Status {
+    /// The status as it is written on the wire (`ok`, `warn`, `fail`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+        }
+    }
+
     /// The status of `score` under `t`.
     pub fn of(score: f64, t: Threshold) -> Status {
         if score >= t.warn {

@@ -99,7 +99,10 @@ fn check_one(e: &Expectation, r: &Report) -> (bool, String) {
             let worst = r.quality_worst.get(dimension.name()).copied();
             (
                 worst.is_some_and(|w| w >= *status),
-                format!("worst {} status {:?}", dimension.name(), worst),
+                match worst {
+                    Some(w) => format!("worst {} status {}", dimension.name(), w.name()),
+                    None => format!("no {} status recorded", dimension.name()),
+                },
             )
         }
     }
