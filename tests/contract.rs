@@ -51,7 +51,10 @@ fn forecasts(n: u64, cfg: &EngineConfig) -> Vec<Value> {
 #[test]
 fn forecasts_say_when_their_intervals_are_warming_up() {
     let cfg = EngineConfig {
-        horizons: ["1step", "10step"].iter().map(|h| h.parse().expect("horizon")).collect(),
+        horizons: ["1step", "10step"]
+            .iter()
+            .map(|h| h.parse().expect("horizon"))
+            .collect(),
         ..Default::default()
     };
     let n = WARMUP_SCORED + 40;
@@ -64,7 +67,11 @@ fn forecasts_say_when_their_intervals_are_warming_up() {
     assert_eq!(f[k - 1]["horizons"][0]["warming_up"], true, "{}", f[k - 1]);
     assert_eq!(f[k + 1]["horizons"][0]["warming_up"], false, "{}", f[k + 1]);
     assert_eq!(f[k + 1]["horizons"][1]["warming_up"], true);
-    assert_eq!(f[k + 1]["warming_up"], true, "any horizon warming up flags the forecast");
+    assert_eq!(
+        f[k + 1]["warming_up"],
+        true,
+        "any horizon warming up flags the forecast"
+    );
     let last = f.last().expect("forecasts");
     assert_eq!(last["warming_up"], false, "{last}");
 }
@@ -75,7 +82,11 @@ fn prices_carry_no_float_noise() {
     let f = forecasts(300, &EngineConfig::default());
     let digits = |v: &Value| -> usize {
         let s = v.to_string();
-        s.trim_start_matches('-').replace('.', "").trim_start_matches('0').trim_end_matches('0').len()
+        s.trim_start_matches('-')
+            .replace('.', "")
+            .trim_start_matches('0')
+            .trim_end_matches('0')
+            .len()
     };
     for v in &f {
         assert!(digits(&v["mid"]) <= 10, "mid {} has float noise", v["mid"]);
@@ -103,7 +114,11 @@ fn flags_have_one_spelling_in_code_and_docs() {
         let upper = name.to_ascii_uppercase();
         for d in &docs {
             let text = std::fs::read_to_string(d).expect("doc");
-            assert!(!text.contains(&upper), "{} spells the flag {name} as {upper}", d.display());
+            assert!(
+                !text.contains(&upper),
+                "{} spells the flag {name} as {upper}",
+                d.display()
+            );
         }
     }
 }
