@@ -59,11 +59,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
     let _ = writeln!(
         std::io::stderr(),
         "cambio serve: stopped after {} ticks on {} pair(s)",
-        summary
-            .counters
-            .get("ticks")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0),
+        summary.counters.ticks,
         summary.pairs.len()
     );
     Ok(ExitCode::SUCCESS)

@@ -180,6 +180,77 @@ pub struct ModelVersionReply {
     pub meta: VersionMeta,
 }
 
+/// Latency percentiles of a histogram, in microseconds (`$SRV.STATS` data, the load report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+pub struct Percentiles {
+    /// Latencies recorded.
+    pub count: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Largest recorded.
+    pub max_us: u64,
+}
+
+/// The service's counters since start (`$SRV.STATS` data, and the summary logged at shutdown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct ServiceCounters {
+    /// Tick messages received.
+    pub ticks: u64,
+    /// Forecasts published.
+    pub forecasts: u64,
+    /// Ticks quarantined (any reason, including unparseable payloads).
+    pub quarantined: u64,
+    /// Messages on a tick subject whose last token is not a pair.
+    pub bad_subjects: u64,
+    /// Factor messages applied.
+    pub factors: u64,
+    /// Factor messages refused (malformed).
+    pub bad_factors: u64,
+    /// Publications that failed.
+    pub publish_errors: u64,
+    /// JetStream redeliveries skipped because the tick was already applied.
+    pub redeliveries_skipped: u64,
+    /// Requests answered with an error.
+    pub request_errors: u64,
+    /// Pairs refused because `max_pairs` was reached.
+    pub pairs_refused: u64,
+    /// Checkpoint cuts committed to the store.
+    pub checkpoints: u64,
+    /// Checkpoint cuts that failed.
+    pub checkpoint_errors: u64,
+}
+
+/// The NATS connection's events since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct ConnectionCounters {
+    /// Connections made (the first one included).
+    pub connected: u64,
+    /// Connections lost.
+    pub disconnected: u64,
+    /// Slow-consumer events (messages the server dropped for cambio).
+    pub slow_consumer: u64,
+    /// Errors reported by the server or the client.
+    pub errors: u64,
+}
+
+/// The service-wide figures of `$SRV.STATS.cambio` (its top-level `data`); each endpoint reports its own
+/// request latency beside its counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct ServiceStats {
+    /// The service's counters.
+    pub counters: ServiceCounters,
+    /// The connection's events.
+    pub connection: ConnectionCounters,
+    /// Tick to forecast handed to the client, over every pair.
+    pub tick_to_forecast: Percentiles,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

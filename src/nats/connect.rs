@@ -175,14 +175,14 @@ pub struct ConnectionEvents {
 }
 
 impl ConnectionEvents {
-    /// The counters as JSON (for the service's stats).
-    pub fn snapshot(&self) -> serde_json::Value {
-        serde_json::json!({
-            "connected": self.connected.load(Ordering::Relaxed),
-            "disconnected": self.disconnected.load(Ordering::Relaxed),
-            "slow_consumer": self.slow_consumer.load(Ordering::Relaxed),
-            "errors": self.errors.load(Ordering::Relaxed),
-        })
+    /// The counters now (for the service's stats).
+    pub fn snapshot(&self) -> crate::contract::ConnectionCounters {
+        crate::contract::ConnectionCounters {
+            connected: self.connected.load(Ordering::Relaxed),
+            disconnected: self.disconnected.load(Ordering::Relaxed),
+            slow_consumer: self.slow_consumer.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
     }
 }
 

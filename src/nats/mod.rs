@@ -12,6 +12,7 @@
 
 pub mod connect;
 pub mod floor;
+pub mod headers;
 pub mod load;
 pub mod local_server;
 pub mod publish;

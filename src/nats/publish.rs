@@ -30,9 +30,7 @@ use crate::replay::{self, Item, TickData};
 use crate::tick::{Factor, Pair, Tick};
 use crate::time::format_ts;
 
-/// The header every replayed message carries, so the service does not stamp wall-clock arrival times on
-/// historical data (and `cambio record` does not either).
-pub const REPLAY_HEADER: &str = "Cambio-Replay";
+pub use crate::nats::headers::REPLAY as REPLAY_HEADER;
 
 /// Longest payload published. Longer JSON lines are cut to this length: they are far over the contract's
 /// 4 KiB, so the service quarantines them as malformed either way, and the server's own limit (1 MiB by

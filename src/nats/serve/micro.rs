@@ -26,9 +26,9 @@ use serde_json::Value;
 use super::stats::Latency;
 
 /// The protocol's error description header (the error's message).
-pub const ERROR_HEADER: &str = "Nats-Service-Error";
+pub use crate::nats::headers::SERVICE_ERROR as ERROR_HEADER;
 /// The protocol's error code header (an HTTP-like status code).
-pub const ERROR_CODE_HEADER: &str = "Nats-Service-Error-Code";
+pub use crate::nats::headers::SERVICE_ERROR_CODE as ERROR_CODE_HEADER;
 /// The queue group every endpoint joins, so several instances share requests (the protocol's default).
 pub const QUEUE_GROUP: &str = "q";
 
@@ -238,7 +238,7 @@ struct EndpointStats<'a> {
 #[derive(Serialize)]
 struct EndpointData {
     /// Receipt to reply, µs: `{count, p50_us, p90_us, p99_us, p999_us, max_us}`.
-    latency: Value,
+    latency: crate::contract::Percentiles,
 }
 
 /// The service-wide figures reported in STATS, computed when asked.

@@ -122,7 +122,7 @@ pub struct ServeSummary {
     /// The NATS URL served.
     pub url: String,
     /// Service counters at the end.
-    pub counters: serde_json::Value,
+    pub counters: crate::contract::ServiceCounters,
     /// Each pair's final summary.
     pub pairs: Vec<EngineSummary>,
 }
@@ -494,7 +494,13 @@ async fn finish(
         counters: counters.report(),
         pairs: engines.iter().map(Engine::summary).collect(),
     };
-    tracing::info!(pairs = summary.pairs.len(), counters = %summary.counters, "stopped");
+    tracing::info!(
+        pairs = summary.pairs.len(),
+        ticks = summary.counters.ticks,
+        forecasts = summary.counters.forecasts,
+        quarantined = summary.counters.quarantined,
+        "stopped"
+    );
     Ok(summary)
 }
 

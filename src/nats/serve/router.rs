@@ -23,9 +23,7 @@ use crate::engine::EngineConfig;
 use crate::pipeline::FactorBook;
 use crate::tick::{Factor, Pair, parse_factor};
 
-/// Header set by `cambio replay --nats`: the tick is historical, so it is not stamped with a wall-clock
-/// arrival time (its timestamp would look hours or years late).
-pub const REPLAY_HEADER: &str = "Cambio-Replay";
+pub use crate::nats::headers::REPLAY as REPLAY_HEADER;
 
 /// What queries need of a pair: its snapshot and latency histogram.
 pub type Registry = Arc<RwLock<HashMap<Pair, Arc<PairView>>>>;

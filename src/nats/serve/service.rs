@@ -21,14 +21,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::checkpointer::{Job, WriterError};
 use super::micro::{ErrorReply, MicroError, MicroService};
 use super::router::{Control, Registry, RollbackError};
 use super::stats::{self, Counters};
 use crate::checkpoint::{Reason, StoreError};
-use crate::contract::{ModelVersionReply, ModelsReply, to_json_vec};
+use crate::contract::{ModelVersionReply, ModelsReply, ServiceStats, to_json_vec};
 use crate::horizon::{Horizon, HorizonError};
 use crate::nats::Subjects;
 use crate::nats::connect::ConnectionEvents;
@@ -200,18 +200,18 @@ pub struct ServiceState {
 impl ServiceState {
     /// The service-wide STATS data: counters, connection events, tick-to-forecast latency over all pairs.
     /// (Each endpoint reports its own request latency beside its counts.)
-    pub fn stats(&self) -> Value {
+    pub fn stats(&self) -> ServiceStats {
         let mut tick = stats::empty();
         if let Ok(reg) = self.registry.read() {
             for view in reg.values() {
                 view.latency.merge_into(&mut tick);
             }
         }
-        json!({
-            "counters": self.counters.report(),
-            "connection": self.events.snapshot(),
-            "tick_to_forecast": stats::percentiles(&tick),
-        })
+        ServiceStats {
+            counters: self.counters.report(),
+            connection: self.events.snapshot(),
+            tick_to_forecast: stats::percentiles(&tick),
+        }
     }
 
     /// The pair a request's subject names (`<prefix>.<kind>.<PAIR>`).
@@ -435,7 +435,7 @@ pub async fn start(client: &async_nats::Client, state: Arc<ServiceState>) -> Res
         SERVICE_NAME,
         env!("CARGO_PKG_VERSION"),
         "cambio: USD/MXN and other FX forecasts with intervals, data quality and drift",
-        Box::new(move || st.stats()),
+        Box::new(move || serde_json::to_value(st.stats()).unwrap_or_default()),
     );
     let mut tasks = Vec::new();
     for kind in [Kind::Query, Kind::Status, Kind::Models] {

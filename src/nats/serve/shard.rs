@@ -268,8 +268,8 @@ impl Shard {
         // In-process tick latency (received by the consumer → outputs handed to the client), which tells a
         // slow engine apart from a slow network or server when end-to-end latency is high.
         let l = self.latency.report();
-        tracing::info!(pair = %self.pair, ticks = self.pipeline.engine().ticks(), latency_p50_us = %l["p50_us"],
-            latency_p99_us = %l["p99_us"], latency_max_us = %l["max_us"], "shard drained");
+        tracing::info!(pair = %self.pair, ticks = self.pipeline.engine().ticks(), latency_p50_us = l.p50_us,
+            latency_p99_us = l.p99_us, latency_max_us = l.max_us, "shard drained");
         self.pipeline.into_engine()
     }
 
@@ -327,7 +327,7 @@ impl Shard {
                 let mut headers = HeaderMap::new();
                 // ASCII by construction (six letters, a dash, digits).
                 headers.insert(
-                    "Nats-Msg-Id",
+                    crate::nats::headers::MSG_ID,
                     std::str::from_utf8(&msg_id[..7 + digits.len()]).unwrap_or("?"),
                 );
                 self.send_with_headers(self.outlets.pred.clone(), headers, body).await;

@@ -6,8 +6,8 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::contract::{Percentiles, ServiceCounters};
 use hdrhistogram::Histogram;
-use serde_json::{Value, json};
 
 /// A latency histogram in microseconds (1 µs to 60 s, 3 significant digits).
 #[derive(Debug)]
@@ -34,8 +34,8 @@ impl Latency {
         }
     }
 
-    /// Percentiles as JSON.
-    pub fn report(&self) -> Value {
+    /// Its percentiles.
+    pub fn report(&self) -> Percentiles {
         let mut h = empty();
         self.merge_into(&mut h);
         percentiles(&h)
@@ -48,16 +48,16 @@ pub fn empty() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
-/// `{count, p50_us, p90_us, p99_us, p999_us, max_us}`.
-pub fn percentiles(h: &Histogram<u64>) -> Value {
-    json!({
-        "count": h.len(),
-        "p50_us": h.value_at_quantile(0.50),
-        "p90_us": h.value_at_quantile(0.90),
-        "p99_us": h.value_at_quantile(0.99),
-        "p999_us": h.value_at_quantile(0.999),
-        "max_us": h.max(),
-    })
+/// The histogram's percentiles.
+pub fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    Percentiles {
+        count: h.len(),
+        p50_us: h.value_at_quantile(0.50),
+        p90_us: h.value_at_quantile(0.90),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+    }
 }
 
 /// Service-wide counters.
@@ -95,23 +95,23 @@ impl Counters {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The counters as JSON.
-    pub fn report(&self) -> Value {
+    /// The counters now.
+    pub fn report(&self) -> ServiceCounters {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        json!({
-            "ticks": g(&self.ticks),
-            "forecasts": g(&self.forecasts),
-            "quarantined": g(&self.quarantined),
-            "bad_subjects": g(&self.bad_subjects),
-            "factors": g(&self.factors),
-            "bad_factors": g(&self.bad_factors),
-            "publish_errors": g(&self.publish_errors),
-            "redeliveries_skipped": g(&self.redeliveries_skipped),
-            "request_errors": g(&self.request_errors),
-            "pairs_refused": g(&self.pairs_refused),
-            "checkpoints": g(&self.checkpoints),
-            "checkpoint_errors": g(&self.checkpoint_errors),
-        })
+        ServiceCounters {
+            ticks: g(&self.ticks),
+            forecasts: g(&self.forecasts),
+            quarantined: g(&self.quarantined),
+            bad_subjects: g(&self.bad_subjects),
+            factors: g(&self.factors),
+            bad_factors: g(&self.bad_factors),
+            publish_errors: g(&self.publish_errors),
+            redeliveries_skipped: g(&self.redeliveries_skipped),
+            request_errors: g(&self.request_errors),
+            pairs_refused: g(&self.pairs_refused),
+            checkpoints: g(&self.checkpoints),
+            checkpoint_errors: g(&self.checkpoint_errors),
+        }
     }
 }
 
@@ -127,9 +127,8 @@ mod tests {
         }
         l.record_us(u64::MAX); // clamped, not a panic
         let r = l.report();
-        assert_eq!(r["count"], 1001);
-        let p50 = r["p50_us"].as_u64().unwrap();
-        assert!((495..=505).contains(&p50), "{p50}");
-        assert!(r["max_us"].as_u64().unwrap() >= 59_000_000);
+        assert_eq!(r.count, 1001);
+        assert!((495..=505).contains(&r.p50_us), "{}", r.p50_us);
+        assert!(r.max_us >= 59_000_000);
     }
 }
