@@ -37,7 +37,7 @@ fn ticks() -> Vec<Tick> {
         Err(e) => {
             eprintln!(
                 "WARNING: {}: {e}\nWARNING: benchmarking a seeded SYNTHETIC stream instead of the real EUR/USD \
-                 ticks; these figures are not comparable with the ones the README reports",
+                 ticks; these figures are not comparable with the ones docs/measurements.md reports",
                 real.display()
             );
             let spec: SynthSpec = toml::from_str(&format!("seed = 1\nticks = {BATCH}\nmid = 1.38")).unwrap();

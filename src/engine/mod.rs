@@ -20,7 +20,7 @@ use crate::forecast::combine::SignalWeight;
 use crate::forecast::fastexp;
 use crate::forecast::features::{FeatureState, N_FEATURES};
 use crate::forecast::interval::AdaptiveQuantile;
-use crate::forecast::{DriftStatus, Forecast, HorizonForecast, ModelId, ModelStamp, PriceRounder, WARMUP_SCORED};
+use crate::forecast::{DriftStatus, Forecast, HorizonForecast, ModelId, ModelStamp, WARMUP_SCORED};
 use crate::horizon::Horizon;
 use crate::model::{EwmaVol, EwmaVolConfig, LocalLevel, ModelError, Rls, RlsConfig, RlsInit, VolDecay};
 use crate::quality::{Dimension, Flags, QualityReport, QuarantineReason, Status, Validator, Verdict};
@@ -608,7 +608,6 @@ impl Engine {
             *s = self.horizon_sigma(h.horizon);
         }
         let mut first_pred = 0.0;
-        let round = PriceRounder::for_mid(mid);
         for (k, (h, &sigma)) in self.horizons.iter_mut().zip(&sigmas).enumerate() {
             let p = h.rls.predict(&xv);
             let p = if p.is_finite() {
@@ -635,11 +634,11 @@ impl Engine {
             }
             fc.push(HorizonForecast {
                 horizon: h.horizon,
-                mean: round.round(f[0]),
-                lo80: round.round(f[1]),
-                hi80: round.round(f[2]),
-                lo95: round.round(f[3]),
-                hi95: round.round(f[4]),
+                mean: f[0],
+                lo80: f[1],
+                hi80: f[2],
+                lo95: f[3],
+                hi95: f[4],
                 warming_up: h.score.n < WARMUP_SCORED,
             });
             let due = match h.horizon {
@@ -681,7 +680,7 @@ impl Engine {
             pair: self.pair,
             ts_us: ts,
             seq: tick.seq,
-            mid: round.round(mid),
+            mid,
             horizons: fc,
             model,
             warming_up,

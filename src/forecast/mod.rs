@@ -21,14 +21,19 @@ pub struct HorizonForecast {
     /// The horizon.
     pub horizon: Horizon,
     /// Forecast of the mid at the horizon.
+    #[serde(serialize_with = "ser_price")]
     pub mean: f64,
     /// Lower end of the central 80% interval.
+    #[serde(serialize_with = "ser_price")]
     pub lo80: f64,
     /// Upper end of the central 80% interval.
+    #[serde(serialize_with = "ser_price")]
     pub hi80: f64,
     /// Lower end of the central 95% interval.
+    #[serde(serialize_with = "ser_price")]
     pub lo95: f64,
     /// Upper end of the central 95% interval.
+    #[serde(serialize_with = "ser_price")]
     pub hi95: f64,
     /// The interval is not calibrated yet: fewer than [`WARMUP_SCORED`] of this horizon's forecasts have
     /// been realised and scored, so its width is the prior's, not the data's.
@@ -43,38 +48,85 @@ pub const WARMUP_SCORED: u64 = 100;
 
 /// Significant digits of every price on the wire (mids, means, interval ends). Quotes carry 5 to 6
 /// significant digits; a mid computed from bid and ask, or a forecast, carries float noise past the 15th
-/// (`18.527659999999997`). Ten digits keep every quote exact and drop the noise, identically in replay and
-/// serve since the engine rounds before either writes.
+/// (`18.527659999999997`). Ten digits keep every quote exact and drop the noise. The engine keeps full
+/// precision (its state and scores are unchanged); the wire encoding rounds, in the serde form and in the
+/// hand-written writer alike, so replay and serve publish the same digits.
 pub const PRICE_DIGITS: i32 = 10;
 
-/// Rounds prices to [`PRICE_DIGITS`] significant digits, with the scale fixed once per tick from its mid
-/// (the forecasts of one tick are within a few percent of it, so one scale serves them all).
+/// `x` rounded to [`PRICE_DIGITS`] significant digits (unchanged outside 10⁻¹²..10¹⁰ or when not finite).
+pub fn round_price(x: f64) -> f64 {
+    PriceRounder::for_mid(x.abs()).round(x)
+}
+
+/// Serialises a price rounded as the wire carries it ([`round_price`]).
+fn ser_price<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(round_price(*x))
+}
+
+/// Rounds prices of the order of a given price to [`PRICE_DIGITS`] significant digits.
+///
+/// It runs about 20 times per forecast, so it avoids the slow paths: the decimal exponent comes from a table
+/// of exact powers of ten (no `log10`, no `powi`), and rounding to an integer uses the 1.5·2⁵² trick (round
+/// half to even, exact for the magnitudes below 2⁵² it is used on) instead of a call to `round`. The one
+/// division left is what makes the result exactly the double nearest the decimal.
 #[derive(Debug, Clone, Copy)]
 pub struct PriceRounder {
     scale: f64,
 }
 
+/// 10⁰ to 10²², each exact in binary.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
+];
+
+/// Adding and subtracting it rounds a double below 2⁵¹ in magnitude to the nearest integer.
+const ROUNDER: f64 = 6_755_399_441_055_744.0;
+
 impl PriceRounder {
-    /// The rounder for prices of the order of `mid`.
+    /// The rounder for prices of the order of `mid`. Prices from 10⁻¹² to below 10¹⁰ are rounded (every
+    /// exchange rate); anything else passes through unchanged.
     pub fn for_mid(mid: f64) -> PriceRounder {
-        let scale = if mid.is_finite() && mid > 0.0 {
-            // 10^(digits - 1 - floor(log10 mid)), exact as long as the exponent stays within 10^±22.
-            let exp = PRICE_DIGITS - 1 - mid.log10().floor() as i32;
-            10f64.powi(exp.clamp(-22, 22))
-        } else {
-            0.0
-        };
+        let digits = PRICE_DIGITS as usize;
+        let mut scale = 0.0;
+        if mid.is_finite() && mid > 0.0 {
+            if mid >= 1.0 {
+                // mid in [10^e, 10^(e+1)) → scale 10^(digits - 1 - e).
+                let mut e = 0;
+                while e + 1 < digits && mid >= POW10[e + 1] {
+                    e += 1;
+                }
+                if mid < POW10[e + 1] {
+                    scale = POW10[digits - 1 - e];
+                }
+            } else {
+                // mid in [10^-k, 10^(1-k)) → scale 10^(digits - 1 + k).
+                let mut k = 1;
+                while k + digits <= POW10.len() && mid * POW10[k] < 1.0 {
+                    k += 1;
+                }
+                if k + digits <= POW10.len() {
+                    scale = POW10[digits - 1 + k];
+                }
+            }
+        }
         PriceRounder { scale }
     }
 
     /// `x` rounded; the division of an integer by an exact power of ten gives the double nearest the
     /// decimal, whose shortest form has at most [`PRICE_DIGITS`] digits.
     pub fn round(self, x: f64) -> f64 {
-        if self.scale == 0.0 || !x.is_finite() {
+        let v = x * self.scale;
+        // Outside the trick's range (or no scale, or not finite): unchanged.
+        if !(v.abs() < 2_251_799_813_685_248.0) || self.scale == 0.0 {
             return x;
         }
-        let r = (x * self.scale).round() / self.scale;
-        if r.is_finite() { r } else { x }
+        let n = if v >= 0.0 {
+            (v + ROUNDER) - ROUNDER
+        } else {
+            (v - ROUNDER) + ROUNDER
+        };
+        n / self.scale
     }
 }
 
@@ -126,6 +178,7 @@ pub struct Forecast {
     /// The tick's sequence number, if it had one.
     pub seq: Option<u64>,
     /// The tick's mid.
+    #[serde(serialize_with = "ser_price")]
     pub mid: f64,
     /// One entry per configured horizon.
     pub horizons: Vec<HorizonForecast>,
@@ -139,4 +192,34 @@ pub struct Forecast {
     pub drift: DriftStatus,
     /// Some horizon's interval is still warming up (see [`HorizonForecast::warming_up`]).
     pub warming_up: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_round_to_ten_significant_digits_without_noise() {
+        let r = PriceRounder::for_mid(18.527659999999997);
+        assert_eq!(r.round(18.527659999999997).to_string(), "18.52766");
+        assert_eq!(r.round(18.5276612345678).to_string(), "18.52766123");
+        assert_eq!(r.round(-18.5276612345678).to_string(), "-18.52766123");
+        let small = PriceRounder::for_mid(0.0067123456789012);
+        assert_eq!(small.round(0.0067123456789012).to_string(), "0.006712345679");
+        let big = PriceRounder::for_mid(150.123456789012);
+        assert_eq!(big.round(150.123456789012).to_string(), "150.1234568");
+        for odd in [f64::NAN, f64::INFINITY, 0.0, -1.0, 1e300] {
+            let r = PriceRounder::for_mid(odd);
+            assert_eq!(r.round(1.234567890123).to_bits(), 1.234567890123f64.to_bits(), "{odd}");
+        }
+        // Every quote of up to ten digits survives exactly.
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let q = (x % 9_000_000 + 1_000_000) as f64 / 100_000.0;
+            assert_eq!(PriceRounder::for_mid(q).round(q), q);
+        }
+    }
 }

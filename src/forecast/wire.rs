@@ -22,7 +22,7 @@ impl Forecast {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"mid\":");
-        write_f64(self.mid, out);
+        write_f64(super::round_price(self.mid), out);
         out.extend_from_slice(b",\"horizons\":[");
         for (i, h) in self.horizons.iter().enumerate() {
             if i > 0 {
@@ -31,15 +31,15 @@ impl Forecast {
             out.extend_from_slice(b"{\"horizon\":\"");
             h.horizon.write_label(out);
             out.extend_from_slice(b"\",\"mean\":");
-            write_f64(h.mean, out);
+            write_f64(super::round_price(h.mean), out);
             out.extend_from_slice(b",\"lo80\":");
-            write_f64(h.lo80, out);
+            write_f64(super::round_price(h.lo80), out);
             out.extend_from_slice(b",\"hi80\":");
-            write_f64(h.hi80, out);
+            write_f64(super::round_price(h.hi80), out);
             out.extend_from_slice(b",\"lo95\":");
-            write_f64(h.lo95, out);
+            write_f64(super::round_price(h.lo95), out);
             out.extend_from_slice(b",\"hi95\":");
-            write_f64(h.hi95, out);
+            write_f64(super::round_price(h.hi95), out);
             out.extend_from_slice(if h.warming_up {
                 b",\"warming_up\":true}".as_slice()
             } else {
