@@ -118,7 +118,7 @@ impl PriceRounder {
     pub fn round(self, x: f64) -> f64 {
         let v = x * self.scale;
         // Outside the trick's range (or no scale, or not finite): unchanged.
-        if !(v.abs() < 2_251_799_813_685_248.0) || self.scale == 0.0 {
+        if v.is_nan() || v.abs() >= 2_251_799_813_685_248.0 || self.scale == 0.0 {
             return x;
         }
         let n = if v >= 0.0 {
