@@ -826,6 +826,16 @@ impl Contest {
         self.pair
     }
 
+    /// Names a restored challenger that came from the registry by its version, so its forecasts (after a
+    /// promotion) say which version they come from; stamps are not part of the checkpointed state.
+    pub fn stamp_registry_versions(&mut self) {
+        if let Some(shadow) = &mut self.challenger
+            && let ModelOrigin::Version(v) = shadow.origin
+        {
+            shadow.engine.set_registry_version(v);
+        }
+    }
+
     /// Where the shadow challenger came from, when one runs.
     pub fn challenger_origin(&self) -> Option<ModelOrigin> {
         self.challenger.as_ref().map(|s| s.origin)

@@ -25,7 +25,8 @@ pub struct Args {
     /// Write every output (forecasts, quarantines, alarms, …) as JSON lines here.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Engine configuration file (its [engine] table replaces the scenario's [config]).
+    /// Configuration file: its [engine] table, when it has one, replaces the scenario's [config]; its
+    /// [challenger] table runs the champion/challenger contest and the rollback guard as `serve` does.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Write ticks_per_sec as 0, so two runs give byte-identical reports.
@@ -56,7 +57,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         return publish(args);
     }
     let pair = args.pair.as_deref().map(parse_pair).transpose()?;
-    let cfg = args.config.map(|c| Config::load(&c)).transpose()?;
+    let cfg = args.config.as_deref().map(Config::load).transpose()?;
     let outputs: Option<Box<dyn Write>> = match args.out {
         Some(path) => match std::fs::File::create(&path) {
             Ok(file) => Some(Box::new(BufWriter::new(file))),
@@ -75,7 +76,12 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
     let report = match replay::input_kind(&args.input) {
         InputKind::Scenario => {
             let scenario = Scenario::load(&args.input)?;
-            replay::replay_scenario(&scenario, cfg.as_ref().map(|c| &c.engine), opts)?
+            // A file without an [engine] table (only [challenger], say) keeps the scenario's engine.
+            let engine = cfg
+                .as_ref()
+                .filter(|_| has_engine_table(args.config.as_deref()))
+                .map(|c| &c.engine);
+            replay::replay_scenario(&scenario, engine, opts)?
         }
         _ => replay::replay_file(&args.input, &cfg.map(|c| c.engine).unwrap_or_default(), opts)?,
     };
@@ -220,4 +226,31 @@ pub fn write_summary(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Whether the configuration file at `path` writes an `[engine]` table (its other tables may be all it is
+/// for). An unreadable file was already refused by `Config::load`.
+fn has_engine_table(path: Option<&std::path::Path>) -> bool {
+    path.and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .is_some_and(|t| t.contains_key("engine"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_file_with_an_engine_table_replaces_the_scenario_engine() {
+        let dir = std::env::temp_dir().join(format!("cambio-engine-table-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let with = dir.join("with.toml");
+        let without = dir.join("without.toml");
+        std::fs::write(&with, "[engine]\nhorizons = [\"1step\"]\n").unwrap();
+        std::fs::write(&without, "[challenger]\nrollback = true\n").unwrap();
+        assert!(has_engine_table(Some(&with)));
+        assert!(!has_engine_table(Some(&without)));
+        assert!(!has_engine_table(None));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

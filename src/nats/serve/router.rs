@@ -229,7 +229,10 @@ impl Router {
         let pair = engine.pair();
         if let Some(mut c) = restored {
             match c.reconfigure(cfg, engine) {
-                Ok(()) => return Some(c),
+                Ok(()) => {
+                    c.stamp_registry_versions();
+                    return Some(c);
+                }
                 Err(e) => tracing::warn!(pair = %pair, error = %e, "restored contest not reusable; starting a new one"),
             }
         }
