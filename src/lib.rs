@@ -1,27 +1,31 @@
 //! cambio: a streaming online-learning engine for exchange rates.
 //!
-//! Map of the modules (the core has no I/O, no clock, no async runtime):
+//! Map of the modules, by layer; a module imports only from the layers below it (`tests/layers.rs` fails
+//! on any import cycle, and on the core reaching a layer that does I/O):
 //!
-//! - [`tick`]: the wire format (JSON ticks and factors) turned into plain [`tick::Tick`] values.
-//! - [`quality`]: incremental data-quality checks, quarantine reasons, DAMA dimension scores, field profiles.
-//! - [`model`]: online models (local-level Kalman filter, recursive least squares, EWMA volatility).
-//! - [`drift`]: streaming drift detectors (ADWIN, Page-Hinkley, CUSUM, CUSUM of squares, window tests).
-//! - [`forecast`]: features, the signal weight that falls back to the random walk, adaptive intervals,
-//!   and the plain-data [`forecast::Forecast`] message with its hand-written JSON (`forecast::wire`).
-//! - [`eval`]: prequential (predict, then learn) metrics per horizon.
-//! - [`horizon`] and [`time`]: forecast horizons, and timestamps as microseconds without a clock.
-//! - [`engine`]: the pure core, `Engine::on_tick`, which ties the above together per pair.
-//! - [`challenger`]: champion/challenger: a shadow engine scored on the same ticks, promoted when it wins
-//!   by a margin over a window, and the guard that rolls the live model back when an adaptation hurts.
-//! - [`config`]: serde configuration with defaults, building the runtime types.
-//! - [`checkpoint`]: durable state: a pair's engine in a versioned binary format, and the redb model
-//!   registry (versions, retention, rollback, export and import) behind `cambio models`.
-//! - [`replay`]: files and scenarios fed through the engine, with a JSON report.
-//! - [`nats`]: the only async code: connection and auth options, the contract's subjects, a local
-//!   `nats-server`, the service (`nats::serve`), the operators' tools (replay to NATS, record, tail) and the
-//!   load tool with its bare-NATS floor.
+//! - ground: [`time`] (timestamps as microseconds, no clock), [`horizon`] (`1step`, `1h`, …) and
+//!   [`tick`] (the wire format turned into plain [`tick::Tick`] values, and the quarantine reason).
+//! - core: [`quality`] (incremental checks, DAMA dimension scores, field profiles), [`model`] (local-level
+//!   Kalman filter, recursive least squares, EWMA volatility), [`drift`] (ADWIN, Page-Hinkley, CUSUMs,
+//!   window tests), [`eval`] (prequential metrics per horizon) and [`forecast`] (features, the signal
+//!   weight that falls back to the random walk, adaptive intervals, the [`forecast::Forecast`] message).
+//! - [`engine`]: the pure core, `Engine::on_tick`, which ties the above together per pair; its
+//!   configuration (`[engine]`) and its outputs.
+//! - [`challenger`]: a shadow engine scored on the same ticks, promoted when it wins by a margin, and the
+//!   guard that rolls the live model back when an adaptation hurts.
+//! - [`contract`]: every message cambio publishes or answers, typed and tagged, and their JSON.
+//! - [`checkpoint`]: a pair's state in a versioned binary format, the applied stream sequences, and the
+//!   redb model registry behind `cambio models`.
+//! - [`pipeline`]: one pair's synchronous path (engine, contest, factor book, limits), the one replay and
+//!   serve share.
+//! - [`replay`]: files and scenarios fed through the pipeline, with a JSON report and expectations.
+//! - [`nats`]: the only async code: connection and auth, subjects and headers, a local `nats-server`, the
+//!   service (`nats::serve`: router, shards that do I/O only, micro service, checkpointer), the
+//!   operators' tools (replay to NATS, record, tail) and the load tool with its bare-NATS floor.
+//! - [`config`]: the whole configuration file, one table per layer; only the binary assembles it.
 //!
-//! Live serving (NATS) and replay call the same [`engine::Engine`], so they agree bit for bit.
+//! Time comes from tick timestamps only, so live serving and replay, which run the same
+//! [`pipeline::PairPipeline`], agree byte for byte.
 
 pub mod challenger;
 pub mod checkpoint;
