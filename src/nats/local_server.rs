@@ -23,6 +23,22 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// Ports-file folders made so far by this process (each server start gets its own).
+static PORTS_DIRS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The client port a `nats-server` wrote to its ports file (`{"nats":["nats://127.0.0.1:PORT"],...}`) in
+/// `dir`, once the file is complete.
+fn read_ports_file(dir: &Path) -> Option<u16> {
+    let entry = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| e.path().extension().is_some_and(|x| x == "ports"))?;
+    let text = std::fs::read_to_string(entry.path()).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let url = v["nats"].as_array()?.first()?.as_str()?;
+    url.rsplit(':').next()?.parse().ok()
+}
+
 /// A running `nats-server` child.
 #[derive(Debug)]
 pub struct LocalServer {
@@ -61,31 +77,42 @@ impl LocalServer {
                 (Some(dir), true)
             }
         };
-        let mut last = String::new();
-        for _ in 0..5 {
-            let port = free_port().map_err(|e| NatsError::LocalServer(e.to_string()))?;
-            let mut server = LocalServer {
-                child: None,
-                port,
-                store: store.clone(),
-                owns_store,
-                extra: extra.iter().map(|s| s.to_string()).collect(),
-            };
-            match server.spawn() {
-                Ok(()) => return Ok(server),
-                Err(e) => {
-                    server.owns_store = false;
-                    last = e.to_string();
-                }
-            }
-        }
-        Err(NatsError::LocalServer(last))
+        let mut server = LocalServer {
+            child: None,
+            // 0 until the server has chosen its port (`-p -1`) and said which in its ports file.
+            port: 0,
+            store,
+            owns_store,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        // On failure the handle is dropped, which removes a temporary store it made.
+        server.spawn()?;
+        Ok(server)
     }
 
+    /// Starts the child and waits until it listens. The server picks its own port on first start (`-p -1`)
+    /// and writes it to a ports file once its listener is bound: a port chosen here and passed in could be
+    /// taken by another process meanwhile, and a connection test would then find *that* process listening
+    /// while our child exits. A restart asks for the same port, and likewise trusts only the ports file.
     fn spawn(&mut self) -> Result<(), NatsError> {
         let bin = server_binary();
+        let ports_dir = std::env::temp_dir().join(format!(
+            "cambio-nats-ports-{}-{}",
+            std::process::id(),
+            PORTS_DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir)
+            .map_err(|e| NatsError::LocalServer(format!("{}: {e}", ports_dir.display())))?;
+        let port = if self.port == 0 {
+            "-1".to_string()
+        } else {
+            self.port.to_string()
+        };
         let mut cmd = Command::new(&bin);
-        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+        cmd.args(["-a", "127.0.0.1", "-p", &port])
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -104,24 +131,29 @@ impl LocalServer {
             ))
         })?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port);
-        loop {
+        let result = loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(NatsError::LocalServer(format!("nats-server exited at start: {status}")));
+                break Err(NatsError::LocalServer(format!("nats-server exited at start: {status}")));
             }
-            if TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_ok() {
-                self.child = Some(child);
-                return Ok(());
+            if let Some(port) = read_ports_file(&ports_dir) {
+                let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+                if TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_ok() {
+                    self.port = port;
+                    self.child = Some(child);
+                    break Ok(());
+                }
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(NatsError::LocalServer(
+                break Err(NatsError::LocalServer(
                     "nats-server did not accept connections within 10 s".into(),
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
-        }
+        };
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        result
     }
 
     /// The client URL, `nats://127.0.0.1:<port>`.
