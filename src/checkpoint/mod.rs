@@ -1,6 +1,6 @@
 //! Durable state: a pair's engine to bytes and back, and the redb file that keeps versions of it.
 //!
-//! - [`format`]: the versioned binary envelope (magic, format version, length, CRC-32, then a postcard
+//! - [`format`](mod@format): the versioned binary envelope (magic, format version, length, CRC-32, then a postcard
 //!   payload) around a [`PairState`]: the engine and the serve-side bookkeeping a restore needs.
 //! - [`store`]: the model registry in one redb file: versions per pair with metadata, retention, latest
 //!   good, rollback, keep marks, export and import.

@@ -1,5 +1,6 @@
-//! Replay: files and scenarios fed through the same [`Engine`] as live serving, in process and
-//! deterministically, producing a [`Report`] (and, on request, every output as JSON lines).
+//! Replay: files and scenarios fed through the same per-pair pipeline ([`crate::pipeline::PairPipeline`])
+//! as live serving, in process and deterministically, producing a [`Report`] (and, on request, every
+//! output as JSON lines).
 //!
 //! This is an edge: it reads files, the wall clock and the process's memory (for `ticks_per_sec`,
 //! `peak_rss_kib` and the progress line only).
