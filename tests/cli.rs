@@ -310,6 +310,46 @@ fn a_closed_pipe_ends_the_output_quietly() {
     }
 }
 
+/// `cambio replay … --out /dev/stdout | head -1`: the outputs file is the closed pipe; the replay ends
+/// quietly with its usual status, and `--out /dev/full` is a clear error.
+#[test]
+fn replay_outputs_into_a_closed_pipe_end_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/level_shift");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cambio"))
+        .arg("replay")
+        .arg(&scenario)
+        .args(["--out", "/dev/stdout"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run cambio replay");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("{\"type\":\"forecast\""), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("error"), "{stderr}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_cambio"))
+        .arg("replay")
+        .arg(&scenario)
+        .args(["--out", "/dev/full"])
+        .output()
+        .expect("run cambio replay");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("error: writing outputs") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
 /// `cambio demo > /dev/full`: a failed write is an error (exit 2, one `error:` line), not a panic and not a
 /// silent success.
 #[cfg(target_os = "linux")]

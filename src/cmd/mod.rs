@@ -155,6 +155,48 @@ impl Write for Out {
     }
 }
 
+/// A writer whose reader may go away (`--out /dev/stdout | head -1`, a named pipe): like [`Out`], a closed
+/// pipe ends the writing quietly and the command goes on to its usual end; any other failure is returned.
+pub struct QuietPipe<W: Write> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W: Write> QuietPipe<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> QuietPipe<W> {
+        QuietPipe { inner, closed: false }
+    }
+
+    fn quiet<T>(&mut self, result: io::Result<T>, closed: T) -> io::Result<T> {
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(closed)
+            }
+            other => other,
+        }
+    }
+}
+
+impl<W: Write> Write for QuietPipe<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        let result = self.inner.write(buf);
+        self.quiet(result, buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let result = self.inner.flush();
+        self.quiet(result, ())
+    }
+}
+
 /// The async runtime of the NATS tools: two workers, so the client's connection task runs beside ours.
 ///
 /// # Errors

@@ -60,7 +60,8 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
     let cfg = args.config.as_deref().map(Config::load).transpose()?;
     let outputs: Option<Box<dyn Write>> = match args.out {
         Some(path) => match std::fs::File::create(&path) {
-            Ok(file) => Some(Box::new(BufWriter::new(file))),
+            // The buffer sits inside: the pipe's end is seen where the bytes actually reach it.
+            Ok(file) => Some(Box::new(BufWriter::new(super::QuietPipe::new(file)))),
             Err(source) => return Err(CliError::File { path, source }),
         },
         None => None,
