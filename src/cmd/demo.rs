@@ -44,7 +44,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         Path::new("usdmxn_ecb_daily.csv"),
         Some(pair),
     )?;
-    let mut out = Out::new();
+    let mut out = Out::stdout();
     writeln!(
         out,
         "cambio demo: USD/MXN daily, ECB reference rates 2008-01-02 .. 2026-10-30 (embedded)"
@@ -87,7 +87,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
     }
     report.expectations = replay::expect::check(&scenario.expect, &report);
     report.passed = report.expectations.iter().all(|o| o.passed);
-    let mut out = Out::new();
+    let mut out = Out::stdout();
     write_summary(&mut out, &report)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)

@@ -112,7 +112,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         rounds: args.rounds,
     };
     let report = runtime()?.block_on(cambio::nats::load::run(&opts))?;
-    let mut out = Out::new();
+    let mut out = Out::stdout();
     writeln!(
         out,
         "cambio load: {} ticks/s (latency), {} requests/s (query), {} each with {} warm-up, {} ticks (throughput){}; {} CPUs",

@@ -106,57 +106,20 @@ pub fn passed_or_1(passed: bool) -> ExitCode {
 /// Exit status 2: the command could not do its job.
 pub const ERROR_EXIT: u8 = 2;
 
-/// Standard output for people, locked once.
-///
-/// A closed pipe (`cambio demo | head -1`) is the reader saying it has seen enough: that write and every
-/// later one succeed without writing, so the command ends quietly with its usual exit status (`println!`
-/// would panic). Any other failure (`> /dev/full`) is returned, and the command fails with
-/// [`CliError::Output`].
-pub struct Out {
-    stdout: io::StdoutLock<'static>,
-    closed: bool,
-}
+/// Standard output for people, locked once, ending quietly on a closed pipe.
+pub type Out = QuietPipe<io::StdoutLock<'static>>;
 
 impl Out {
     /// Locks standard output.
-    pub fn new() -> Out {
-        Out {
-            stdout: io::stdout().lock(),
-            closed: false,
-        }
-    }
-
-    fn quiet<T>(&mut self, result: io::Result<T>, closed: T) -> io::Result<T> {
-        match result {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                self.closed = true;
-                Ok(closed)
-            }
-            other => other,
-        }
+    pub fn stdout() -> Out {
+        QuietPipe::new(io::stdout().lock())
     }
 }
 
-impl Write for Out {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.closed {
-            return Ok(buf.len());
-        }
-        let result = self.stdout.write(buf);
-        self.quiet(result, buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if self.closed {
-            return Ok(());
-        }
-        let result = self.stdout.flush();
-        self.quiet(result, ())
-    }
-}
-
-/// A writer whose reader may go away (`--out /dev/stdout | head -1`, a named pipe): like [`Out`], a closed
-/// pipe ends the writing quietly and the command goes on to its usual end; any other failure is returned.
+/// A writer whose reader may go away (`cambio demo | head -1`, `--out /dev/stdout | head -1`, a named
+/// pipe). A closed pipe is the reader saying it has seen enough: that write and every later one succeed
+/// without writing, so the command ends quietly with its usual exit status (`println!` would panic). Any
+/// other failure (`> /dev/full`) is returned, and the command fails with [`CliError::Output`].
 pub struct QuietPipe<W: Write> {
     inner: W,
     closed: bool,

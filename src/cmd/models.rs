@@ -113,7 +113,7 @@ fn open(db: &Path, keep_last: usize) -> Result<CheckpointStore, StoreError> {
 /// [`CliError`] when the file, pair or version is wrong, or standard output cannot be written.
 pub fn run(args: Args) -> Result<ExitCode, CliError> {
     let default_keep = Retention::default().keep_last;
-    let mut out = Out::new();
+    let mut out = Out::stdout();
     match args.command {
         Command::List { db, pair } => {
             let pair = pair.as_deref().map(parse_pair).transpose()?;

@@ -60,7 +60,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         );
         Ok::<_, CliError>(recorder.run(stop, ctrl_c()).await?)
     })?;
-    let mut out = Out::new();
+    let mut out = Out::stdout();
     writeln!(out, "recorded {n} messages to {}", path.display())?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)

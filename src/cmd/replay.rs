@@ -86,7 +86,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         }
         _ => replay::replay_file(&args.input, &cfg.map(|c| c.engine).unwrap_or_default(), opts)?,
     };
-    let mut out = Out::new();
+    let mut out = Out::stdout();
     write_summary(&mut out, &report)?;
     out.flush()?;
     if let Some(p) = args.report {
@@ -110,7 +110,7 @@ fn publish(args: Args) -> Result<ExitCode, CliError> {
         let summary = cambio::nats::publish::replay_to_nats(&client, &args.input, opts, super::ctrl_c()).await?;
         Ok::<_, CliError>(summary)
     })?;
-    let mut out = Out::new();
+    let mut out = Out::stdout();
     writeln!(
         out,
         "published {} ticks and {} factors in {:.3} s ({:.0} messages/s){}",
