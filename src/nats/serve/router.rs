@@ -20,7 +20,7 @@ use crate::checkpoint::{Reason, VersionMeta};
 use crate::contract::{Unrouted, UnroutedReason};
 use crate::engine::Engine;
 use crate::engine::EngineConfig;
-use crate::pipeline::FactorBook;
+use crate::pipeline::{FactorBook, PairSet};
 use crate::tick::{Factor, Pair, parse_factor};
 
 pub use crate::nats::headers::REPLAY as REPLAY_HEADER;
@@ -133,12 +133,11 @@ pub struct Router {
     engine_cfg: EngineConfig,
     ctx: Arc<ShardContext>,
     registry: Registry,
-    shards: HashMap<Pair, ShardHandle>,
+    shards: PairSet<ShardHandle>,
     joins: Vec<tokio::task::JoinHandle<Engine>>,
     /// The latest factors, for shards started later (as replay gives them to new pairs).
     factors: FactorBook,
     queue: usize,
-    max_pairs: usize,
     stamp_arrival: bool,
     checkpoints: Option<CheckpointPlan>,
     /// JetStream: the stream sequences routed (applied once their shard processes them).
@@ -161,11 +160,10 @@ impl Router {
             engine_cfg,
             ctx,
             registry,
-            shards: HashMap::new(),
+            shards: PairSet::new(max_pairs),
             joins: Vec::new(),
             factors: FactorBook::default(),
             queue,
-            max_pairs,
             stamp_arrival,
             checkpoints: None,
             applied: None,
@@ -274,7 +272,7 @@ impl Router {
             ack(d.acker).await;
             return;
         };
-        if !self.shards.contains_key(&pair) && !self.start_shard(pair) {
+        if !self.shards.contains(&pair) && !self.start_shard(pair) {
             Counters::inc(&self.ctx.counters.pairs_refused);
             self.quarantine_unrouted(subject, UnroutedReason::TooManyPairs, None, &payload)
                 .await;
@@ -320,7 +318,7 @@ impl Router {
                 Counters::inc(&counters.factors);
                 let f = Arc::new(f);
                 self.factors.record(f.clone());
-                for (pair, shard) in &self.shards {
+                for (pair, shard) in self.shards.iter() {
                     if !self.skipped(*pair, seq) {
                         let _ = shard.tx.send(ShardMsg::Factor(f.clone())).await;
                     }
@@ -336,7 +334,7 @@ impl Router {
     }
 
     fn start_shard(&mut self, pair: Pair) -> bool {
-        if self.shards.len() >= self.max_pairs {
+        if self.shards.is_full() {
             return false;
         }
         match Engine::new(pair, &self.engine_cfg) {
@@ -355,7 +353,7 @@ impl Router {
 
     fn start_shard_with(&mut self, engine: Engine, contest: Option<Contest>) -> bool {
         let pair = engine.pair();
-        if self.shards.contains_key(&pair) || self.shards.len() >= self.max_pairs {
+        if self.shards.contains(&pair) || self.shards.is_full() {
             return false;
         }
         // A restored engine already holds the factors it had seen.
@@ -374,9 +372,9 @@ impl Router {
                 }),
             );
         }
-        self.shards.insert(pair, handle);
         self.joins.push(join);
-        true
+        // Checked above: the pair is new and the set has room.
+        self.shards.insert(pair, handle).is_ok()
     }
 
     /// Messages that cannot reach any pair's engine still leave a record on `<prefix>.quarantine._unrouted`.
@@ -438,7 +436,7 @@ impl Router {
             applied: self.applied.clone(),
             writer: plan.writer.clone(),
         });
-        for (&pair, shard) in &self.shards {
+        for (&pair, shard) in self.shards.iter() {
             if shard.tx.send(ShardMsg::Checkpoint(marker.clone())).await.is_err() {
                 // The shard is gone: answer for it so the cut is not left waiting (and fails: its state
                 // is not in it).
