@@ -255,6 +255,11 @@ impl JumpBand {
         self.fitted = true;
     }
 
+    /// The median spacing of recent accepted ticks, once the band has been fitted.
+    pub(crate) fn typical_gap_us(&self) -> Option<f64> {
+        self.fitted.then_some(self.typical_gap_us)
+    }
+
     /// Whether the band has enough history to judge.
     #[cfg(test)]
     pub(crate) fn is_fitted(&self) -> bool {

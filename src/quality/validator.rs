@@ -18,7 +18,7 @@ use super::profile::Profile;
 use super::reason::QuarantineReason;
 use super::scores::{FlagCount, QualityReport, ReasonCount, ScoreWindow, Status};
 use super::sources::{SeqOutcome, SourceTable};
-use super::timeliness::{FactorAges, expected_missing};
+use super::timeliness::{FactorAges, business_us, expected_missing};
 use crate::tick::Tick;
 
 /// The outcome of checking one tick.
@@ -142,6 +142,28 @@ impl Validator {
         self.last_status.into_iter().max().unwrap_or_default()
     }
 
+    /// Whether `ts_us` is further past `from_us` than the stream's own spacing makes plausible: more than
+    /// `forward_gap_factor` typical gaps (at least `min_forward_gap_us`), in weekday time when weekends are
+    /// skipped. Before the typical gap is known only `max_forward_gap_us` applies.
+    fn implausibly_far_ahead(&self, from_us: i64, ts_us: i64) -> bool {
+        let cfg = &self.cfg;
+        let Some(typical) = self.jump.typical_gap_us() else {
+            return false;
+        };
+        let ahead = if cfg.skip_weekends {
+            business_us(ts_us).saturating_sub(business_us(from_us))
+        } else {
+            ts_us.saturating_sub(from_us)
+        };
+        let factor = if cfg.forward_gap_factor.is_finite() && cfg.forward_gap_factor > 0.0 {
+            cfg.forward_gap_factor
+        } else {
+            100.0
+        };
+        let limit = (typical * factor).max(cfg.min_forward_gap_us as f64);
+        ahead as f64 > limit
+    }
+
     /// The pair's watermark: the greatest accepted tick time.
     pub fn watermark_us(&self) -> Option<i64> {
         self.watermark_us
@@ -263,10 +285,11 @@ impl Validator {
             }
         } else if let Some(wm) = self.watermark_us {
             let ahead = t.ts_us.saturating_sub(wm);
-            if ahead > cfg.max_forward_gap_us {
+            if ahead > cfg.max_forward_gap_us || self.implausibly_far_ahead(wm, t.ts_us) {
                 // A far-future date is a typo unless the next ticks confirm the clock really moved on.
                 let agrees = self.future_pending > 0
                     && t.ts_us >= self.future_last_us
+                    && !self.implausibly_far_ahead(self.future_last_us, t.ts_us)
                     && t.ts_us.saturating_sub(self.future_last_us) <= cfg.max_forward_gap_us;
                 self.future_pending = if agrees { self.future_pending + 1 } else { 1 };
                 self.future_last_us = t.ts_us;

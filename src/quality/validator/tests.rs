@@ -304,6 +304,65 @@ fn far_future_typo_is_quarantined_but_a_real_clock_jump_reanchors() {
 }
 
 #[test]
+fn a_tick_a_day_ahead_of_an_intraday_stream_is_refused_not_the_stream_after_it() {
+    // One tick per second: a date one day ahead is a wrong offset, not a quiet market.
+    let (mut v, ticks) = warmed(100);
+    let last = *ticks.last().unwrap();
+    let mid = last.mid_price().unwrap();
+    let wrong = Tick {
+        ts_us: last.ts_us + US_PER_SEC + US_PER_DAY,
+        ..next_after(&last, US_PER_SEC, mid)
+    };
+    assert_eq!(reason(v.check(&wrong)), Some(FutureTimestamp));
+    // The feed's sequence numbers go on after the wrong tick's.
+    let mut t = Tick {
+        ts_us: last.ts_us,
+        ..wrong
+    };
+    for i in 0..100 {
+        t = next_after(&t, US_PER_SEC, mid);
+        assert!(v.check(&t).is_accept(), "good tick {i} after the wrong one was refused");
+    }
+    // Quiet hours are not typos: five hours without a tick is accepted.
+    t = next_after(&t, 5 * 3600 * US_PER_SEC, mid);
+    assert!(v.check(&t).is_accept());
+}
+
+#[test]
+fn a_weekend_is_no_forward_gap_but_a_weekday_outage_reanchors() {
+    let (mut v, ticks) = warmed(100);
+    let last = *ticks.last().unwrap(); // Monday afternoon
+    let mid = last.mid_price().unwrap();
+    // Friday 21:00 to Sunday 22:00 UTC: two hours of weekday time.
+    let friday = T0 - T0.rem_euclid(US_PER_DAY) + 4 * US_PER_DAY + 21 * 3600 * US_PER_SEC;
+    let mut t = next_after(&last, friday - last.ts_us, mid);
+    // Four days ahead on weekdays: refused, until the stream confirms the clock moved.
+    assert_eq!(reason(v.check(&t)), Some(FutureTimestamp));
+    t = next_after(&t, US_PER_SEC, mid);
+    assert_eq!(reason(v.check(&t)), Some(FutureTimestamp));
+    t = next_after(&t, US_PER_SEC, mid);
+    assert!(v.check(&t).is_accept(), "the third agreeing tick re-anchors the clock");
+    for _ in 0..40 {
+        t = next_after(&t, US_PER_SEC, mid);
+        assert!(v.check(&t).is_accept());
+    }
+    let sunday = t.ts_us - t.ts_us.rem_euclid(US_PER_DAY) + 2 * US_PER_DAY + 22 * 3600 * US_PER_SEC;
+    t = next_after(&t, sunday - t.ts_us, mid);
+    assert!(v.check(&t).is_accept(), "a weekend is not a gap");
+    // Daily fixings: a day per tick is the typical spacing, so a day ahead is normal.
+    let mut v = Validator::new(&QualityConfig::default());
+    let mut t = at_mid(T0, 20.0);
+    for _ in 0..200 {
+        assert!(v.check(&t).is_accept());
+        t = next_after(
+            &t,
+            US_PER_DAY,
+            20.0 * (1.0 + 1e-3 * ((t.ts_us / US_PER_DAY) % 3) as f64),
+        );
+    }
+}
+
+#[test]
 fn completeness_fails_with_a_quarter_of_values_missing() {
     let mut v = Validator::new(&QualityConfig::default());
     for (i, t) in walk(400, 3).iter().enumerate() {
