@@ -67,6 +67,8 @@ pub enum Reason {
     Rollback,
     /// Read from an exported file.
     Import,
+    /// The pair was idle and its shard stopped (`serve.idle_evict_secs`); it resumes from this version.
+    Evicted,
 }
 
 impl Reason {
@@ -80,6 +82,7 @@ impl Reason {
             Reason::DriftAdaptation => "drift_adaptation",
             Reason::Rollback => "rollback",
             Reason::Import => "import",
+            Reason::Evicted => "evicted",
         }
     }
 }

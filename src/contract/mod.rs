@@ -87,6 +87,9 @@ pub enum UnroutedReason {
     TooManyPairs,
     /// A factor message that could not be read.
     BadFactor,
+    /// A message for a pair that has no shard yet and is not a valid tick: a shard starts only with a
+    /// valid tick, so junk on many subjects cannot take the places of real pairs. `detail` says why.
+    InvalidTick,
 }
 
 /// The periodic quality publication of a pair: its current scores, flattened as in `quality_changed`.
@@ -218,8 +221,12 @@ pub struct ServiceCounters {
     pub redeliveries_skipped: u64,
     /// Requests answered with an error.
     pub request_errors: u64,
-    /// Pairs refused because `max_pairs` was reached.
+    /// Ticks refused because `max_pairs` pairs were already served (each one is also on `_unrouted`).
     pub pairs_refused: u64,
+    /// Messages on a pair with no shard yet that were not a valid tick: no shard was started for them.
+    pub pairs_not_started: u64,
+    /// Idle pairs whose shard was stopped to free its place.
+    pub pairs_evicted: u64,
     /// Checkpoint cuts committed to the store.
     pub checkpoints: u64,
     /// Checkpoint cuts that failed.

@@ -34,6 +34,11 @@ impl<T> PairSet<T> {
         }
     }
 
+    /// The most pairs held.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Whether a new pair would be refused.
     pub fn is_full(&self) -> bool {
         self.map.len() >= self.max
@@ -47,6 +52,11 @@ impl<T> PairSet<T> {
     /// The value of `pair`, mutably.
     pub fn get_mut(&mut self, pair: &Pair) -> Option<&mut T> {
         self.map.get_mut(pair)
+    }
+
+    /// Removes `pair`, returning its value.
+    pub fn remove(&mut self, pair: &Pair) -> Option<T> {
+        self.map.remove(pair)
     }
 
     /// Whether `pair` is held.

@@ -118,6 +118,13 @@ pub enum Job {
         /// Where to answer.
         reply: Reply<(VersionMeta, PairState)>,
     },
+    /// Reads a pair's newest readable version, if it has one (a pair coming back after eviction).
+    LoadLatest {
+        /// The pair.
+        pair: Pair,
+        /// Where to answer.
+        reply: Reply<Option<(VersionMeta, PairState)>>,
+    },
     /// Finish: commit what is complete and end the thread.
     Stop,
 }
@@ -239,6 +246,9 @@ fn writer(store: &CheckpointStore, rx: &mpsc::Receiver<Job>, committed: &AtomicU
             Job::Stop => {
                 commit_ready(store, &mut pending, committed, counters);
                 break;
+            }
+            Job::LoadLatest { pair, reply } => {
+                let _ = reply.send(store.latest_good(pair).map_err(WriterError::Store));
             }
             Job::Load { pair, version, reply } => {
                 let r = store

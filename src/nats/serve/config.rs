@@ -63,6 +63,10 @@ pub struct ServeConfig {
     pub max_pairs: usize,
     /// Ticks queued per shard before the consumer waits (back-pressure rather than unbounded memory).
     pub shard_queue: usize,
+    /// A pair that received no message for this many seconds is evicted: its shard stops and frees its
+    /// place under `max_pairs` (checkpointed first when checkpoints are on, and resumed from that version
+    /// when its ticks come back). 0 never evicts. Default 7 days: longer than any market closure.
+    pub idle_evict_secs: f64,
     /// Longest raw payload kept in a quarantine record, bytes; longer ones are cut and marked (NATS limits
     /// message size, and a hostile payload must not be re-published whole).
     pub max_raw_bytes: usize,
@@ -80,6 +84,7 @@ impl Default for ServeConfig {
             stamp_arrival: true,
             max_pairs: crate::pipeline::MAX_PAIRS,
             shard_queue: 8_192,
+            idle_evict_secs: 7.0 * 86_400.0,
             max_raw_bytes: crate::pipeline::MAX_RAW_BYTES,
             workers: 0,
         }
@@ -106,6 +111,12 @@ impl ServeConfig {
         }
         if self.max_pairs == 0 || self.shard_queue == 0 {
             return Err("serve.max_pairs and serve.shard_queue must be positive".into());
+        }
+        if !(self.idle_evict_secs.is_finite() && self.idle_evict_secs >= 0.0) {
+            return Err(format!(
+                "serve.idle_evict_secs {}: 0 (never) or a positive number of seconds",
+                self.idle_evict_secs
+            ));
         }
         if self.max_raw_bytes < 64 {
             return Err("serve.max_raw_bytes: at least 64".into());

@@ -231,6 +231,8 @@ pub async fn run(
     let mut cuts = tokio::time::interval(Duration::from_secs_f64(cfg.checkpoint.every_secs));
     cuts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     cuts.tick().await;
+    let mut sweep = Sweep::new(cfg.serve.idle_evict_secs);
+    sweep.timer.tick().await;
 
     let stamp = cfg.serve.stamp_arrival;
     match cfg.serve.mode {
@@ -246,6 +248,7 @@ pub async fn run(
                     () = &mut shutdown => break,
                     Some(c) = control_rx.recv() => router.on_control(c).await,
                     _ = cuts.tick() => router.periodic_cut().await,
+                    _ = sweep.timer.tick() => sweep.run(&mut router).await,
                     Some(m) = factors.next() => router.on_factor(&m.subject, &m.payload, None).await,
                     Some(m) = ticks.next() => {
                         let d = Delivery::core_now(stamp);
@@ -302,6 +305,7 @@ pub async fn run(
             let loops = Loops {
                 control: &mut control_rx,
                 cuts: &mut cuts,
+                sweep: &mut sweep,
             };
             consume_jetstream(
                 &client,
@@ -366,6 +370,32 @@ async fn on_js_message(m: jetstream::Message, subjects: &Subjects, router: &mut 
 struct Loops<'a> {
     control: &'a mut tokio::sync::mpsc::Receiver<Control>,
     cuts: &'a mut tokio::time::Interval,
+    sweep: &'a mut Sweep,
+}
+
+/// The idle-pair sweep: every quarter of `serve.idle_evict_secs` (at most every minute), pairs idle for
+/// that long are evicted. Off (a timer that fires once a day and does nothing) when the setting is 0.
+struct Sweep {
+    timer: tokio::time::Interval,
+    idle: Option<Duration>,
+}
+
+impl Sweep {
+    fn new(idle_evict_secs: f64) -> Sweep {
+        let idle = (idle_evict_secs > 0.0).then(|| Duration::from_secs_f64(idle_evict_secs));
+        let period = idle.map_or(Duration::from_secs(86_400), |d| {
+            (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(60))
+        });
+        let mut timer = tokio::time::interval(period);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Sweep { timer, idle }
+    }
+
+    async fn run(&mut self, router: &mut Router) {
+        if let Some(idle) = self.idle {
+            router.evict_idle(Instant::now(), idle).await;
+        }
+    }
 }
 
 /// Opens the checkpoint store and reads what it holds. A file that cannot be opened is an error unless
@@ -676,6 +706,7 @@ async fn consume_jetstream(
                 }
                 Some(c) = loops.control.recv() => router.on_control(c).await,
                 _ = loops.cuts.tick() => router.periodic_cut().await,
+                _ = loops.sweep.timer.tick() => loops.sweep.run(router).await,
                 m = messages.next() => match m {
                     Some(Ok(m)) => on_js_message(m, subjects, router, counters).await,
                     Some(Err(e)) => {

@@ -4,9 +4,9 @@
 //! The router is the only place that sees subjects and headers; shards see payloads. Per-pair order is
 //! kept because one router task forwards in arrival order into one queue per pair.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -21,7 +21,7 @@ use crate::contract::{Unrouted, UnroutedReason};
 use crate::engine::Engine;
 use crate::engine::EngineConfig;
 use crate::pipeline::{FactorBook, PairSet};
-use crate::tick::{Factor, Pair, parse_factor};
+use crate::tick::{Factor, Pair, parse_factor, parse_tick};
 
 pub use crate::nats::headers::REPLAY as REPLAY_HEADER;
 
@@ -134,7 +134,11 @@ pub struct Router {
     ctx: Arc<ShardContext>,
     registry: Registry,
     shards: PairSet<ShardHandle>,
-    joins: Vec<tokio::task::JoinHandle<Engine>>,
+    joins: BTreeMap<Pair, tokio::task::JoinHandle<Engine>>,
+    /// Refusals of new pairs (`max_pairs` reached), logged at most once per [`LOG_EVERY`].
+    refusals: LogLimiter,
+    /// Junk on the subjects of pairs with no shard, logged at most once per [`LOG_EVERY`].
+    not_started: LogLimiter,
     /// The latest factors, for shards started later (as replay gives them to new pairs).
     factors: FactorBook,
     queue: usize,
@@ -161,7 +165,9 @@ impl Router {
             ctx,
             registry,
             shards: PairSet::new(max_pairs),
-            joins: Vec::new(),
+            joins: BTreeMap::new(),
+            refusals: LogLimiter::default(),
+            not_started: LogLimiter::default(),
             factors: FactorBook::default(),
             queue,
             stamp_arrival,
@@ -272,12 +278,39 @@ impl Router {
             ack(d.acker).await;
             return;
         };
-        if !self.shards.contains(&pair) && !self.start_shard(pair) {
-            Counters::inc(&self.ctx.counters.pairs_refused);
-            self.quarantine_unrouted(subject, UnroutedReason::TooManyPairs, None, &payload)
+        if !self.shards.contains(&pair) {
+            // A shard starts only with a valid tick: junk on many subjects must not take real pairs' places.
+            if let Err(reason) = parse_tick(&payload, Some(pair)) {
+                Counters::inc(&self.ctx.counters.pairs_not_started);
+                if let Some(suppressed) = self.not_started.allow(d.received) {
+                    tracing::warn!(
+                        subject,
+                        reason = reason.name(),
+                        similar_not_logged = suppressed,
+                        "message for a pair with no shard is not a valid tick: no shard started, quarantined on _unrouted"
+                    );
+                }
+                self.quarantine_unrouted(
+                    subject,
+                    UnroutedReason::InvalidTick,
+                    Some(reason.name().to_string()),
+                    &payload,
+                )
                 .await;
-            ack(d.acker).await;
-            return;
+                ack(d.acker).await;
+                return;
+            }
+            if !self.start_pair(pair).await {
+                Counters::inc(&self.ctx.counters.pairs_refused);
+                if let Some(suppressed) = self.refusals.allow(d.received) {
+                    tracing::warn!(pair = %pair, max_pairs = self.shards.max(), refused_not_logged = suppressed,
+                        "new pair refused: serve.max_pairs pairs are served (idle ones are evicted after serve.idle_evict_secs)");
+                }
+                self.quarantine_unrouted(subject, UnroutedReason::TooManyPairs, None, &payload)
+                    .await;
+                ack(d.acker).await;
+                return;
+            }
         }
         if self.skipped(pair, d.stream_seq) {
             Counters::inc(&self.ctx.counters.redeliveries_skipped);
@@ -297,10 +330,11 @@ impl Router {
             stream_seq: d.stream_seq,
             acker: d.acker,
         });
-        if let Some(shard) = self.shards.get(&pair)
-            && shard.tx.send(msg).await.is_err()
-        {
-            tracing::error!(pair = %pair, "shard stopped; tick not applied (it stays unacknowledged)");
+        if let Some(shard) = self.shards.get_mut(&pair) {
+            shard.last_routed = d.received;
+            if shard.tx.send(msg).await.is_err() {
+                tracing::error!(pair = %pair, "shard stopped; tick not applied (it stays unacknowledged)");
+            }
         }
         if let Some(plan) = &mut self.checkpoints {
             plan.since += 1;
@@ -330,6 +364,77 @@ impl Router {
                 self.quarantine_unrouted(subject, UnroutedReason::BadFactor, Some(e.to_string()), payload)
                     .await;
             }
+        }
+    }
+
+    /// Starts a shard for a pair seen for the first time since start or since its eviction: from its newest
+    /// stored version when checkpoints are on and it has one, else fresh. False when `max_pairs` is reached.
+    async fn start_pair(&mut self, pair: Pair) -> bool {
+        if self.shards.is_full() {
+            return false;
+        }
+        let Some(writer) = self.checkpoints.as_ref().map(|p| p.writer.clone()) else {
+            return self.start_shard(pair);
+        };
+        match writer.ask(|reply| Job::LoadLatest { pair, reply }).await {
+            Ok(Some((meta, state))) if state.engine.pair() == pair => {
+                let mut engine = state.engine;
+                engine.set_registry_version(meta.version);
+                tracing::info!(pair = %pair, version = meta.version, reason = meta.reason.name(), ticks = meta.ticks,
+                    "pair back: shard resumed from its newest checkpoint");
+                let contest = self.contest_for(&engine, state.contest, None);
+                if !self.start_shard_with(engine, contest) {
+                    return false;
+                }
+                // Factors published while the pair was away.
+                if let Some(shard) = self.shards.get(&pair) {
+                    for f in self.factors.latest() {
+                        let _ = shard.tx.send(ShardMsg::Factor(f.clone())).await;
+                    }
+                }
+                true
+            }
+            Ok(_) => self.start_shard(pair),
+            Err(e) => {
+                tracing::error!(pair = %pair, error = %e, "cannot read the pair's checkpoints: it starts fresh");
+                self.start_shard(pair)
+            }
+        }
+    }
+
+    /// Stops the shards of pairs that received no tick for `idle`, freeing their places under `max_pairs`.
+    /// With checkpoints each is checkpointed first (reason `evicted`), and resumes from that version when its
+    /// ticks come back; without, it starts fresh then.
+    pub async fn evict_idle(&mut self, now: Instant, idle: Duration) {
+        let idle_pairs: Vec<Pair> = self
+            .shards
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(s.last_routed) >= idle)
+            .map(|(p, _)| *p)
+            .collect();
+        for pair in idle_pairs {
+            if self.checkpoints.is_some() {
+                let focus = Focus {
+                    pair,
+                    reason: Reason::Evicted,
+                    note: Some(format!("idle for {} s", idle.as_secs_f64())),
+                };
+                // The marker goes into the shard's queue before it is closed: its state is written first.
+                self.cut(Reason::Periodic, false, Some(focus), None).await;
+            }
+            self.shards.remove(&pair);
+            if let Ok(mut reg) = self.registry.write() {
+                reg.remove(&pair);
+            }
+            if let Some(join) = self.joins.remove(&pair) {
+                // The engine is dropped once the shard has drained its queue.
+                tokio::spawn(async move {
+                    let _ = join.await;
+                });
+            }
+            Counters::inc(&self.ctx.counters.pairs_evicted);
+            tracing::info!(pair = %pair, idle_secs = idle.as_secs_f64(), checkpointed = self.checkpoints.is_some(),
+                "idle pair evicted: shard stopped");
         }
     }
 
@@ -372,7 +477,7 @@ impl Router {
                 }),
             );
         }
-        self.joins.push(join);
+        self.joins.insert(pair, join);
         // Checked above: the pair is new and the set has room.
         self.shards.insert(pair, handle).is_ok()
     }
@@ -542,7 +647,7 @@ impl Router {
         self.checkpoints = None;
         drop(self.shards);
         let mut engines = Vec::new();
-        for j in self.joins {
+        for j in self.joins.into_values() {
             match j.await {
                 Ok(e) => engines.push(e),
                 Err(e) => tracing::error!(error = %e, "shard task failed"),
@@ -566,4 +671,44 @@ pub fn now_us() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// Least time between two log lines of one kind of refusal.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Rate limit for a log line that a flood of messages could repeat: at most one per [`LOG_EVERY`], each
+/// saying how many were not logged since the last.
+#[derive(Debug, Default)]
+struct LogLimiter {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    /// `Some(suppressed)` when a line may be logged now, `None` (and one more suppressed) otherwise.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_some_and(|t| now.saturating_duration_since(t) < LOG_EVERY) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_is_logged_once_per_period_with_the_count_not_logged() {
+        let mut l = LogLimiter::default();
+        let t0 = Instant::now();
+        assert_eq!(l.allow(t0), Some(0));
+        for i in 1..=100 {
+            assert_eq!(l.allow(t0 + Duration::from_millis(i)), None);
+        }
+        assert_eq!(l.allow(t0 + LOG_EVERY), Some(100));
+        assert_eq!(l.allow(t0 + LOG_EVERY + Duration::from_secs(1)), None);
+    }
 }

@@ -123,6 +123,8 @@ pub struct ShardHandle {
     pub snapshot: Arc<Snapshot>,
     /// Its tick-to-forecast latencies.
     pub latency: Arc<Latency>,
+    /// When the router last handed it a tick (for idle eviction).
+    pub last_routed: std::time::Instant,
 }
 
 /// Starts the shard task of `engine`'s pair; returns its handles and its join handle (which resolves once the
@@ -148,7 +150,13 @@ pub fn spawn(
         shard.changed = true;
     }
     let join = tokio::spawn(shard.run(rx));
-    (ShardHandle { tx, snapshot, latency }, join)
+    let handle = ShardHandle {
+        tx,
+        snapshot,
+        latency,
+        last_routed: std::time::Instant::now(),
+    };
+    (handle, join)
 }
 
 struct Shard {

@@ -83,6 +83,11 @@ pub struct Counters {
     pub request_errors: AtomicU64,
     /// Pairs refused because `max_pairs` was reached.
     pub pairs_refused: AtomicU64,
+    /// Messages on the subject of a pair with no shard that were not a valid tick: no shard was started
+    /// for them (they are quarantined on `<prefix>.quarantine._unrouted`).
+    pub pairs_not_started: AtomicU64,
+    /// Idle pairs whose shard was stopped (`serve.idle_evict_secs`).
+    pub pairs_evicted: AtomicU64,
     /// Checkpoint cuts committed to the store.
     pub checkpoints: AtomicU64,
     /// Checkpoint cuts that failed (encoding or the store).
@@ -109,6 +114,8 @@ impl Counters {
             redeliveries_skipped: g(&self.redeliveries_skipped),
             request_errors: g(&self.request_errors),
             pairs_refused: g(&self.pairs_refused),
+            pairs_not_started: g(&self.pairs_not_started),
+            pairs_evicted: g(&self.pairs_evicted),
             checkpoints: g(&self.checkpoints),
             checkpoint_errors: g(&self.checkpoint_errors),
         }
