@@ -116,17 +116,9 @@ pub struct QualityConfig {
     pub max_future_skew_us: i64,
     /// Without `arrival_us`: quarantine as future when ts is this far ahead of the pair's watermark (max
     /// accepted ts), a fat-finger date. Default 10 days (more than any market closure, less than a typo'd
-    /// month or year). The upper bound of the adaptive limit below.
+    /// month or year). The upper bound of the adaptive limit of the validator (`FORWARD_GAP_FACTOR`
+    /// typical spacings, at least `MIN_FORWARD_GAP_US`).
     pub max_forward_gap_us: i64,
-    /// Without `arrival_us`: once the stream's typical spacing is known (the median gap behind the jump
-    /// band), a forward gap of more than this many typical spacings is also `future_timestamp`, so a date
-    /// off by a day in an intraday stream is refused instead of accepted (which would make every later good
-    /// tick stale). Default 100 (10-minute bars: 16.7 hours). Gaps are measured in weekday time when
-    /// `skip_weekends` is on, so a weekend is no gap.
-    pub forward_gap_factor: f64,
-    /// The least forward gap the adaptive limit ever refuses: quiet hours of a tick feed are not typos.
-    /// Default 6 hours.
-    pub min_forward_gap_us: i64,
     /// Without `arrival_us`: a tick more than this behind the watermark is stale, less is out of order.
     /// Default 60 s.
     pub max_stale_us: i64,
@@ -191,8 +183,6 @@ impl Default for QualityConfig {
             late_arrival_warn_us: 2 * US_PER_SEC,
             max_future_skew_us: 2 * US_PER_SEC,
             max_forward_gap_us: 10 * US_PER_DAY,
-            forward_gap_factor: 100.0,
-            min_forward_gap_us: 6 * 3600 * US_PER_SEC,
             max_stale_us: 60 * US_PER_SEC,
             reorder_tolerance_us: 0,
             dup_window: 1024,
@@ -255,7 +245,6 @@ impl QualityConfig {
             ("jump_min_sigma", self.jump_min_sigma),
             ("jump_max_time_scale", self.jump_max_time_scale),
             ("source_disagree_rel", self.source_disagree_rel),
-            ("forward_gap_factor", self.forward_gap_factor),
         ];
         for (name, v) in positive {
             if !(v.is_finite() && v > 0.0) {
@@ -277,13 +266,8 @@ impl QualityConfig {
                 return Err(TooSmall(name));
             }
         }
-        for (name, v) in [
-            ("max_forward_gap_us", self.max_forward_gap_us),
-            ("min_forward_gap_us", self.min_forward_gap_us),
-        ] {
-            if v < 1 {
-                return Err(TooSmall(name));
-            }
+        if self.max_forward_gap_us < 1 {
+            return Err(TooSmall("max_forward_gap_us"));
         }
         if self.score_bucket_ticks == 0 {
             return Err(TooSmall("score_bucket_ticks"));

@@ -43,6 +43,16 @@ impl Verdict {
     }
 }
 
+/// Without arrival times, a forward gap of more than this many typical spacings (the median gap behind the
+/// jump band) is `future_timestamp`: a date off by a day in an intraday stream is refused instead of
+/// accepted, which would make every later good tick stale. 100 spacings of 10-minute bars are 16.7 hours;
+/// of daily fixings, 100 days (so `max_forward_gap_us` rules there). A constant rather than a setting: the
+/// quality configuration is part of the checkpointed state, whose layout stays fixed within a format.
+pub const FORWARD_GAP_FACTOR: f64 = 100.0;
+
+/// The least forward gap the adaptive limit refuses: quiet hours of a tick feed are not typos. 6 hours.
+pub const MIN_FORWARD_GAP_US: i64 = 6 * 3600 * 1_000_000;
+
 /// One pair's data-quality state: watermark, last accepted mid, jump band, duplicate memory, per-source
 /// state, factor ages, score window and profile. All of it is bounded and plain serde data, so a
 /// checkpoint restores a validator that gives the same verdicts as the original.
@@ -143,8 +153,8 @@ impl Validator {
     }
 
     /// Whether `ts_us` is further past `from_us` than the stream's own spacing makes plausible: more than
-    /// `forward_gap_factor` typical gaps (at least `min_forward_gap_us`), in weekday time when weekends are
-    /// skipped. Before the typical gap is known only `max_forward_gap_us` applies.
+    /// [`FORWARD_GAP_FACTOR`] typical gaps (at least [`MIN_FORWARD_GAP_US`]), in weekday time when weekends
+    /// are skipped. Before the typical gap is known only `max_forward_gap_us` applies.
     fn implausibly_far_ahead(&self, from_us: i64, ts_us: i64) -> bool {
         let cfg = &self.cfg;
         let Some(typical) = self.jump.typical_gap_us() else {
@@ -155,12 +165,7 @@ impl Validator {
         } else {
             ts_us.saturating_sub(from_us)
         };
-        let factor = if cfg.forward_gap_factor.is_finite() && cfg.forward_gap_factor > 0.0 {
-            cfg.forward_gap_factor
-        } else {
-            100.0
-        };
-        let limit = (typical * factor).max(cfg.min_forward_gap_us as f64);
+        let limit = (typical * FORWARD_GAP_FACTOR).max(MIN_FORWARD_GAP_US as f64);
         ahead as f64 > limit
     }
 
