@@ -68,6 +68,12 @@ pub struct ServeConfig {
     pub max_raw_bytes: usize,
     /// Worker threads of the service's runtime (shards spread over them); 0 means one per core.
     pub workers: usize,
+    /// Core mode: messages the NATS client buffers for the tick subscription. When a burst outruns the
+    /// service the client drops ticks past it (counted exactly as `ticks_dropped`); JetStream loses none.
+    pub subscription_capacity: usize,
+    /// Seconds the shutdown waits for NATS (draining the subscription, publishing the last outputs,
+    /// acknowledging, confirming) before giving up on it; the shutdown checkpoint is written either way.
+    pub drain_timeout_secs: f64,
 }
 
 impl Default for ServeConfig {
@@ -82,6 +88,8 @@ impl Default for ServeConfig {
             shard_queue: 8_192,
             max_raw_bytes: crate::pipeline::MAX_RAW_BYTES,
             workers: 0,
+            subscription_capacity: 1 << 16,
+            drain_timeout_secs: 10.0,
         }
     }
 }
@@ -106,6 +114,15 @@ impl ServeConfig {
         }
         if self.max_pairs == 0 || self.shard_queue == 0 {
             return Err("serve.max_pairs and serve.shard_queue must be positive".into());
+        }
+        if self.subscription_capacity == 0 {
+            return Err("serve.subscription_capacity must be positive".into());
+        }
+        if !(self.drain_timeout_secs.is_finite() && self.drain_timeout_secs >= 0.0) {
+            return Err(format!(
+                "serve.drain_timeout_secs {}: zero or more seconds",
+                self.drain_timeout_secs
+            ));
         }
         if self.max_raw_bytes < 64 {
             return Err("serve.max_raw_bytes: at least 64".into());
