@@ -46,18 +46,14 @@ async fn a_burst_over_the_subscription_capacity_is_counted_exactly() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    eprintln!("published {n}, processed {ticks}, dropped {dropped}");
     assert!(dropped > 0, "the burst overflowed the buffer: {stats}");
     assert_eq!(ticks + dropped, n, "exact count: {stats}");
 
     // The status reply carries the same count, and the drops count against completeness.
-    let status = status_until(
-        &client,
-        "USDMXN",
-        &serve,
-        Duration::from_secs(10),
-        "the drops",
-        |v| v["ticks_dropped"].as_u64() == Some(dropped) && v["ticks"].as_u64() == Some(ticks),
-    )
+    let status = status_until(&client, "USDMXN", &serve, Duration::from_secs(10), "the drops", |v| {
+        v["ticks_dropped"].as_u64() == Some(dropped) && v["ticks"].as_u64() == Some(ticks)
+    })
     .await;
     let completeness = status["quality"]["dimensions"]
         .as_array()

@@ -285,7 +285,9 @@ async fn supervise_local(mut server: LocalServer, stop: &Flag, lost: &OnceLock<S
         {
             Ok(r) => r,
             Err(e) => {
-                let _ = lost.set(format!("the nats-server child exited ({status}); restarting it failed: {e}"));
+                let _ = lost.set(format!(
+                    "the nats-server child exited ({status}); restarting it failed: {e}"
+                ));
                 stop.set();
                 break;
             }
@@ -295,7 +297,9 @@ async fn supervise_local(mut server: LocalServer, stop: &Flag, lost: &OnceLock<S
             Ok(()) => tracing::warn!(url = %server.url(), pid = server.pid().unwrap_or(0), restarts = restarts.len(),
                 "the local nats-server child was restarted (same port, same store)"),
             Err(e) => {
-                let _ = lost.set(format!("the nats-server child exited ({status}); restarting it failed: {e}"));
+                let _ = lost.set(format!(
+                    "the nats-server child exited ({status}); restarting it failed: {e}"
+                ));
                 stop.set();
                 break;
             }
@@ -370,12 +374,12 @@ async fn serve(
     cuts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     cuts.tick().await;
     // The server confirms what it has read, every interval: what the shutdown reports as not delivered is
-    // then at most one interval's outputs, plus what it had to give up.
+    // then at most a quarter of a second of outputs, plus what it had to give up.
     let confirmer = tokio::spawn({
         let (outbox, client) = (outbox.clone(), client.clone());
         async move {
             loop {
-                tokio::time::sleep(WATCH_INTERVAL * 4).await;
+                tokio::time::sleep(WATCH_INTERVAL).await;
                 let _ = outbox.confirm(&client, Duration::from_secs(5)).await;
             }
         }

@@ -469,7 +469,11 @@ impl Shard {
             drift_status: self.drift,
             last_ts: self.last_ts_us.map(format_ts),
             contest: self.pipeline.contest().map(|c| c.status(engine)),
-            ticks_dropped: self.ctx.counters.ticks_dropped.load(std::sync::atomic::Ordering::Relaxed),
+            ticks_dropped: self
+                .ctx
+                .counters
+                .ticks_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
         };
         self.snapshot.set_status(status);
         self.dirty_status = false;
