@@ -153,4 +153,27 @@ mod tests {
         };
         assert_eq!(set.worker_threads(2), 3);
     }
+
+    #[test]
+    fn drain_timeout_and_subscription_capacity_are_checked() {
+        assert!(ServeConfig::default().validate().is_ok());
+        for bad in [
+            ServeConfig {
+                subscription_capacity: 0,
+                ..ServeConfig::default()
+            },
+            ServeConfig {
+                drain_timeout_secs: -1.0,
+                ..ServeConfig::default()
+            },
+            ServeConfig {
+                drain_timeout_secs: f64::NAN,
+                ..ServeConfig::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        let set: ServeConfig = toml::from_str("subscription_capacity = 32\ndrain_timeout_secs = 2.5\n").unwrap();
+        assert_eq!((set.subscription_capacity, set.drain_timeout_secs), (32, 2.5));
+    }
 }
