@@ -72,7 +72,8 @@ pub struct ServeConfig {
     /// service the client drops ticks past it (counted exactly as `ticks_dropped`); JetStream loses none.
     pub subscription_capacity: usize,
     /// Seconds the shutdown waits for NATS (draining the subscription, publishing the last outputs,
-    /// acknowledging, confirming) before giving up on it; the shutdown checkpoint is written either way.
+    /// acknowledging, confirming); past them it gives up on NATS once the client stops taking publications.
+    /// The shutdown checkpoint is written either way.
     pub drain_timeout_secs: f64,
 }
 

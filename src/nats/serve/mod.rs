@@ -218,7 +218,8 @@ pub async fn run(
     let drain_secs = cfg.serve.drain_timeout_secs;
     let drain_timeout = Duration::from_secs_f64(drain_secs);
     // Runs beside the service (in this task, so a service stuck on a dead connection cannot delay it): on
-    // the signal, the drain begins; after `drain_timeout`, the outbox gives up on NATS so the shutdown ends.
+    // the signal, the drain begins; after `drain_timeout`, the outbox gives up on NATS as soon as the client
+    // stops taking publications, so the shutdown ends. (A long drain that NATS keeps up with is not cut.)
     let watch = async {
         tokio::select! {
             () = shutdown => {}
@@ -226,6 +227,13 @@ pub async fn run(
         }
         stop.set();
         tokio::time::sleep(drain_timeout).await;
+        loop {
+            let handed = outbox.handed();
+            tokio::time::sleep(WATCH_INTERVAL).await;
+            if outbox.handed() == handed {
+                break;
+            }
+        }
         if !outbox.has_given_up() {
             tracing::warn!(
                 drain_timeout_secs = drain_secs,

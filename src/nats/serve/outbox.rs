@@ -173,6 +173,11 @@ impl Outbox {
         self.given_up.set();
     }
 
+    /// Publications and acknowledgements handed to the client so far (the drain's progress).
+    pub fn handed(&self) -> u64 {
+        self.outputs.handed.load(Ordering::Relaxed) + self.acks.handed.load(Ordering::Relaxed)
+    }
+
     /// Whether the outbox has given up.
     pub fn has_given_up(&self) -> bool {
         self.given_up.is_set()
