@@ -46,14 +46,19 @@ fn wait_exit(serve: &mut Serve, bound: Duration) -> (i32, Duration) {
 }
 
 /// Serve with checkpoints fed `n` ticks, then its NATS server killed.
-async fn serve_then_lose_nats(name: &str, n: usize) -> (Serve, std::path::PathBuf, std::path::PathBuf) {
+async fn serve_then_lose_nats(
+    name: &str,
+    n: usize,
+    jetstream: bool,
+) -> (Serve, std::path::PathBuf, std::path::PathBuf) {
     let dir = temp_dir(name);
-    let mut server = LocalServer::start(false, None).unwrap();
+    let mut server = LocalServer::start(jetstream, None).unwrap();
     let client = async_nats::connect(server.url()).await.unwrap();
     let db = dir.join("models.redb");
+    let mode = if jetstream { "jetstream" } else { "core" };
     // No periodic checkpoint during the test: the only version is the shutdown one.
     let config = format!(
-        "[serve]\nreport_interval_secs = 0.2\n[checkpoint]\npath = \"{}\"\nevery_ticks = 1000000\nevery_secs = 3600\n",
+        "[serve]\nmode = \"{mode}\"\nreport_interval_secs = 0.2\n[checkpoint]\npath = \"{}\"\nevery_ticks = 1000000\nevery_secs = 3600\n",
         db.display()
     );
     let serve = Serve::start(&server.url(), &config, &dir);
@@ -74,7 +79,16 @@ async fn serve_then_lose_nats(name: &str, n: usize) -> (Serve, std::path::PathBu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_after_nats_is_gone_is_bounded_and_still_checkpoints() {
-    let (mut serve, db, dir) = serve_then_lose_nats("shutdown-gone", 300).await;
+    sigterm_after_nats_is_gone(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_after_nats_is_gone_is_bounded_and_still_checkpoints_in_jetstream_mode() {
+    sigterm_after_nats_is_gone(true).await;
+}
+
+async fn sigterm_after_nats_is_gone(jetstream: bool) {
+    let (mut serve, db, dir) = serve_then_lose_nats("shutdown-gone", 300, jetstream).await;
     signal(serve.child.id(), "TERM");
     // drain_timeout defaults to 10 s; the checkpoint is on the local disk.
     let (code, took) = wait_exit(&mut serve, Duration::from_secs(25));
@@ -108,7 +122,7 @@ async fn sigterm_after_nats_is_gone_is_bounded_and_still_checkpoints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once_during_the_drain() {
-    let (mut serve, _db, dir) = serve_then_lose_nats("shutdown-twice", 50).await;
+    let (mut serve, _db, dir) = serve_then_lose_nats("shutdown-twice", 50, false).await;
     signal(serve.child.id(), "TERM");
     // The drain is waiting for the server (up to 10 s): a second signal ends it now.
     std::thread::sleep(Duration::from_millis(1_500));
@@ -144,9 +158,9 @@ fn proc_state(pid: u32) -> Option<char> {
     stat.rsplit_once(") ")?.1.chars().next()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_local_nats_server_child_is_restarted_on_its_port_when_it_dies() {
-    let dir = temp_dir("local-child");
+/// `cambio serve` with no server configured (it starts its own), and the URL it logs.
+async fn serve_with_local_server(name: &str) -> (Serve, String, std::path::PathBuf) {
+    let dir = temp_dir(name);
     let log = dir.join("serve.log");
     let child = Command::new(env!("CARGO_BIN_EXE_cambio"))
         .args(["serve"])
@@ -157,9 +171,7 @@ async fn the_local_nats_server_child_is_restarted_on_its_port_when_it_dies() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut serve = Serve { child, log };
-    let pid = serve.child.id();
-    // The URL of the server it started, from its log.
+    let serve = Serve { child, log };
     let deadline = Instant::now() + Duration::from_secs(30);
     let url = loop {
         let text = serve.log();
@@ -172,24 +184,30 @@ async fn the_local_nats_server_child_is_restarted_on_its_port_when_it_dies() {
     };
     let client = async_nats::connect(&url).await.unwrap();
     wait_ready(&client, &serve).await;
+    (serve, url, dir)
+}
+
+/// Kills the nats-server child of `serve` and waits until a new one runs and the old one is reaped (no
+/// zombie left behind); `None` when serve exited instead.
+fn kill_child_and_wait_for_the_next(serve: &mut Serve) -> Option<u32> {
+    let pid = serve.child.id();
     let first = children(pid);
     assert_eq!(first.len(), 1, "one nats-server child: {first:?}");
     let old = first[0];
-    drop(client);
-
+    let restarted = |serve: &Serve| serve.log().matches("child was restarted").count();
+    let before = restarted(serve);
     signal(old, "KILL");
-    // A new child, and the old one reaped (no zombie left behind).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        // Once serve says it restarted the child: a start it retries (the port not yet free) may show a
+        // short-lived child first.
         let now = children(pid);
-        if now.len() == 1 && now[0] != old && proc_state(old).is_none() {
-            break;
+        if restarted(serve) > before && now.len() == 1 && now[0] != old && proc_state(old).is_none() {
+            return Some(now[0]);
         }
-        assert!(
-            serve.child.try_wait().unwrap().is_none(),
-            "serve exited:\n{}",
-            serve.log()
-        );
+        if serve.child.try_wait().unwrap().is_some() {
+            return None;
+        }
         assert!(
             Instant::now() < deadline,
             "child not restarted or not reaped: children {now:?}, old {old} state {:?}\n{}",
@@ -198,6 +216,16 @@ async fn the_local_nats_server_child_is_restarted_on_its_port_when_it_dies() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_nats_server_child_is_restarted_on_its_port_when_it_dies() {
+    let (mut serve, url, dir) = serve_with_local_server("local-child").await;
+    assert!(
+        kill_child_and_wait_for_the_next(&mut serve).is_some(),
+        "serve exited:\n{}",
+        serve.log()
+    );
     // Clients connect again on the same port (once the new child listens) and get forecasts.
     let deadline = Instant::now() + Duration::from_secs(30);
     let client = loop {
@@ -234,6 +262,24 @@ async fn the_local_nats_server_child_is_restarted_on_its_port_when_it_dies() {
     }
     assert!(serve.log().contains("nats-server child exited"), "{}", serve.log());
     assert_eq!(serve.terminate(), 0, "{}", serve.log());
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_nats_server_that_keeps_dying_ends_serve_with_an_error() {
+    let (mut serve, _url, dir) = serve_with_local_server("local-child-dies").await;
+    let mut restarts = 0;
+    while kill_child_and_wait_for_the_next(&mut serve).is_some() {
+        restarts += 1;
+        assert!(restarts <= 5, "restarted more than 5 times:\n{}", serve.log());
+    }
+    assert_eq!(restarts, 5, "{}", serve.log());
+    let (code, _) = wait_exit(&mut serve, Duration::from_secs(30));
+    let log = serve.log();
+    assert_eq!(code, 2, "{log}");
+    assert!(log.contains("error: local nats-server: "), "{log}");
+    assert!(children(serve.child.id()).is_empty());
     drop(serve);
     let _ = std::fs::remove_dir_all(&dir);
 }
