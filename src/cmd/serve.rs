@@ -78,7 +78,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         runtime.shutdown_background();
         let _ = writeln!(
             std::io::stderr(),
-            "cambio serve: second signal: stopped without finishing the drain (no shutdown checkpoint)"
+            "cambio serve: second signal: stopped without finishing the drain (the shutdown checkpoint may be missing)"
         );
         return Ok(ExitCode::from(INTERRUPTED_EXIT));
     };
@@ -118,7 +118,7 @@ async fn signals(first: tokio::sync::oneshot::Sender<()>, second: tokio::sync::o
                 return;
             }
             (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+                tracing::warn!(error = %e, "cannot listen for SIGTERM or SIGINT; stopping on Ctrl-C only");
             }
         }
     }

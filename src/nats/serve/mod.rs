@@ -383,7 +383,7 @@ async fn serve(
     cuts.tick().await;
     // The server confirms what it has read, every interval: what the shutdown reports as not delivered is
     // then at most a quarter of a second of outputs, plus what it had to give up.
-    let confirmer = tokio::spawn({
+    let confirmer = AbortOnDrop(tokio::spawn({
         let (outbox, client) = (outbox.clone(), client.clone());
         async move {
             loop {
@@ -391,7 +391,7 @@ async fn serve(
                 let _ = outbox.confirm(&client, Duration::from_secs(5)).await;
             }
         }
-    });
+    }));
     let end = End {
         client: &client,
         url: &url,
@@ -647,7 +647,16 @@ struct End<'a> {
     counters: &'a Counters,
     outbox: &'a Outbox,
     /// The periodic confirmation task, stopped before the last one.
-    confirmer: tokio::task::JoinHandle<()>,
+    confirmer: AbortOnDrop,
+}
+
+/// A background task that ends with its handle (also when the service stops early with an error).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Drains the shards, writes the shutdown checkpoint, stops the micro service and has the server confirm
@@ -672,7 +681,7 @@ async fn finish(
         let _ = tokio::task::spawn_blocking(move || join.join()).await;
     }
     service.stop();
-    confirmer.abort();
+    drop(confirmer);
     // Everything published (forecasts, acknowledgements) must be read by the server before the socket closes.
     let confirmed = outbox.confirm(client, Duration::from_secs(10)).await;
     let not_delivered = outbox.not_delivered();
