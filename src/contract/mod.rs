@@ -141,6 +141,9 @@ pub struct StatusReply {
     /// The champion/challenger contest, when one runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contest: Option<ContestStatus>,
+    /// Ticks of the whole service (any pair: theirs are unknown) dropped by the NATS client in core mode
+    /// because its subscription buffer was full; the same count as STATS.
+    pub ticks_dropped: u64,
 }
 
 /// A failed request's answer (with the NATS micro service headers `Nats-Service-Error` and
@@ -231,6 +234,9 @@ pub struct ServiceCounters {
     pub checkpoints: u64,
     /// Checkpoint cuts that failed.
     pub checkpoint_errors: u64,
+    /// Core mode: ticks received by the client but dropped because the subscription buffer was full (the
+    /// service was behind a burst). Their pairs are unknown.
+    pub ticks_dropped: u64,
 }
 
 /// The NATS connection's events since start.

@@ -195,6 +195,20 @@ pub async fn connect(
     cfg: &NatsConfig,
     default_name: &str,
 ) -> Result<(async_nats::Client, Arc<ConnectionEvents>), NatsError> {
+    // Bursts of ticks must not overflow the subscription buffer (the client's default is 2,048 messages).
+    connect_with_capacity(cfg, default_name, 1 << 16).await
+}
+
+/// Like [`connect`], with `subscription_capacity` messages buffered per subscription (past it, the client
+/// drops messages for a slow subscriber).
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_with_capacity(
+    cfg: &NatsConfig,
+    default_name: &str,
+    subscription_capacity: usize,
+) -> Result<(async_nats::Client, Arc<ConnectionEvents>), NatsError> {
     cfg.validate()?;
     let url = cfg.url.clone().ok_or(NatsError::NoUrl)?;
     let mut opts = async_nats::ConnectOptions::new();
@@ -229,8 +243,7 @@ pub async fn connect(
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
         .reconnect_delay_callback(|attempts| Duration::from_millis((100 * attempts as u64).min(2_000)))
-        // Bursts of ticks must not overflow the subscription buffer (the default is 2,048 messages).
-        .subscription_capacity(1 << 16)
+        .subscription_capacity(subscription_capacity.max(1))
         .client_capacity(1 << 14)
         .event_callback(move |event| {
             let ev = ev.clone();

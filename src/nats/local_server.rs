@@ -171,6 +171,28 @@ impl LocalServer {
         self.store.as_deref()
     }
 
+    /// The child's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the child has exited (it is then reaped: no `<defunct>` process stays behind), with its
+    /// status as text; `None` while it runs or after [`LocalServer::stop`].
+    pub fn exited(&mut self) -> Option<String> {
+        let status = self.child.as_mut()?.try_wait();
+        match status {
+            Ok(None) => None,
+            Ok(Some(status)) => {
+                self.child = None;
+                Some(status.to_string())
+            }
+            Err(e) => {
+                self.child = None;
+                Some(e.to_string())
+            }
+        }
+    }
+
     /// Stops the server (SIGKILL: the harshest restart a client must survive).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -350,9 +350,18 @@ impl Marker {
     ) -> bool {
         let pair = engine.pair();
         let focus = self.focus.as_ref().filter(|f| f.pair == pair);
-        let part = if let Err(message) = flushed {
+        let shutdown = self.reason == crate::checkpoint::Reason::Shutdown;
+        let part = if let Err(message) = flushed.as_ref().map_err(Clone::clone)
+            && !shutdown
+        {
             Err(PartError::NotFlushed { pair, message })
         } else if changed || self.force_all || focus.is_some() {
+            if let Err(message) = &flushed {
+                // The state is what the engine learned; losing it would lose more than the outputs NATS did
+                // not confirm (counted in the shutdown's summary line).
+                tracing::warn!(pair = %pair, error = %message,
+                    "shutdown checkpoint written although NATS did not confirm the outputs before it");
+            }
             let reason = focus.map_or(self.reason, |f| f.reason);
             let state = crate::checkpoint::format::PairStateRef {
                 engine,

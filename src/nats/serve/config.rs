@@ -72,6 +72,13 @@ pub struct ServeConfig {
     pub max_raw_bytes: usize,
     /// Worker threads of the service's runtime (shards spread over them); 0 means one per core.
     pub workers: usize,
+    /// Core mode: messages the NATS client buffers for the tick subscription. When a burst outruns the
+    /// service the client drops ticks past it (counted exactly as `ticks_dropped`); JetStream loses none.
+    pub subscription_capacity: usize,
+    /// Seconds the shutdown waits for NATS (draining the subscription, publishing the last outputs,
+    /// acknowledging, confirming); past them it gives up on NATS once the client stops taking publications.
+    /// The shutdown checkpoint is written either way.
+    pub drain_timeout_secs: f64,
 }
 
 impl Default for ServeConfig {
@@ -87,6 +94,8 @@ impl Default for ServeConfig {
             idle_evict_secs: 7.0 * 86_400.0,
             max_raw_bytes: crate::pipeline::MAX_RAW_BYTES,
             workers: 0,
+            subscription_capacity: 1 << 16,
+            drain_timeout_secs: 10.0,
         }
     }
 }
@@ -111,6 +120,15 @@ impl ServeConfig {
         }
         if self.max_pairs == 0 || self.shard_queue == 0 {
             return Err("serve.max_pairs and serve.shard_queue must be positive".into());
+        }
+        if self.subscription_capacity == 0 {
+            return Err("serve.subscription_capacity must be positive".into());
+        }
+        if !(self.drain_timeout_secs.is_finite() && self.drain_timeout_secs >= 0.0) {
+            return Err(format!(
+                "serve.drain_timeout_secs {}: zero or more seconds",
+                self.drain_timeout_secs
+            ));
         }
         if !(self.idle_evict_secs.is_finite() && self.idle_evict_secs >= 0.0) {
             return Err(format!(
@@ -146,5 +164,28 @@ mod tests {
             ..ServeConfig::default()
         };
         assert_eq!(set.worker_threads(2), 3);
+    }
+
+    #[test]
+    fn drain_timeout_and_subscription_capacity_are_checked() {
+        assert!(ServeConfig::default().validate().is_ok());
+        for bad in [
+            ServeConfig {
+                subscription_capacity: 0,
+                ..ServeConfig::default()
+            },
+            ServeConfig {
+                drain_timeout_secs: -1.0,
+                ..ServeConfig::default()
+            },
+            ServeConfig {
+                drain_timeout_secs: f64::NAN,
+                ..ServeConfig::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        let set: ServeConfig = toml::from_str("subscription_capacity = 32\ndrain_timeout_secs = 2.5\n").unwrap();
+        assert_eq!((set.subscription_capacity, set.drain_timeout_secs), (32, 2.5));
     }
 }

@@ -12,14 +12,16 @@
 pub mod checkpointer;
 pub mod config;
 pub mod micro;
+pub mod outbox;
 pub mod router;
 pub mod service;
 pub mod shard;
 pub mod stats;
+pub mod ticks;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -28,6 +30,7 @@ use futures_util::{FutureExt, StreamExt};
 pub use config::{IngestMode, JetStreamConfig, ServeConfig};
 
 use self::checkpointer::Checkpointer;
+use self::outbox::{Flag, NotDelivered, Outbox};
 use self::router::{CheckpointPlan, Control, Delivery, Router};
 use self::service::ServiceState;
 use self::shard::ShardContext;
@@ -97,6 +100,9 @@ pub enum ServeError {
     /// The checkpoint writer's thread could not be spawned.
     #[error("checkpoints: cannot start the writer thread: {0}")]
     WriterThread(#[source] std::io::Error),
+    /// The `nats-server` child that serve started itself died and could not be restarted (or died too often).
+    #[error("local nats-server: {0}")]
+    LocalServerLost(String),
     /// Every version of some pairs is damaged, and starting them fresh was not asked for.
     #[error(
         "checkpoints: no readable version of {} in {} (every one is damaged). Roll back or import a good \
@@ -125,7 +131,22 @@ pub struct ServeSummary {
     pub counters: crate::contract::ServiceCounters,
     /// Each pair's final summary.
     pub pairs: Vec<EngineSummary>,
+    /// Whether the server confirmed, at the end, that it read everything the service published: false when
+    /// NATS was unreachable for the whole `drain_timeout`.
+    pub drained: bool,
+    /// Outputs and acknowledgements that may not have reached the server.
+    pub not_delivered: NotDelivered,
 }
+
+/// Times the local `nats-server` child may be restarted within [`LOCAL_RESTART_WINDOW`] before serve
+/// gives up and exits with an error (a server that keeps dying has a cause a restart does not fix).
+pub const LOCAL_RESTARTS: usize = 5;
+
+/// The window over which [`LOCAL_RESTARTS`] is counted.
+pub const LOCAL_RESTART_WINDOW: Duration = Duration::from_secs(600);
+
+/// How often the local child is checked, and how often the server is asked to confirm what it read.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What `cambio serve` runs with: the tables of the configuration file it uses. The binary assembles it
 /// from the whole file (`crate::config::Config` converts into it), so this layer never depends on the
@@ -165,12 +186,13 @@ pub async fn run(
     }
 
     let mut nats_cfg = cfg.nats.clone();
-    let _local = match &nats_cfg.url {
+    let local = match &nats_cfg.url {
         Some(_) => None,
         None => {
             let server = LocalServer::start(true, None)?;
             tracing::info!(
                 url = %server.url(),
+                pid = server.pid().unwrap_or(0),
                 "no NATS server configured: started a local nats-server (JetStream on) on a free loopback port"
             );
             nats_cfg.url = Some(server.url());
@@ -179,7 +201,134 @@ pub async fn run(
     };
     let url = nats_cfg.url.clone().unwrap_or_default();
     let (client, events) = crate::nats::connect(&nats_cfg, "cambio").await?;
+    // Core mode reads ticks on a connection of their own: its message count, compared with the ticks the
+    // subscription yields, gives the exact number the client dropped (see `ticks`).
+    let tick_client = match cfg.serve.mode {
+        IngestMode::Core => Some(
+            crate::nats::connect::connect_with_capacity(&nats_cfg, "cambio-ticks", cfg.serve.subscription_capacity)
+                .await?
+                .0,
+        ),
+        IngestMode::Jetstream => None,
+    };
 
+    let stop = Flag::default();
+    let outbox = Arc::new(Outbox::default());
+    let lost = OnceLock::new();
+    let drain_secs = cfg.serve.drain_timeout_secs;
+    let drain_timeout = Duration::from_secs_f64(drain_secs);
+    // Runs beside the service (in this task, so a service stuck on a dead connection cannot delay it): on
+    // the signal, the drain begins; after `drain_timeout`, the outbox gives up on NATS as soon as the client
+    // stops taking publications, so the shutdown ends. (A long drain that NATS keeps up with is not cut.)
+    let watch = async {
+        tokio::select! {
+            () = shutdown => {}
+            () = stop.wait() => {}
+        }
+        stop.set();
+        tokio::time::sleep(drain_timeout).await;
+        loop {
+            let handed = outbox.handed();
+            tokio::time::sleep(WATCH_INTERVAL).await;
+            if outbox.handed() == handed {
+                break;
+            }
+        }
+        if !outbox.has_given_up() {
+            tracing::warn!(
+                drain_timeout_secs = drain_secs,
+                "drain timeout: NATS did not take everything in time; giving up on it (the shutdown checkpoint needs only the disk)"
+            );
+            outbox.give_up();
+        }
+        std::future::pending::<()>().await;
+    };
+    let supervise = async {
+        match local {
+            Some(server) => supervise_local(server, &stop, &lost).await,
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let served = tokio::select! {
+        r = serve(cfg, client, tick_client, events, url, subjects, &stop, outbox.clone()) => r,
+        () = watch => unreachable!("the watch never completes"),
+        () = supervise => unreachable!("the supervisor never completes"),
+    };
+    match lost.get() {
+        Some(why) => Err(ServeError::LocalServerLost(why.clone())),
+        None => served,
+    }
+}
+
+/// Watches the `nats-server` child that serve started: when it exits, it is reaped and started again on
+/// the same port with the same JetStream store (the client reconnects by itself), at most
+/// [`LOCAL_RESTARTS`] times in [`LOCAL_RESTART_WINDOW`]; then, or when a restart fails, `lost` says why
+/// and `stop` begins the shutdown. Never completes (it holds the server until the service is done).
+async fn supervise_local(mut server: LocalServer, stop: &Flag, lost: &OnceLock<String>) {
+    let mut restarts: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        let Some(status) = server.exited() else {
+            continue;
+        };
+        tracing::error!(status = %status, port = server.port(), "the local nats-server child exited");
+        while restarts.front().is_some_and(|t| t.elapsed() > LOCAL_RESTART_WINDOW) {
+            restarts.pop_front();
+        }
+        if restarts.len() >= LOCAL_RESTARTS {
+            let _ = lost.set(format!(
+                "the nats-server child exited ({status}) after {LOCAL_RESTARTS} restarts within {} s; not restarting it again",
+                LOCAL_RESTART_WINDOW.as_secs()
+            ));
+            stop.set();
+            break;
+        }
+        restarts.push_back(Instant::now());
+        // Starting it waits (blocking) for the port: off the executor.
+        let (back, result) = match tokio::task::spawn_blocking(move || {
+            let r = server.restart();
+            (server, r)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = lost.set(format!(
+                    "the nats-server child exited ({status}); restarting it failed: {e}"
+                ));
+                stop.set();
+                break;
+            }
+        };
+        server = back;
+        match result {
+            Ok(()) => tracing::warn!(url = %server.url(), pid = server.pid().unwrap_or(0), restarts = restarts.len(),
+                "the local nats-server child was restarted (same port, same store)"),
+            Err(e) => {
+                let _ = lost.set(format!(
+                    "the nats-server child exited ({status}); restarting it failed: {e}"
+                ));
+                stop.set();
+                break;
+            }
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+/// The service proper, from a connected client to the summary after the drain.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    cfg: ServeSettings,
+    client: async_nats::Client,
+    tick_client: Option<async_nats::Client>,
+    events: Arc<crate::nats::connect::ConnectionEvents>,
+    url: String,
+    subjects: Subjects,
+    stop: &Flag,
+    outbox: Arc<Outbox>,
+) -> Result<ServeSummary, ServeError> {
+    let shutdown = stop.wait();
     let counters = Arc::new(Counters::default());
     let opened = open_checkpoints(&cfg.checkpoint)?;
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<Control>(64);
@@ -191,6 +340,7 @@ pub async fn run(
         max_raw_bytes: cfg.serve.max_raw_bytes,
         control: opened.is_some().then(|| control_tx.clone()),
         challenger: cfg.challenger.clone(),
+        outbox: outbox.clone(),
     });
     let registry = Arc::new(RwLock::new(HashMap::new()));
     let mut router = Router::new(
@@ -233,11 +383,31 @@ pub async fn run(
     cuts.tick().await;
     let mut sweep = Sweep::new(cfg.serve.idle_evict_secs);
     sweep.timer.tick().await;
+    // The server confirms what it has read, every interval: what the shutdown reports as not delivered is
+    // then at most a quarter of a second of outputs, plus what it had to give up.
+    let confirmer = AbortOnDrop(tokio::spawn({
+        let (outbox, client) = (outbox.clone(), client.clone());
+        async move {
+            loop {
+                tokio::time::sleep(WATCH_INTERVAL).await;
+                let _ = outbox.confirm(&client, Duration::from_secs(5)).await;
+            }
+        }
+    }));
+    let end = End {
+        client: &client,
+        url: &url,
+        counters: &counters,
+        outbox: &outbox,
+        confirmer,
+    };
 
     let stamp = cfg.serve.stamp_arrival;
     match cfg.serve.mode {
         IngestMode::Core => {
-            let mut ticks = subscribe(&client, subjects.all_ticks()).await?;
+            let tick_client = tick_client.as_ref().unwrap_or(&client);
+            let sub = subscribe(tick_client, subjects.all_ticks()).await?;
+            let mut ticks = ticks::CountedTicks::new(tick_client, sub, counters.clone());
             let mut factors = subscribe(&client, subjects.all_factors()).await?;
             let service = service::start(&client, state.clone()).await?;
             tracing::info!(url = %url, mode = "core", ticks = %subjects.all_ticks(), "serving");
@@ -260,8 +430,8 @@ pub async fn run(
             tracing::info!("shutting down: draining subscriptions");
             // Unsubscribe, but finish what the client already received: those ticks reached us, so they are
             // processed and published before exit.
-            let _ = ticks.drain().await;
-            let _ = factors.drain().await;
+            let _ = outbox.bounded(ticks.drain()).await;
+            let _ = outbox.bounded(factors.drain()).await;
             let drain = async {
                 while let Some(m) = ticks.next().await {
                     router
@@ -269,10 +439,10 @@ pub async fn run(
                         .await;
                 }
             };
-            if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
-                tracing::warn!("subscription drain did not finish within 10 s");
+            if outbox.bounded(drain).await.is_none() {
+                tracing::warn!("subscription drain did not finish within the drain timeout");
             }
-            finish(router, service, &client, &url, &counters, writer_join).await
+            finish(router, service, end, writer_join).await
         }
         IngestMode::Jetstream => {
             let mut start = resume.as_ref().map(|a| a.floor() + 1);
@@ -319,7 +489,7 @@ pub async fn run(
                 shutdown,
             )
             .await;
-            finish(router, service, &client, &url, &counters, writer_join).await
+            finish(router, service, end, writer_join).await
         }
     }
 }
@@ -346,13 +516,13 @@ async fn on_js_message(m: jetstream::Message, subjects: &Subjects, router: &mut 
         && !router.admit(seq)
     {
         Counters::inc(&counters.redeliveries_skipped);
-        let _ = m.ack().await;
+        let _ = router.outbox().ack(m.ack()).await;
         return;
     }
     let (msg, acker) = m.split();
     if subjects.token("factors", &msg.subject).is_some() {
         router.on_factor(&msg.subject, &msg.payload, seq).await;
-        let _ = acker.ack().await;
+        let _ = router.outbox().ack(acker.ack()).await;
     } else {
         // The server's receive time is the arrival: deterministic across redeliveries, and not inflated by an
         // outage of cambio.
@@ -500,14 +670,40 @@ fn restore_into(
     }
 }
 
+/// What the end of the service needs besides the router and the micro service.
+struct End<'a> {
+    client: &'a async_nats::Client,
+    url: &'a str,
+    counters: &'a Counters,
+    outbox: &'a Outbox,
+    /// The periodic confirmation task, stopped before the last one.
+    confirmer: AbortOnDrop,
+}
+
+/// A background task that ends with its handle (also when the service stops early with an error).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Drains the shards, writes the shutdown checkpoint, stops the micro service and has the server confirm
+/// everything published; says what may not have been delivered when it could not.
 async fn finish(
     router: Router,
     service: service::Running,
-    client: &async_nats::Client,
-    url: &str,
-    counters: &Counters,
+    end: End<'_>,
     writer: Option<(Checkpointer, std::thread::JoinHandle<()>)>,
 ) -> Result<ServeSummary, ServeError> {
+    let End {
+        client,
+        url,
+        counters,
+        outbox,
+        confirmer,
+    } = end;
     let engines = router.close().await;
     if let Some((w, join)) = writer {
         // Stop after the jobs already queued (the shutdown checkpoint is committed by then).
@@ -515,18 +711,29 @@ async fn finish(
         let _ = tokio::task::spawn_blocking(move || join.join()).await;
     }
     service.stop();
+    drop(confirmer);
     // Everything published (forecasts, acknowledgements) must be read by the server before the socket closes.
-    if let Err(e) = crate::nats::round_trip(client, Duration::from_secs(10)).await {
-        tracing::warn!(error = %e, "final flush not confirmed by the server (unreachable?)");
-    }
+    let confirmed = outbox.confirm(client, Duration::from_secs(10)).await;
+    let not_delivered = outbox.not_delivered();
     let summary = ServeSummary {
         url: url.to_string(),
         counters: counters.report(),
         pairs: engines.iter().map(Engine::summary).collect(),
+        drained: confirmed.is_ok(),
+        not_delivered,
     };
+    if let Err(e) = &confirmed {
+        tracing::error!(
+            outputs_not_delivered = not_delivered.outputs,
+            acks_not_delivered = not_delivered.acks,
+            error = %e,
+            "shutdown incomplete: NATS did not confirm the end of the drain; outputs and acknowledgements not delivered (or not confirmed)"
+        );
+    }
     tracing::info!(
         pairs = summary.pairs.len(),
         ticks = summary.counters.ticks,
+        ticks_dropped = summary.counters.ticks_dropped,
         forecasts = summary.counters.forecasts,
         quarantined = summary.counters.quarantined,
         "stopped"
@@ -670,7 +877,11 @@ async fn consume_jetstream(
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(100);
     'outer: loop {
-        let messages = consumer.stream().max_messages_per_batch(1024).messages().await;
+        // Raced with the shutdown: with the server gone, setting up a pull waits for the reconnection.
+        let messages = tokio::select! {
+            () = &mut shutdown => break 'outer,
+            m = consumer.stream().max_messages_per_batch(1024).messages() => m,
+        };
         let mut messages = match messages {
             Ok(m) => {
                 backoff = Duration::from_millis(100);
@@ -683,8 +894,11 @@ async fn consume_jetstream(
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(2));
-                if let Ok(c) = jetstream_consumer(client, subjects, js_cfg, start).await {
-                    consumer = c;
+                tokio::select! {
+                    () = &mut shutdown => break 'outer,
+                    c = jetstream_consumer(client, subjects, js_cfg, start) => if let Ok(c) = c {
+                        consumer = c;
+                    },
                 }
                 continue;
             }

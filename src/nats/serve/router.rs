@@ -275,7 +275,7 @@ impl Router {
             Counters::inc(&self.ctx.counters.bad_subjects);
             self.quarantine_unrouted(subject, UnroutedReason::BadSubject, None, &payload)
                 .await;
-            ack(d.acker).await;
+            self.ack(d.acker).await;
             return;
         };
         if !self.shards.contains(&pair) {
@@ -297,7 +297,7 @@ impl Router {
                     &payload,
                 )
                 .await;
-                ack(d.acker).await;
+                self.ack(d.acker).await;
                 return;
             }
             if !self.start_pair(pair).await {
@@ -308,13 +308,13 @@ impl Router {
                 }
                 self.quarantine_unrouted(subject, UnroutedReason::TooManyPairs, None, &payload)
                     .await;
-                ack(d.acker).await;
+                self.ack(d.acker).await;
                 return;
             }
         }
         if self.skipped(pair, d.stream_seq) {
             Counters::inc(&self.ctx.counters.redeliveries_skipped);
-            ack(d.acker).await;
+            self.ack(d.acker).await;
             return;
         }
         let replayed = headers.is_some_and(|h| h.get(REPLAY_HEADER).is_some());
@@ -492,9 +492,24 @@ impl Router {
         };
         let out = format!("{}.quarantine._unrouted", self.ctx.subjects.prefix());
         let body = Bytes::from(crate::contract::to_json_vec(&record));
-        if self.ctx.client.publish(out, body).await.is_err() {
+        let sent = self.ctx.outbox.publish(self.ctx.client.publish(out, body)).await;
+        if let Err(super::outbox::Undelivered::Failed(_)) = sent {
             Counters::inc(&self.ctx.counters.publish_errors);
         }
+    }
+
+    /// Acknowledges a JetStream delivery the router settles itself (through the outbox).
+    async fn ack(&self, acker: Option<Box<async_nats::jetstream::message::Acker>>) {
+        if let Some(a) = acker
+            && let Err(super::outbox::Undelivered::Failed(e)) = self.ctx.outbox.ack(a.ack()).await
+        {
+            tracing::warn!(error = %e, "jetstream ack failed");
+        }
+    }
+
+    /// The outbox everything published goes through.
+    pub fn outbox(&self) -> &super::outbox::Outbox {
+        &self.ctx.outbox
     }
 
     /// Starts a checkpoint cut: every shard encodes its engine after the messages already in its queue.
@@ -654,14 +669,6 @@ impl Router {
             }
         }
         engines
-    }
-}
-
-async fn ack(acker: Option<Box<async_nats::jetstream::message::Acker>>) {
-    if let Some(a) = acker
-        && let Err(e) = a.ack().await
-    {
-        tracing::warn!(error = %e, "jetstream ack failed");
     }
 }
 

@@ -269,6 +269,15 @@ impl ServiceState {
         }
         let view = self.view(subject, Kind::Status)?;
         let status = view.snapshot.status().ok_or(RequestError::NoStatus)?;
+        // The drop count as of now, not as of the snapshot: drops happen while no tick is processed.
+        let dropped = self.counters.ticks_dropped.load(std::sync::atomic::Ordering::Relaxed);
+        let status = if status.ticks_dropped == dropped {
+            status
+        } else {
+            let mut s = (*status).clone();
+            s.ticks_dropped = dropped;
+            Arc::new(s)
+        };
         serde_json::to_vec(&*status)
             .map(Bytes::from)
             .map_err(RequestError::Encode)

@@ -113,6 +113,8 @@ pub struct ShardContext {
     pub control: Option<mpsc::Sender<super::router::Control>>,
     /// The champion/challenger and rollback guard settings.
     pub challenger: crate::challenger::ChallengerConfig,
+    /// Every publication and acknowledgement goes through it (bounded at shutdown, counted).
+    pub outbox: Arc<super::outbox::Outbox>,
 }
 
 /// A running shard's handles.
@@ -240,7 +242,7 @@ impl Shard {
                                 // The outputs of the ticks in this checkpoint must be at the server before
                                 // it commits: after a crash those ticks are not applied (nor published) again.
                                 let flushed =
-                                    crate::nats::round_trip(&self.ctx.client, Duration::from_secs(10)).await;
+                                    self.ctx.outbox.confirm(&self.ctx.client, Duration::from_secs(10)).await;
                                 if m.answer(self.pipeline.engine(), self.pipeline.contest(), self.changed, flushed) {
                                     self.changed = false;
                                 }
@@ -308,7 +310,7 @@ impl Shard {
         self.latency
             .record_us(u64::try_from(t.received.elapsed().as_micros()).unwrap_or(u64::MAX));
         if let Some(acker) = t.acker
-            && let Err(e) = acker.ack().await
+            && let Err(super::outbox::Undelivered::Failed(e)) = self.ctx.outbox.ack(acker.ack()).await
         {
             tracing::warn!(pair = %self.pair, error = %e, "jetstream ack failed; the tick will be redelivered and skipped");
         }
@@ -414,15 +416,24 @@ impl Shard {
         }
     }
 
+    /// Publishes through the outbox. A publication given up at shutdown is counted there (and reported
+    /// once, in the shutdown's summary line), not logged one by one.
     async fn send(&self, subject: Subject, body: Bytes) {
-        if let Err(e) = self.ctx.client.publish(subject, body).await {
-            Counters::inc(&self.ctx.counters.publish_errors);
-            tracing::warn!(pair = %self.pair, error = %e, "publish failed");
-        }
+        let sent = self.ctx.outbox.publish(self.ctx.client.publish(subject, body)).await;
+        self.on_sent(sent);
     }
 
     async fn send_with_headers(&self, subject: Subject, headers: HeaderMap, body: Bytes) {
-        if let Err(e) = self.ctx.client.publish_with_headers(subject, headers, body).await {
+        let sent = self
+            .ctx
+            .outbox
+            .publish(self.ctx.client.publish_with_headers(subject, headers, body))
+            .await;
+        self.on_sent(sent);
+    }
+
+    fn on_sent(&self, sent: Result<(), super::outbox::Undelivered<async_nats::PublishError>>) {
+        if let Err(super::outbox::Undelivered::Failed(e)) = sent {
             Counters::inc(&self.ctx.counters.publish_errors);
             tracing::warn!(pair = %self.pair, error = %e, "publish failed");
         }
@@ -466,6 +477,11 @@ impl Shard {
             drift_status: self.drift,
             last_ts: self.last_ts_us.map(format_ts),
             contest: self.pipeline.contest().map(|c| c.status(engine)),
+            ticks_dropped: self
+                .ctx
+                .counters
+                .ticks_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
         };
         self.snapshot.set_status(status);
         self.dirty_status = false;

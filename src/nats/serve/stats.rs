@@ -92,6 +92,9 @@ pub struct Counters {
     pub checkpoints: AtomicU64,
     /// Checkpoint cuts that failed (encoding or the store).
     pub checkpoint_errors: AtomicU64,
+    /// Core mode: ticks the NATS client dropped because the subscription buffer was full (exact; set,
+    /// not added to, by [`super::ticks::CountedTicks`]).
+    pub ticks_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -118,6 +121,7 @@ impl Counters {
             pairs_evicted: g(&self.pairs_evicted),
             checkpoints: g(&self.checkpoints),
             checkpoint_errors: g(&self.checkpoint_errors),
+            ticks_dropped: g(&self.ticks_dropped),
         }
     }
 }

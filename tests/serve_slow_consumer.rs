@@ -1,0 +1,71 @@
+//! Core mode under a burst larger than the subscription's buffer: the client drops ticks, and cambio
+//! counts every one of them (STATS, the status reply, completeness), so received + dropped = published.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cambio::nats::LocalServer;
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_the_subscription_capacity_is_counted_exactly() {
+    let dir = temp_dir("slow-consumer");
+    let server = LocalServer::start(false, None).unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    // A small buffer and a one-slot shard queue: the consumer falls behind the burst at once.
+    let config = "[serve]\nsubscription_capacity = 32\nshard_queue = 1\nreport_interval_secs = 0.2\n";
+    let serve = Serve::start(&server.url(), config, &dir);
+    wait_ready(&client, &serve).await;
+    let n = 20_000u64;
+    let lines = walk(n as usize, 3);
+    for l in &lines {
+        client
+            .publish_with_headers("fx.ticks.USDMXN", replay_header(), Bytes::from(l.clone()))
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+
+    // Quiet again: every published tick was either processed or counted as dropped.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (ticks, dropped, stats) = loop {
+        let m = request_message(&client, "$SRV.STATS.cambio", "").await;
+        let stats: Value = serde_json::from_slice(&m.payload).unwrap();
+        let c = &stats["data"]["counters"];
+        let (ticks, dropped) = (c["ticks"].as_u64().unwrap(), c["ticks_dropped"].as_u64().unwrap_or(0));
+        if ticks + dropped >= n {
+            break (ticks, dropped, stats);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ticks {ticks} + dropped {dropped} < {n}: {stats}\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("published {n}, processed {ticks}, dropped {dropped}");
+    assert!(dropped > 0, "the burst overflowed the buffer: {stats}");
+    assert_eq!(ticks + dropped, n, "exact count: {stats}");
+
+    // The status reply carries the same count, and the drops count against completeness.
+    let status = status_until(&client, "USDMXN", &serve, Duration::from_secs(10), "the drops", |v| {
+        v["ticks_dropped"].as_u64() == Some(dropped) && v["ticks"].as_u64() == Some(ticks)
+    })
+    .await;
+    let completeness = status["quality"]["dimensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "completeness")
+        .unwrap()
+        .clone();
+    assert!(completeness["defects"].as_u64().unwrap() > 0, "{completeness}");
+    assert!(completeness["score"].as_f64().unwrap() < 1.0, "{completeness}");
+    let log = serve.log();
+    assert!(log.contains("ticks dropped"), "{log}");
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&dir);
+}
