@@ -317,9 +317,7 @@ pub struct Marker {
     pub id: u64,
     /// Reason of the versions written (besides the focus pair's).
     pub reason: crate::checkpoint::Reason,
-    /// Write a version of every pair, changed or not.
-    pub force_all: bool,
-    /// The pair this cut is about (always written).
+    /// The pair this cut is about (its version, when it changed, carries the focus's reason and note).
     pub focus: Option<Focus>,
     /// Stream sequences routed before the marker.
     pub applied: Option<AppliedSeqs>,
@@ -328,9 +326,11 @@ pub struct Marker {
 }
 
 impl Marker {
-    /// Encodes `engine` for this cut if it `changed` since its last version (or the cut forces it) and
-    /// sends the part; returns whether a version was written (the shard is then clean). `flushed` says
-    /// whether the shard's publications so far reached the server; if not, the cut fails.
+    /// Encodes `engine` for this cut if it `changed` since its last version and sends the part; returns
+    /// whether a version was written (the shard is then clean). A pair that did not change gets no new
+    /// version whatever the cut's reason (a shutdown, a second drift adaptation with no tick in between):
+    /// the cut names its last version as current, so the registry holds no copies of one state. `flushed`
+    /// says whether the shard's publications so far reached the server; if not, the cut fails.
     pub fn answer(
         &self,
         engine: &crate::engine::Engine,
@@ -342,7 +342,7 @@ impl Marker {
         let focus = self.focus.as_ref().filter(|f| f.pair == pair);
         let part = if let Err(message) = flushed {
             Err(PartError::NotFlushed { pair, message })
-        } else if changed || self.force_all || focus.is_some() {
+        } else if changed {
             let reason = focus.map_or(self.reason, |f| f.reason);
             let state = crate::checkpoint::format::PairStateRef {
                 engine,
@@ -364,5 +364,42 @@ impl Marker {
             return false;
         }
         wrote
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{Reason, Retention};
+    use crate::engine::{Engine, EngineConfig};
+
+    #[test]
+    fn an_unchanged_pair_gets_no_version_whatever_the_cut_is_about() {
+        let path = std::env::temp_dir().join(format!("cambio-marker-{}.redb", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let store = CheckpointStore::open(&path, Retention::default()).unwrap();
+        let (writer, join) = Checkpointer::start(store, Arc::new(Counters::default())).unwrap();
+        let pair = Pair::parse("USDMXN").unwrap();
+        let engine = Engine::new(pair, &EngineConfig::default()).unwrap();
+        let marker = |id, reason| Marker {
+            id,
+            reason,
+            focus: Some(Focus {
+                pair,
+                reason,
+                note: None,
+            }),
+            applied: None,
+            writer: writer.clone(),
+        };
+        // A burst of drift adaptations with no tick in between, then a shutdown: one version, the first.
+        assert!(marker(1, Reason::DriftAdaptation).answer(&engine, None, true, Ok(())));
+        assert!(!marker(2, Reason::DriftAdaptation).answer(&engine, None, false, Ok(())));
+        assert!(!marker(3, Reason::DriftAdaptation).answer(&engine, None, false, Ok(())));
+        assert!(!marker(4, Reason::Shutdown).answer(&engine, None, false, Ok(())));
+        writer.send(Job::Stop);
+        drop(writer);
+        join.join().unwrap();
+        let _ = std::fs::remove_file(&path);
     }
 }
