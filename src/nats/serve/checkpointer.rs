@@ -326,24 +326,32 @@ pub struct Marker {
 }
 
 impl Marker {
-    /// Encodes `engine` for this cut if it `changed` since its last version and sends the part; returns
-    /// whether a version was written (the shard is then clean). A pair that did not change gets no new
-    /// version whatever the cut's reason (a shutdown, a second drift adaptation with no tick in between):
-    /// the cut names its last version as current, so the registry holds no copies of one state. `flushed`
-    /// says whether the shard's publications so far reached the server; if not, the cut fails.
+    /// Encodes the shard's `engine` and `contest` for this cut if it `changed` since its last version and
+    /// sends the part; returns whether a version was written (the shard is then clean). A pair that did
+    /// not change gets no new version whatever the cut's reason (a shutdown, a second drift adaptation
+    /// with no tick in between): the cut names its last version as current, so the registry holds no
+    /// copies of one state. The version's reason is the operator's rollback when this cut records one,
+    /// else the shard's latest `event` since its last version, else the cut's. `flushed` says whether the
+    /// shard's publications so far reached the server; if not, the cut fails.
     pub fn answer(
         &self,
-        engine: &crate::engine::Engine,
-        contest: Option<&crate::challenger::Contest>,
+        (engine, contest): (&crate::engine::Engine, Option<&crate::challenger::Contest>),
         changed: bool,
+        event: Option<crate::checkpoint::Reason>,
         flushed: Result<(), String>,
     ) -> bool {
         let pair = engine.pair();
         let focus = self.focus.as_ref().filter(|f| f.pair == pair);
+        // An operator's rollback carries a note (the version it came from); events of the shard do not.
+        let (reason, note) = match (focus, event) {
+            (Some(f), _) if f.note.is_some() => (f.reason, f.note.clone()),
+            (_, Some(event)) => (event, None),
+            (Some(f), None) => (f.reason, f.note.clone()),
+            (None, None) => (self.reason, None),
+        };
         let part = if let Err(message) = flushed {
             Err(PartError::NotFlushed { pair, message })
         } else if changed {
-            let reason = focus.map_or(self.reason, |f| f.reason);
             let state = crate::checkpoint::format::PairStateRef {
                 engine,
                 applied: self.applied.as_ref(),
@@ -351,7 +359,7 @@ impl Marker {
             };
             NewCheckpoint::from_ref(state, reason, super::router::now_us())
                 .map(|mut c| {
-                    c.meta.note = focus.and_then(|f| f.note.clone());
+                    c.meta.note = note;
                     Some(c)
                 })
                 .map_err(|source| PartError::Encode { pair, source })
@@ -393,10 +401,11 @@ mod tests {
             writer: writer.clone(),
         };
         // A burst of drift adaptations with no tick in between, then a shutdown: one version, the first.
-        assert!(marker(1, Reason::DriftAdaptation).answer(&engine, None, true, Ok(())));
-        assert!(!marker(2, Reason::DriftAdaptation).answer(&engine, None, false, Ok(())));
-        assert!(!marker(3, Reason::DriftAdaptation).answer(&engine, None, false, Ok(())));
-        assert!(!marker(4, Reason::Shutdown).answer(&engine, None, false, Ok(())));
+        let adapted = Some(Reason::DriftAdaptation);
+        assert!(marker(1, Reason::DriftAdaptation).answer((&engine, None), true, adapted, Ok(())));
+        assert!(!marker(2, Reason::DriftAdaptation).answer((&engine, None), false, None, Ok(())));
+        assert!(!marker(3, Reason::DriftAdaptation).answer((&engine, None), false, None, Ok(())));
+        assert!(!marker(4, Reason::Shutdown).answer((&engine, None), false, None, Ok(())));
         writer.send(Job::Stop);
         drop(writer);
         join.join().unwrap();

@@ -175,6 +175,9 @@ struct Shard {
     status_at: Instant,
     /// The engine changed since its last checkpoint version.
     changed: bool,
+    /// The latest event (an adaptation, a promotion, a rollback by the guard) since the last version: the
+    /// reason of the next one. Events that come before their checkpoint is cut share one version.
+    event: Option<crate::checkpoint::Reason>,
 }
 
 impl Shard {
@@ -204,6 +207,7 @@ impl Shard {
             drift_changed: false,
             status_at: Instant::now(),
             changed: false,
+            event: None,
         }
     }
 
@@ -236,8 +240,10 @@ impl Shard {
                                 // it commits: after a crash those ticks are not applied (nor published) again.
                                 let flushed =
                                     crate::nats::round_trip(&self.ctx.client, Duration::from_secs(10)).await;
-                                if m.answer(self.pipeline.engine(), self.pipeline.contest(), self.changed, flushed) {
+                                let state = (self.pipeline.engine(), self.pipeline.contest());
+                                if m.answer(state, self.changed, self.event, flushed) {
                                     self.changed = false;
+                                    self.event = None;
                                 }
                             }
                             ShardMsg::Replace(engine, done) => {
@@ -396,7 +402,8 @@ impl Shard {
 
     /// Asks the router for a checkpoint of this pair (it comes after the ticks already queued). Never
     /// waits: if the control queue is full the next periodic checkpoint records the state.
-    fn request_checkpoint(&self, reason: crate::checkpoint::Reason) {
+    fn request_checkpoint(&mut self, reason: crate::checkpoint::Reason) {
+        self.event = Some(reason);
         if let Some(control) = &self.ctx.control {
             let c = super::router::Control::Checkpoint {
                 pair: Some(self.pair),
