@@ -243,11 +243,26 @@ pub enum StoreError {
         message: String,
     },
     /// Another process (or another store in this one) holds the file open: redb locks it, so two writers
-    /// never share it. Never a reason to move the file aside.
-    #[error("checkpoint store {path} is in use by another process (locked)")]
+    /// never share it. Never a reason to move the file aside. Most often a running `cambio serve`, whose
+    /// registry is reachable over NATS instead.
+    #[error(
+        "checkpoint store {} is in use by another process (a running `cambio serve` holds it open). While \
+         serve runs, use its registry over NATS: request-reply on `fx.models.<PAIR>` (with your [serve] \
+         prefix), e.g. `nats req fx.models.USDMXN '{{\"op\":\"list\"}}'`; or stop serve first",
+        path.display()
+    )]
     Locked {
         /// The file.
         path: PathBuf,
+    },
+    /// The file is damaged where redb found it: its integrity check failed and could not repair it, or
+    /// redb stopped on a page it cannot interpret. Nothing was read as a model.
+    #[error("checkpoint store {} is damaged: {message}", path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What redb reported.
+        message: String,
     },
     /// The file's tables were written by a newer cambio.
     #[error("checkpoint store layout {found} is newer than this build reads ({supported}); upgrade cambio")]
@@ -305,15 +320,102 @@ pub enum StoreError {
     Retention,
 }
 
+impl StoreError {
+    /// Whether the file itself is unreadable (not a redb file, truncated, damaged pages, an unreadable
+    /// cut or metadata record), as opposed to locked, newer, missing a version, or an I/O failure of
+    /// another file: what `cambio serve --fresh` moves aside.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Open { .. }
+                | StoreError::Damaged { .. }
+                | StoreError::Db(_)
+                | StoreError::Cut(_)
+                | StoreError::Meta { .. }
+        )
+    }
+}
+
 fn db<E: Into<redb::Error>>(e: E) -> StoreError {
-    StoreError::Db(e.into())
+    match e.into() {
+        // Damage redb detected itself: the same error as a page it cannot interpret.
+        redb::Error::Corrupted(message) => StoreError::Damaged {
+            path: PathBuf::new(),
+            message,
+        },
+        e => StoreError::Db(e),
+    }
 }
 
 /// The redb file of checkpoint versions.
 pub struct CheckpointStore {
-    db: Database,
+    db: Handle,
     retention: Retention,
     path: PathBuf,
+}
+
+/// The open redb database, closed under the panic guard: closing a damaged file can stop on a page redb
+/// cannot interpret, too.
+struct Handle(Option<Database>);
+
+impl std::ops::Deref for Handle {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        // Some from construction until drop, which takes it.
+        self.0
+            .as_ref()
+            .expect("the database is open until the store is dropped")
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Some(database) = self.0.take()
+            && let Err(message) = quiet::catch(move || drop(database))
+        {
+            tracing::error!(error = %message, "checkpoint store: closing the damaged file failed");
+        }
+    }
+}
+
+/// redb answers most damage with an error, but a page it cannot interpret (a flipped type byte, a bad
+/// length) can still stop it in `unreachable!()`. Every store operation runs under [`quiet::catch`], which
+/// turns such a panic into [`StoreError::Damaged`], and the panic hook stays silent for it (the error
+/// says what happened; a backtrace on a damaged file would only alarm).
+mod quiet {
+    use std::cell::Cell;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::Once;
+
+    thread_local! {
+        static GUARDED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    static HOOK: Once = Once::new();
+
+    /// Runs `f`; a panic inside it becomes `Err(message)`, and is not printed by the panic hook.
+    pub(super) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if !GUARDED.with(Cell::get) {
+                    previous(info);
+                }
+            }));
+        });
+        let outer = GUARDED.with(|g| g.replace(true));
+        let result = catch_unwind(AssertUnwindSafe(f));
+        GUARDED.with(|g| g.set(outer));
+        result.map_err(|payload| {
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "an internal error".into());
+            format!("the database library stopped on damaged data ({text})")
+        })
+    }
 }
 
 impl std::fmt::Debug for CheckpointStore {
@@ -352,29 +454,69 @@ impl CheckpointStore {
             path: path.into(),
             message,
         };
-        let db = if create {
-            Database::create(path)
-        } else if path.exists() {
-            Database::open(path)
-        } else {
+        let exists = path.exists();
+        if !create && !exists {
             return Err(open_err("no such file".into()));
         }
-        .map_err(|e| match e {
+        if create && std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            // Not silent: an empty file where a registry was expected means its content was lost.
+            tracing::warn!(path = %path.display(), "checkpoint file is empty (0 bytes): starting a new registry in it");
+        }
+        let opened = quiet::catch(|| {
+            if create {
+                Database::create(path)
+            } else {
+                Database::open(path)
+            }
+        })
+        .map_err(|message| StoreError::Damaged {
+            path: path.into(),
+            message,
+        })?;
+        let mut database = opened.map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => {
                 StoreError::Locked { path: path.into() }
             }
             e => open_err(e.to_string()),
         })?;
+        // redb reads pages without checking them; its integrity check verifies every page's checksum
+        // (repairing from the previous commit when it can), so damage is found here, as an error,
+        // rather than later as a wrong value or a stop inside redb.
+        let checked = quiet::catch(|| database.check_integrity());
         let store = CheckpointStore {
-            db,
+            db: Handle(Some(database)),
             retention,
             path: path.into(),
         };
-        store.init().map_err(|e| match e {
+        match checked {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => tracing::warn!(path = %path.display(),
+                "checkpoint file was damaged and redb repaired it (the newest commit may be lost: the previous cut is the restore point)"),
+            Ok(Err(e)) => return Err(store.damaged(e.to_string())),
+            Err(message) => return Err(store.damaged(message)),
+        }
+        store.guard(|| store.init()).map_err(|e| match e {
             StoreError::Db(e) => open_err(e.to_string()),
             e => e,
         })?;
         Ok(store)
+    }
+
+    fn damaged(&self, message: String) -> StoreError {
+        StoreError::Damaged {
+            path: self.path.clone(),
+            message,
+        }
+    }
+
+    /// Runs one store operation under the panic guard (see [`quiet`]), and names the file in damage
+    /// errors.
+    fn guard<T>(&self, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        match quiet::catch(f) {
+            Ok(Err(StoreError::Damaged { path, message })) if path.as_os_str().is_empty() => Err(self.damaged(message)),
+            Ok(r) => r,
+            Err(message) => Err(self.damaged(message)),
+        }
     }
 
     /// Creates the tables and checks the layout version.
@@ -415,14 +557,19 @@ impl CheckpointStore {
     /// # Errors
     /// [`StoreError::Db`] when the write fails.
     pub fn put(&self, ckpt: NewCheckpoint) -> Result<VersionMeta, StoreError> {
-        let tx = self.db.begin_write().map_err(db)?;
-        let meta = self.put_in(&tx, ckpt)?;
-        if let Some(mut cut) = read_cut(&tx.open_table(CUTS).map_err(db)?)? {
-            cut.heads.insert(meta.pair.to_string(), meta.version);
-            write_cut(&tx, &cut)?;
-        }
-        tx.commit().map_err(db)?;
-        Ok(meta)
+        self.guard(|| {
+            let tx = self.db.begin_write().map_err(db)?;
+            let meta = self.put_in(&tx, ckpt)?;
+            // Read in its own statement: the table handle must be gone before `write_cut` opens the table
+            // again (redb refuses a table opened twice in one transaction).
+            let cut = read_cut(&tx.open_table(CUTS).map_err(db)?)?;
+            if let Some(mut cut) = cut {
+                cut.heads.insert(meta.pair.to_string(), meta.version);
+                write_cut(&tx, &cut)?;
+            }
+            tx.commit().map_err(db)?;
+            Ok(meta)
+        })
     }
 
     /// Commits a cut: the new versions of the pairs that changed, and the cut naming every pair's current
@@ -437,20 +584,29 @@ impl CheckpointStore {
         factors: Vec<Factor>,
         created_us: i64,
     ) -> Result<Vec<VersionMeta>, StoreError> {
-        let tx = self.db.begin_write().map_err(db)?;
-        let mut cut = read_cut(&tx.open_table(CUTS).map_err(db)?)?.unwrap_or_default();
-        let mut metas = Vec::with_capacity(parts.len());
-        for part in parts {
-            let meta = self.put_in(&tx, part)?;
-            cut.heads.insert(meta.pair.to_string(), meta.version);
-            metas.push(meta);
-        }
-        cut.created_us = created_us;
-        cut.applied = applied;
-        cut.factors = factors;
-        write_cut(&tx, &cut)?;
-        tx.commit().map_err(db)?;
-        Ok(metas)
+        self.guard(|| {
+            let tx = self.db.begin_write().map_err(db)?;
+            let mut cut = read_cut(&tx.open_table(CUTS).map_err(db)?)?.unwrap_or_default();
+            let mut metas = Vec::with_capacity(parts.len());
+            for part in parts {
+                let pair = part.meta.pair;
+                if let Some(head) = same_as_head(&tx, &cut, &part)? {
+                    // The same state as the pair's current version: the cut keeps naming that one.
+                    tracing::debug!(pair = %pair, version = head, "checkpoint unchanged; no new version");
+                    cut.heads.insert(pair.to_string(), head);
+                    continue;
+                }
+                let meta = self.put_in(&tx, part)?;
+                cut.heads.insert(meta.pair.to_string(), meta.version);
+                metas.push(meta);
+            }
+            cut.created_us = created_us;
+            cut.applied = applied;
+            cut.factors = factors;
+            write_cut(&tx, &cut)?;
+            tx.commit().map_err(db)?;
+            Ok(metas)
+        })
     }
 
     /// The latest cut, if any.
@@ -458,8 +614,10 @@ impl CheckpointStore {
     /// # Errors
     /// [`StoreError::Db`], or [`StoreError::Cut`] when it cannot be read.
     pub fn cut(&self) -> Result<Option<Cut>, StoreError> {
-        let tx = self.db.begin_read().map_err(db)?;
-        read_cut(&tx.open_table(CUTS).map_err(db)?)
+        self.guard(|| {
+            let tx = self.db.begin_read().map_err(db)?;
+            read_cut(&tx.open_table(CUTS).map_err(db)?)
+        })
     }
 
     /// Everything a restarting service needs: each pair's newest readable version (damaged ones skipped
@@ -468,34 +626,36 @@ impl CheckpointStore {
     /// # Errors
     /// [`StoreError::Db`] when the file cannot be read, [`StoreError::Cut`] when the cut is damaged.
     pub fn restore(&self) -> Result<Restore, StoreError> {
-        let cut = self.cut()?;
-        let mut out = Restore {
-            cut: cut.clone(),
-            ..Restore::default()
-        };
-        for pair in self.pairs()? {
-            match self.latest_good(pair) {
-                Ok(Some((meta, state))) => {
-                    let current = cut
-                        .as_ref()
-                        .is_some_and(|c| c.heads.get(pair.as_str()) == Some(&meta.version));
-                    let applied = match (&cut, current) {
-                        (Some(c), true) => c.applied.clone(),
-                        _ => state.applied.clone(),
-                    };
-                    out.pairs.push(RestoredPair {
-                        meta,
-                        state,
-                        applied,
-                        current,
-                    });
+        self.guard(|| {
+            let cut = self.cut()?;
+            let mut out = Restore {
+                cut: cut.clone(),
+                ..Restore::default()
+            };
+            for pair in self.pairs()? {
+                match self.latest_good(pair) {
+                    Ok(Some((meta, state))) => {
+                        let current = cut
+                            .as_ref()
+                            .is_some_and(|c| c.heads.get(pair.as_str()) == Some(&meta.version));
+                        let applied = match (&cut, current) {
+                            (Some(c), true) => c.applied.clone(),
+                            _ => state.applied.clone(),
+                        };
+                        out.pairs.push(RestoredPair {
+                            meta,
+                            state,
+                            applied,
+                            current,
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(StoreError::NoGoodVersion(p)) => out.unreadable.push(p),
+                    Err(e) => return Err(e),
                 }
-                Ok(None) => {}
-                Err(StoreError::NoGoodVersion(p)) => out.unreadable.push(p),
-                Err(e) => return Err(e),
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn put_in(&self, tx: &redb::WriteTransaction, ckpt: NewCheckpoint) -> Result<VersionMeta, StoreError> {
@@ -532,11 +692,13 @@ impl CheckpointStore {
     /// # Errors
     /// [`StoreError::Format`] if it cannot be encoded; [`StoreError::Db`] when the write fails.
     pub fn put_state(&self, state: &PairState, reason: Reason, created_us: i64) -> Result<VersionMeta, StoreError> {
-        let ckpt = NewCheckpoint::new(state, reason, created_us).map_err(|source| StoreError::Format {
-            what: format!("{}", state.engine.pair()),
-            source,
-        })?;
-        self.put(ckpt)
+        self.guard(|| {
+            let ckpt = NewCheckpoint::new(state, reason, created_us).map_err(|source| StoreError::Format {
+                what: format!("{}", state.engine.pair()),
+                source,
+            })?;
+            self.put(ckpt)
+        })
     }
 
     /// Deletes the pair's versions beyond the newest `keep_last` that are not marked keep.
@@ -578,16 +740,18 @@ impl CheckpointStore {
     /// # Errors
     /// [`StoreError::Db`] when the file cannot be read.
     pub fn pairs(&self) -> Result<Vec<Pair>, StoreError> {
-        let tx = self.db.begin_read().map_err(db)?;
-        let next = tx.open_table(NEXT_VERSION).map_err(db)?;
-        let mut pairs = Vec::new();
-        for r in next.iter().map_err(db)? {
-            let (k, _) = r.map_err(db)?;
-            if let Some(p) = Pair::parse(k.value()) {
-                pairs.push(p);
+        self.guard(|| {
+            let tx = self.db.begin_read().map_err(db)?;
+            let next = tx.open_table(NEXT_VERSION).map_err(db)?;
+            let mut pairs = Vec::new();
+            for r in next.iter().map_err(db)? {
+                let (k, _) = r.map_err(db)?;
+                if let Some(p) = Pair::parse(k.value()) {
+                    pairs.push(p);
+                }
             }
-        }
-        Ok(pairs)
+            Ok(pairs)
+        })
     }
 
     /// The metadata of every version, of one pair or of all, oldest first per pair.
@@ -595,20 +759,22 @@ impl CheckpointStore {
     /// # Errors
     /// [`StoreError::Db`] when the file cannot be read; [`StoreError::Meta`] for an unreadable record.
     pub fn list(&self, pair: Option<Pair>) -> Result<Vec<VersionMeta>, StoreError> {
-        let tx = self.db.begin_read().map_err(db)?;
-        let versions = tx.open_table(VERSIONS).map_err(db)?;
-        let rows = match pair {
-            Some(p) => versions.range((p.as_str(), 0)..=(p.as_str(), u64::MAX)),
-            None => versions.range::<(&str, u64)>(..),
-        }
-        .map_err(db)?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (k, v) = r.map_err(db)?;
-            let (p, version) = k.value();
-            out.push(parse_meta(p, version, v.value())?);
-        }
-        Ok(out)
+        self.guard(|| {
+            let tx = self.db.begin_read().map_err(db)?;
+            let versions = tx.open_table(VERSIONS).map_err(db)?;
+            let rows = match pair {
+                Some(p) => versions.range((p.as_str(), 0)..=(p.as_str(), u64::MAX)),
+                None => versions.range::<(&str, u64)>(..),
+            }
+            .map_err(db)?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (k, v) = r.map_err(db)?;
+                let (p, version) = k.value();
+                out.push(parse_meta(p, version, v.value())?);
+            }
+            Ok(out)
+        })
     }
 
     /// One version's metadata.
@@ -616,13 +782,15 @@ impl CheckpointStore {
     /// # Errors
     /// [`StoreError::NotFound`] when there is no such version.
     pub fn meta(&self, pair: Pair, version: u64) -> Result<VersionMeta, StoreError> {
-        let tx = self.db.begin_read().map_err(db)?;
-        let versions = tx.open_table(VERSIONS).map_err(db)?;
-        let v = versions
-            .get((pair.as_str(), version))
-            .map_err(db)?
-            .ok_or(StoreError::NotFound { pair, version })?;
-        parse_meta(pair.as_str(), version, v.value())
+        self.guard(|| {
+            let tx = self.db.begin_read().map_err(db)?;
+            let versions = tx.open_table(VERSIONS).map_err(db)?;
+            let v = versions
+                .get((pair.as_str(), version))
+                .map_err(db)?
+                .ok_or(StoreError::NotFound { pair, version })?;
+            parse_meta(pair.as_str(), version, v.value())
+        })
     }
 
     /// One version's record, checked (magic, version, checksum) but not decoded.
@@ -647,10 +815,12 @@ impl CheckpointStore {
     /// # Errors
     /// [`StoreError::NotFound`], or [`StoreError::Format`] when the record is damaged.
     pub fn get(&self, pair: Pair, version: u64) -> Result<PairState, StoreError> {
-        let bytes = self.record(pair, version)?;
-        format::decode(&bytes).map_err(|source| StoreError::Format {
-            what: format!("{pair} version {version}"),
-            source,
+        self.guard(|| {
+            let bytes = self.record(pair, version)?;
+            format::decode(&bytes).map_err(|source| StoreError::Format {
+                what: format!("{pair} version {version}"),
+                source,
+            })
         })
     }
 
@@ -661,20 +831,22 @@ impl CheckpointStore {
     /// [`StoreError::NoGoodVersion`] when versions exist but none reads (the caller decides whether to
     /// start fresh); [`StoreError::Db`] when the file cannot be read.
     pub fn latest_good(&self, pair: Pair) -> Result<Option<(VersionMeta, PairState)>, StoreError> {
-        let metas = self.list(Some(pair))?;
-        if metas.is_empty() {
-            return Ok(None);
-        }
-        for meta in metas.into_iter().rev() {
-            match self.get(pair, meta.version) {
-                Ok(state) => return Ok(Some((meta, state))),
-                Err(e @ (StoreError::Format { .. } | StoreError::NotFound { .. })) => {
-                    tracing::warn!(pair = %pair, version = meta.version, error = %e, "checkpoint unreadable; trying an older version");
-                }
-                Err(e) => return Err(e),
+        self.guard(|| {
+            let metas = self.list(Some(pair))?;
+            if metas.is_empty() {
+                return Ok(None);
             }
-        }
-        Err(StoreError::NoGoodVersion(pair))
+            for meta in metas.into_iter().rev() {
+                match self.get(pair, meta.version) {
+                    Ok(state) => return Ok(Some((meta, state))),
+                    Err(e @ (StoreError::Format { .. } | StoreError::NotFound { .. })) => {
+                        tracing::warn!(pair = %pair, version = meta.version, error = %e, "checkpoint unreadable; trying an older version");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(StoreError::NoGoodVersion(pair))
+        })
     }
 
     /// Marks a version to keep (or not) whatever the retention.
@@ -682,27 +854,29 @@ impl CheckpointStore {
     /// # Errors
     /// [`StoreError::NotFound`] when there is no such version.
     pub fn mark_keep(&self, pair: Pair, version: u64, keep: bool) -> Result<VersionMeta, StoreError> {
-        let tx = self.db.begin_write().map_err(db)?;
-        let meta = {
-            let mut versions = tx.open_table(VERSIONS).map_err(db)?;
-            let mut meta = match versions.get((pair.as_str(), version)).map_err(db)? {
-                Some(v) => parse_meta(pair.as_str(), version, v.value())?,
-                None => return Err(StoreError::NotFound { pair, version }),
+        self.guard(|| {
+            let tx = self.db.begin_write().map_err(db)?;
+            let meta = {
+                let mut versions = tx.open_table(VERSIONS).map_err(db)?;
+                let mut meta = match versions.get((pair.as_str(), version)).map_err(db)? {
+                    Some(v) => parse_meta(pair.as_str(), version, v.value())?,
+                    None => return Err(StoreError::NotFound { pair, version }),
+                };
+                meta.keep = keep;
+                let json = serde_json::to_vec(&meta).map_err(|e| StoreError::Meta {
+                    pair,
+                    version,
+                    message: e.to_string(),
+                })?;
+                versions.insert((pair.as_str(), version), json.as_slice()).map_err(db)?;
+                meta
             };
-            meta.keep = keep;
-            let json = serde_json::to_vec(&meta).map_err(|e| StoreError::Meta {
-                pair,
-                version,
-                message: e.to_string(),
-            })?;
-            versions.insert((pair.as_str(), version), json.as_slice()).map_err(db)?;
-            meta
-        };
-        if !keep {
-            self.apply_retention(&tx, pair)?;
-        }
-        tx.commit().map_err(db)?;
-        Ok(meta)
+            if !keep {
+                self.apply_retention(&tx, pair)?;
+            }
+            tx.commit().map_err(db)?;
+            Ok(meta)
+        })
     }
 
     /// Makes an older version the latest again by copying it as a new version with reason `rollback`;
@@ -712,19 +886,21 @@ impl CheckpointStore {
     /// [`StoreError::NotFound`], or [`StoreError::Format`] when that version is damaged (a rollback never
     /// installs an unreadable model).
     pub fn rollback(&self, pair: Pair, version: u64, created_us: i64) -> Result<VersionMeta, StoreError> {
-        let source = self.meta(pair, version)?;
-        let record = self.record(pair, version)?;
-        let meta = VersionMeta {
-            created_us,
-            created: format_ts(created_us),
-            reason: Reason::Rollback,
-            keep: false,
-            note: Some(format!("rollback to version {version}")),
-            ..source
-        };
-        let new = self.put(NewCheckpoint { record, meta })?;
-        tracing::info!(pair = %pair, from = version, version = new.version, "rolled back");
-        Ok(new)
+        self.guard(|| {
+            let source = self.meta(pair, version)?;
+            let record = self.record(pair, version)?;
+            let meta = VersionMeta {
+                created_us,
+                created: format_ts(created_us),
+                reason: Reason::Rollback,
+                keep: false,
+                note: Some(format!("rollback to version {version}")),
+                ..source
+            };
+            let new = self.put(NewCheckpoint { record, meta })?;
+            tracing::info!(pair = %pair, from = version, version = new.version, "rolled back");
+            Ok(new)
+        })
     }
 
     /// Writes one version to a standalone file in the checkpoint format (what [`CheckpointStore::import`]
@@ -733,13 +909,15 @@ impl CheckpointStore {
     /// # Errors
     /// [`StoreError::NotFound`], [`StoreError::Format`] for a damaged version, [`StoreError::Io`].
     pub fn export(&self, pair: Pair, version: u64, path: &Path) -> Result<VersionMeta, StoreError> {
-        let meta = self.meta(pair, version)?;
-        let record = self.record(pair, version)?;
-        std::fs::write(path, &record).map_err(|source| StoreError::Io {
-            path: path.into(),
-            source,
-        })?;
-        Ok(meta)
+        self.guard(|| {
+            let meta = self.meta(pair, version)?;
+            let record = self.record(pair, version)?;
+            std::fs::write(path, &record).map_err(|source| StoreError::Io {
+                path: path.into(),
+                source,
+            })?;
+            Ok(meta)
+        })
     }
 
     /// Reads a checkpoint file (as [`CheckpointStore::export`] writes it) and stores it as a new version of
@@ -748,23 +926,51 @@ impl CheckpointStore {
     /// # Errors
     /// [`StoreError::Io`], [`StoreError::Format`] when the file is not a readable checkpoint.
     pub fn import(&self, path: &Path, created_us: i64) -> Result<VersionMeta, StoreError> {
-        let record = std::fs::read(path).map_err(|source| StoreError::Io {
-            path: path.into(),
-            source,
-        })?;
-        let state = format::decode(&record).map_err(|source| StoreError::Format {
-            what: path.display().to_string(),
-            source,
-        })?;
-        let parts = format::PairStateRef {
-            engine: &state.engine,
-            applied: state.applied.as_ref(),
-            contest: state.contest.as_ref(),
-        };
-        let mut meta = meta_of(parts, Reason::Import, created_us, record.len());
-        meta.note = Some(format!("imported from {}", path.display()));
-        self.put(NewCheckpoint { record, meta })
+        self.guard(|| {
+            let record = std::fs::read(path).map_err(|source| StoreError::Io {
+                path: path.into(),
+                source,
+            })?;
+            let state = format::decode(&record).map_err(|source| StoreError::Format {
+                what: path.display().to_string(),
+                source,
+            })?;
+            let parts = format::PairStateRef {
+                engine: &state.engine,
+                applied: state.applied.as_ref(),
+                contest: state.contest.as_ref(),
+            };
+            let mut meta = meta_of(parts, Reason::Import, created_us, record.len());
+            meta.note = Some(format!("imported from {}", path.display()));
+            self.put(NewCheckpoint { record, meta })
+        })
     }
+}
+
+/// The pair's current version (the cut's head, else its newest) when its record is byte for byte the
+/// part's: the same engine, contest and stream sequences.
+fn same_as_head(tx: &redb::WriteTransaction, cut: &Cut, part: &NewCheckpoint) -> Result<Option<u64>, StoreError> {
+    let pair = part.meta.pair.as_str();
+    let head = match cut.heads.get(pair) {
+        Some(&v) => Some(v),
+        None => {
+            let versions = tx.open_table(VERSIONS).map_err(db)?;
+            let mut range = versions.range((pair, 0)..=(pair, u64::MAX)).map_err(db)?;
+            match range.next_back() {
+                Some(r) => Some(r.map_err(db)?.0.value().1),
+                None => None,
+            }
+        }
+    };
+    let Some(head) = head else {
+        return Ok(None);
+    };
+    let records = tx.open_table(CHECKPOINTS).map_err(db)?;
+    let same = records
+        .get((pair, head))
+        .map_err(db)?
+        .is_some_and(|r| r.value() == part.record.as_slice());
+    Ok(same.then_some(head))
 }
 
 fn read_cut(table: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Option<Cut>, StoreError> {
@@ -828,6 +1034,48 @@ mod tests {
         let _held = CheckpointStore::open(&path, Retention::default()).unwrap();
         let second = CheckpointStore::open(&path, Retention::default());
         assert!(matches!(second, Err(StoreError::Locked { .. })), "{second:?}");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_cut_writes_no_copy_of_the_current_version() {
+        let path = tmp("nocopy");
+        let store = CheckpointStore::open(&path, Retention::default()).unwrap();
+        let s = state(usdmxn(), 100);
+        let part = |s: &PairState, at| NewCheckpoint::new(s, Reason::DriftAdaptation, at).unwrap();
+        for at in 0..3 {
+            store.put_cut(vec![part(&s, at)], None, Vec::new(), at).unwrap();
+        }
+        assert_eq!(
+            store.list(Some(usdmxn())).unwrap().len(),
+            1,
+            "three identical states, one version"
+        );
+        let later = state(usdmxn(), 150);
+        let written = store.put_cut(vec![part(&later, 4)], None, Vec::new(), 4).unwrap();
+        assert_eq!(written.len(), 1, "a changed state is written");
+        assert_eq!(store.cut().unwrap().unwrap().heads.get("USDMXN"), Some(&2));
+        // An identical state after an older one is written again: only the current version counts.
+        assert!(store.put_cut(vec![part(&s, 5)], None, Vec::new(), 5).unwrap().len() == 1);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_put_on_a_file_with_a_cut_updates_the_cut() {
+        // Files written by serve have a cut; rollback and import must still work on them.
+        let path = tmp("putcut");
+        let store = CheckpointStore::open(&path, Retention::default()).unwrap();
+        let s = state(usdmxn(), 100);
+        store
+            .put_cut(
+                vec![NewCheckpoint::new(&s, Reason::Periodic, 1).unwrap()],
+                None,
+                Vec::new(),
+                1,
+            )
+            .unwrap();
+        let m = store.rollback(usdmxn(), 1, 2).unwrap();
+        assert_eq!(store.cut().unwrap().unwrap().heads.get("USDMXN"), Some(&m.version));
         let _ = std::fs::remove_file(&path);
     }
 

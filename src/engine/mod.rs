@@ -13,6 +13,7 @@ use nalgebra::SVector;
 use serde::Serialize;
 
 pub mod config;
+mod handover;
 
 use crate::drift::{Alarm, DriftState, Signal, SignalMonitor};
 use crate::eval::{HorizonScore, HorizonSummary, Realised, ScoreSums};
@@ -146,6 +147,46 @@ struct HorizonState {
 }
 
 impl HorizonState {
+    /// The forecast from features `xv` for an observation `mid`, with `sigma` the standard deviation of
+    /// the horizon's log-return: the regression's clamped prediction, the shift from the random walk (in
+    /// standard deviations) and `[mean, lo80, hi80, lo95, hi95]`.
+    fn predict(&self, xv: &SVector<f64, N_FEATURES>, sigma: f64, mid: f64) -> (f64, f64, [f64; 5]) {
+        let p = self.rls.predict(xv);
+        let p = if p.is_finite() {
+            p.clamp(-MAX_SIGNAL, MAX_SIGNAL)
+        } else {
+            0.0
+        };
+        let c = self.weight.weight();
+        // An exchange-rate forecast that departs from the random walk by more than half a standard
+        // deviation of the horizon's return is not credible, whatever the regression says.
+        let shift = (c * p).clamp(-MAX_SHIFT, MAX_SHIFT);
+        let m = shift * sigma;
+        let (q80, q95) = (self.q80.q() * sigma, self.q95.q() * sigma);
+        // Three exponentials, not five: the interval is symmetric in log space around the mean.
+        let mean = mid * fastexp::exp(m);
+        let (e80, e95) = (fastexp::exp(q80), fastexp::exp(q95));
+        let mut f = [mean, mean / e80, mean * e80, mean / e95, mean * e95];
+        if f.iter().any(|v| !v.is_finite()) {
+            // Unreachable with in-range prices; the last guard so that no NaN or inf is ever published.
+            f = f.map(|v| if v.is_finite() { v } else { mid });
+        }
+        (p, shift, f)
+    }
+
+    /// The published entry of a forecast made by [`HorizonState::predict`].
+    fn entry(&self, f: &[f64; 5]) -> HorizonForecast {
+        HorizonForecast {
+            horizon: self.horizon,
+            mean: f[0],
+            lo80: f[1],
+            hi80: f[2],
+            lo95: f[3],
+            hi95: f[4],
+            warming_up: self.score.n < WARMUP_SCORED,
+        }
+    }
+
     /// Weight of one realised forecast in the signal weight and interval updates: 1/n for an n-step
     /// horizon, a constant for a time horizon (see [`TIME_HORIZON_WEIGHT`]).
     fn learning_weight(&self) -> f64 {
@@ -609,38 +650,11 @@ impl Engine {
         }
         let mut first_pred = 0.0;
         for (k, (h, &sigma)) in self.horizons.iter_mut().zip(&sigmas).enumerate() {
-            let p = h.rls.predict(&xv);
-            let p = if p.is_finite() {
-                p.clamp(-MAX_SIGNAL, MAX_SIGNAL)
-            } else {
-                0.0
-            };
-            let c = h.weight.weight();
-            // An exchange-rate forecast that departs from the random walk by more than half a standard
-            // deviation of the horizon's return is not credible, whatever the regression says.
-            let shift = (c * p).clamp(-MAX_SHIFT, MAX_SHIFT);
-            let m = shift * sigma;
-            let (q80, q95) = (h.q80.q() * sigma, h.q95.q() * sigma);
-            // Three exponentials, not five: the interval is symmetric in log space around the mean.
-            let mean = mid * fastexp::exp(m);
-            let (e80, e95) = (fastexp::exp(q80), fastexp::exp(q95));
-            let mut f = [mean, mean / e80, mean * e80, mean / e95, mean * e95];
-            if f.iter().any(|v| !v.is_finite()) {
-                // Unreachable with in-range prices; the last guard so that no NaN or inf is ever published.
-                f = f.map(|v| if v.is_finite() { v } else { mid });
-            }
+            let (p, shift, f) = h.predict(&xv, sigma, mid);
             if k == 0 {
                 first_pred = shift;
             }
-            fc.push(HorizonForecast {
-                horizon: h.horizon,
-                mean: f[0],
-                lo80: f[1],
-                hi80: f[2],
-                lo95: f[3],
-                hi95: f[4],
-                warming_up: h.score.n < WARMUP_SCORED,
-            });
+            fc.push(h.entry(&f));
             let due = match h.horizon {
                 Horizon::Steps(n) => Some(Due::Step(index + n as u64)),
                 Horizon::Time { us } => {

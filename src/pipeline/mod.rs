@@ -135,9 +135,12 @@ impl PairPipeline {
         }
     }
 
-    /// Replaces the live engine (an operator's rollback); the contest's windows restart from it.
+    /// Replaces the live model with `engine` (an operator's rollback): the model comes back, the stream's
+    /// time does not ([`Engine::take_stream_from`]), so ticks already seen stay seen and quality scores
+    /// continue. The contest's windows restart from it.
     pub fn replace(&mut self, engine: Engine) {
-        self.engine = engine;
+        let live = std::mem::replace(&mut self.engine, engine);
+        self.engine.take_stream_from(live);
         if let Some(c) = &mut self.contest {
             c.resync(&self.engine);
         }

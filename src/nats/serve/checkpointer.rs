@@ -327,9 +327,7 @@ pub struct Marker {
     pub id: u64,
     /// Reason of the versions written (besides the focus pair's).
     pub reason: crate::checkpoint::Reason,
-    /// Write a version of every pair, changed or not.
-    pub force_all: bool,
-    /// The pair this cut is about (always written).
+    /// The pair this cut is about (its version, when it changed, carries the focus's reason and note).
     pub focus: Option<Focus>,
     /// Stream sequences routed before the marker.
     pub applied: Option<AppliedSeqs>,
@@ -338,31 +336,41 @@ pub struct Marker {
 }
 
 impl Marker {
-    /// Encodes `engine` for this cut if it `changed` since its last version (or the cut forces it) and
-    /// sends the part; returns whether a version was written (the shard is then clean). `flushed` says
-    /// whether the shard's publications so far reached the server; if not, the cut fails.
+    /// Encodes the shard's `engine` and `contest` for this cut if it `changed` since its last version and
+    /// sends the part; returns whether a version was written (the shard is then clean). A pair that did
+    /// not change gets no new version whatever the cut's reason (a shutdown, a second drift adaptation
+    /// with no tick in between): the cut names its last version as current, so the registry holds no
+    /// copies of one state. The version's reason is the operator's rollback when this cut records one,
+    /// else the shard's latest `event` since its last version, else the cut's. `flushed` says whether the
+    /// shard's publications so far reached the server; if not, the cut fails.
     pub fn answer(
         &self,
-        engine: &crate::engine::Engine,
-        contest: Option<&crate::challenger::Contest>,
+        (engine, contest): (&crate::engine::Engine, Option<&crate::challenger::Contest>),
         changed: bool,
+        event: Option<crate::checkpoint::Reason>,
         flushed: Result<(), String>,
     ) -> bool {
         let pair = engine.pair();
         let focus = self.focus.as_ref().filter(|f| f.pair == pair);
+        // An operator's rollback carries a note (the version it came from); events of the shard do not.
+        let (reason, note) = match (focus, event) {
+            (Some(f), _) if f.note.is_some() => (f.reason, f.note.clone()),
+            (_, Some(event)) => (event, None),
+            (Some(f), None) => (f.reason, f.note.clone()),
+            (None, None) => (self.reason, None),
+        };
         let shutdown = self.reason == crate::checkpoint::Reason::Shutdown;
         let part = if let Err(message) = flushed.as_ref().map_err(Clone::clone)
             && !shutdown
         {
             Err(PartError::NotFlushed { pair, message })
-        } else if changed || self.force_all || focus.is_some() {
+        } else if changed {
             if let Err(message) = &flushed {
                 // The state is what the engine learned; losing it would lose more than the outputs NATS did
                 // not confirm (counted in the shutdown's summary line).
                 tracing::warn!(pair = %pair, error = %message,
                     "shutdown checkpoint written although NATS did not confirm the outputs before it");
             }
-            let reason = focus.map_or(self.reason, |f| f.reason);
             let state = crate::checkpoint::format::PairStateRef {
                 engine,
                 applied: self.applied.as_ref(),
@@ -370,7 +378,7 @@ impl Marker {
             };
             NewCheckpoint::from_ref(state, reason, super::router::now_us())
                 .map(|mut c| {
-                    c.meta.note = focus.and_then(|f| f.note.clone());
+                    c.meta.note = note;
                     Some(c)
                 })
                 .map_err(|source| PartError::Encode { pair, source })
@@ -383,5 +391,43 @@ impl Marker {
             return false;
         }
         wrote
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{Reason, Retention};
+    use crate::engine::{Engine, EngineConfig};
+
+    #[test]
+    fn an_unchanged_pair_gets_no_version_whatever_the_cut_is_about() {
+        let path = std::env::temp_dir().join(format!("cambio-marker-{}.redb", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let store = CheckpointStore::open(&path, Retention::default()).unwrap();
+        let (writer, join) = Checkpointer::start(store, Arc::new(Counters::default())).unwrap();
+        let pair = Pair::parse("USDMXN").unwrap();
+        let engine = Engine::new(pair, &EngineConfig::default()).unwrap();
+        let marker = |id, reason| Marker {
+            id,
+            reason,
+            focus: Some(Focus {
+                pair,
+                reason,
+                note: None,
+            }),
+            applied: None,
+            writer: writer.clone(),
+        };
+        // A burst of drift adaptations with no tick in between, then a shutdown: one version, the first.
+        let adapted = Some(Reason::DriftAdaptation);
+        assert!(marker(1, Reason::DriftAdaptation).answer((&engine, None), true, adapted, Ok(())));
+        assert!(!marker(2, Reason::DriftAdaptation).answer((&engine, None), false, None, Ok(())));
+        assert!(!marker(3, Reason::DriftAdaptation).answer((&engine, None), false, None, Ok(())));
+        assert!(!marker(4, Reason::Shutdown).answer((&engine, None), false, None, Ok(())));
+        writer.send(Job::Stop);
+        drop(writer);
+        join.join().unwrap();
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -568,17 +568,17 @@ impl Sweep {
     }
 }
 
-/// Opens the checkpoint store and reads what it holds. A file that cannot be opened is an error unless
-/// starting fresh was asked for (then it is moved aside, never deleted); a file locked by another
-/// process is always an error.
+/// Opens the checkpoint store and reads what it holds. A file that cannot be opened or read (not a redb
+/// file, truncated, damaged pages) is an error unless starting fresh was asked for (then it is moved
+/// aside, never deleted, and a new file started); a file locked by another process is always an error.
 fn open_checkpoints(cfg: &CheckpointConfig) -> Result<Option<(CheckpointStore, Restore)>, ServeError> {
     let Some(path) = &cfg.path else {
         return Ok(None);
     };
-    let store = match CheckpointStore::open(path, cfg.retention()) {
-        Ok(s) => s,
+    let (store, restore) = match open_and_read(path, cfg) {
+        Ok(opened) => opened,
         // A locked file (`StoreError::Locked`) is in use by another instance: never moved aside.
-        Err(StoreError::Open { message, .. }) if cfg.fresh_if_unreadable && path.exists() => {
+        Err(e) if e.is_damage() && cfg.fresh_if_unreadable && path.exists() => {
             let secs = router::now_us() / 1_000_000;
             let mut aside = path.clone().into_os_string();
             aside.push(format!(".damaged-{secs}"));
@@ -586,17 +586,12 @@ fn open_checkpoints(cfg: &CheckpointConfig) -> Result<Option<(CheckpointStore, R
                 path: path.clone(),
                 source,
             })?;
-            tracing::warn!(path = %path.display(), moved_to = ?aside, error = %message,
+            tracing::warn!(path = %path.display(), moved_to = %std::path::Path::new(&aside).display(), error = %e,
                 "checkpoint file unreadable: moved aside, starting fresh (asked for)");
-            CheckpointStore::open(path, cfg.retention())?
+            (CheckpointStore::open(path, cfg.retention())?, Restore::default())
         }
+        Err(e @ StoreError::Locked { .. }) => return Err(ServeError::Store(e)),
         Err(e) => return Err(ServeError::StoreUnusable(e)),
-    };
-    let restore = if cfg.restore {
-        store.restore()?
-    } else {
-        tracing::info!(path = %path.display(), "checkpoint.restore = false: starting fresh, writing checkpoints");
-        Restore::default()
     };
     if !restore.unreadable.is_empty() {
         if !cfg.fresh_if_unreadable {
@@ -608,6 +603,19 @@ fn open_checkpoints(cfg: &CheckpointConfig) -> Result<Option<(CheckpointStore, R
         tracing::warn!(pairs = %pair_list(&restore.unreadable), "no readable checkpoint: these pairs start fresh (asked for)");
     }
     Ok(Some((store, restore)))
+}
+
+/// Opens the store and reads the restore point; on an error the store is closed (dropped) before
+/// returning, so the file can be moved aside.
+fn open_and_read(path: &std::path::Path, cfg: &CheckpointConfig) -> Result<(CheckpointStore, Restore), StoreError> {
+    let store = CheckpointStore::open(path, cfg.retention())?;
+    let restore = if cfg.restore {
+        store.restore()?
+    } else {
+        tracing::info!(path = %path.display(), "checkpoint.restore = false: starting fresh, writing checkpoints");
+        Restore::default()
+    };
+    Ok((store, restore))
 }
 
 /// Starts a shard for every restored pair and says which version it restored. Returns, with JetStream

@@ -214,7 +214,7 @@ impl Router {
             self.skip.insert(pair, s);
         }
         let contest = self.contest_for(&engine, contest, previous);
-        self.start_shard_with(engine, contest)
+        self.start_shard_with(engine, contest, false)
     }
 
     /// The contest a shard runs: the restored one (with this configuration's rules), or a new one with a
@@ -339,7 +339,7 @@ impl Router {
         if let Some(plan) = &mut self.checkpoints {
             plan.since += 1;
             if plan.since >= plan.every_ticks {
-                self.cut(Reason::Periodic, false, None, None).await;
+                self.cut(Reason::Periodic, None, None).await;
             }
         }
     }
@@ -383,7 +383,7 @@ impl Router {
                 tracing::info!(pair = %pair, version = meta.version, reason = meta.reason.name(), ticks = meta.ticks,
                     "pair back: shard resumed from its newest checkpoint");
                 let contest = self.contest_for(&engine, state.contest, None);
-                if !self.start_shard_with(engine, contest) {
+                if !self.start_shard_with(engine, contest, false) {
                     return false;
                 }
                 // Factors published while the pair was away.
@@ -420,7 +420,7 @@ impl Router {
                     note: Some(format!("idle for {} s", idle.as_secs_f64())),
                 };
                 // The marker goes into the shard's queue before it is closed: its state is written first.
-                self.cut(Reason::Periodic, false, Some(focus), None).await;
+                self.cut(Reason::Periodic, Some(focus), None).await;
             }
             self.shards.remove(&pair);
             if let Ok(mut reg) = self.registry.write() {
@@ -446,7 +446,7 @@ impl Router {
             Ok(e) => {
                 tracing::info!(pair = %pair, "new pair: shard started");
                 let contest = self.contest_for(&e, None, None);
-                self.start_shard_with(e, contest)
+                self.start_shard_with(e, contest, false)
             }
             Err(e) => {
                 // The configuration was validated at start; this would be a broken invariant.
@@ -456,7 +456,9 @@ impl Router {
         }
     }
 
-    fn start_shard_with(&mut self, engine: Engine, contest: Option<Contest>) -> bool {
+    /// Starts `engine`'s shard; `changed` when the engine differs from its pair's current version in the
+    /// registry (a rollback of a pair not live here), so the next cut records it.
+    fn start_shard_with(&mut self, engine: Engine, contest: Option<Contest>, changed: bool) -> bool {
         let pair = engine.pair();
         if self.shards.contains(&pair) || self.shards.is_full() {
             return false;
@@ -467,7 +469,7 @@ impl Router {
         } else {
             Vec::new()
         };
-        let (handle, join) = shard::spawn(engine, contest, self.ctx.clone(), self.queue, &factors);
+        let (handle, join) = shard::spawn(engine, contest, self.ctx.clone(), self.queue, &factors, changed);
         if let Ok(mut reg) = self.registry.write() {
             reg.insert(
                 pair,
@@ -515,13 +517,7 @@ impl Router {
     /// Starts a checkpoint cut: every shard encodes its engine after the messages already in its queue.
     /// Periodic cuts are skipped while two are still being written (the disk is behind; the next one
     /// will include everything).
-    pub async fn cut(
-        &mut self,
-        reason: Reason,
-        force_all: bool,
-        focus: Option<Focus>,
-        reply: Option<Reply<Vec<VersionMeta>>>,
-    ) {
+    pub async fn cut(&mut self, reason: Reason, focus: Option<Focus>, reply: Option<Reply<Vec<VersionMeta>>>) {
         let Some(plan) = &mut self.checkpoints else {
             if let Some(r) = reply {
                 let _ = r.send(Err(WriterError::NotConfigured));
@@ -551,7 +547,6 @@ impl Router {
         let marker = Arc::new(Marker {
             id,
             reason,
-            force_all,
             focus,
             applied: self.applied.clone(),
             writer: plan.writer.clone(),
@@ -571,7 +566,7 @@ impl Router {
     /// A periodic checkpoint, if ticks arrived since the last one.
     pub async fn periodic_cut(&mut self) {
         if self.checkpoints.as_ref().is_some_and(|p| p.since > 0) {
-            self.cut(Reason::Periodic, false, None, None).await;
+            self.cut(Reason::Periodic, None, None).await;
         }
     }
 
@@ -585,7 +580,7 @@ impl Router {
                 reply,
             } => {
                 let focus = pair.map(|pair| Focus { pair, reason, note });
-                self.cut(reason, focus.is_none(), focus, reply).await;
+                self.cut(reason, focus, reply).await;
             }
             Control::Rollback { pair, version, reply } => {
                 let r = self.rollback(pair, version).await;
@@ -621,7 +616,7 @@ impl Router {
             }
             None => {
                 let contest = self.contest_for(&engine, None, None);
-                if !self.start_shard_with(*engine, contest) {
+                if !self.start_shard_with(*engine, contest, true) {
                     return Err(RollbackError::MaxPairs(pair));
                 }
             }
@@ -633,22 +628,28 @@ impl Router {
             note: Some(format!("rollback to version {version}")),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.cut(Reason::Periodic, false, Some(focus), Some(tx)).await;
+        self.cut(Reason::Periodic, Some(focus), Some(tx)).await;
         let written = rx.await.map_err(|_| WriterError::Stopped)??;
-        written
-            .into_iter()
-            .find(|m| m.pair == pair)
+        if let Some(m) = written.into_iter().find(|m| m.pair == pair) {
+            return Ok(m);
+        }
+        // The state equals the pair's current version (a rollback to the model already live, at the
+        // same point of the stream): no copy is written, and that version is the answer.
+        writer
+            .ask(|reply| Job::List { pair, reply })
+            .await?
+            .pop()
             .ok_or(RollbackError::NotWritten(pair))
     }
 
-    /// Writes a final checkpoint (reason `shutdown`, every pair, so each pair's newest version holds the
-    /// final stream position) and waits for it, if checkpoints are configured.
+    /// Writes a final checkpoint (reason `shutdown`: a version of every pair that changed since its last
+    /// one, and the cut with the final stream position) and waits for it, if checkpoints are configured.
     pub async fn final_checkpoint(&mut self) {
         if self.checkpoints.is_none() {
             return;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.cut(Reason::Shutdown, true, None, Some(tx)).await;
+        self.cut(Reason::Shutdown, None, Some(tx)).await;
         match tokio::time::timeout(std::time::Duration::from_secs(30), rx).await {
             Ok(Ok(Ok(metas))) => tracing::info!(versions = metas.len(), "shutdown checkpoint written"),
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "shutdown checkpoint failed"),

@@ -366,10 +366,15 @@ impl ServiceState {
                     reply: Some(reply),
                 })
                 .await??;
-                let meta = metas
-                    .into_iter()
-                    .find(|m| m.pair == pair)
-                    .ok_or(RequestError::UnknownPair(pair))?;
+                let meta = match metas.into_iter().find(|m| m.pair == pair) {
+                    Some(m) => m,
+                    // Unchanged since its last version: no copy is written, that version is the answer.
+                    None => writer
+                        .ask(|reply| Job::List { pair, reply })
+                        .await?
+                        .pop()
+                        .ok_or(RequestError::UnknownPair(pair))?,
+                };
                 to_json_vec(&ModelVersionReply { meta })
             }
         };

@@ -74,9 +74,9 @@ impl Snapshot {
         self.status.lock().ok().and_then(|g| g.clone())
     }
 
-    fn set_forecast(&self, f: Arc<Forecast>) {
+    fn set_forecast(&self, f: Option<Arc<Forecast>>) {
         if let Ok(mut g) = self.forecast.lock() {
-            *g = Some(f);
+            *g = f;
         }
     }
 
@@ -130,13 +130,15 @@ pub struct ShardHandle {
 }
 
 /// Starts the shard task of `engine`'s pair; returns its handles and its join handle (which resolves once the
-/// queue is closed and drained and its last publications are handed to the client).
+/// queue is closed and drained and its last publications are handed to the client). `changed` says the
+/// engine differs from its pair's current version in the registry (the next checkpoint writes it).
 pub fn spawn(
     engine: Engine,
     contest: Option<Contest>,
     ctx: Arc<ShardContext>,
     queue: usize,
     factors: &[Arc<Factor>],
+    changed: bool,
 ) -> (ShardHandle, tokio::task::JoinHandle<Engine>) {
     let (tx, rx) = mpsc::channel(queue);
     let snapshot = Arc::new(Snapshot::default());
@@ -147,6 +149,7 @@ pub fn spawn(
         snapshot.clone(),
         latency.clone(),
     );
+    shard.changed = changed;
     for f in factors {
         shard.pipeline.on_factor(f);
         shard.changed = true;
@@ -182,6 +185,9 @@ struct Shard {
     status_at: Instant,
     /// The engine changed since its last checkpoint version.
     changed: bool,
+    /// The latest event (an adaptation, a promotion, a rollback by the guard) since the last version: the
+    /// reason of the next one. Events that come before their checkpoint is cut share one version.
+    event: Option<crate::checkpoint::Reason>,
 }
 
 impl Shard {
@@ -211,6 +217,7 @@ impl Shard {
             drift_changed: false,
             status_at: Instant::now(),
             changed: false,
+            event: None,
         }
     }
 
@@ -243,13 +250,16 @@ impl Shard {
                                 // it commits: after a crash those ticks are not applied (nor published) again.
                                 let flushed =
                                     self.ctx.outbox.confirm(&self.ctx.client, Duration::from_secs(10)).await;
-                                if m.answer(self.pipeline.engine(), self.pipeline.contest(), self.changed, flushed) {
+                                let state = (self.pipeline.engine(), self.pipeline.contest());
+                                if m.answer(state, self.changed, self.event, flushed) {
                                     self.changed = false;
+                                    self.event = None;
                                 }
                             }
                             ShardMsg::Replace(engine, done) => {
                                 self.pipeline.replace(*engine);
                                 self.last_ts_us = self.pipeline.engine().last_ts_us();
+                                self.refresh_forecast();
                                 self.changed = true;
                                 self.dirty_report = true;
                                 self.refresh_status();
@@ -341,7 +351,7 @@ impl Shard {
                     std::str::from_utf8(&msg_id[..7 + digits.len()]).unwrap_or("?"),
                 );
                 self.send_with_headers(self.outlets.pred.clone(), headers, body).await;
-                self.snapshot.set_forecast(f);
+                self.snapshot.set_forecast(Some(f));
             }
             o @ Output::Quarantined(_) => {
                 Counters::inc(&counters.quarantined);
@@ -402,7 +412,8 @@ impl Shard {
 
     /// Asks the router for a checkpoint of this pair (it comes after the ticks already queued). Never
     /// waits: if the control queue is full the next periodic checkpoint records the state.
-    fn request_checkpoint(&self, reason: crate::checkpoint::Reason) {
+    fn request_checkpoint(&mut self, reason: crate::checkpoint::Reason) {
+        self.event = Some(reason);
         if let Some(control) = &self.ctx.control {
             let c = super::router::Control::Checkpoint {
                 pair: Some(self.pair),
@@ -467,6 +478,18 @@ impl Shard {
         self.send(self.outlets.quality.clone(), to_bytes(&quality)).await;
         let drift = self.drift_report();
         self.send(self.outlets.drift.clone(), to_bytes(&drift)).await;
+    }
+
+    /// After a rollback, queries answer the restored model's forecast from the last accepted tick at once,
+    /// not the replaced model's until the next tick (and nothing when no tick was accepted yet).
+    fn refresh_forecast(&self) {
+        let engine = self.pipeline.engine();
+        let restored = self
+            .snapshot
+            .forecast()
+            .filter(|f| engine.last_ts_us() == Some(f.ts_us))
+            .and_then(|f| engine.forecast_at(f.ts_us, f.seq, f.mid, f.flags));
+        self.snapshot.set_forecast(restored.map(Arc::new));
     }
 
     fn refresh_status(&mut self) {
