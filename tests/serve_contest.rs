@@ -16,7 +16,7 @@ use cambio::nats::LocalServer;
 use cambio::replay::synth::structured_mids;
 use cambio::tick::{Pair, parse_tick};
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 mod common;
 use common::*;
