@@ -310,10 +310,24 @@ impl Router {
         }
     }
 
-    /// Routes one factor message to every shard (and remembers it for shards started later).
+    /// Routes one factor message to every shard (and remembers it for shards started later). A factor
+    /// whose `name` is not its subject's last token is refused: the subject is what permissions and
+    /// streams are set on, so a message on `fx.factors.TIIE28` must not change another factor.
     pub async fn on_factor(&mut self, subject: &str, payload: &[u8], seq: Option<u64>) {
         let counters = self.ctx.counters.clone();
-        match parse_factor(payload) {
+        let token = self.ctx.subjects.token("factors", subject);
+        let factor = parse_factor(payload).map_err(|e| e.to_string()).and_then(|f| {
+            if token == Some(f.name.as_str()) {
+                Ok(f)
+            } else {
+                Err(format!(
+                    "factor name `{}` is not the subject's last token `{}`",
+                    f.name,
+                    crate::tick::detail::Shown(token.unwrap_or(subject))
+                ))
+            }
+        });
+        match factor {
             Ok(f) => {
                 Counters::inc(&counters.factors);
                 let f = Arc::new(f);
@@ -324,10 +338,10 @@ impl Router {
                     }
                 }
             }
-            Err(e) => {
+            Err(detail) => {
                 Counters::inc(&counters.bad_factors);
-                tracing::warn!(subject, error = %e, "factor refused");
-                self.quarantine_unrouted(subject, UnroutedReason::BadFactor, Some(e.to_string()), payload)
+                tracing::warn!(subject, error = %detail, "factor refused");
+                self.quarantine_unrouted(subject, UnroutedReason::BadFactor, Some(detail), payload)
                     .await;
             }
         }
