@@ -15,7 +15,7 @@
 //! publisher through a bounded channel: memory stays bounded however long the input is.
 
 use std::future::Future;
-use std::io::{BufRead, BufReader, Cursor};
+use std::io::{BufReader, Cursor};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -340,11 +340,13 @@ fn first_line(path: &Path) -> Result<String, PublishError> {
         path: path.into(),
         source,
     };
-    let mut header = String::new();
-    BufReader::new(std::fs::File::open(path).map_err(io)?)
-        .read_line(&mut header)
-        .map_err(io)?;
-    Ok(header.trim_start_matches('\u{feff}').trim_end().to_string())
+    let file = std::fs::File::open(path).map_err(io)?;
+    // Capped as the CSV reader caps it (which has already read this header).
+    let mut lines = LineReader::new(Box::new(BufReader::new(file)), DEFAULT_MAX_LINE_BYTES);
+    if let Line::Failed(e) = lines.next_line_or_stop() {
+        return Err(io(e).into());
+    }
+    Ok(String::from_utf8_lossy(lines.line()).trim_end().to_string())
 }
 
 /// Why reading stopped before the end of the input.

@@ -139,8 +139,19 @@ impl LineReader {
         &self.buf
     }
 
-    /// Reads the next line.
+    /// Reads the next line; an oversized one is read on to its end (and counted).
     pub fn next_line(&mut self) -> Line {
+        self.read(true)
+    }
+
+    /// Reads the next line, but stops at the cap: an oversized line is left unread past it (its length is
+    /// then what was read). For a line whose end does not matter, such as a CSV header, which may never
+    /// come (`/dev/zero`).
+    pub fn next_line_or_stop(&mut self) -> Line {
+        self.read(false)
+    }
+
+    fn read(&mut self, to_end: bool) -> Line {
         self.buf.clear();
         let mut len: u64 = 0;
         let mut any = false;
@@ -165,6 +176,9 @@ impl LineReader {
             let part = &chunk[..n];
             if !over && self.buf.len() + n > self.max {
                 over = true;
+                if !to_end {
+                    break;
+                }
                 // Keep what the quarantine record shows, no more.
                 self.buf.truncate(MAX_RAW_BYTES);
             }
@@ -340,7 +354,7 @@ impl CsvTicks {
         max_line_bytes: usize,
     ) -> Result<Self, SourceError> {
         let mut lines = LineReader::new(lines, max_line_bytes);
-        match lines.next_line() {
+        match lines.next_line_or_stop() {
             Line::Text | Line::Eof => {}
             Line::Oversized(_) => {
                 return Err(SourceError::HeaderTooLong {
@@ -715,6 +729,82 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    /// Lines over the cap are counted, not held; the lines around them are read as usual, and a
+    /// byte-order mark starts only the first line.
+    #[test]
+    fn the_line_reader_caps_lines_and_skips_a_bom() {
+        let mut text = b"\xef\xbb\xbfabc\n".to_vec();
+        text.extend(std::iter::repeat_n(b'x', 100_000));
+        text.extend_from_slice(b"\nexactly10\n\xef\xbb\xbf\n\nlast");
+        let mut r = LineReader::new(Box::new(std::io::BufReader::with_capacity(64, Cursor::new(text))), 10);
+        let mut seen = Vec::new();
+        loop {
+            match r.next_line() {
+                Line::Eof => break,
+                Line::Text => seen.push(String::from_utf8_lossy(r.line()).into_owned()),
+                Line::Oversized(len) => {
+                    assert!(r.line().len() <= MAX_RAW_BYTES);
+                    assert!(r.buf.capacity() <= 4 * MAX_RAW_BYTES, "the long line was not held");
+                    seen.push(format!("<{len}>"));
+                }
+                Line::Failed(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(seen, ["abc", "<100000>", "exactly10", "\u{feff}", "", "last"]);
+    }
+
+    #[test]
+    fn oversized_csv_lines_are_items_and_the_header_is_capped() {
+        let text = format!(
+            "ts,mid\n2020-01-01,17\n2020-01-02,{}\n2020-01-03,17\n",
+            "1".repeat(5000)
+        );
+        let r = CsvTicks::from_reader_capped(
+            Box::new(Cursor::new(text)),
+            Path::new("x.csv"),
+            Pair::parse("USDMXN"),
+            100,
+        )
+        .unwrap();
+        let items: Vec<Item> = r.collect();
+        assert!(matches!(items[0], Item::Tick(_)));
+        assert!(matches!(&items[1], Item::Oversized { len: 5011, raw } if raw.len() == 5011));
+        assert!(matches!(items[2], Item::Tick(_)));
+        let long_header = format!("ts,{}\n", "m".repeat(200));
+        assert!(matches!(
+            CsvTicks::from_reader_capped(Box::new(Cursor::new(long_header)), Path::new("x.csv"), None, 100),
+            Err(SourceError::HeaderTooLong { max: 100, .. })
+        ));
+    }
+
+    /// CSV reads source and seq as JSON does: a bad one is malformed (it was replaced or dropped), an
+    /// empty one is absent; `NaN` is a non-finite price, not a missing one.
+    #[test]
+    fn csv_cells_are_read_as_json_fields_are() {
+        let items = csv(
+            "ts,mid,source,seq\n2020-01-01,17,a b,1\n2020-01-02,17,oanda,x\n2020-01-03,17,,\n2020-01-04,NaN,oanda,4\n",
+            Some("USDMXN"),
+        )
+        .unwrap();
+        let details: Vec<String> = items
+            .iter()
+            .map(|i| match i {
+                Item::Rejected { detail, .. } => detail.clone(),
+                Item::Tick(t) => format!("tick {} {:?} {:?}", t.source, t.seq, t.mid),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            details,
+            [
+                "source `a b` is not 1 to 32 printable ASCII characters",
+                "seq `x` is not an integer from 0 to 2^64-1",
+                "tick x None Some(17.0)",
+                "tick oanda Some(4) Some(NaN)",
+            ]
+        );
     }
 
     #[test]

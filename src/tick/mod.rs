@@ -848,6 +848,104 @@ mod tests {
         assert!(fast > 5_000, "only {fast} mutated ticks took the fast path");
     }
 
+    /// Every refused payload says why, naming the field; the fast path and serde_json word a pair
+    /// mismatch the same way.
+    #[test]
+    fn refusals_say_why() {
+        let usdmxn = Pair::parse("USDMXN");
+        let why = |p: &[u8]| parse_tick_detailed(p, usdmxn).unwrap_err();
+        let e = why(br#"{"pair":"EURUSD","ts":"2020-03-09","mid":1.1}"#);
+        assert_eq!(e.reason, QuarantineReason::PairMismatch);
+        assert_eq!(e.detail, "pair EURUSD where USDMXN was expected");
+        assert_eq!(
+            why(br#"{"pair":"usdmxn","ts":"2020-03-09","mid":1}"#).detail,
+            "pair `usdmxn` is not six upper-case letters"
+        );
+        assert_eq!(
+            why(br#"{"pair":"USDMXN","ts":"yesterday","mid":1}"#).detail,
+            "ts: timestamp `yesterday` is not RFC 3339 / ISO 8601"
+        );
+        assert_eq!(
+            why(br#"{"pair":"USDMXN","ts":"2020-03-09","mid":"abc"}"#).detail,
+            "mid `abc` is not a number"
+        );
+        assert_eq!(
+            why(br#"{"pair":"USDMXN","ts":"2020-03-09","mid":1,"source":"a b"}"#).detail,
+            "source `a b` is not 1 to 32 printable ASCII characters"
+        );
+        assert!(
+            why(br#"{"pair":"USDMXN","mid":1}"#)
+                .detail
+                .contains("missing field `ts`")
+        );
+        assert!(why(b"\xef\xbb\xbf{}").detail.contains("byte-order mark"));
+        let huge = vec![b' '; MAX_PAYLOAD_BYTES + 1];
+        assert_eq!(why(&huge).detail, "payload of 4097 bytes is over the 4096-byte limit");
+    }
+
+    /// A number past f64's range is read as the infinity it overflows to (a non-finite price, as CSV reads
+    /// it), not refused as malformed; only a number in JSON's grammar is, and never a string's content.
+    #[test]
+    fn overflowing_numbers_are_non_finite_prices() {
+        for (payload, bid, mid) in [
+            (
+                r#"{"pair":"USDMXN","ts":"2020-03-09","mid":1e400}"#,
+                None,
+                f64::INFINITY,
+            ),
+            (
+                r#"{"pair":"USDMXN","ts":"2020-03-09","mid":-1E+400}"#,
+                None,
+                f64::NEG_INFINITY,
+            ),
+            (
+                r#"{"pair":"USDMXN","ts":"2020-03-09","bid":1,"mid":1.5e999,"ask":2}"#,
+                Some(1.0),
+                f64::INFINITY,
+            ),
+        ] {
+            let t = parse_tick(payload.as_bytes(), None).unwrap();
+            assert_eq!((t.bid, t.mid), (bid, Some(mid)), "{payload}");
+        }
+        for bad in [
+            r#"{"pair":"USDMXN","ts":"2020-03-09","mid":1e400x}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09","mid":01e400}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09","mid":1,"seq":1e400}"#,
+        ] {
+            assert_eq!(
+                parse_tick(bad.as_bytes(), None).unwrap_err(),
+                QuarantineReason::Malformed,
+                "{bad}"
+            );
+        }
+        let t = parse_tick(br#"{"pair":"USDMXN","ts":"2020-03-09","mid":1,"source":"1e400"}"#, None).unwrap();
+        assert_eq!(t.source.as_str(), "1e400");
+        for (t, ok) in [
+            ("0", true),
+            ("-0.5e-3", true),
+            ("1E+2", true),
+            ("01", false),
+            ("1.", false),
+            ("-", false),
+        ] {
+            assert_eq!(is_json_number(t.as_bytes()), ok, "{t}");
+        }
+    }
+
+    #[test]
+    fn price_text_is_read_the_same_everywhere() {
+        assert_eq!(read_price_text(" 17.25 "), PriceText::Value(17.25));
+        assert_eq!(read_price_text("1e400"), PriceText::Value(f64::INFINITY));
+        assert!(matches!(read_price_text("NaN"), PriceText::Value(v) if v.is_nan()));
+        assert_eq!(read_price_text("-inf"), PriceText::Value(f64::NEG_INFINITY));
+        for missing in ["", " ", ".", "N/A", "NA", "null", "-"] {
+            assert_eq!(read_price_text(missing), PriceText::Missing, "{missing:?}");
+        }
+        for bad in ["abc", "0x10", "1,5", "17 25"] {
+            assert_eq!(read_price_text(bad), PriceText::Unreadable, "{bad}");
+        }
+    }
+
     #[test]
     fn factors() {
         let f = parse_factor(br#"{"name":"TIIE28","ts":"2020-03-19","value":7.0,"source":"banxico"}"#).unwrap();
