@@ -183,7 +183,7 @@ pub fn run(
             Item::Oversized { len, raw } => {
                 *unattributed.entry(Unpaired::OVERSIZED.to_string()).or_default() += 1;
                 let detail = format!(
-                    "a line of {len} bytes, over max_line_bytes ({}): skipped without being read",
+                    "a line of {len} bytes, over max_line_bytes ({}): read to its end without being held",
                     opts.max_line_bytes
                 );
                 write_unpaired(
