@@ -188,7 +188,7 @@ fn bench(c: &mut Criterion) {
                 for l in lines.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
                     match parse_tick(l, Some(pair)) {
                         Ok(t) => e.on_tick(&t, out),
-                        Err(r) => e.on_rejected(r, None, String::new(), out),
+                        Err(r) => e.on_rejected(r, String::new(), None, String::new(), out),
                     }
                     black_box(out.len());
                     out.clear();

@@ -579,7 +579,7 @@ impl Contest {
         if let Some(shadow) = &mut self.challenger {
             shadow
                 .engine
-                .on_rejected(reason, ts_us, raw.to_owned(), &mut self.discard);
+                .on_rejected(reason, String::new(), ts_us, raw.to_owned(), &mut self.discard);
             self.discard.clear();
         }
     }
@@ -1262,7 +1262,7 @@ mod tests {
         let mut out = Vec::new();
         for (i, t) in ticks.iter().enumerate() {
             if i % 50 == 0 {
-                champion.on_rejected(QuarantineReason::Malformed, None, "{".into(), &mut out);
+                champion.on_rejected(QuarantineReason::Malformed, String::new(), None, "{".into(), &mut out);
                 contest.on_rejected(QuarantineReason::Malformed, None, "{");
                 let f = Factor {
                     name: "FED_FUNDS".into(),

@@ -17,6 +17,10 @@ pub enum TimeError {
     /// A field is out of its range (month 13, day 32, hour 25, …).
     #[error("timestamp `{0}` has a field out of range")]
     Range(String),
+    /// Second 60 anywhere but in the last minute of a UTC day: only a leap second (`23:59:60Z`) has one,
+    /// and reading `10:05:60` as `10:05:59` would silently move the tick.
+    #[error("timestamp `{0}` has second 60, which only a leap second at 23:59:60 UTC has")]
+    LeapSecond(String),
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
@@ -86,6 +90,8 @@ pub(crate) enum TsErrorKind {
     Shape,
     /// See [`TimeError::Range`].
     Range,
+    /// See [`TimeError::LeapSecond`].
+    LeapSecond,
 }
 
 /// `YYYY-MM-DDThh:mm:ss` with `0` in the digit places and the separators in theirs, as little-endian
@@ -155,7 +161,28 @@ const FRAC_SCALE: [i64; 7] = [1_000_000, 100_000, 10_000, 1_000, 100, 10, 1];
 /// string ([`parse_ts_us`]) or a closing quote (the tick scanner, which then needs no search for the end
 /// of the string and no UTF-8 check, because every byte taken is ASCII). Errors come in the same order
 /// as in a parse of the whole text, so both callers report the same kind.
+///
+/// Second 60 is read as a leap second, as 59 (the microsecond count has no place for it), and only where a
+/// leap second can be: in the last minute of a UTC day once the offset is applied. Anywhere else it is
+/// refused ([`TsErrorKind::LeapSecond`]) rather than moved a second back.
+#[inline]
 pub(crate) fn parse_ts_prefix(b: &[u8]) -> Result<(i64, usize), TsErrorKind> {
+    let (us, n, leap) = parse_ts_fields(b)?;
+    if leap && !in_last_minute_of_day(us) {
+        return Err(TsErrorKind::LeapSecond);
+    }
+    Ok((us, n))
+}
+
+/// Whether `us` falls in 23:59 UTC, the only minute with a leap second.
+fn in_last_minute_of_day(us: i64) -> bool {
+    us.rem_euclid(US_PER_DAY) / (60 * US_PER_SEC) == 23 * 60 + 59
+}
+
+/// [`parse_ts_prefix`] before the leap-second rule: the time, the bytes taken, and whether the seconds
+/// field was 60 (read as 59).
+#[inline(always)]
+fn parse_ts_fields(b: &[u8]) -> Result<(i64, usize, bool), TsErrorKind> {
     use TsErrorKind::{Range, Shape};
     let (y, mo, d, mut i, time) = match fixed_head(b) {
         Some([y, mo, d, hh, mm, ss]) => (y as i64, mo, d, 19, Some((hh, mm, ss))),
@@ -183,7 +210,7 @@ pub(crate) fn parse_ts_prefix(b: &[u8]) -> Result<(i64, usize), TsErrorKind> {
         Some(t) => t,
         None => {
             if !matches!(b.get(i), Some(b'T' | b't' | b' ')) {
-                return Ok((us, i));
+                return Ok((us, i, false));
             }
             i += 1;
             let hh = digits(b, i, 2).ok_or(Shape)?;
@@ -203,6 +230,7 @@ pub(crate) fn parse_ts_prefix(b: &[u8]) -> Result<(i64, usize), TsErrorKind> {
     if hh > 23 || mm > 59 || ss > 60 {
         return Err(Range);
     }
+    let leap = ss == 60;
     us += (hh as i64 * 3600 + mm as i64 * 60 + ss.min(59) as i64) * US_PER_SEC;
     if matches!(b.get(i), Some(b'.' | b',')) {
         i += 1;
@@ -225,7 +253,7 @@ pub(crate) fn parse_ts_prefix(b: &[u8]) -> Result<(i64, usize), TsErrorKind> {
         us += frac * FRAC_SCALE[n.min(6)];
     }
     match b.get(i) {
-        Some(b'Z' | b'z') => Ok((us, i + 1)),
+        Some(b'Z' | b'z') => Ok((us, i + 1, leap)),
         Some(&sign @ (b'+' | b'-')) => {
             let oh = digits(b, i + 1, 2).ok_or(Shape)?;
             let om = match b.get(i + 3) {
@@ -237,9 +265,9 @@ pub(crate) fn parse_ts_prefix(b: &[u8]) -> Result<(i64, usize), TsErrorKind> {
                 return Err(Shape);
             }
             let off = (oh as i64 * 3600 + om as i64 * 60) * US_PER_SEC;
-            Ok((if sign == b'+' { us - off } else { us + off }, end))
+            Ok((if sign == b'+' { us - off } else { us + off }, end, leap))
         }
-        _ => Ok((us, i)),
+        _ => Ok((us, i, leap)),
     }
 }
 
@@ -251,10 +279,13 @@ pub(crate) fn parse_ts_prefix(b: &[u8]) -> Result<(i64, usize), TsErrorKind> {
 /// # Errors
 /// [`TimeError`] when the shape or a field's range is wrong.
 pub fn parse_ts_us(s: &str) -> Result<i64, TimeError> {
-    match parse_ts_prefix(s.as_bytes()) {
-        Ok((us, n)) if n == s.len() => Ok(us),
+    // The whole text must be a timestamp before its second 60 is judged, so trailing junk is a shape error.
+    match parse_ts_fields(s.as_bytes()) {
+        Ok((us, n, leap)) if n == s.len() && (!leap || in_last_minute_of_day(us)) => Ok(us),
+        Ok((_, n, _)) if n == s.len() => Err(TimeError::LeapSecond(s.chars().take(64).collect())),
         Ok(_) | Err(TsErrorKind::Shape) => Err(TimeError::Shape(s.chars().take(64).collect())),
         Err(TsErrorKind::Range) => Err(TimeError::Range(s.chars().take(64).collect())),
+        Err(TsErrorKind::LeapSecond) => Err(TimeError::LeapSecond(s.chars().take(64).collect())),
     }
 }
 
@@ -397,8 +428,20 @@ mod tests {
         assert!(parse_ts_us("2024-02-29").is_ok());
     }
 
-    /// The parser before the fixed-layout fast path, kept verbatim as the oracle for the one in use.
+    /// The reference parser with the leap-second rule: a time whose seconds field is 60 must fall in the
+    /// last minute of a UTC day.
     fn reference_parse_ts_us(s: &str) -> Result<i64, TimeError> {
+        let us = reference_parse_ts_us_before_leap_rule(s)?;
+        let b = s.as_bytes();
+        let second_60 = b.len() >= 19 && b[16] == b':' && &b[17..19] == b"60";
+        if second_60 && us.rem_euclid(US_PER_DAY) / (60 * US_PER_SEC) != 23 * 60 + 59 {
+            return Err(TimeError::LeapSecond(s.chars().take(64).collect()));
+        }
+        Ok(us)
+    }
+
+    /// The parser before the fixed-layout fast path, kept verbatim as the oracle for the one in use.
+    fn reference_parse_ts_us_before_leap_rule(s: &str) -> Result<i64, TimeError> {
         let b = s.as_bytes();
         let shape = || TimeError::Shape(s.chars().take(64).collect());
         let range = || TimeError::Range(s.chars().take(64).collect());
@@ -524,6 +567,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Second 60 is a leap second only in the last minute of a UTC day; elsewhere it is refused, not read
+    /// as second 59 (issue 11: `10:05:60Z` was silently moved a second back).
+    #[test]
+    fn second_60_only_as_a_leap_second() {
+        for bad in [
+            "2020-03-09T10:05:60Z",
+            "2020-03-09T10:05:60.5Z",
+            "2020-03-09 10:05:60",
+            "2016-12-31T23:59:60+01:00",
+            "2016-12-31T23:58:60Z",
+        ] {
+            assert!(
+                matches!(parse_ts_us(bad), Err(TimeError::LeapSecond(_))),
+                "{bad}: {:?}",
+                parse_ts_us(bad)
+            );
+        }
+        let leap = parse_ts_us("2016-12-31T23:59:60Z").unwrap();
+        assert_eq!(leap, parse_ts_us("2016-12-31T23:59:59Z").unwrap());
+        assert_eq!(
+            parse_ts_us("2016-12-31T23:59:60.25Z").unwrap(),
+            parse_ts_us("2016-12-31T23:59:59.25Z").unwrap()
+        );
+        assert_eq!(parse_ts_us("2017-01-01T00:59:60+01:00").unwrap(), leap);
+        assert!(parse_ts_us("2020-03-09T10:05:61Z").is_err());
+        assert_eq!(
+            parse_ts_us("2020-03-09T10:05:60Z").unwrap_err().to_string(),
+            "timestamp `2020-03-09T10:05:60Z` has second 60, which only a leap second at 23:59:60 UTC has"
+        );
     }
 
     #[test]

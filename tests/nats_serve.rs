@@ -785,6 +785,76 @@ async fn pairs_are_sharded_in_order_and_factors_reach_every_pair() {
     drop(serve);
 }
 
+/// Issue 11: a factor whose `name` is not its subject's last token is refused with a reason and a
+/// detail (it was applied silently: a message on `fx.factors.TIIE28` could set another factor), and every
+/// tick quarantine says why, including a second 60 that is not a leap second (it was read as second 59).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_factor_is_named_as_its_subject_and_quarantines_say_why() {
+    let server = LocalServer::start(false, None).unwrap();
+    let dir = temp_dir("factor-name");
+    let serve = Serve::start(&server.url(), FAST_REPORTS, &dir);
+    let client = async_nats::connect(server.url()).await.unwrap();
+    wait_ready(&client, &serve).await;
+    let mut unrouted = client.subscribe("fx.quarantine._unrouted").await.unwrap();
+    let mut quarantine = client.subscribe("fx.quarantine.USDMXN").await.unwrap();
+    client.flush().await.unwrap();
+    for body in [
+        r#"{"name":"CETES28","ts":"2024-03-01","value":11.0}"#,
+        r#"{"name":"TIIE28","ts":"2024-03-01","value":11.5}"#,
+    ] {
+        client.publish("fx.factors.TIIE28", Bytes::from(body)).await.unwrap();
+    }
+    for body in [
+        r#"{"pair":"USDMXN","ts":"2024-03-04T00:00:00Z","mid":17.1}"#,
+        r#"{"pair":"USDMXN","ts":"2024-03-04T00:00:01Z","bid":17.2,"ask":17.1}"#,
+        r#"{"pair":"USDMXN","ts":"2024-03-04T10:05:60Z","mid":17.1}"#,
+    ] {
+        client
+            .publish_with_headers("fx.ticks.USDMXN", replay_header(), Bytes::from(body))
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    let bad = collect(&mut unrouted, 1, Duration::from_secs(20)).await;
+    assert_eq!(bad.len(), 1, "{}", serve.log());
+    let v: Value = serde_json::from_slice(&bad[0].payload).unwrap();
+    assert_eq!(v["reason"], "bad_factor", "{v}");
+    assert_eq!(
+        v["detail"], "factor name `CETES28` is not the subject's last token `TIIE28`",
+        "{v}"
+    );
+    let got = collect(&mut quarantine, 2, Duration::from_secs(20)).await;
+    let records: Vec<Value> = got
+        .iter()
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .collect();
+    let said: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| (r["reason"].as_str().unwrap(), r["detail"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("crossed_quote", "bid 17.2 is above ask 17.1"),
+            (
+                "malformed",
+                "ts: timestamp `2024-03-04T10:05:60Z` has second 60, which only a leap second at 23:59:60 UTC has"
+            ),
+        ]
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, stats) = request_json(&client, "$SRV.STATS.cambio", "").await;
+        let c = &stats["data"]["counters"];
+        if (c["factors"].as_u64(), c["bad_factors"].as_u64()) == (Some(1), Some(1)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "factors not counted: {c}\n{}", serve.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(serve);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rehearsed_scenario_gives_the_same_outputs_live_as_in_process() {
     let scenario_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/level_shift");

@@ -69,7 +69,7 @@ async fn junk_on_many_pair_subjects_starts_no_shard_and_refusals_are_counted_and
         let m = next_within(&mut unrouted, 10, &serve).await;
         let r: Value = serde_json::from_slice(&m.payload).unwrap();
         assert_eq!(r["reason"], "invalid_tick", "{r}");
-        assert_eq!(r["detail"], "malformed", "{r}");
+        assert!(r["detail"].as_str().unwrap().starts_with("malformed: "), "{r}");
     }
     // A real pair still gets its shard and its forecasts.
     publish(&client, "fx.ticks.USDMXN", &walk(1, 1)[0]).await;

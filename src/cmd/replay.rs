@@ -32,6 +32,11 @@ pub struct Args {
     /// Write ticks_per_sec as 0, so two runs give byte-identical reports.
     #[arg(long)]
     no_timing: bool,
+    /// Longest line read from a file, in bytes; a longer line is skipped without being held and recorded
+    /// as `oversized`.
+    #[arg(long, value_name = "BYTES", default_value_t = replay::source::DEFAULT_MAX_LINE_BYTES as u64,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    max_line_bytes: u64,
     /// Publish the input's ticks (and a scenario's factors) to the NATS server at this URL instead of
     /// running the engine; auth comes from the config's [nats] table and CAMBIO_NATS_* variables.
     #[arg(long, value_name = "URL", conflicts_with_all = ["report", "out", "no_timing"])]
@@ -73,6 +78,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         outputs,
         observer: None,
         challenger: cfg.as_ref().map(|c| c.challenger.clone()).unwrap_or_default(),
+        max_line_bytes: usize::try_from(args.max_line_bytes).unwrap_or(usize::MAX),
     };
     let report = match replay::input_kind(&args.input) {
         InputKind::Scenario => {
@@ -147,24 +153,67 @@ fn figure(n: u64, x: f64, decimals: usize) -> String {
 /// The writer's.
 pub fn write_summary(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
     writeln!(out, "\n== {}", r.input)?;
-    let quarantined: u64 = r.quarantined.values().sum();
-    write!(
-        out,
-        "ticks {}  accepted {}  quarantined {quarantined}",
-        r.ticks, r.accepted
-    )?;
+    write_counts(out, r.ticks, r.accepted, &r.quarantined)?;
+    if r.pairs.len() > 1 {
+        // Several pairs: the totals above, then each pair on its own (the top-level figures of the report
+        // are the first pair's).
+        writeln!(out, "alarms {} (adaptations {})", r.alarms_total, r.adaptations)?;
+        for p in &r.pairs {
+            writeln!(out, "\n-- {}", p.pair)?;
+            write_counts(out, p.ticks, p.accepted, &p.quarantined)?;
+            write_horizons(out, &p.horizons)?;
+            writeln!(out, "alarms {} (adaptations {})", p.alarms_total, p.adaptations)?;
+            write_quality(out, &p.quality)?;
+        }
+    } else {
+        write_horizons(out, &r.horizons)?;
+        writeln!(out, "alarms {} (adaptations {})", r.alarms_total, r.adaptations)?;
+        if let Some(q) = &r.quality {
+            write_quality(out, q)?;
+        }
+    }
+    for o in &r.expectations {
+        writeln!(
+            out,
+            "{} {}: {}",
+            if o.passed { "PASS" } else { "FAIL" },
+            o.expect,
+            o.detail
+        )?;
+    }
+    if r.ticks_per_sec > 0.0 {
+        writeln!(
+            out,
+            "{:.0} ticks/s, peak memory {} KiB",
+            r.ticks_per_sec, r.peak_rss_kib
+        )?;
+    }
+    Ok(())
+}
+
+/// `ticks N  accepted N  quarantined N (reason=n, …)`.
+fn write_counts(
+    out: &mut impl Write,
+    ticks: u64,
+    accepted: u64,
+    by_reason: &std::collections::BTreeMap<String, u64>,
+) -> std::io::Result<()> {
+    let quarantined: u64 = by_reason.values().sum();
+    write!(out, "ticks {ticks}  accepted {accepted}  quarantined {quarantined}")?;
     if quarantined > 0 {
-        let reasons: Vec<String> = r
-            .quarantined
+        let reasons: Vec<String> = by_reason
             .iter()
             .filter(|(_, n)| **n > 0)
             .map(|(reason, n)| format!("{reason}={n}"))
             .collect();
         write!(out, " ({})", reasons.join(", "))?;
     }
-    writeln!(out)?;
-    let rows: Vec<Vec<String>> = r
-        .horizons
+    writeln!(out)
+}
+
+/// The metrics table, one row per horizon.
+fn write_horizons(out: &mut impl Write, horizons: &[cambio::eval::HorizonSummary]) -> std::io::Result<()> {
+    let rows: Vec<Vec<String>> = horizons
         .iter()
         .map(|h| {
             vec![
@@ -195,38 +244,22 @@ pub fn write_summary(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         ],
         &align,
         &rows,
-    )?;
-    writeln!(out, "alarms {} (adaptations {})", r.alarms_total, r.adaptations)?;
-    if let Some(q) = &r.quality {
-        write!(out, "quality {}", status_name(q.overall))?;
-        let not_ok: Vec<String> = q
-            .dimensions
-            .iter()
-            .filter(|d| d.status != cambio::quality::Status::Ok)
-            .map(|d| format!("{} {}", d.dimension.name(), status_name(d.status)))
-            .collect();
-        if !not_ok.is_empty() {
-            write!(out, " ({})", not_ok.join(", "))?;
-        }
-        writeln!(out)?;
+    )
+}
+
+/// `quality ok`, or `quality warn (consistency warn, …)`.
+fn write_quality(out: &mut impl Write, q: &cambio::quality::QualityReport) -> std::io::Result<()> {
+    write!(out, "quality {}", status_name(q.overall))?;
+    let not_ok: Vec<String> = q
+        .dimensions
+        .iter()
+        .filter(|d| d.status != cambio::quality::Status::Ok)
+        .map(|d| format!("{} {}", d.dimension.name(), status_name(d.status)))
+        .collect();
+    if !not_ok.is_empty() {
+        write!(out, " ({})", not_ok.join(", "))?;
     }
-    for o in &r.expectations {
-        writeln!(
-            out,
-            "{} {}: {}",
-            if o.passed { "PASS" } else { "FAIL" },
-            o.expect,
-            o.detail
-        )?;
-    }
-    if r.ticks_per_sec > 0.0 {
-        writeln!(
-            out,
-            "{:.0} ticks/s, peak memory {} KiB",
-            r.ticks_per_sec, r.peak_rss_kib
-        )?;
-    }
-    Ok(())
+    writeln!(out)
 }
 
 /// Whether the configuration file at `path` writes an `[engine]` table (its other tables may be all it is

@@ -6,6 +6,7 @@
 //! | `forecast` | `<prefix>.pred.<PAIR>`, query replies | [`Forecast`] |
 //! | `quarantined` | `<prefix>.quarantine.<PAIR>` | [`Quarantined`] |
 //! | `quarantined` | `<prefix>.quarantine._unrouted` | [`Unrouted`] |
+//! | `quarantined` | replay's output file, for a line counted against no pair | [`Unpaired`] |
 //! | `quality_changed` | `<prefix>.quality.<PAIR>` | [`QualityChange`] |
 //! | `quality` | `<prefix>.quality.<PAIR>` (every `report_interval_secs`) | [`QualityMessage`] |
 //! | `drift` | `<prefix>.drift.<PAIR>` (periodic, and after each alarm) | [`DriftMessage`] |
@@ -75,6 +76,46 @@ pub struct Unrouted {
     pub detail: Option<String>,
     /// The payload (cut to `max_raw_bytes`).
     pub raw: String,
+}
+
+/// A replayed line counted against no pair, in replay's output file: a line too long to read
+/// (`oversized`), or one that could not be read before any pair was known (no `--pair`, no tick read yet).
+/// The same shape as [`Quarantined`], with `pair` (and `ts`, `seq`, `source`) `null`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "quarantined")]
+pub struct Unpaired {
+    /// Always `None`: no pair's counts include this line.
+    pub pair: Option<Pair>,
+    /// Always `None` (the line's time was not read).
+    pub ts: Option<String>,
+    /// Always `None`.
+    pub seq: Option<u64>,
+    /// Always `None`.
+    pub source: Option<String>,
+    /// A tick quarantine reason (`malformed`, …) or `oversized`.
+    pub reason: &'static str,
+    /// What was wrong.
+    pub detail: String,
+    /// The line, cut to 16 KiB like serve's `max_raw_bytes`.
+    pub raw: String,
+}
+
+impl Unpaired {
+    /// The reason replay gives a line longer than its `max_line_bytes`, which it never reads whole.
+    pub const OVERSIZED: &'static str = "oversized";
+
+    /// A record of a line counted against no pair.
+    pub fn new(reason: &'static str, detail: String, raw: String) -> Unpaired {
+        Unpaired {
+            pair: None,
+            ts: None,
+            seq: None,
+            source: None,
+            reason,
+            detail,
+            raw,
+        }
+    }
 }
 
 /// Why a message reached no engine.

@@ -13,6 +13,7 @@ use nalgebra::SVector;
 use serde::Serialize;
 
 pub mod config;
+mod explain;
 mod handover;
 
 use crate::drift::{Alarm, DriftState, Signal, SignalMonitor};
@@ -43,6 +44,8 @@ pub struct Quarantined {
     pub source: Option<Source>,
     /// Why.
     pub reason: QuarantineReason,
+    /// Why, for a person: the field and value at fault and what was expected.
+    pub detail: String,
     /// The raw payload when the tick could not be parsed, so nothing is lost.
     pub raw: Option<String>,
 }
@@ -477,12 +480,14 @@ impl Engine {
         match self.validator.check(tick) {
             Verdict::Quarantine(reason) => {
                 self.quarantined[reason.index()] += 1;
+                let detail = explain::explain(reason, tick, &self.cfg.quality, self.validator.watermark_us());
                 out.push(Output::Quarantined(Quarantined {
                     pair: self.pair,
                     ts: Some(format_ts(tick.ts_us)),
                     seq: tick.seq,
                     source: Some(tick.source),
                     reason,
+                    detail,
                     raw: None,
                 }));
             }
@@ -491,8 +496,16 @@ impl Engine {
         self.quality_transitions(out);
     }
 
-    /// Counts a payload that could not be parsed into a tick (malformed, wrong pair), keeping its raw text.
-    pub fn on_rejected(&mut self, reason: QuarantineReason, ts_us: Option<i64>, raw: String, out: &mut Vec<Output>) {
+    /// Counts a payload that could not be parsed into a tick (malformed, wrong pair), keeping its raw text
+    /// and what was wrong with it (`detail`).
+    pub fn on_rejected(
+        &mut self,
+        reason: QuarantineReason,
+        detail: String,
+        ts_us: Option<i64>,
+        raw: String,
+        out: &mut Vec<Output>,
+    ) {
         self.ticks += 1;
         self.quarantined[reason.index()] += 1;
         self.validator.record_rejected(ts_us, reason);
@@ -502,6 +515,7 @@ impl Engine {
             seq: None,
             source: None,
             reason,
+            detail,
             raw: Some(raw),
         }));
         self.quality_transitions(out);

@@ -15,7 +15,7 @@
 //! publisher through a bounded channel: memory stays bounded however long the input is.
 
 use std::future::Future;
-use std::io::{BufRead, BufReader, Cursor};
+use std::io::{BufReader, Cursor};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,7 +25,7 @@ use serde::{Serialize, Serializer};
 
 use crate::nats::Subjects;
 use crate::quality::QuarantineReason;
-use crate::replay::source::{CsvTicks, JsonlTicks, parse_message};
+use crate::replay::source::{CsvTicks, DEFAULT_MAX_LINE_BYTES, JsonlTicks, Line, LineReader, parse_message};
 use crate::replay::{self, Item, TickData};
 use crate::tick::{Factor, Pair, Tick};
 use crate::time::format_ts;
@@ -340,11 +340,13 @@ fn first_line(path: &Path) -> Result<String, PublishError> {
         path: path.into(),
         source,
     };
-    let mut header = String::new();
-    BufReader::new(std::fs::File::open(path).map_err(io)?)
-        .read_line(&mut header)
-        .map_err(io)?;
-    Ok(header.trim_start_matches('\u{feff}').trim_end().to_string())
+    let file = std::fs::File::open(path).map_err(io)?;
+    // Capped as the CSV reader caps it (which has already read this header).
+    let mut lines = LineReader::new(Box::new(BufReader::new(file)), DEFAULT_MAX_LINE_BYTES);
+    if let Line::Failed(e) = lines.next_line_or_stop() {
+        return Err(io(e).into());
+    }
+    Ok(String::from_utf8_lossy(lines.line()).trim_end().to_string())
 }
 
 /// Why reading stopped before the end of the input.
@@ -387,11 +389,15 @@ fn items_to_messages<E: FnMut(Outgoing) -> bool>(
                 let payload = factor_json(&f);
                 m.factor(&f.name, payload)?;
             }
+            Item::Oversized { len, .. } => {
+                tracing::warn!(bytes = len, "line longer than the longest read; not published");
+            }
             Item::Rejected {
                 reason,
                 pair: item_pair,
                 ts_us,
                 raw,
+                ..
             } => {
                 let subject_pair = match item_pair.or(pair) {
                     Some(p) => p,
@@ -427,17 +433,26 @@ fn jsonl_to_messages<E: FnMut(Outgoing) -> bool>(
         path: path.into(),
         source,
     })?;
-    let mut lines = BufReader::with_capacity(1 << 16, file);
-    let mut buf = Vec::with_capacity(256);
+    // Lines are capped as the file replay caps them, so a file with no line end cannot grow the buffer.
+    let mut lines = LineReader::new(
+        Box::new(BufReader::with_capacity(1 << 16, file)),
+        DEFAULT_MAX_LINE_BYTES,
+    );
     let mut last: Option<Pair> = None;
     loop {
-        buf.clear();
-        // As the file replay does: a read error ends the input.
-        match lines.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => return Ok(()),
-            Ok(_) => {}
+        match lines.next_line() {
+            Line::Eof => return Ok(()),
+            Line::Failed(e) => {
+                tracing::warn!(error = %e, "the input could not be read further");
+                return Ok(());
+            }
+            Line::Oversized(len) => {
+                tracing::warn!(bytes = len, "line longer than the longest read; not published");
+                continue;
+            }
+            Line::Text => {}
         }
-        let line = buf.trim_ascii();
+        let line = lines.line().trim_ascii();
         if line.is_empty() {
             continue;
         }
@@ -460,6 +475,8 @@ fn jsonl_to_messages<E: FnMut(Outgoing) -> bool>(
                 };
                 m.tick(subject_pair, line.to_vec(), None)?;
             }
+            // A message is one line already read: never oversized.
+            Item::Oversized { .. } => {}
         }
     }
 }

@@ -207,6 +207,9 @@ fn quarantine_line(m: &Map<String, Value>) -> String {
         str_field(m, "pair"),
         str_field(m, "reason")
     );
+    if let Some(detail) = m.get("detail").and_then(Value::as_str) {
+        let _ = write!(line, " ({})", one_line(detail.as_bytes()));
+    }
     if let Some(seq) = m.get("seq").filter(|v| !v.is_null()) {
         let _ = write!(line, " seq {seq}");
     }
@@ -325,6 +328,11 @@ mod tests {
         assert_eq!(
             render(&s(), "fx.quarantine.USDMXN", q.as_bytes(), false),
             "- USDMXN QUARANTINE malformed raw ga\\nrbage"
+        );
+        let q = r#"{"type":"quarantined","pair":"USDMXN","ts":"2020-03-09T00:00:01.000Z","seq":7,"source":"oanda","reason":"crossed_quote","detail":"bid 17.2 is above ask 17.1","raw":null}"#;
+        assert_eq!(
+            render(&s(), "fx.quarantine.USDMXN", q.as_bytes(), false),
+            "2020-03-09T00:00:01.000Z USDMXN QUARANTINE crossed_quote (bid 17.2 is above ask 17.1) seq 7 source oanda"
         );
         let quality = r#"{"type":"quality_changed","pair":"USDMXN","ts":"2020-01-01T00:00:00.000Z","overall":"warn",
             "dimensions":[{"name":"completeness","score":0.9,"status":"warn"},{"name":"validity","status":"ok"}]}"#;

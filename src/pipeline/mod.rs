@@ -12,7 +12,7 @@ mod pairs;
 use crate::challenger::{ChallengerConfig, Contest, ContestError, ModelOrigin, Verdict};
 use crate::engine::{Engine, EngineConfig, EngineError, Output};
 use crate::quality::QuarantineReason;
-use crate::tick::{Factor, Pair, Tick, parse_tick};
+use crate::tick::{Factor, Pair, Tick, parse_tick_detailed};
 
 pub use factors::{FactorBook, MAX_FACTORS};
 pub use pairs::{MAX_PAIRS, PairSet, TooManyPairs};
@@ -96,12 +96,19 @@ impl PairPipeline {
     }
 
     /// Counts and records a tick that never reached the model (its payload could not be parsed, or it
-    /// belongs to another pair), in both engines so their counts agree.
-    pub fn on_rejected(&mut self, reason: QuarantineReason, ts_us: Option<i64>, raw: String, out: &mut Vec<Output>) {
+    /// belongs to another pair), in both engines so their counts agree; `detail` says what was wrong.
+    pub fn on_rejected(
+        &mut self,
+        reason: QuarantineReason,
+        detail: String,
+        ts_us: Option<i64>,
+        raw: String,
+        out: &mut Vec<Output>,
+    ) {
         if let Some(c) = &mut self.contest {
             c.on_rejected(reason, ts_us, &raw);
         }
-        self.engine.on_rejected(reason, ts_us, raw, out);
+        self.engine.on_rejected(reason, detail, ts_us, raw, out);
     }
 
     /// Parses a tick payload from the network for this pair and applies it, or quarantines it with its raw
@@ -113,15 +120,15 @@ impl PairPipeline {
         max_raw_bytes: usize,
         out: &mut Vec<Output>,
     ) -> Option<Verdict> {
-        match parse_tick(payload, Some(self.pair())) {
+        match parse_tick_detailed(payload, Some(self.pair())) {
             Ok(mut tick) => {
                 if arrival_us.is_some() {
                     tick.arrival_us = arrival_us;
                 }
                 self.on_tick(&tick, out)
             }
-            Err(reason) => {
-                self.on_rejected(reason, None, raw_text(payload, max_raw_bytes), out);
+            Err(e) => {
+                self.on_rejected(e.reason, e.detail, None, raw_text(payload, max_raw_bytes), out);
                 None
             }
         }
@@ -179,12 +186,19 @@ pub fn new_contest(
 /// `max` bytes is cut, with a note giving the original length, so a hostile payload cannot make the
 /// re-publication exceed the server's message size.
 pub fn raw_text(payload: &[u8], max: usize) -> String {
-    if payload.len() <= max {
-        return String::from_utf8_lossy(payload).into_owned();
+    raw_text_of_prefix(payload, payload.len() as u64, max)
+}
+
+/// [`raw_text`] of a payload of `total` bytes of which only `prefix` was kept (a line too long to read
+/// whole): the same cut and the same note, without ever holding the rest.
+pub fn raw_text_of_prefix(prefix: &[u8], total: u64, max: usize) -> String {
+    let kept = &prefix[..prefix.len().min(max)];
+    if kept.len() as u64 == total {
+        return String::from_utf8_lossy(kept).into_owned();
     }
-    let mut s = String::from_utf8_lossy(&payload[..max]).into_owned();
+    let mut s = String::from_utf8_lossy(kept).into_owned();
     s.push_str("…[truncated: ");
-    s.push_str(itoa::Buffer::new().format(payload.len()));
+    s.push_str(itoa::Buffer::new().format(total));
     s.push_str(" bytes in all]");
     s
 }

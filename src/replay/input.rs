@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::scenario::Scenario;
-use super::source::{CsvTicks, JsonlTicks};
+use super::source::{CsvTicks, DEFAULT_MAX_LINE_BYTES, JsonlTicks};
 use super::synth::{SynthSpec, SynthTicks};
 use super::{InputKind, Item, ReplayError, input_kind, scenario_factors};
 use crate::tick::{Factor, Pair};
@@ -34,6 +34,8 @@ pub struct Input {
     pub data: TickData,
     /// The scenario, when the input is one (its configuration and expectations).
     pub scenario: Option<Scenario>,
+    /// Longest line read from a file; longer lines are skipped as `oversized` (`--max-line-bytes`).
+    pub max_line_bytes: usize,
 }
 
 impl Input {
@@ -81,6 +83,7 @@ impl Input {
             factors,
             data,
             scenario: Some(scenario),
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
         })
     }
 
@@ -91,6 +94,7 @@ impl Input {
             factors: Vec::new(),
             data,
             scenario: None,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
         }
     }
 
@@ -106,8 +110,8 @@ impl Input {
                     .ok_or_else(|| ReplayError::Config("a synthetic stream needs a pair".into()))?;
                 Box::new(SynthTicks::new(spec.clone(), pair).map_err(ReplayError::Synthetic)?)
             }
-            TickData::Jsonl(p) => Box::new(JsonlTicks::open(p, self.pair)?),
-            TickData::Csv(p) => Box::new(CsvTicks::open(p, self.pair)?),
+            TickData::Jsonl(p) => Box::new(JsonlTicks::open_capped(p, self.pair, self.max_line_bytes)?),
+            TickData::Csv(p) => Box::new(CsvTicks::open_capped(p, self.pair, self.max_line_bytes)?),
         })
     }
 }

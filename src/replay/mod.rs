@@ -20,11 +20,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::challenger::ChallengerConfig;
+use crate::contract::Unpaired;
 use crate::engine::EngineConfig;
 use crate::engine::Output;
 use crate::pipeline::{FactorBook, MAX_PAIRS, PairPipeline, PairSet, PipelineError, TooManyPairs};
 use crate::quality::QuarantineReason;
-use crate::tick::{Factor, Pair};
+use crate::tick::{Factor, Pair, detail};
 use crate::time::format_ts;
 
 pub use input::{Input, TickData};
@@ -65,7 +66,6 @@ pub enum ReplayError {
 pub type Observer = Box<dyn FnMut(&Output)>;
 
 /// How to replay.
-#[derive(Default)]
 pub struct ReplayOptions {
     /// Only this pair (ticks of others are pair mismatches); also the pair of files that do not name one.
     pub pair: Option<Pair>,
@@ -80,6 +80,23 @@ pub struct ReplayOptions {
     /// The champion/challenger contest and rollback guard (`[challenger]`), run exactly as `serve` runs
     /// them, so a replay reproduces the live service's outputs. Off by default.
     pub challenger: ChallengerConfig,
+    /// Longest line read from a file (`--max-line-bytes`, default 1 MiB); a longer line is skipped to its
+    /// end without being held, and recorded as `oversized`.
+    pub max_line_bytes: usize,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            pair: None,
+            timing: false,
+            progress: false,
+            outputs: None,
+            observer: None,
+            challenger: ChallengerConfig::default(),
+            max_line_bytes: source::DEFAULT_MAX_LINE_BYTES,
+        }
+    }
 }
 
 /// Ticks between progress updates.
@@ -138,6 +155,7 @@ pub fn run(
                 {
                     pipeline_for(&mut pairs, &book, want, cfg, &challenger)?.on_rejected(
                         QuarantineReason::PairMismatch,
+                        detail::pair_mismatch(tick.pair, want),
                         Some(tick.ts_us),
                         tick_text(&tick),
                         &mut out,
@@ -148,15 +166,32 @@ pub fn run(
             }
             Item::Rejected {
                 reason,
+                detail,
                 pair,
                 ts_us,
                 raw,
             } => match opts.pair.or(pair).or(pairs.first_pair()) {
-                Some(p) => {
-                    pipeline_for(&mut pairs, &book, p, cfg, &challenger)?.on_rejected(reason, ts_us, raw, &mut out)
+                Some(p) => pipeline_for(&mut pairs, &book, p, cfg, &challenger)?
+                    .on_rejected(reason, detail, ts_us, raw, &mut out),
+                // Before any pair is known there is no pair to count it against: it is counted in the
+                // report and written with no pair, never dropped.
+                None => {
+                    *unattributed.entry(reason.name().to_string()).or_default() += 1;
+                    write_unpaired(&mut opts.outputs, &mut line, Unpaired::new(reason.name(), detail, raw))?;
                 }
-                None => *unattributed.entry(reason.name().to_string()).or_default() += 1,
             },
+            Item::Oversized { len, raw } => {
+                *unattributed.entry(Unpaired::OVERSIZED.to_string()).or_default() += 1;
+                let detail = format!(
+                    "a line of {len} bytes, over max_line_bytes ({}): read to its end without being held",
+                    opts.max_line_bytes
+                );
+                write_unpaired(
+                    &mut opts.outputs,
+                    &mut line,
+                    Unpaired::new(Unpaired::OVERSIZED, detail, raw),
+                )?;
+            }
         }
         for o in out.drain(..) {
             if let Output::Alarm(a) = &o
@@ -230,6 +265,17 @@ pub fn run(
     })
 }
 
+/// Writes a record counted against no pair to the output file, if there is one.
+fn write_unpaired(outputs: &mut Option<Box<dyn Write>>, line: &mut Vec<u8>, record: Unpaired) -> std::io::Result<()> {
+    if let Some(w) = outputs.as_mut() {
+        line.clear();
+        crate::contract::write_json(&record, line);
+        line.push(b'\n');
+        w.write_all(line)?;
+    }
+    Ok(())
+}
+
 /// A pair's pipeline, made on its first message and given the factors seen so far (as serve does).
 fn pipeline_for<'a>(
     pairs: &'a mut PairSet<PairPipeline>,
@@ -277,11 +323,17 @@ pub fn input_kind(path: &Path) -> InputKind {
         Some("csv") => InputKind::Csv,
         Some("jsonl" | "ndjson" | "json") => InputKind::Jsonl,
         _ => {
-            let mut first = [0u8; 1];
-            let is_json = std::fs::File::open(path)
+            // The first byte after any byte-order mark.
+            let mut first = [0u8; 4];
+            let n = std::fs::File::open(path)
                 .and_then(|mut f| std::io::Read::read(&mut f, &mut first))
-                .is_ok_and(|n| n == 1 && first[0] == b'{');
-            if is_json { InputKind::Jsonl } else { InputKind::Csv }
+                .unwrap_or(0);
+            let start = if first[..n].starts_with(b"\xef\xbb\xbf") { 3 } else { 0 };
+            if n > start && first[start] == b'{' {
+                InputKind::Jsonl
+            } else {
+                InputKind::Csv
+            }
         }
     }
 }
@@ -291,7 +343,8 @@ pub fn input_kind(path: &Path) -> InputKind {
 /// # Errors
 /// [`ReplayError`] when the file cannot be read or understood.
 pub fn replay_file(path: &Path, cfg: &EngineConfig, opts: ReplayOptions) -> Result<Report, ReplayError> {
-    let input = Input::open(path, opts.pair)?;
+    let mut input = Input::open(path, opts.pair)?;
+    input.max_line_bytes = opts.max_line_bytes;
     run(&input.name, input.items()?, input.factors.clone(), cfg, opts)
 }
 
@@ -329,7 +382,8 @@ pub fn replay_scenario(
     cfg_override: Option<&EngineConfig>,
     mut opts: ReplayOptions,
 ) -> Result<Report, ReplayError> {
-    let input = Input::of_scenario(scenario.clone())?;
+    let mut input = Input::of_scenario(scenario.clone())?;
+    input.max_line_bytes = opts.max_line_bytes;
     opts.pair = input.pair;
     let cfg = cfg_override.unwrap_or(&scenario.config);
     let mut report = run(&input.name, input.items()?, input.factors.clone(), cfg, opts)?;

@@ -8,6 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub mod detail;
 pub mod reason;
 mod scan;
 
@@ -187,8 +188,70 @@ pub struct Factor {
     pub source: String,
 }
 
+/// Why a payload is not a tick: the quarantine reason, and for a person what was wrong (the field, its
+/// value, what was expected), published as the quarantine's `detail`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickError {
+    /// The quarantine reason.
+    pub reason: QuarantineReason,
+    /// What was wrong, in words ([`detail`] has the shared wording).
+    pub detail: String,
+}
+
+impl TickError {
+    /// A `malformed` payload, with what was wrong.
+    pub fn malformed(detail: String) -> TickError {
+        TickError {
+            reason: QuarantineReason::Malformed,
+            detail,
+        }
+    }
+
+    /// A tick for another pair than `expected`.
+    pub fn pair_mismatch(got: Pair, expected: Pair) -> TickError {
+        TickError {
+            reason: QuarantineReason::PairMismatch,
+            detail: detail::pair_mismatch(got, expected),
+        }
+    }
+}
+
+impl fmt::Display for TickError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason.name(), self.detail)
+    }
+}
+
+/// A price written as text: a JSON string, or a CSV cell. Both formats read it with [`read_price_text`],
+/// so the same text gets the same outcome in either.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PriceText {
+    /// Empty, or a placeholder for "no value" (`.` as FRED writes, `N/A`, `NA`, `null`, `-`): the tick has
+    /// no such price (`missing_value` if it needed it).
+    Missing,
+    /// A number, possibly not finite (`NaN`, `Infinity`, `inf`, `1e400`): judged by the quality checks,
+    /// which quarantine a non-finite one as `non_finite_price`.
+    Value(f64),
+    /// Anything else: `malformed`.
+    Unreadable,
+}
+
+/// Reads a price written as text (surrounding spaces ignored). Every spelling Rust's `f64` parser accepts is
+/// a number, including `NaN`, `inf` and `Infinity` in any case and values that overflow to infinity.
+pub fn read_price_text(text: &str) -> PriceText {
+    let t = text.trim();
+    if matches!(t, "" | "." | "N/A" | "NA" | "null" | "-") {
+        return PriceText::Missing;
+    }
+    match t.parse::<f64>() {
+        Ok(v) => PriceText::Value(v),
+        Err(_) => PriceText::Unreadable,
+    }
+}
+
 /// A price field as it may arrive: a number, `null`, or a string (Python's `json.dumps` writes bare `NaN`
-/// and `Infinity`, which the pre-pass turns into strings so they are reported as non-finite prices).
+/// and `Infinity`, and a number too large for `f64` such as `1e400` cannot be read as one: the pre-pass
+/// turns both into strings, so they are reported as non-finite prices as in CSV).
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum PriceField<'a> {
@@ -197,17 +260,16 @@ enum PriceField<'a> {
     Text(&'a str),
 }
 
-impl PriceField<'_> {
-    fn value(&self) -> Result<f64, QuarantineReason> {
-        match self {
-            PriceField::Num(v) => Ok(*v),
-            PriceField::Text(t) => match t.trim() {
-                "NaN" | "nan" => Ok(f64::NAN),
-                "Infinity" | "inf" | "+Infinity" => Ok(f64::INFINITY),
-                "-Infinity" | "-inf" => Ok(f64::NEG_INFINITY),
-                other => other.parse::<f64>().map_err(|_| QuarantineReason::Malformed),
-            },
-        }
+/// The value of an optional price field named `name`.
+fn price(name: &str, field: &Option<PriceField<'_>>) -> Result<Option<f64>, TickError> {
+    match field {
+        None => Ok(None),
+        Some(PriceField::Num(v)) => Ok(Some(*v)),
+        Some(PriceField::Text(t)) => match read_price_text(t) {
+            PriceText::Missing => Ok(None),
+            PriceText::Value(v) => Ok(Some(v)),
+            PriceText::Unreadable => Err(TickError::malformed(detail::bad_price(name, t))),
+        },
     }
 }
 
@@ -240,14 +302,28 @@ pub const MAX_PAYLOAD_BYTES: usize = 4096;
 /// another pair is [`QuarantineReason::PairMismatch`].
 ///
 /// # Errors
-/// The quarantine reason when the payload is not a readable tick.
+/// The quarantine reason when the payload is not a readable tick ([`parse_tick_detailed`] also says why).
+#[inline]
 pub fn parse_tick(payload: &[u8], expected_pair: Option<Pair>) -> Result<Tick, QuarantineReason> {
+    parse_tick_detailed(payload, expected_pair).map_err(|e| e.reason)
+}
+
+/// [`parse_tick`], with what was wrong when the payload is not a tick (the quarantine's `detail`). The
+/// common tick takes the same fast path; the words are only written for a refused payload.
+///
+/// # Errors
+/// [`TickError`]: the quarantine reason and its detail.
+#[inline]
+pub fn parse_tick_detailed(payload: &[u8], expected_pair: Option<Pair>) -> Result<Tick, TickError> {
     if payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(QuarantineReason::Malformed);
+        return Err(TickError::malformed(format!(
+            "payload of {} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit",
+            payload.len()
+        )));
     }
     match scan::scan(payload) {
         Some(tick) => match expected_pair {
-            Some(expected) if expected != tick.pair => Err(QuarantineReason::PairMismatch),
+            Some(expected) if expected != tick.pair => Err(TickError::pair_mismatch(tick.pair, expected)),
             _ => Ok(tick),
         },
         None => parse_tick_general(payload, expected_pair),
@@ -267,22 +343,24 @@ struct Fields<'a> {
 }
 
 /// The general path: serde_json with its exact rules (escapes, unknown keys, strings for prices, …).
-fn parse_tick_general(payload: &[u8], expected_pair: Option<Pair>) -> Result<Tick, QuarantineReason> {
+fn parse_tick_general(payload: &[u8], expected_pair: Option<Pair>) -> Result<Tick, TickError> {
     let raw: RawTick<'_> = match serde_json::from_slice(payload) {
         Ok(raw) => raw,
-        Err(_) => {
-            // Python's json module writes NaN/Infinity as bare words; read them so the reason is precise.
-            let fixed = quote_non_finite_literals(payload).ok_or(QuarantineReason::Malformed)?;
-            return parse_tick_general(&fixed, expected_pair);
+        Err(e) => {
+            // Python's json module writes NaN/Infinity as bare words, and a number past f64's range cannot be
+            // read as one: quote them so the reason is precise (and the same as in CSV).
+            return match quote_non_finite_literals(payload) {
+                Some(fixed) => parse_tick_general(&fixed, expected_pair),
+                None => Err(TickError::malformed(not_a_tick(payload, &e))),
+            };
         }
     };
-    let field = |f: &Option<PriceField<'_>>| f.as_ref().map(|p| p.value()).transpose();
     let fields = Fields {
         pair: raw.pair,
         ts: raw.ts,
-        bid: field(&raw.bid)?,
-        ask: field(&raw.ask)?,
-        mid: field(&raw.mid)?,
+        bid: price("bid", &raw.bid)?,
+        ask: price("ask", &raw.ask)?,
+        mid: price("mid", &raw.mid)?,
         source: raw.source,
         seq: raw.seq,
         arrival: raw.arrival,
@@ -290,20 +368,28 @@ fn parse_tick_general(payload: &[u8], expected_pair: Option<Pair>) -> Result<Tic
     tick_from_fields(&fields, expected_pair)
 }
 
-fn tick_from_fields(f: &Fields<'_>, expected_pair: Option<Pair>) -> Result<Tick, QuarantineReason> {
-    let pair = Pair::parse(f.pair).ok_or(QuarantineReason::Malformed)?;
+/// Why serde_json refused a payload, in words: its message names the field or the position.
+fn not_a_tick(payload: &[u8], e: &serde_json::Error) -> String {
+    if payload.starts_with(b"\xef\xbb\xbf") {
+        return "the payload starts with a byte-order mark (U+FEFF), which JSON does not allow".into();
+    }
+    format!("not a JSON tick object with pair, ts and prices: {e}")
+}
+
+fn tick_from_fields(f: &Fields<'_>, expected_pair: Option<Pair>) -> Result<Tick, TickError> {
+    let pair = Pair::parse(f.pair).ok_or_else(|| TickError::malformed(detail::bad_pair(f.pair)))?;
     if let Some(expected) = expected_pair
         && expected != pair
     {
-        return Err(QuarantineReason::PairMismatch);
+        return Err(TickError::pair_mismatch(pair, expected));
     }
-    let ts_us = parse_ts_us(f.ts).map_err(|_| QuarantineReason::Malformed)?;
+    let ts_us = parse_ts_us(f.ts).map_err(|e| TickError::malformed(detail::bad_time("ts", &e)))?;
     let source = match f.source {
-        Some(s) => Source::new(s).ok_or(QuarantineReason::Malformed)?,
+        Some(s) => Source::new(s).ok_or_else(|| TickError::malformed(detail::bad_source(s)))?,
         None => Source::UNKNOWN,
     };
     let arrival_us = match f.arrival {
-        Some(a) => Some(parse_ts_us(a).map_err(|_| QuarantineReason::Malformed)?),
+        Some(a) => Some(parse_ts_us(a).map_err(|e| TickError::malformed(detail::bad_time("arrival", &e)))?),
         None => None,
     };
     Ok(Tick {
@@ -318,8 +404,9 @@ fn tick_from_fields(f: &Fields<'_>, expected_pair: Option<Pair>) -> Result<Tick,
     })
 }
 
-/// Rewrites bare `NaN`, `Infinity` and `-Infinity` tokens outside strings as JSON strings. Returns `None`
-/// when there are none (the payload is malformed for another reason).
+/// Rewrites bare `NaN`, `Infinity` and `-Infinity` tokens, and numbers too large for `f64` (`1e400`), outside
+/// strings as JSON strings. Returns `None` when there are none (the payload is malformed for another
+/// reason).
 fn quote_non_finite_literals(payload: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(payload.len() + 8);
     let mut in_string = false;
@@ -352,6 +439,29 @@ fn quote_non_finite_literals(payload: &[u8]) -> Option<Vec<u8>> {
             changed = true;
             continue;
         }
+        if c == b'-' || c.is_ascii_digit() {
+            // The whole run of number characters, so a number is never read from its middle.
+            let n = rest
+                .iter()
+                .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                .unwrap_or(rest.len());
+            let number = &rest[..n];
+            let overflows = is_json_number(number)
+                && std::str::from_utf8(number)
+                    .ok()
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .is_some_and(f64::is_infinite);
+            if overflows {
+                out.push(b'"');
+            }
+            out.extend_from_slice(number);
+            if overflows {
+                out.push(b'"');
+                changed = true;
+            }
+            i += n;
+            continue;
+        }
         if c == b'"' {
             in_string = true;
         }
@@ -359,6 +469,36 @@ fn quote_non_finite_literals(payload: &[u8]) -> Option<Vec<u8>> {
         i += 1;
     }
     changed.then_some(out)
+}
+
+/// Whether `t` is exactly a number in JSON's grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn is_json_number(t: &[u8]) -> bool {
+    let digits = |i: usize| t[i.min(t.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut i = usize::from(t.first() == Some(&b'-'));
+    match t.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i += digits(i),
+        _ => return false,
+    }
+    if t.get(i) == Some(&b'.') {
+        let n = digits(i + 1);
+        if n == 0 {
+            return false;
+        }
+        i += 1 + n;
+    }
+    if matches!(t.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(t.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let n = digits(i);
+        if n == 0 {
+            return false;
+        }
+        i += n;
+    }
+    i == t.len()
 }
 
 #[derive(Deserialize)]
@@ -494,7 +634,7 @@ mod tests {
     /// compared through `Debug` so that `-0.0` and `NaN` count too.
     fn assert_paths_agree(payload: &[u8]) {
         for expected in [None, Pair::parse("USDMXN"), Pair::parse("EURUSD")] {
-            let fast = parse_tick(payload, expected);
+            let fast = parse_tick_detailed(payload, expected);
             let general = parse_tick_general(payload, expected);
             assert_eq!(
                 format!("{fast:?}"),
@@ -706,6 +846,104 @@ mod tests {
         }
         // Many edits keep a readable tick (a digit for a digit), so the fast path is exercised.
         assert!(fast > 5_000, "only {fast} mutated ticks took the fast path");
+    }
+
+    /// Every refused payload says why, naming the field; the fast path and serde_json word a pair
+    /// mismatch the same way.
+    #[test]
+    fn refusals_say_why() {
+        let usdmxn = Pair::parse("USDMXN");
+        let why = |p: &[u8]| parse_tick_detailed(p, usdmxn).unwrap_err();
+        let e = why(br#"{"pair":"EURUSD","ts":"2020-03-09","mid":1.1}"#);
+        assert_eq!(e.reason, QuarantineReason::PairMismatch);
+        assert_eq!(e.detail, "pair EURUSD where USDMXN was expected");
+        assert_eq!(
+            why(br#"{"pair":"usdmxn","ts":"2020-03-09","mid":1}"#).detail,
+            "pair `usdmxn` is not six upper-case letters"
+        );
+        assert_eq!(
+            why(br#"{"pair":"USDMXN","ts":"yesterday","mid":1}"#).detail,
+            "ts: timestamp `yesterday` is not RFC 3339 / ISO 8601"
+        );
+        assert_eq!(
+            why(br#"{"pair":"USDMXN","ts":"2020-03-09","mid":"abc"}"#).detail,
+            "mid `abc` is not a number"
+        );
+        assert_eq!(
+            why(br#"{"pair":"USDMXN","ts":"2020-03-09","mid":1,"source":"a b"}"#).detail,
+            "source `a b` is not 1 to 32 printable ASCII characters"
+        );
+        assert!(
+            why(br#"{"pair":"USDMXN","mid":1}"#)
+                .detail
+                .contains("missing field `ts`")
+        );
+        assert!(why(b"\xef\xbb\xbf{}").detail.contains("byte-order mark"));
+        let huge = vec![b' '; MAX_PAYLOAD_BYTES + 1];
+        assert_eq!(why(&huge).detail, "payload of 4097 bytes is over the 4096-byte limit");
+    }
+
+    /// A number past f64's range is read as the infinity it overflows to (a non-finite price, as CSV reads
+    /// it), not refused as malformed; only a number in JSON's grammar is, and never a string's content.
+    #[test]
+    fn overflowing_numbers_are_non_finite_prices() {
+        for (payload, bid, mid) in [
+            (
+                r#"{"pair":"USDMXN","ts":"2020-03-09","mid":1e400}"#,
+                None,
+                f64::INFINITY,
+            ),
+            (
+                r#"{"pair":"USDMXN","ts":"2020-03-09","mid":-1E+400}"#,
+                None,
+                f64::NEG_INFINITY,
+            ),
+            (
+                r#"{"pair":"USDMXN","ts":"2020-03-09","bid":1,"mid":1.5e999,"ask":2}"#,
+                Some(1.0),
+                f64::INFINITY,
+            ),
+        ] {
+            let t = parse_tick(payload.as_bytes(), None).unwrap();
+            assert_eq!((t.bid, t.mid), (bid, Some(mid)), "{payload}");
+        }
+        for bad in [
+            r#"{"pair":"USDMXN","ts":"2020-03-09","mid":1e400x}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09","mid":01e400}"#,
+            r#"{"pair":"USDMXN","ts":"2020-03-09","mid":1,"seq":1e400}"#,
+        ] {
+            assert_eq!(
+                parse_tick(bad.as_bytes(), None).unwrap_err(),
+                QuarantineReason::Malformed,
+                "{bad}"
+            );
+        }
+        let t = parse_tick(br#"{"pair":"USDMXN","ts":"2020-03-09","mid":1,"source":"1e400"}"#, None).unwrap();
+        assert_eq!(t.source.as_str(), "1e400");
+        for (t, ok) in [
+            ("0", true),
+            ("-0.5e-3", true),
+            ("1E+2", true),
+            ("01", false),
+            ("1.", false),
+            ("-", false),
+        ] {
+            assert_eq!(is_json_number(t.as_bytes()), ok, "{t}");
+        }
+    }
+
+    #[test]
+    fn price_text_is_read_the_same_everywhere() {
+        assert_eq!(read_price_text(" 17.25 "), PriceText::Value(17.25));
+        assert_eq!(read_price_text("1e400"), PriceText::Value(f64::INFINITY));
+        assert!(matches!(read_price_text("NaN"), PriceText::Value(v) if v.is_nan()));
+        assert_eq!(read_price_text("-inf"), PriceText::Value(f64::NEG_INFINITY));
+        for missing in ["", " ", ".", "N/A", "NA", "null", "-"] {
+            assert_eq!(read_price_text(missing), PriceText::Missing, "{missing:?}");
+        }
+        for bad in ["abc", "0x10", "1,5", "17 25"] {
+            assert_eq!(read_price_text(bad), PriceText::Unreadable, "{bad}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::contract::{Unrouted, UnroutedReason};
 use crate::engine::Engine;
 use crate::engine::EngineConfig;
 use crate::pipeline::{FactorBook, PairSet};
-use crate::tick::{Factor, Pair, parse_factor, parse_tick};
+use crate::tick::{Factor, Pair, parse_factor, parse_tick_detailed};
 
 pub use crate::nats::headers::REPLAY as REPLAY_HEADER;
 
@@ -280,12 +280,12 @@ impl Router {
         };
         if !self.shards.contains(&pair) {
             // A shard starts only with a valid tick: junk on many subjects must not take real pairs' places.
-            if let Err(reason) = parse_tick(&payload, Some(pair)) {
+            if let Err(e) = parse_tick_detailed(&payload, Some(pair)) {
                 Counters::inc(&self.ctx.counters.pairs_not_started);
                 if let Some(suppressed) = self.not_started.allow(d.received) {
                     tracing::warn!(
                         subject,
-                        reason = reason.name(),
+                        reason = e.reason.name(),
                         similar_not_logged = suppressed,
                         "message for a pair with no shard is not a valid tick: no shard started, quarantined on _unrouted"
                     );
@@ -293,7 +293,7 @@ impl Router {
                 self.quarantine_unrouted(
                     subject,
                     UnroutedReason::InvalidTick,
-                    Some(reason.name().to_string()),
+                    Some(format!("{}: {}", e.reason.name(), e.detail)),
                     &payload,
                 )
                 .await;
@@ -344,10 +344,24 @@ impl Router {
         }
     }
 
-    /// Routes one factor message to every shard (and remembers it for shards started later).
+    /// Routes one factor message to every shard (and remembers it for shards started later). A factor
+    /// whose `name` is not its subject's last token is refused: the subject is what permissions and
+    /// streams are set on, so a message on `fx.factors.TIIE28` must not change another factor.
     pub async fn on_factor(&mut self, subject: &str, payload: &[u8], seq: Option<u64>) {
         let counters = self.ctx.counters.clone();
-        match parse_factor(payload) {
+        let token = self.ctx.subjects.token("factors", subject);
+        let factor = parse_factor(payload).map_err(|e| e.to_string()).and_then(|f| {
+            if token == Some(f.name.as_str()) {
+                Ok(f)
+            } else {
+                Err(format!(
+                    "factor name `{}` is not the subject's last token `{}`",
+                    f.name,
+                    crate::tick::detail::Shown(token.unwrap_or(subject))
+                ))
+            }
+        });
+        match factor {
             Ok(f) => {
                 Counters::inc(&counters.factors);
                 let f = Arc::new(f);
@@ -358,10 +372,10 @@ impl Router {
                     }
                 }
             }
-            Err(e) => {
+            Err(detail) => {
                 Counters::inc(&counters.bad_factors);
-                tracing::warn!(subject, error = %e, "factor refused");
-                self.quarantine_unrouted(subject, UnroutedReason::BadFactor, Some(e.to_string()), payload)
+                tracing::warn!(subject, error = %detail, "factor refused");
+                self.quarantine_unrouted(subject, UnroutedReason::BadFactor, Some(detail), payload)
                     .await;
             }
         }
