@@ -4,6 +4,7 @@
 //! payload and copied into fixed-size inline buffers. A payload that cannot be read becomes a
 //! [`QuarantineReason`], not an error that stops the stream.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -194,14 +195,14 @@ pub struct Factor {
 enum PriceField<'a> {
     Num(f64),
     #[serde(borrow)]
-    Text(&'a str),
+    Text(Cow<'a, str>),
 }
 
 impl PriceField<'_> {
     fn value(&self) -> Result<f64, QuarantineReason> {
         match self {
             PriceField::Num(v) => Ok(*v),
-            PriceField::Text(t) => match t.trim() {
+            PriceField::Text(t) => match t.as_ref().trim() {
                 "NaN" | "nan" => Ok(f64::NAN),
                 "Infinity" | "inf" | "+Infinity" => Ok(f64::INFINITY),
                 "-Infinity" | "-inf" => Ok(f64::NEG_INFINITY),
@@ -211,12 +212,15 @@ impl PriceField<'_> {
     }
 }
 
+/// A tick's fields as serde reads them. Text is borrowed from the payload unless it holds a JSON escape
+/// (`\\`, `\"`, `\u004d`), which must read like any other string: a source id may contain `\` or `"`,
+/// and the contract's writer escapes them.
 #[derive(Deserialize)]
 struct RawTick<'a> {
     #[serde(borrow)]
-    pair: &'a str,
+    pair: Cow<'a, str>,
     #[serde(borrow)]
-    ts: &'a str,
+    ts: Cow<'a, str>,
     #[serde(default, borrow)]
     bid: Option<PriceField<'a>>,
     #[serde(default, borrow)]
@@ -224,13 +228,13 @@ struct RawTick<'a> {
     #[serde(default, borrow)]
     mid: Option<PriceField<'a>>,
     #[serde(default, borrow)]
-    source: Option<&'a str>,
+    source: Option<Cow<'a, str>>,
     #[serde(default)]
     seq: Option<u64>,
     /// When the tick reached cambio (RFC 3339), written by `cambio record` so a recorded incident replays
     /// with the timeliness it had live.
     #[serde(default, borrow)]
-    arrival: Option<&'a str>,
+    arrival: Option<Cow<'a, str>>,
 }
 
 /// Largest payload accepted; anything bigger is hostile or a mistake and is quarantined as malformed.
@@ -278,14 +282,14 @@ fn parse_tick_general(payload: &[u8], expected_pair: Option<Pair>) -> Result<Tic
     };
     let field = |f: &Option<PriceField<'_>>| f.as_ref().map(|p| p.value()).transpose();
     let fields = Fields {
-        pair: raw.pair,
-        ts: raw.ts,
+        pair: &raw.pair,
+        ts: &raw.ts,
         bid: field(&raw.bid)?,
         ask: field(&raw.ask)?,
         mid: field(&raw.mid)?,
-        source: raw.source,
+        source: raw.source.as_deref(),
         seq: raw.seq,
-        arrival: raw.arrival,
+        arrival: raw.arrival.as_deref(),
     };
     tick_from_fields(&fields, expected_pair)
 }
@@ -364,12 +368,12 @@ fn quote_non_finite_literals(payload: &[u8]) -> Option<Vec<u8>> {
 #[derive(Deserialize)]
 struct RawFactor<'a> {
     #[serde(borrow)]
-    name: &'a str,
+    name: Cow<'a, str>,
     #[serde(borrow)]
-    ts: &'a str,
+    ts: Cow<'a, str>,
     value: f64,
     #[serde(default, borrow)]
-    source: Option<&'a str>,
+    source: Option<Cow<'a, str>>,
 }
 
 /// Why a factor message was refused.
@@ -406,9 +410,9 @@ pub fn parse_factor(payload: &[u8]) -> Result<Factor, FactorError> {
     }
     Ok(Factor {
         name: raw.name.to_string(),
-        ts_us: parse_ts_us(raw.ts)?,
+        ts_us: parse_ts_us(&raw.ts)?,
         value: raw.value,
-        source: raw.source.unwrap_or("unknown").to_string(),
+        source: raw.source.as_deref().unwrap_or("unknown").to_string(),
     })
 }
 
@@ -418,6 +422,24 @@ mod tests {
 
     const EXAMPLE: &str =
         r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00.123Z","bid":24.1021,"ask":24.1150,"source":"oanda","seq":18231}"#;
+
+    /// Found by the property test `json_tick_round_trips`: a source id `\` written by the contract's
+    /// writer as `"\\"` was refused as malformed, because serde cannot borrow an escaped string.
+    #[test]
+    fn escaped_strings_read_like_plain_ones() {
+        let t = parse_tick(
+            br#"{"pair":"USD\u004dXN","ts":"2020-03-09T14:30:00\u005a","bid":"24\u002e1","ask":24.2,"source":"a\\b\"c","arrival":"2020-03-09T14:30:01Z"}"#,
+            Pair::parse("USDMXN"),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.pair.as_str(), t.source.as_str(), t.bid),
+            ("USDMXN", "a\\b\"c", Some(24.1))
+        );
+        let f = parse_factor(br#"{"name":"TIIE\u0032\u0038","ts":"2020-03-19","value":7.0,"source":"banxico\\mx"}"#)
+            .unwrap();
+        assert_eq!((f.name.as_str(), f.source.as_str()), ("TIIE28", "banxico\\mx"));
+    }
 
     #[test]
     fn parses_the_contract_example() {
