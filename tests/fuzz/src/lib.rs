@@ -20,8 +20,11 @@ use cambio::replay::Item;
 use cambio::replay::source::{CsvTicks, JsonlTicks, parse_factor_csv, parse_message};
 use cambio::tick::{Factor, Pair, Tick, parse_factor, parse_tick};
 
+/// A target's body: it gets one input and panics on a bug.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (the directory of its corpus) and its body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("tick_json", tick_json_target),
     ("csv_ticks", csv_ticks),
     ("factor_json", factor_json_target),
