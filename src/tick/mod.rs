@@ -391,6 +391,9 @@ pub enum FactorError {
     /// The name is empty or too long.
     #[error("factor name must be 1..=32 printable characters")]
     BadName,
+    /// The source is empty, too long or not printable ASCII (the rule of a tick's source id).
+    #[error("factor source must be 1..=32 printable ASCII characters")]
+    BadSource,
 }
 
 /// Parses one JSON factor observation.
@@ -407,6 +410,9 @@ pub fn parse_factor(payload: &[u8]) -> Result<Factor, FactorError> {
     }
     if !raw.value.is_finite() {
         return Err(FactorError::NonFinite);
+    }
+    if raw.source.as_deref().is_some_and(|s| Source::new(s).is_none()) {
+        return Err(FactorError::BadSource);
     }
     Ok(Factor {
         name: raw.name.to_string(),
@@ -439,6 +445,21 @@ mod tests {
         let f = parse_factor(br#"{"name":"TIIE\u0032\u0038","ts":"2020-03-19","value":7.0,"source":"banxico\\mx"}"#)
             .unwrap();
         assert_eq!((f.name.as_str(), f.source.as_str()), ("TIIE28", "banxico\\mx"));
+    }
+
+    /// Found by the `factor_json` fuzz target: a 4 KB source of control characters was accepted, and the
+    /// contract's writer, escaping it, wrote a factor too large to be read back.
+    #[test]
+    fn factor_sources_follow_the_source_id_rule() {
+        let with_source = |s: &str| {
+            let json = serde_json::json!({"name": "TIIE28", "ts": "2020-03-19", "value": 7.0, "source": s});
+            parse_factor(json.to_string().as_bytes())
+        };
+        assert_eq!(with_source("banxico").unwrap().source, "banxico");
+        let long = "x".repeat(33);
+        for bad in ["", "a b", "\r", long.as_str(), "\u{7f}"] {
+            assert_eq!(with_source(bad), Err(FactorError::BadSource), "{bad:?}");
+        }
     }
 
     #[test]
