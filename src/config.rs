@@ -66,7 +66,16 @@ impl Config {
             path: path.into(),
             source,
         })?;
-        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        Config::parse(&text, path)
+    }
+
+    /// [`Config::load`] on text already read: parse, then validate every table. Public so the fuzz targets
+    /// (`tests/fuzz`) reach the loader without a file; `path` only names the file in errors.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when the TOML does not parse or a table is refused.
+    pub fn parse(text: &str, path: &std::path::Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
             path: path.into(),
             message: e.to_string(),
         })?;

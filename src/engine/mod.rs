@@ -624,7 +624,7 @@ impl Engine {
         // 2. Update the filters with this observation.
         let ret = self.last_log_mid.map(|prev| y - prev);
         if let Some(last) = self.last_ts_us {
-            let dt = (ts - last).max(0) as f64 / 1e6;
+            let dt = ts.saturating_sub(last).max(0) as f64 / 1e6;
             self.mean_dt_secs = if self.mean_dt_secs > 0.0 {
                 self.mean_dt_secs + DT_ALPHA * (dt - self.mean_dt_secs)
             } else {
@@ -673,8 +673,12 @@ impl Engine {
                 Horizon::Steps(n) => Some(Due::Step(index + n as u64)),
                 Horizon::Time { us } => {
                     let spacing = us / max_pending as i64;
-                    let free = h.last_registered_us.is_none_or(|last| ts - last >= spacing);
-                    (free && h.pending.len() < max_pending + 1).then_some(Due::Time(ts + us))
+                    // Saturating: a tick dated near the end of `i64` time must not overflow; such a
+                    // forecast is simply never due.
+                    let free = h
+                        .last_registered_us
+                        .is_none_or(|last| ts.saturating_sub(last) >= spacing);
+                    (free && h.pending.len() < max_pending + 1).then_some(Due::Time(ts.saturating_add(us)))
                 }
             };
             if let Some(due) = due {

@@ -643,6 +643,15 @@ pub fn read_factor_csv(path: &Path, name: &str, lag_us: i64) -> Result<Vec<Facto
     };
     let mut text = String::new();
     File::open(path).map_err(io)?.read_to_string(&mut text).map_err(io)?;
+    parse_factor_csv(&text, path, name, lag_us)
+}
+
+/// [`read_factor_csv`] on text already read: the decoder alone, public so the fuzz targets
+/// (`tests/fuzz`) reach it without a file. `path` only names the file in errors.
+///
+/// # Errors
+/// [`SourceError`] when the text has no header, or no time or value column.
+pub fn parse_factor_csv(text: &str, path: &Path, name: &str, lag_us: i64) -> Result<Vec<Factor>, SourceError> {
     let mut lines = text.lines();
     let header = lines.next().ok_or_else(|| SourceError::Empty {
         path: path.to_path_buf(),

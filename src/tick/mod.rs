@@ -4,6 +4,7 @@
 //! payload and copied into fixed-size inline buffers. A payload that cannot be read becomes a
 //! [`QuarantineReason`], not an error that stops the stream.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -257,7 +258,7 @@ pub fn read_price_text(text: &str) -> PriceText {
 enum PriceField<'a> {
     Num(f64),
     #[serde(borrow)]
-    Text(&'a str),
+    Text(Cow<'a, str>),
 }
 
 /// The value of an optional price field named `name`.
@@ -265,7 +266,7 @@ fn price(name: &str, field: &Option<PriceField<'_>>) -> Result<Option<f64>, Tick
     match field {
         None => Ok(None),
         Some(PriceField::Num(v)) => Ok(Some(*v)),
-        Some(PriceField::Text(t)) => match read_price_text(t) {
+        Some(PriceField::Text(t)) => match read_price_text(t.as_ref()) {
             PriceText::Missing => Ok(None),
             PriceText::Value(v) => Ok(Some(v)),
             PriceText::Unreadable => Err(TickError::malformed(detail::bad_price(name, t))),
@@ -273,12 +274,15 @@ fn price(name: &str, field: &Option<PriceField<'_>>) -> Result<Option<f64>, Tick
     }
 }
 
+/// A tick's fields as serde reads them. Text is borrowed from the payload unless it holds a JSON escape
+/// (`\\`, `\"`, `\u004d`), which must read like any other string: a source id may contain `\` or `"`,
+/// and the contract's writer escapes them.
 #[derive(Deserialize)]
 struct RawTick<'a> {
     #[serde(borrow)]
-    pair: &'a str,
+    pair: Cow<'a, str>,
     #[serde(borrow)]
-    ts: &'a str,
+    ts: Cow<'a, str>,
     #[serde(default, borrow)]
     bid: Option<PriceField<'a>>,
     #[serde(default, borrow)]
@@ -286,13 +290,13 @@ struct RawTick<'a> {
     #[serde(default, borrow)]
     mid: Option<PriceField<'a>>,
     #[serde(default, borrow)]
-    source: Option<&'a str>,
+    source: Option<Cow<'a, str>>,
     #[serde(default)]
     seq: Option<u64>,
     /// When the tick reached cambio (RFC 3339), written by `cambio record` so a recorded incident replays
     /// with the timeliness it had live.
     #[serde(default, borrow)]
-    arrival: Option<&'a str>,
+    arrival: Option<Cow<'a, str>>,
 }
 
 /// Largest payload accepted; anything bigger is hostile or a mistake and is quarantined as malformed.
@@ -356,14 +360,14 @@ fn parse_tick_general(payload: &[u8], expected_pair: Option<Pair>) -> Result<Tic
         }
     };
     let fields = Fields {
-        pair: raw.pair,
-        ts: raw.ts,
+        pair: &raw.pair,
+        ts: &raw.ts,
         bid: price("bid", &raw.bid)?,
         ask: price("ask", &raw.ask)?,
         mid: price("mid", &raw.mid)?,
-        source: raw.source,
+        source: raw.source.as_deref(),
         seq: raw.seq,
-        arrival: raw.arrival,
+        arrival: raw.arrival.as_deref(),
     };
     tick_from_fields(&fields, expected_pair)
 }
@@ -504,12 +508,12 @@ fn is_json_number(t: &[u8]) -> bool {
 #[derive(Deserialize)]
 struct RawFactor<'a> {
     #[serde(borrow)]
-    name: &'a str,
+    name: Cow<'a, str>,
     #[serde(borrow)]
-    ts: &'a str,
+    ts: Cow<'a, str>,
     value: f64,
     #[serde(default, borrow)]
-    source: Option<&'a str>,
+    source: Option<Cow<'a, str>>,
 }
 
 /// Why a factor message was refused.
@@ -527,6 +531,9 @@ pub enum FactorError {
     /// The name is empty or too long.
     #[error("factor name must be 1..=32 printable characters")]
     BadName,
+    /// The source is empty, too long or not printable ASCII (the rule of a tick's source id).
+    #[error("factor source must be 1..=32 printable ASCII characters")]
+    BadSource,
 }
 
 /// Parses one JSON factor observation.
@@ -544,11 +551,14 @@ pub fn parse_factor(payload: &[u8]) -> Result<Factor, FactorError> {
     if !raw.value.is_finite() {
         return Err(FactorError::NonFinite);
     }
+    if raw.source.as_deref().is_some_and(|s| Source::new(s).is_none()) {
+        return Err(FactorError::BadSource);
+    }
     Ok(Factor {
         name: raw.name.to_string(),
-        ts_us: parse_ts_us(raw.ts)?,
+        ts_us: parse_ts_us(&raw.ts)?,
         value: raw.value,
-        source: raw.source.unwrap_or("unknown").to_string(),
+        source: raw.source.as_deref().unwrap_or("unknown").to_string(),
     })
 }
 
@@ -558,6 +568,39 @@ mod tests {
 
     const EXAMPLE: &str =
         r#"{"pair":"USDMXN","ts":"2020-03-09T14:30:00.123Z","bid":24.1021,"ask":24.1150,"source":"oanda","seq":18231}"#;
+
+    /// Found by the property test `json_tick_round_trips`: a source id `\` written by the contract's
+    /// writer as `"\\"` was refused as malformed, because serde cannot borrow an escaped string.
+    #[test]
+    fn escaped_strings_read_like_plain_ones() {
+        let t = parse_tick(
+            br#"{"pair":"USD\u004dXN","ts":"2020-03-09T14:30:00\u005a","bid":"24\u002e1","ask":24.2,"source":"a\\b\"c","arrival":"2020-03-09T14:30:01Z"}"#,
+            Pair::parse("USDMXN"),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.pair.as_str(), t.source.as_str(), t.bid),
+            ("USDMXN", "a\\b\"c", Some(24.1))
+        );
+        let f = parse_factor(br#"{"name":"TIIE\u0032\u0038","ts":"2020-03-19","value":7.0,"source":"banxico\\mx"}"#)
+            .unwrap();
+        assert_eq!((f.name.as_str(), f.source.as_str()), ("TIIE28", "banxico\\mx"));
+    }
+
+    /// Found by the `factor_json` fuzz target: a 4 KB source of control characters was accepted, and the
+    /// contract's writer, escaping it, wrote a factor too large to be read back.
+    #[test]
+    fn factor_sources_follow_the_source_id_rule() {
+        let with_source = |s: &str| {
+            let json = serde_json::json!({"name": "TIIE28", "ts": "2020-03-19", "value": 7.0, "source": s});
+            parse_factor(json.to_string().as_bytes())
+        };
+        assert_eq!(with_source("banxico").unwrap().source, "banxico");
+        let long = "x".repeat(33);
+        for bad in ["", "a b", "\r", long.as_str(), "\u{7f}"] {
+            assert_eq!(with_source(bad), Err(FactorError::BadSource), "{bad:?}");
+        }
+    }
 
     #[test]
     fn parses_the_contract_example() {

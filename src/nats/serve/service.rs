@@ -264,9 +264,7 @@ impl ServiceState {
     /// # Errors
     /// [`RequestError`] for a bad subject or body, an unknown pair, or no status yet.
     pub fn status(&self, subject: &str, body: &[u8]) -> Result<Bytes, RequestError> {
-        if !body.iter().all(u8::is_ascii_whitespace) && serde_json::from_slice::<Value>(body).is_err() {
-            return Err(RequestError::StatusBody);
-        }
+        parse_status(body)?;
         let view = self.view(subject, Kind::Status)?;
         let status = view.snapshot.status().ok_or(RequestError::NoStatus)?;
         // The drop count as of now, not as of the snapshot: drops happen while no tick is processed.
@@ -282,6 +280,31 @@ impl ServiceState {
             .map(Bytes::from)
             .map_err(RequestError::Encode)
     }
+}
+
+/// A status request's body: empty, or any JSON (reserved for options; ignored today).
+fn parse_status(body: &[u8]) -> Result<(), RequestError> {
+    if !body.iter().all(u8::is_ascii_whitespace) && serde_json::from_slice::<Value>(body).is_err() {
+        return Err(RequestError::StatusBody);
+    }
+    Ok(())
+}
+
+/// Runs the body decoder of `endpoint` (`query`, `status` or `models`) on `body`, exactly as its handler
+/// does before it looks at any pair or state; `None` for another endpoint name. Public so the fuzz targets
+/// (`tests/fuzz`) reach the decoders without a running service.
+///
+/// # Errors
+/// The [`RequestError`] the endpoint answers for this body.
+pub fn decode_body(endpoint: &str, body: &[u8]) -> Option<Result<(), RequestError>> {
+    let kind = [Kind::Query, Kind::Status, Kind::Models]
+        .into_iter()
+        .find(|k| k.name() == endpoint)?;
+    Some(match kind {
+        Kind::Query => parse_query(body).map(drop),
+        Kind::Status => parse_status(body),
+        Kind::Models => parse_models(body).map(drop),
+    })
 }
 
 /// What `<prefix>.models.<PAIR>` can be asked (an empty body lists).
