@@ -152,7 +152,7 @@ async fn error_replies_are_typed_json_with_the_micro_headers() {
             "fx.query.usdmxn",
             "",
             400,
-            Some(r#""usdmxn" is not a pair (six uppercase letters)"#),
+            Some("`usdmxn` is not a pair (six uppercase letters)"),
         ),
         (
             "fx.status.GBPUSD",

@@ -123,6 +123,10 @@ pub enum FormatError {
     /// change without a version bump).
     #[error("checkpoint payload does not decode: {0}")]
     Payload(String),
+    /// The payload decodes, but the engine in it is not one its own configuration builds (a checkpoint
+    /// written wrong or tampered with: the checksum only catches damage). Refused rather than served.
+    #[error("checkpoint payload is inconsistent: {0}")]
+    Inconsistent(String),
     /// The state could not be encoded.
     #[error("cannot encode checkpoint: {0}")]
     Encode(String),
@@ -241,6 +245,12 @@ pub fn encode_ref(state: PairStateRef<'_>) -> Result<Vec<u8>, FormatError> {
 /// # Errors
 /// Every [`FormatError`] of [`open`], and [`FormatError::Payload`] when the payload does not decode.
 pub fn decode(bytes: &[u8]) -> Result<PairState, FormatError> {
+    let state = decode_payload(bytes)?;
+    state.engine.check_restored().map_err(FormatError::Inconsistent)?;
+    Ok(state)
+}
+
+fn decode_payload(bytes: &[u8]) -> Result<PairState, FormatError> {
     let (version, payload) = open(bytes)?;
     match version {
         1 => postcard::from_bytes::<PairStateV1>(payload)

@@ -385,6 +385,37 @@ impl Engine {
             cfg: cfg.clone(),
         })
     }
+    /// Checks that a decoded engine has the shape its own configuration gives (a valid configuration, one
+    /// horizon state per configured horizon, the three monitored signals in order, at most
+    /// [`MAX_FACTORS`] factors), so a checkpoint written wrong is refused at restore instead of failing on
+    /// the next tick. The checksum of a checkpoint catches damage, not a payload built wrong.
+    ///
+    /// # Errors
+    /// What is inconsistent, in words.
+    pub fn check_restored(&self) -> Result<(), String> {
+        self.cfg
+            .validate()
+            .map_err(|e| format!("its configuration is invalid: {e}"))?;
+        let configured: Vec<Horizon> = self.horizons.iter().map(|h| h.horizon).collect();
+        if configured != self.cfg.horizons {
+            return Err(format!(
+                "{} horizon states for {} configured horizons",
+                self.horizons.len(),
+                self.cfg.horizons.len()
+            ));
+        }
+        let signals: Vec<Signal> = self.monitors.iter().map(SignalMonitor::signal).collect();
+        if signals != [Signal::Input, Signal::Prediction, Signal::Residual] {
+            return Err(format!(
+                "{} drift monitors where there are 3 signals",
+                self.monitors.len()
+            ));
+        }
+        if self.factors.len() > MAX_FACTORS {
+            return Err(format!("{} factors (at most {MAX_FACTORS})", self.factors.len()));
+        }
+        Ok(())
+    }
 
     /// The pair this engine serves.
     pub fn pair(&self) -> Pair {

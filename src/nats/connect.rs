@@ -309,7 +309,7 @@ pub async fn connect_with_capacity(
 pub async fn round_trip(client: &async_nats::Client, bound: std::time::Duration) -> Result<(), String> {
     client.flush().await.map_err(|e| e.to_string())?;
     match tokio::time::timeout(bound, client.request(client.new_inbox(), bytes::Bytes::new())).await {
-        Err(_) => Err(format!("no answer from the server within {bound:?}")),
+        Err(_) => Err(format!("no answer from the server within {} s", bound.as_secs_f64())),
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),

@@ -106,7 +106,7 @@ impl FromStr for Speed {
             // Bounded so a pause always fits a Duration and an Instant.
             Ok(v) if (1e-3..=1e9).contains(&v) => Ok(Speed::Times(v)),
             _ => Err(format!(
-                "speed {s:?}: a factor between 0.001x and 1e9x such as `60x` (60 times faster), or `max`"
+                "speed `{s}`: a factor between 0.001x and 1e9x such as `60x` (60 times faster), or `max`"
             )),
         }
     }

@@ -22,7 +22,7 @@ pub enum ReadyError {
     #[error("nats publish: {0}")]
     Publish(#[from] async_nats::PublishError),
     /// The probe did not come back in time.
-    #[error("the NATS server did not answer within {0:?}")]
+    #[error("the NATS server did not answer within {} s", .0.as_secs_f64())]
     Timeout(Duration),
 }
 

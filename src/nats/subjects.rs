@@ -29,7 +29,7 @@ impl Subjects {
             || prefix.chars().any(|c| c.is_whitespace() || c == '*' || c == '>');
         if bad {
             return Err(format!(
-                "subject prefix {prefix:?}: dot-separated tokens without wildcards or spaces"
+                "subject prefix `{prefix}`: dot-separated tokens without wildcards or spaces"
             ));
         }
         Ok(Subjects { prefix: prefix.into() })

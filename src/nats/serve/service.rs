@@ -63,7 +63,7 @@ pub enum RequestError {
         expected: String,
     },
     /// The subject's last token is not a pair.
-    #[error("{0:?} is not a pair (six uppercase letters)")]
+    #[error("`{0}` is not a pair (six uppercase letters)")]
     NotAPair(String),
     /// No tick of the pair has been received, so there is nothing to answer.
     #[error("unknown pair {0}: no tick received for it")]
@@ -83,7 +83,7 @@ pub enum RequestError {
     #[error("horizons is empty")]
     NoHorizons,
     /// A query named a horizon that does not parse.
-    #[error("bad horizon {text:?}: {source}")]
+    #[error("bad horizon `{text}`: {source}")]
     BadHorizon {
         /// The horizon as asked.
         text: String,
