@@ -290,7 +290,10 @@ impl Validator {
             }
         } else if let Some(wm) = self.watermark_us {
             let ahead = t.ts_us.saturating_sub(wm);
-            if ahead > cfg.max_forward_gap_us || self.implausibly_far_ahead(wm, t.ts_us) {
+            // Weekday time never exceeds calendar time, so the adaptive limit (never below
+            // MIN_FORWARD_GAP_US) is only worked out for the rare tick that far ahead.
+            if ahead > cfg.max_forward_gap_us || (ahead > MIN_FORWARD_GAP_US && self.implausibly_far_ahead(wm, t.ts_us))
+            {
                 // A far-future date is a typo unless the next ticks confirm the clock really moved on.
                 let agrees = self.future_pending > 0
                     && t.ts_us >= self.future_last_us
