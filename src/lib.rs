@@ -3,7 +3,7 @@
 //! Map of the modules, by layer; a module imports only from the layers below it (`tests/layers.rs` fails
 //! on any import cycle, and on the core reaching a layer that does I/O):
 //!
-//! - ground: [`time`] (timestamps as microseconds, no clock), [`horizon`] (`1step`, `1h`, …) and
+//! - ground: [`time`] (timestamps as microseconds, no clock), [`evolve`] (how checkpointed state grows), [`horizon`] (`1step`, `1h`, …) and
 //!   [`tick`] (the wire format turned into plain [`tick::Tick`] values, and the quarantine reason).
 //! - core: [`quality`] (incremental checks, DAMA dimension scores, field profiles), [`model`] (local-level
 //!   Kalman filter, recursive least squares, EWMA volatility), [`drift`] (ADWIN, Page-Hinkley, CUSUMs,
@@ -34,6 +34,7 @@ pub mod contract;
 pub mod drift;
 pub mod engine;
 pub mod eval;
+pub mod evolve;
 pub mod forecast;
 pub mod horizon;
 pub mod model;

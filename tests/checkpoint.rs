@@ -9,7 +9,7 @@ use cambio::checkpoint::AppliedSeqs;
 use cambio::checkpoint::format;
 use cambio::checkpoint::{CheckpointStore, PairState, Reason, Retention, StoreError};
 use cambio::config::EngineConfig;
-use cambio::engine::Engine;
+use cambio::engine::{Engine, Output};
 use cambio::replay::Item;
 use cambio::replay::synth::{SynthSpec, SynthTicks};
 use cambio::tick::{Pair, Tick};
@@ -208,30 +208,55 @@ fn assert_refused_or_faithful(path: &Path) {
 }
 
 /// The encoding of the engine's state is not self-describing: a change of its shape must bump
-/// `FORMAT_VERSION` and keep a reader for the older versions. Each fixture, written by its format
-/// version, must keep decoding to the same state. `CAMBIO_BLESS=1 cargo test --test checkpoint golden`
-/// rewrites the fixture of the current version only (older ones are history, never rewritten).
+/// `FORMAT_VERSION`, and records of every older version must keep decoding (fields added since read as
+/// their defaults, see `cambio::evolve`). Each older fixture, written by its format version, must decode
+/// to the state it decoded to when it was current (`vN_usdmxn_2000.json`: every value there must still
+/// be found; fields added later are extra) and must serve on. The current version's fixture must
+/// re-encode byte for byte. `CAMBIO_BLESS=1 cargo test --test checkpoint golden` rewrites the fixture of
+/// the current version only (older ones are history, never rewritten).
 #[test]
 fn golden_checkpoints_still_decode() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint");
+    let bless = std::env::var_os("CAMBIO_BLESS").is_some();
+    for version in 1..format::FORMAT_VERSION {
+        let bytes = std::fs::read(dir.join(format!("v{version}_usdmxn_2000.ckpt"))).unwrap();
+        assert_eq!(format::open(&bytes).unwrap().0, version);
+        let decoded = format::decode(&bytes).unwrap_or_else(|e| {
+            panic!("the v{version} fixture no longer decodes ({e}): the state's shape changed; follow the rules in cambio::evolve")
+        });
+        let now = serde_json::to_value(&decoded.engine).unwrap();
+        let snapshot = dir.join(format!("v{version}_usdmxn_2000.json"));
+        if bless && !snapshot.exists() {
+            // Written once, by the first build that made this version history.
+            std::fs::write(&snapshot, now.to_string()).unwrap();
+        }
+        let was: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&snapshot).unwrap()).unwrap();
+        if let Err(at) = json_contains(&now, &was, "engine") {
+            panic!("the v{version} fixture decodes to a different engine at {at}: an existing field changed");
+        }
+        assert_eq!(decoded.applied, Some(AppliedSeqs::with_floor(2_000)));
+        assert_eq!(decoded.contest.is_some(), version >= 2, "v{version}");
+        // An upgraded state serves on, and is written in the current format.
+        let mut engine = decoded.engine.clone();
+        let mut out = Vec::new();
+        for t in &synth(2_300, 9)[2_000..] {
+            engine.on_tick(t, &mut out);
+        }
+        assert!(
+            out.iter().any(|o| matches!(o, Output::Forecast(_))),
+            "v{version} serves on"
+        );
+        let again = format::decode(&format::encode(&decoded).unwrap()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&again.engine).unwrap(),
+            now,
+            "v{version} rewritten in the current format"
+        );
+    }
+
     let mut e = Engine::new(pair(), &cfg()).unwrap();
     run(&mut e, &synth(2_000, 9));
-
-    // Format 1 (engine and stream sequences), read as a state without a contest.
-    let v1 = std::fs::read(dir.join("v1_usdmxn_2000.ckpt")).unwrap();
-    assert_eq!(format::open(&v1).unwrap().0, 1);
-    let decoded = format::decode(&v1).unwrap_or_else(|e| {
-        panic!("the v1 fixture no longer decodes ({e}): the state's shape changed; bump FORMAT_VERSION and keep a reader for v1")
-    });
-    assert_eq!(
-        serde_json::to_string(&decoded.engine).unwrap(),
-        serde_json::to_string(&e).unwrap(),
-        "the v1 fixture decodes to a different engine: the engine's shape changed without a version bump"
-    );
-    assert_eq!(decoded.applied, Some(AppliedSeqs::with_floor(2_000)));
-    assert!(decoded.contest.is_none());
-
-    // Format 2 adds the champion/challenger contest.
+    // Since format 2: the champion/challenger contest.
     let challenger = cambio::challenger::ChallengerConfig {
         enabled: true,
         rollback: true,
@@ -250,11 +275,11 @@ fn golden_checkpoints_still_decode() {
         applied: Some(AppliedSeqs::with_floor(2_000)),
         contest: Some(contest),
     };
-    let path = dir.join(format!("v{}_usdmxn_2000.ckpt", format::FORMAT_VERSION));
-    if std::env::var_os("CAMBIO_BLESS").is_some() {
-        std::fs::write(&path, format::encode(&state).unwrap()).unwrap();
+    let stem = format!("v{}_usdmxn_2000", format::FORMAT_VERSION);
+    if bless {
+        std::fs::write(dir.join(format!("{stem}.ckpt")), format::encode(&state).unwrap()).unwrap();
     }
-    let bytes = std::fs::read(&path).unwrap();
+    let bytes = std::fs::read(dir.join(format!("{stem}.ckpt"))).unwrap();
     let decoded = format::decode(&bytes).unwrap_or_else(|e| {
         panic!("the current fixture no longer decodes ({e}): the state's shape changed without a version bump")
     });
@@ -262,8 +287,27 @@ fn golden_checkpoints_still_decode() {
     assert_eq!(
         format::encode(&state).unwrap(),
         bytes,
-        "this build writes the same bytes"
+        "this build writes the same bytes (if the engine's behaviour changed on purpose, bless the current fixture)"
     );
+}
+
+/// Every value of `was` is in `now` at the same place (objects may have gained keys, arrays of counters
+/// may have grown); the first difference's path otherwise.
+fn json_contains(now: &serde_json::Value, was: &serde_json::Value, at: &str) -> Result<(), String> {
+    use serde_json::Value;
+    match (now, was) {
+        (Value::Object(n), Value::Object(w)) => w.iter().try_for_each(|(k, wv)| match n.get(k) {
+            Some(nv) => json_contains(nv, wv, &format!("{at}.{k}")),
+            None => Err(format!("{at}.{k} (gone)")),
+        }),
+        (Value::Array(n), Value::Array(w)) if n.len() >= w.len() => w
+            .iter()
+            .zip(n)
+            .enumerate()
+            .try_for_each(|(i, (wv, nv))| json_contains(nv, wv, &format!("{at}[{i}]"))),
+        _ if now == was => Ok(()),
+        _ => Err(format!("{at}: {was} became {now}")),
+    }
 }
 
 fn cambio(args: &[&str]) -> ProcOutput {

@@ -125,7 +125,7 @@ fn no_import_cycle_between_top_level_modules() {
 fn the_core_does_not_reach_the_io_layers() {
     let g = graph();
     let core = [
-        "time", "horizon", "tick", "quality", "model", "drift", "eval", "forecast", "engine",
+        "time", "evolve", "horizon", "tick", "quality", "model", "drift", "eval", "forecast", "engine",
     ];
     let io = ["nats", "checkpoint", "replay", "config", "pipeline", "contract"];
     for c in core {

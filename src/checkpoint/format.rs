@@ -12,7 +12,8 @@
 //! Every record carries its format version, so a file written by a newer cambio is refused with
 //! [`FormatError::NewerVersion`] instead of being misread. The payload encoding is not self-describing:
 //! any change to the serialized shape of the engine's state must bump [`FORMAT_VERSION`] (the golden
-//! fixture test `golden_checkpoint_still_decodes` fails when the shape changes without it).
+//! fixture test `golden_checkpoints_still_decode` fails when the shape changes without it). Fields added
+//! to the state are read from older records as their defaults, by the rules in [`crate::evolve`].
 //!
 //! **Why postcard.** Measured on an engine after 100,000 ticks of the calm random walk's synthetic input
 //! (horizons 1step, 10step, 1m), release build, best of 50 runs, on this 2-core shared machine
@@ -43,7 +44,9 @@ pub const MAGIC: [u8; 8] = *b"CAMBIOCK";
 ///
 /// - 1: the engine and the applied stream sequences.
 /// - 2: also the champion/challenger contest (challenger engine, known-good copy, windows).
-pub const FORMAT_VERSION: u16 = 2;
+/// - 3: counters indexed by a growing list are written with their length, and the state may grow: fields
+///   added since are read as their defaults from older records (see [`crate::evolve`]).
+pub const FORMAT_VERSION: u16 = 3;
 
 /// Bytes before the payload: magic, version, length, checksum.
 pub const HEADER_LEN: usize = 8 + 2 + 8 + 4;
@@ -252,7 +255,7 @@ pub fn decode(bytes: &[u8]) -> Result<PairState, FormatError> {
 
 fn decode_payload(bytes: &[u8]) -> Result<PairState, FormatError> {
     let (version, payload) = open(bytes)?;
-    match version {
+    crate::evolve::decoding(version, || match version {
         1 => postcard::from_bytes::<PairStateV1>(payload)
             .map(|v1| PairState {
                 engine: v1.engine,
@@ -260,9 +263,9 @@ fn decode_payload(bytes: &[u8]) -> Result<PairState, FormatError> {
                 contest: None,
             })
             .map_err(|e| FormatError::Payload(e.to_string())),
-        2 => postcard::from_bytes(payload).map_err(|e| FormatError::Payload(e.to_string())),
+        2 | 3 => postcard::from_bytes(payload).map_err(|e| FormatError::Payload(e.to_string())),
         v => Err(FormatError::UnknownVersion(v)),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -314,7 +317,7 @@ mod tests {
         let mut bytes = encode(&state(10)).unwrap();
         bytes[8..10].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         let e = decode(&bytes).unwrap_err();
-        assert!(matches!(e, FormatError::NewerVersion { found: 3, supported: 2 }), "{e}");
+        assert!(matches!(e, FormatError::NewerVersion { found: 4, supported: 3 }), "{e}");
         assert!(e.to_string().contains("newer"), "{e}");
         bytes[8..10].copy_from_slice(&0u16.to_le_bytes());
         assert!(matches!(decode(&bytes), Err(FormatError::UnknownVersion(0))));

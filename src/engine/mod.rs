@@ -228,6 +228,7 @@ pub struct Engine {
     monitors: Vec<SignalMonitor>,
     ticks: u64,
     accepted: u64,
+    #[serde(serialize_with = "crate::evolve::counts::serialize", deserialize_with = "reasons_v2")]
     quarantined: [u64; QuarantineReason::ALL.len()],
     last_log_mid: Option<f64>,
     last_ts_us: Option<i64>,
@@ -237,13 +238,27 @@ pub struct Engine {
     alarms_total: u64,
     rate_differential: f64,
     factors: Vec<(String, f64)>,
+    #[serde(
+        serialize_with = "crate::evolve::counts::serialize",
+        deserialize_with = "dimensions_v2"
+    )]
     quality_worst: [Status; Dimension::ALL.len()],
     #[serde(skip)]
     alarm_buf: Vec<Alarm>,
-    /// What forecasts say produced them. Not checkpointed (the state's shape stays that of format 2): made
+    /// What forecasts say produced them. Not checkpointed (it is derived): made
     /// from the configuration on first use, with the registry version the service sets after a restore.
     #[serde(skip)]
     stamp: Option<Arc<ModelStamp>>,
+}
+
+/// The quarantine reasons format 2 knew (see [`crate::evolve`]).
+fn reasons_v2<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u64; QuarantineReason::ALL.len()], D::Error> {
+    crate::evolve::counts::deserialize::<D, u64, 14, { QuarantineReason::ALL.len() }>(d)
+}
+
+/// The dimensions format 2 knew.
+fn dimensions_v2<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[Status; Dimension::ALL.len()], D::Error> {
+    crate::evolve::counts::deserialize::<D, Status, 6, { Dimension::ALL.len() }>(d)
 }
 
 /// The configuration's short hash: FNV-1a (32 bits) of its canonical JSON, as 8 hex digits. Stable across

@@ -62,6 +62,14 @@ const N_COUNTERS: usize = DEFECTS + Dimension::ALL.len();
 
 type Counts = [u64; N_COUNTERS];
 
+// The window's counters are checkpointed as fixed arrays laid out by reason: a new quarantine reason or
+// dimension moves every counter after it, so it needs a migration of checkpointed windows (see
+// `crate::evolve`), not only a new entry in the list. This stops the build until one is written.
+const _: () = assert!(
+    N_COUNTERS == 25,
+    "the score window's counter layout changed: migrate checkpointed windows (see crate::evolve)"
+);
+
 /// One dimension's windowed score and the counts behind it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DimensionScore {

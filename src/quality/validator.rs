@@ -73,10 +73,31 @@ pub struct Validator {
     profile: Profile,
     total_received: u64,
     total_accepted: u64,
+    #[serde(serialize_with = "crate::evolve::counts::serialize", deserialize_with = "reasons_v2")]
     total_quarantined: [u64; QuarantineReason::ALL.len()],
+    #[serde(serialize_with = "crate::evolve::counts::serialize", deserialize_with = "flags_v2")]
     total_flagged: [u64; Flags::NAMED.len()],
+    #[serde(
+        serialize_with = "crate::evolve::counts::serialize",
+        deserialize_with = "statuses_v2"
+    )]
     last_status: [Status; 6],
     status_changed: bool,
+}
+
+/// The quarantine reasons format 2 knew (see [`crate::evolve`]).
+fn reasons_v2<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u64; QuarantineReason::ALL.len()], D::Error> {
+    crate::evolve::counts::deserialize::<D, u64, 14, { QuarantineReason::ALL.len() }>(d)
+}
+
+/// The flags format 2 knew.
+fn flags_v2<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u64; Flags::NAMED.len()], D::Error> {
+    crate::evolve::counts::deserialize::<D, u64, 9, { Flags::NAMED.len() }>(d)
+}
+
+/// The dimensions format 2 knew.
+fn statuses_v2<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[Status; 6], D::Error> {
+    crate::evolve::counts::deserialize::<D, Status, 6, 6>(d)
 }
 
 impl Validator {
