@@ -191,3 +191,58 @@ fn factors_join_as_of_tick_time_and_feed_the_carry_feature() {
     assert_eq!(a.len(), b.len());
     assert_ne!(a, b, "the rate differential changes the model's inputs");
 }
+
+/// A smooth oscillating price at 10,000 ticks a second for 5 seconds. With a refractory period counted in
+/// updates only (500, as before it also ran in tick time) each signal's detectors fire again as soon as it
+/// ends, a storm of alarms; with the default refractory (the longer of 20 updates and 60 s of tick time)
+/// one regime gives at most one alarm per signal, and adaptations (which follow residual alarms) at most
+/// one.
+#[test]
+fn an_oscillating_price_at_10000_ticks_a_second_gives_one_alarm_per_signal() {
+    let src = Source::new("osc").unwrap();
+    let ticks: Vec<Tick> = (0..50_000i64)
+        .map(|i| {
+            let phase = i as f64 * std::f64::consts::TAU / 2_000.0;
+            let mid = 17.0 * (1.0 + 1e-3 * phase.sin());
+            Tick {
+                pair: pair(),
+                ts_us: 1_700_000_000_000_000 + i * 100,
+                bid: Some(mid - 0.0005),
+                ask: Some(mid + 0.0005),
+                mid: None,
+                source: src,
+                seq: None,
+                arrival_us: None,
+            }
+        })
+        .collect();
+    let count = |c: &EngineConfig| {
+        let mut e = Engine::new(pair(), c).unwrap();
+        let mut out = Vec::new();
+        let (mut by_signal, mut adapted) = (std::collections::BTreeMap::new(), 0);
+        for t in &ticks {
+            e.on_tick(t, &mut out);
+            for o in out.drain(..) {
+                match o {
+                    Output::Alarm(a) => *by_signal.entry(a.alarm.signal.name()).or_insert(0) += 1,
+                    Output::Adapted(_) => adapted += 1,
+                    _ => {}
+                }
+            }
+        }
+        (by_signal, adapted)
+    };
+    let mut old = cfg(&["1step"]);
+    old.drift.refractory_updates = 500;
+    old.drift.refractory_secs = 0.0;
+    let (storm, storm_adapted) = count(&old);
+    let (now, adapted) = count(&cfg(&["1step"]));
+    println!("updates only: {storm:?}, {storm_adapted} adaptations; default: {now:?}, {adapted} adaptations");
+    assert!(
+        storm.values().sum::<u32>() >= 50,
+        "the storm this guards against: {storm:?}"
+    );
+    assert!(!now.is_empty(), "the oscillation is a regime: it is reported once");
+    assert!(now.values().all(|&n| n == 1), "one alarm per signal: {now:?}");
+    assert!(adapted <= 1, "{adapted} adaptations");
+}
