@@ -246,3 +246,79 @@ fn an_oscillating_price_at_10000_ticks_a_second_gives_one_alarm_per_signal() {
     assert!(now.values().all(|&n| n == 1), "one alarm per signal: {now:?}");
     assert!(adapted <= 1, "{adapted} adaptations");
 }
+
+#[test]
+fn same_price_updates_with_new_sequence_numbers_are_forecast_but_not_learned() {
+    // A feed re-sends its quote 1,000 times when only the sizes change: same source, time and prices,
+    // each under a new sequence number. Each is an accepted tick with its own forecast; the models do not
+    // learn from the zero returns, so the forecasts after the burst are those of a stream without it.
+    let ticks = synth(3_000, "");
+    let (before, after) = ticks.split_at(1_500);
+    let last = *before.last().unwrap();
+    let mut stream = before.to_vec();
+    for k in 1..=1_000 {
+        stream.push(Tick {
+            seq: last.seq.map(|s| s + k),
+            ..last
+        });
+    }
+    stream.extend(after.iter().map(|t| Tick {
+        seq: t.seq.map(|s| s + 1_000),
+        ..*t
+    }));
+
+    let c = cfg(&["1step"]);
+    let mut e = Engine::new(pair(), &c).unwrap();
+    let mut out = Vec::new();
+    let mut forecasts = Vec::new();
+    let mut quarantined = 0;
+    for t in &stream {
+        e.on_tick(t, &mut out);
+        for o in out.drain(..) {
+            match o {
+                Output::Forecast(f) => forecasts.push(f),
+                Output::Quarantined(_) => quarantined += 1,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(quarantined, 0);
+    assert_eq!(forecasts.len(), 4_000);
+    let unchanged = forecasts
+        .iter()
+        .filter(|f| f.flags.contains(cambio::quality::Flags::UNCHANGED))
+        .count();
+    assert_eq!(unchanged, 1_000);
+    let s = e.summary();
+    assert_eq!(s.accepted, 4_000);
+    assert_eq!(s.horizons[0].n, 3_999, "one scored forecast per accepted tick");
+    assert_ne!(s.quality.overall, cambio::quality::Status::Fail);
+    let uniqueness = &s.quality.dimensions[cambio::quality::Dimension::Uniqueness.index()];
+    assert_eq!(uniqueness.defects, 0);
+    assert!(
+        s.quality
+            .total_flagged
+            .iter()
+            .any(|f| f.flag == "unchanged" && f.count == 1_000)
+    );
+
+    let mut plain = Engine::new(pair(), &c).unwrap();
+    let mut reference = Vec::new();
+    for t in &ticks {
+        plain.on_tick(t, &mut out);
+        reference.extend(out.drain(..).filter_map(|o| match o {
+            Output::Forecast(f) => Some(f),
+            _ => None,
+        }));
+    }
+    let tail = |fs: &[cambio::forecast::Forecast]| {
+        fs[fs.len() - 1_500..]
+            .iter()
+            .map(|f| serde_json::to_string(&f.horizons).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        tail(&forecasts) == tail(&reference),
+        "the repeated quotes changed what the model learned"
+    );
+}

@@ -1,5 +1,7 @@
 //! Sanity pass of the default quality checks over a real month of EUR/USD ticks (OANDA, May 2014):
-//! real data must be almost entirely accepted, and every quarantine must be explainable.
+//! real data must be almost entirely accepted, and every quarantine must be explainable. And the daily
+//! fixing histories (Banxico FIX 1991-2025, ECB 2008-2026) with the default settings: their weekends and
+//! holidays are closures, not defects, while a feed that stops for weeks is scored down.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -104,4 +106,70 @@ fn real_eurusd_month_is_mostly_accepted() {
     assert_eq!(v.quarantined(QuarantineReason::DuplicateContent), 12);
     assert_eq!(report.overall, Status::Ok);
     assert_eq!(report.total_accepted + total, ticks.len() as u64);
+}
+
+/// A daily history `date,rate` read in place, as fixings of one source.
+fn daily(rel: &str) -> Vec<Tick> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let pair = Pair::parse("USDMXN").expect("a valid pair literal");
+    let source = Source::new("fix").expect("a valid source literal");
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut f = line.split(',');
+            let ts_us = parse_ts_us(f.next()?).ok()?;
+            let mid = f.next()?.trim().parse().ok();
+            Some(Tick {
+                pair,
+                ts_us,
+                bid: None,
+                ask: None,
+                mid,
+                source,
+                seq: None,
+                arrival_us: None,
+            })
+        })
+        .collect()
+}
+
+/// Runs the default validator; returns the final report and the ticks counted missing by the cadence.
+fn replay_daily(ticks: &[Tick]) -> (cambio::quality::QualityReport, usize) {
+    let mut v = Validator::new(&QualityConfig::default());
+    let mut flagged = 0;
+    for t in ticks {
+        if let Verdict::Accept { flags, .. } = v.check(t) {
+            flagged += usize::from(flags.contains(cambio::quality::Flags::MISSED_INTERVALS));
+        }
+    }
+    (v.scores(), flagged)
+}
+
+#[test]
+fn daily_histories_end_ok_with_defaults_and_an_outage_in_them_is_scored_down() {
+    for rel in [
+        "../shared/data/usdmxn/banxico_fix_SF43718_daily.csv",
+        "scenarios/usdmxn_ecb_daily/ticks.csv",
+    ] {
+        let ticks = daily(rel);
+        assert!(ticks.len() > 4_000, "{rel}");
+        let (report, outages) = replay_daily(&ticks);
+        assert_eq!(report.overall, Status::Ok, "{rel}: {report:?}");
+        assert_eq!(outages, 0, "{rel}: a holiday or a weekend counted as an outage");
+
+        // The same history with three weeks of fixings cut out two thirds of the way: the feed stopped in
+        // its usual session, so completeness counts the fixings that did not come. (A stop longer than
+        // `max_forward_gap_us`, 10 days, is a jump of the clock: the first two fixings after it are
+        // refused as future-dated, the third confirms it and the silence is judged then.)
+        let cut = ticks.len() * 2 / 3;
+        let stopped: Vec<Tick> = ticks[..cut].iter().chain(&ticks[cut + 15..]).copied().collect();
+        let mut v = Validator::new(&QualityConfig::default());
+        for t in &stopped[..cut + 3] {
+            v.check(t);
+        }
+        let c = &v.scores().dimensions[cambio::quality::Dimension::Completeness.index()];
+        assert!((15..=18).contains(&c.defects), "{rel}: {c:?}");
+        assert_eq!(replay_daily(&stopped).1, 1, "{rel}: the outage is flagged once");
+    }
 }

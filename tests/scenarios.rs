@@ -67,6 +67,8 @@ scenarios!(
     out_of_order_burst,
     crossed_quotes,
     missing_values,
+    same_price_updates,
+    missing_at_threshold,
     usdmxn_ecb_daily,
     usdmxn_banxico_fix,
     eurusd_ticks_201405,

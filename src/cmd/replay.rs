@@ -247,17 +247,45 @@ fn write_horizons(out: &mut impl Write, horizons: &[cambio::eval::HorizonSummary
     )
 }
 
-/// `quality ok`, or `quality warn (consistency warn, …)`.
+/// `quality ok`, or which dimensions are not and why: `quality fail (timeliness fail, score 0.213, 709
+/// defects in 901 ticks: stale_factor flagged on 2,013 ticks since start)`.
 fn write_quality(out: &mut impl Write, q: &cambio::quality::QualityReport) -> std::io::Result<()> {
+    use cambio::quality::Flags;
     write!(out, "quality {}", status_name(q.overall))?;
     let not_ok: Vec<String> = q
         .dimensions
         .iter()
         .filter(|d| d.status != cambio::quality::Status::Ok)
-        .map(|d| format!("{} {}", d.dimension.name(), status_name(d.status)))
+        .map(|d| {
+            let mut causes: Vec<String> = q
+                .window_quarantined
+                .iter()
+                .filter(|r| r.reason.dimension() == d.dimension)
+                .map(|r| format!("{} quarantined {} in the window", r.reason.name(), r.count))
+                .collect();
+            causes.extend(
+                q.total_flagged
+                    .iter()
+                    .filter(|f| Flags::from_name(&f.flag).and_then(Flags::dimension) == Some(d.dimension))
+                    .map(|f| format!("{} flagged on {} ticks since start", f.flag, f.count)),
+            );
+            let causes = if causes.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", causes.join(", "))
+            };
+            format!(
+                "{} {}, score {:.3}, {} defects in {} ticks{causes}",
+                d.dimension.name(),
+                status_name(d.status),
+                d.score,
+                d.defects,
+                d.total
+            )
+        })
         .collect();
     if !not_ok.is_empty() {
-        write!(out, " ({})", not_ok.join(", "))?;
+        write!(out, " ({})", not_ok.join("; "))?;
     }
     writeln!(out)
 }

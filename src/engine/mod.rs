@@ -629,6 +629,12 @@ impl Engine {
         let index = self.accepted;
         self.accepted += 1;
         self.alarm_buf.clear();
+        // A repeated quote (a new sequence number, nothing else new) is still an observation: it realises
+        // the forecasts due at it and gets its own forecast, so the output and the evaluation stay one
+        // forecast per accepted tick. But its zero return carries no information: learning from a run of
+        // them would shrink the volatility and feed the detectors zeros until the next real move looked
+        // like a shock. The models learn only from ticks that bring a price.
+        let learn = !flags.contains(Flags::UNCHANGED);
 
         // 1. Realise due forecasts: score them, then learn from them (predict-then-learn).
         for (k, h) in self.horizons.iter_mut().enumerate() {
@@ -650,6 +656,9 @@ impl Engine {
                     hi95: p.f[4],
                     actual: mid,
                 });
+                if !learn {
+                    continue;
+                }
                 let y_std = (y - p.origin_log_mid) / p.sigma;
                 h.rls.update(&SVector::from(p.x), y_std.clamp(-10.0, 10.0));
                 // Overlapping forecasts' errors cluster, so each counts less. The weight must not depend on
@@ -668,8 +677,8 @@ impl Engine {
         }
 
         // 2. Update the filters with this observation.
-        let ret = self.last_log_mid.map(|prev| y - prev);
-        if let Some(last) = self.last_ts_us {
+        let ret = self.last_log_mid.filter(|_| learn).map(|prev| y - prev);
+        if let Some(last) = self.last_ts_us.filter(|_| learn) {
             let dt = ts.saturating_sub(last).max(0) as f64 / 1e6;
             self.mean_dt_secs = if self.mean_dt_secs > 0.0 {
                 self.mean_dt_secs + DT_ALPHA * (dt - self.mean_dt_secs)
@@ -678,7 +687,9 @@ impl Engine {
             };
         }
         self.last_ts_us = Some(ts);
-        self.kalman.update(ts, y);
+        if learn {
+            self.kalman.update(ts, y);
+        }
         if let Some(r) = ret {
             let z = r / step_sigma;
             if flags.contains(Flags::REANCHORED) && z.abs() >= self.cfg.signals.level_shift_min_sigmas {
@@ -741,7 +752,9 @@ impl Engine {
                 });
             }
         }
-        self.monitors[1].update(ts, first_pred, &mut self.alarm_buf);
+        if learn {
+            self.monitors[1].update(ts, first_pred, &mut self.alarm_buf);
+        }
 
         // 4. Alarms, and adaptation to residual drift.
         self.handle_alarms(ts, out);

@@ -69,6 +69,83 @@ impl Thresholds {
     }
 }
 
+/// Hysteresis of the dimension statuses. A status enters Warn or Fail as soon as its score crosses the
+/// threshold, but leaves it only once the score has recovered by a margin and stayed there for a minimum
+/// dwell, counted both in ticks and in tick time: a score hovering at a threshold (5 % of ticks missing
+/// against a 95 % warn level) would otherwise change status on every other tick, and an operator paged on
+/// each change would stop listening. The overall status is the worst of the dimensions, so it inherits the
+/// same rule.
+///
+/// The defaults give one change (into Warn) in 200,000 ticks with 5 % of them missing at random, where
+/// the raw statuses change about 1,300 times; a stream whose defects stop is back to Ok within about
+/// a score window plus the dwell.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusHysteresis {
+    /// To leave a status, the defect rate must be below the better status's allowed rate times
+    /// `1 − recovery_margin`. Default 0.5: completeness (warn 0.95) returns to Ok at a score of 0.975,
+    /// uniqueness (warn 0.99) at 0.995, and leaves Fail (0.80) for Warn at 0.90. 0 disables the margin.
+    pub recovery_margin: f64,
+    /// Ticks the recovered score must hold before the status improves. Default 100 (one score bucket;
+    /// about five months of daily fixings).
+    pub dwell_ticks: u64,
+    /// Tick time the recovered score must hold before the status improves. Default 60 s, so a fast feed
+    /// (thousands of ticks a second) cannot flap within a minute.
+    pub dwell_us: i64,
+}
+
+impl Default for StatusHysteresis {
+    fn default() -> Self {
+        StatusHysteresis {
+            recovery_margin: 0.5,
+            dwell_ticks: 100,
+            dwell_us: 60 * US_PER_SEC,
+        }
+    }
+}
+
+impl StatusHysteresis {
+    /// No hysteresis: every status follows its raw score (the behaviour before checkpoint format 3).
+    pub const OFF: StatusHysteresis = StatusHysteresis {
+        recovery_margin: 0.0,
+        dwell_ticks: 0,
+        dwell_us: 0,
+    };
+}
+
+/// The stream's learned cadence, for completeness when no `expected_interval_us` is configured: how many
+/// ticks each hour of the week usually brings, so a silence where ticks are expected (a feed that stops
+/// during its usual session) counts its missing ticks, while one where the stream is usually quiet (a
+/// weekend, a night, a holiday) does not.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CadenceConfig {
+    /// Learn the cadence and count silences against completeness. Default true; ignored when
+    /// `expected_interval_us` is set (the configured interval rules).
+    pub learn: bool,
+    /// A silence is an outage when the ticks expected in it exceed `outage_factor` times the stream's
+    /// own 99.9th percentile of expected ticks per gap (how bursty it is), and at least
+    /// `outage_min_expected`. Default 2.
+    pub outage_factor: f64,
+    /// The fewest expected ticks a silence must miss to be an outage. Default 5 (a week of daily fixings;
+    /// a holiday or a long Easter weekend misses at most three).
+    pub outage_min_expected: f64,
+    /// Gaps observed before any silence is judged; none is judged either before four weeks of history.
+    /// Default 200.
+    pub min_gaps: u64,
+}
+
+impl Default for CadenceConfig {
+    fn default() -> Self {
+        CadenceConfig {
+            learn: true,
+            outage_factor: 2.0,
+            outage_min_expected: 5.0,
+            min_gaps: 200,
+        }
+    }
+}
+
 /// Configuration of one pair's [`crate::quality::Validator`]. Missing fields take the defaults below, unknown
 /// fields are refused so a typo cannot silently disable a check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,6 +240,12 @@ pub struct QualityConfig {
     pub sketch_rel_accuracy: f64,
     /// Bucket cap per sign of each quantile sketch (lowest buckets collapse beyond it). Default 2048.
     pub sketch_max_buckets: usize,
+    /// How a status leaves Warn or Fail (`[quality.status_hysteresis]`).
+    #[serde(default, deserialize_with = "crate::evolve::since_v3")]
+    pub status_hysteresis: StatusHysteresis,
+    /// How the stream's own cadence is learned and judged (`[quality.cadence]`).
+    #[serde(default, deserialize_with = "crate::evolve::since_v3")]
+    pub cadence: CadenceConfig,
 }
 
 impl Default for QualityConfig {
@@ -201,6 +284,8 @@ impl Default for QualityConfig {
             thresholds: Thresholds::default(),
             sketch_rel_accuracy: 0.01,
             sketch_max_buckets: 2048,
+            status_hysteresis: StatusHysteresis::default(),
+            cadence: CadenceConfig::default(),
         }
     }
 }
@@ -220,6 +305,9 @@ pub enum QualityConfigError {
     /// The sketch accuracy must be in `(0, 1)`.
     #[error("`sketch_rel_accuracy` must be in (0, 1)")]
     SketchAccuracy,
+    /// A fraction that must be in `[0, 1]` is not.
+    #[error("`{0}` must be in [0, 1]")]
+    Fraction(&'static str),
     /// `min_price` must be below `max_price`.
     #[error("`min_price` must be below `max_price`")]
     PriceRange,
@@ -283,6 +371,19 @@ impl QualityConfig {
         for (dim, t) in crate::quality::Dimension::ALL.iter().zip(self.thresholds.as_array()) {
             if !(0.0..=1.0).contains(&t.fail) || !(0.0..=1.0).contains(&t.warn) || t.fail > t.warn {
                 return Err(Thresholds(dim.name()));
+            }
+        }
+        let h = &self.status_hysteresis;
+        if !(h.recovery_margin.is_finite() && (0.0..=1.0).contains(&h.recovery_margin)) {
+            return Err(Fraction("status_hysteresis.recovery_margin"));
+        }
+        let c = &self.cadence;
+        for (name, v) in [
+            ("cadence.outage_factor", c.outage_factor),
+            ("cadence.outage_min_expected", c.outage_min_expected),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(NotPositive(name));
             }
         }
         if !(self.sketch_rel_accuracy > 0.0 && self.sketch_rel_accuracy < 1.0) {

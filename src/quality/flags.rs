@@ -34,9 +34,13 @@ impl Flags {
     /// Ticks expected by the configured interval did not arrive before this one (counts against
     /// completeness).
     pub const MISSED_INTERVALS: Flags = Flags(1 << 8);
+    /// The same source, time and prices as a recent tick, under a new sequence number: a feed re-sends
+    /// the quote when only the quoted sizes change. Accepted (the sequence number is the message's
+    /// identity), but it carries no new price information, so the models do not learn from it.
+    pub const UNCHANGED: Flags = Flags(1 << 9);
 
     /// Every flag with its report name, in bit order.
-    pub const NAMED: [(Flags, &'static str); 9] = [
+    pub const NAMED: [(Flags, &'static str); 10] = [
         (Flags::SEQ_GAP, "seq_gap"),
         (Flags::SEQ_RESET, "seq_reset"),
         (Flags::WIDE_SPREAD_WARN, "wide_spread_warn"),
@@ -46,7 +50,19 @@ impl Flags {
         (Flags::REORDERED, "reordered"),
         (Flags::STALE_FACTOR, "stale_factor"),
         (Flags::MISSED_INTERVALS, "missed_intervals"),
+        (Flags::UNCHANGED, "unchanged"),
     ];
+
+    /// The dimension a flag counts against in the scores, if any (only single flags have one).
+    pub fn dimension(self) -> Option<crate::tick::reason::Dimension> {
+        use crate::tick::reason::Dimension;
+        match self {
+            Flags::SEQ_GAP | Flags::MISSED_INTERVALS => Some(Dimension::Completeness),
+            Flags::SOURCE_DISAGREE => Some(Dimension::Consistency),
+            Flags::LATE_ARRIVAL | Flags::STALE_FACTOR => Some(Dimension::Timeliness),
+            _ => None,
+        }
+    }
 
     /// True when every bit of `other` is set in `self`.
     pub const fn contains(self, other: Flags) -> bool {

@@ -7,15 +7,19 @@
 //! - `price`: missing, non-finite, non-positive, crossed, too-wide spread.
 //! - `duplicates`: the bounded recent-content set; `sources`: per-source sequence numbers and agreement.
 //! - `jump`: the rolling median ± k·MAD band of log-returns with re-anchoring on level shifts.
-//! - [`timeliness`]: business time for expected ticks, factor ages.
-//! - [`scores`]: windowed dimension scores, [`Status`], [`QualityReport`].
+//! - [`timeliness`]: business time for expected ticks, factor ages; `cadence`: the stream's learned
+//!   hourly profile, so a silence in session counts missing ticks and a market closure does not.
+//! - [`scores`]: windowed dimension scores, [`Status`], [`QualityReport`]; `hysteresis`: a status enters
+//!   Warn or Fail at its threshold and leaves only after recovering by a margin for a dwell.
 //! - [`profile`] and [`sketch`]: per-field streaming statistics and the DDSketch quantile sketch.
 //! - [`flags`]: [`Flags`] on accepted ticks; [`reason`]: [`QuarantineReason`] and [`Dimension`], which live
 //!   in [`crate::tick`] (the parser quarantines too, and the tick layer sits below this one).
 
+mod cadence;
 pub mod config;
 mod duplicates;
 pub mod flags;
+mod hysteresis;
 mod jump;
 mod price;
 pub mod profile;
@@ -26,7 +30,7 @@ pub mod timeliness;
 pub mod validator;
 
 pub use crate::tick::reason::{self, Dimension, QuarantineReason};
-pub use config::{QualityConfig, QualityConfigError, Threshold, Thresholds};
+pub use config::{CadenceConfig, QualityConfig, QualityConfigError, StatusHysteresis, Threshold, Thresholds};
 pub use flags::Flags;
 pub use profile::{FieldProfile, FieldSummary, Profile, ProfileReport};
 pub use scores::{DimensionScore, FlagCount, QualityReport, ReasonCount, Status};

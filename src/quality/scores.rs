@@ -273,6 +273,27 @@ impl ScoreWindow {
         out
     }
 
+    /// The status of every dimension under thresholds tightened by `margin`, a fraction of each
+    /// threshold's allowed defect rate (`warn` 0.95 with margin 0.5 becomes 0.975): where a status
+    /// must recover to before it improves (see [`super::hysteresis`]).
+    pub(crate) fn recovered_statuses(&self, margin: f64) -> [Status; 6] {
+        let mut out = [Status::Ok; 6];
+        if self.sums[RECEIVED] < self.min_window_ticks {
+            return out;
+        }
+        let keep = 1.0 - margin.clamp(0.0, 1.0);
+        for (i, d) in Dimension::ALL.into_iter().enumerate() {
+            let (defects, total) = self.counts(d);
+            let t = self.thresholds[i];
+            let tight = Threshold {
+                warn: 1.0 - (1.0 - t.warn) * keep,
+                fail: 1.0 - (1.0 - t.fail) * keep,
+            };
+            out[i] = Status::of(Self::score_of(defects, total), tight);
+        }
+        out
+    }
+
     /// The windowed part of the report.
     pub(crate) fn dimension_scores(&self) -> Vec<DimensionScore> {
         let statuses = self.statuses();

@@ -9,9 +9,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::cadence::Cadence;
 use super::config::QualityConfig;
 use super::duplicates::{RecentSet, content_hash};
 use super::flags::Flags;
+use super::hysteresis::StatusGate;
 use super::jump::{JumpBand, JumpOutcome};
 use super::price::check_prices;
 use super::profile::Profile;
@@ -83,6 +85,12 @@ pub struct Validator {
     )]
     last_status: [Status; 6],
     status_changed: bool,
+    /// When each worse-than-raw status started to recover (status hysteresis).
+    #[serde(default, deserialize_with = "crate::evolve::since_v3")]
+    gate: StatusGate,
+    /// The stream's learned hourly cadence, for completeness without a configured interval.
+    #[serde(default, deserialize_with = "crate::evolve::since_v3")]
+    cadence: Cadence,
 }
 
 /// The quarantine reasons format 2 knew (see [`crate::evolve`]).
@@ -122,6 +130,8 @@ impl Validator {
             total_flagged: [0; Flags::NAMED.len()],
             last_status: [Status::Ok; 6],
             status_changed: false,
+            gate: StatusGate::default(),
+            cadence: Cadence::default(),
         }
     }
 
@@ -220,10 +230,15 @@ impl Validator {
                 .map(|(reason, count)| ReasonCount { reason, count })
                 .collect()
         };
+        let mut dimensions = self.window.dimension_scores();
+        // The status shown is the one behind the hysteresis, which the score alone does not give.
+        for (d, s) in dimensions.iter_mut().zip(self.last_status) {
+            d.status = s;
+        }
         QualityReport {
             overall: self.overall_status(),
             window_ticks: self.window.window_ticks(),
-            dimensions: self.window.dimension_scores(),
+            dimensions,
             window_quarantined: self.window.window_quarantined(),
             total_received: self.total_received,
             total_accepted: self.total_accepted,
@@ -248,9 +263,20 @@ impl Validator {
     }
 
     fn refresh_status(&mut self) {
-        let now = self.window.statuses();
-        if now != self.last_status {
-            self.last_status = now;
+        let raw = self.window.statuses();
+        if raw == self.last_status && self.gate.is_idle() {
+            return;
+        }
+        let h = &self.cfg.status_hysteresis;
+        let window = &self.window;
+        if self.gate.step(
+            &mut self.last_status,
+            raw,
+            || window.recovered_statuses(h.recovery_margin),
+            h,
+            self.total_received,
+            self.watermark_us.unwrap_or(0),
+        ) {
             self.status_changed = true;
         }
     }
@@ -292,8 +318,19 @@ impl Validator {
             return Err(QuarantineReason::DuplicateSeq);
         }
         let fingerprint = content_hash(t, self.sources.hash(slot));
+        // A sequence number is the message's identity: the same content under a new number is an update
+        // (a feed re-sends the quote when only its sizes change), accepted; when it repeats the source's
+        // last accepted quote it carries no new price and is flagged `UNCHANGED`. Without a sequence
+        // number the content is the only identity, so a repeat is a duplicate.
+        let mut unchanged = false;
         if self.recent.contains(fingerprint) {
-            return Err(QuarantineReason::DuplicateContent);
+            if t.seq.is_none() {
+                return Err(QuarantineReason::DuplicateContent);
+            }
+            unchanged = self.sources.last_mid(slot) == Some((prices.mid, t.ts_us));
+            if unchanged {
+                flags |= Flags::UNCHANGED;
+            }
         }
 
         // Timeliness.
@@ -362,7 +399,9 @@ impl Validator {
                 flags |= Flags::REANCHORED;
             } else {
                 match self.jump.assess(r, mid, anchor_gap_us, min_half_width) {
-                    JumpOutcome::Plausible => learned_return = own.map(|_| r),
+                    // A repeated quote's zero return is no evidence about volatility: learning a run of them
+                    // would narrow the band until the next real move looked implausible.
+                    JumpOutcome::Plausible => learned_return = own.filter(|_| !unchanged).map(|_| r),
                     JumpOutcome::Implausible => return Err(QuarantineReason::ImplausibleJump),
                     JumpOutcome::Reanchor => flags |= Flags::REANCHORED,
                 }
@@ -389,12 +428,16 @@ impl Validator {
         if flags.contains(Flags::LATE_ARRIVAL) || flags.contains(Flags::STALE_FACTOR) {
             self.window.flagged_untimely();
         }
-        if let (Some(interval), Some(wm)) = (cfg.expected_interval_us, self.watermark_us) {
-            let missing = expected_missing(wm, t.ts_us, interval, cfg.skip_weekends);
-            if missing > 0 {
-                flags |= Flags::MISSED_INTERVALS;
-                self.window.interval_missing(missing);
-            }
+        let missing = match (cfg.expected_interval_us, self.watermark_us) {
+            (Some(interval), Some(wm)) => expected_missing(wm, t.ts_us, interval, cfg.skip_weekends),
+            (Some(_), None) => 0,
+            // No configured interval: the stream's own cadence says what was expected.
+            (None, wm) if cfg.cadence.learn && !unchanged => self.cadence.observe(wm, t.ts_us, &cfg.cadence),
+            (None, _) => 0,
+        };
+        if missing > 0 {
+            flags |= Flags::MISSED_INTERVALS;
+            self.window.interval_missing(missing);
         }
 
         let p = &mut self.profile;

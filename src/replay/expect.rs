@@ -95,6 +95,20 @@ fn check_one(e: &Expectation, r: &Report) -> (bool, String) {
             ),
             None => (false, format!("horizon {h} not configured")),
         },
+        Expectation::MaxQualityChanges { max } => (
+            r.quality_changes <= *max,
+            format!("{} quality status changes", r.quality_changes),
+        ),
+        Expectation::QualityAtEnd { status } => {
+            let end = r.quality.as_ref().map(|q| q.overall);
+            (
+                end.is_some_and(|e| e <= *status),
+                match end {
+                    Some(e) => format!("quality {} at the end", e.name()),
+                    None => "no quality recorded".to_string(),
+                },
+            )
+        }
         Expectation::QualityStatusSeen { dimension, status } => {
             let worst = r.quality_worst.get(dimension.name()).copied();
             (

@@ -121,6 +121,7 @@ pub fn run(
     let mut book = FactorBook::default();
     let mut out: Vec<Output> = Vec::with_capacity(16);
     let mut alarms = Vec::new();
+    let mut quality_changes = 0u64;
     let mut n_factors = 0u64;
     let mut unattributed: BTreeMap<String, u64> = BTreeMap::new();
     let started = Instant::now();
@@ -194,6 +195,7 @@ pub fn run(
             }
         }
         for o in out.drain(..) {
+            quality_changes += u64::from(matches!(o, Output::QualityChanged(_)));
             if let Output::Alarm(a) = &o
                 && alarms.len() < report::MAX_ALARMS_LISTED
             {
@@ -253,6 +255,7 @@ pub fn run(
         adaptations: pairs.iter().map(|p| p.adaptations).sum(),
         quality: first.map(|p| p.quality.clone()),
         quality_worst: first.map(|p| p.quality_worst.clone()).unwrap_or_default(),
+        quality_changes,
         pairs,
         expectations: Vec::new(),
         passed: true,

@@ -75,6 +75,9 @@ pub struct Report {
     pub quality: Option<QualityReport>,
     /// Worst status each quality dimension reached during the replay (of the first pair).
     pub quality_worst: BTreeMap<String, Status>,
+    /// Quality status changes published (all pairs).
+    #[serde(default)]
+    pub quality_changes: u64,
     /// Per-pair detail.
     pub pairs: Vec<EngineSummary>,
     /// Scenario expectations and whether each held (empty for a plain file).

@@ -141,6 +141,17 @@ pub enum Expectation {
         /// `warn` or `fail`.
         status: crate::quality::Status,
     },
+    /// At most `max` quality status changes published (all pairs): an operator paged on each change
+    /// must not be paged on noise.
+    MaxQualityChanges {
+        /// The most changes allowed.
+        max: u64,
+    },
+    /// The overall quality status at the end (of the first pair) is no worse than `status`.
+    QualityAtEnd {
+        /// `ok`, `warn` or `fail`.
+        status: crate::quality::Status,
+    },
 }
 
 /// A scenario as loaded from its folder.
@@ -224,6 +235,8 @@ impl Expectation {
             Expectation::Coverage { .. } => "coverage",
             Expectation::RmseRatioAtMost { .. } => "rmse_ratio_at_most",
             Expectation::QualityStatusSeen { .. } => "quality_status_seen",
+            Expectation::MaxQualityChanges { .. } => "max_quality_changes",
+            Expectation::QualityAtEnd { .. } => "quality_at_end",
         }
     }
 
@@ -329,6 +342,7 @@ mod tests {
             adaptations: 0,
             quality: None,
             quality_worst: BTreeMap::new(),
+            quality_changes: 0,
             pairs: Vec::new(),
             expectations: Vec::new(),
             passed: true,

@@ -61,6 +61,8 @@ impl fmt::Display for Expectation {
                 };
                 write!(f, "{} status {status} or worse at some point", dimension.name())
             }
+            Expectation::MaxQualityChanges { max } => write!(f, "at most {max} quality status changes"),
+            Expectation::QualityAtEnd { status } => write!(f, "quality {} or better at the end", status.name()),
             // Expectations are being added on another branch: until each is described above, one prints as
             // its spec's fields (`kind: field = value, …`), still readable, never as Rust debug text.
             #[allow(unreachable_patterns)]

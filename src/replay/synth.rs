@@ -119,6 +119,34 @@ pub enum Event {
         /// Ticks affected.
         count: u64,
     },
+    /// From tick `at`, each of `count` ticks is lost with probability `rate` (decided by a hash of the
+    /// seed and the index, so the prices of the other ticks do not change): its sequence number is skipped.
+    SeqGaps {
+        /// Tick index.
+        at: u64,
+        /// Ticks affected.
+        count: u64,
+        /// Probability that a tick is lost, in [0, 1].
+        rate: f64,
+    },
+    /// From tick `at`, each of `count` ticks is re-sent `copies` times with the same time and prices under
+    /// new sequence numbers, as a feed does when only the quoted sizes change.
+    Unchanged {
+        /// Tick index.
+        at: u64,
+        /// Ticks re-sent.
+        count: u64,
+        /// Re-sends of each.
+        copies: u32,
+    },
+}
+
+/// A 64-bit finalizer (SplitMix64) for decisions that must not consume the price generator's stream.
+fn hash64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 fn default_start() -> String {
@@ -190,6 +218,8 @@ pub struct SynthTicks {
     vol_factor: f64,
     queue: std::collections::VecDeque<Tick>,
     hold: bool,
+    /// Sequence numbers taken by re-sent `unchanged` copies so far.
+    seq_offset: u64,
 }
 
 impl SynthTicks {
@@ -202,6 +232,13 @@ impl SynthTicks {
         if !(spec.mid > 0.0 && spec.vol > 0.0 && spec.spread >= 0.0 && spec.interval_ms > 0) {
             return Err("synthetic: mid and vol must be positive, spread non-negative, interval_ms > 0".into());
         }
+        for e in &spec.events {
+            if let Event::SeqGaps { rate, .. } = e
+                && !(0.0..=1.0).contains(rate)
+            {
+                return Err(format!("synthetic: seq_gaps rate must be in [0, 1], not {rate}"));
+            }
+        }
         Ok(SynthTicks {
             rng: SplitMix64::new(spec.seed),
             log_mid: spec.mid.ln(),
@@ -213,6 +250,7 @@ impl SynthTicks {
             i: 0,
             queue: Default::default(),
             hold: false,
+            seq_offset: 0,
             spec,
         })
     }
@@ -233,7 +271,7 @@ impl SynthTicks {
             ask,
             mid: m,
             source: self.source,
-            seq: Some(i + 1),
+            seq: Some(i + 1 + self.seq_offset),
             arrival_us: None,
         }
     }
@@ -284,11 +322,30 @@ impl SynthTicks {
                     tick.ask = None;
                     tick.mid = None;
                 }
+                Event::SeqGaps { at, count, rate } if (at..at + count).contains(&i) => {
+                    let u = (hash64(self.spec.seed ^ hash64(i)) >> 11) as f64 / (1u64 << 53) as f64;
+                    if u < rate {
+                        return;
+                    }
+                }
                 _ => {}
             }
         }
         for _ in 0..=copies {
             self.queue.push_back(tick);
+        }
+        for e in &self.spec.events {
+            if let Event::Unchanged { at, count, copies } = *e
+                && (at..at + count).contains(&i)
+            {
+                for k in 1..=u64::from(copies) {
+                    self.queue.push_back(Tick {
+                        seq: tick.seq.map(|s| s + k),
+                        ..tick
+                    });
+                }
+                self.seq_offset += u64::from(copies);
+            }
         }
         for e in &self.spec.events {
             if let Event::OutOfOrder { at, count } = *e

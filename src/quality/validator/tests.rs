@@ -1,5 +1,6 @@
 use super::*;
 use crate::quality::Dimension;
+use crate::quality::config::StatusHysteresis;
 use crate::quality::sketch::tests::SplitMix;
 use crate::tick::{Pair, Source};
 use crate::time::{US_PER_DAY, US_PER_SEC};
@@ -246,6 +247,35 @@ fn duplicate_flood_is_quarantined_and_hits_uniqueness() {
         v.check(&next_after(&last, US_PER_SEC, last.mid_price().unwrap()))
             .is_accept()
     );
+}
+
+#[test]
+fn same_content_under_new_sequence_numbers_is_accepted_unchanged() {
+    let (mut v, ticks) = warmed(100);
+    let last = *ticks.last().unwrap();
+    let mut t = last;
+    for _ in 0..1000 {
+        t = Tick {
+            seq: t.seq.map(|s| s + 1),
+            ..t
+        };
+        assert_eq!(flags(v.check(&t)), Flags::UNCHANGED);
+    }
+    let report = v.scores();
+    assert!(report.total_quarantined.is_empty());
+    assert_eq!(report.dimensions[Dimension::Uniqueness.index()].defects, 0);
+    assert_eq!(report.overall, Status::Ok);
+    // The same sequence number again is a duplicate; without sequence numbers the content is the identity.
+    assert_eq!(reason(v.check(&t)), Some(DuplicateSeq));
+    assert_eq!(reason(v.check(&Tick { seq: None, ..t })), Some(DuplicateContent));
+    // Content seen before but not the source's last quote (the price went back) is a new price.
+    let moved = next_after(&t, 0, last.mid_price().unwrap() * 1.0001);
+    assert_eq!(flags(v.check(&moved)), Flags::EMPTY);
+    let back = Tick {
+        seq: moved.seq.map(|s| s + 1),
+        ..last
+    };
+    assert_eq!(flags(v.check(&back)), Flags::EMPTY);
 }
 
 #[test]
@@ -622,4 +652,65 @@ fn degenerate_config_is_clamped_not_a_panic() {
     }
     v.on_factor("TIIE28", 0);
     assert_eq!(v.scores().total_received, 2_000);
+}
+
+/// 200,000 ticks a millisecond apart with 5 % of the sequence numbers missing at random: the completeness
+/// score hovers at its warn threshold. Counts the published status changes.
+fn status_changes_with_five_percent_missing(cfg: &QualityConfig) -> usize {
+    let mut v = Validator::new(cfg);
+    let mut rng = SplitMix(7);
+    let (mut seq, mut mid, mut changes) = (0u64, 20.0, 0);
+    for i in 0..200_000i64 {
+        seq += 1;
+        while rng.next_u64() % 100 < 5 {
+            seq += 1;
+        }
+        mid *= (rng.normal() * 1e-5).exp();
+        let t = Tick {
+            seq: Some(seq),
+            ..at_mid(T0 + i * 1_000, mid)
+        };
+        assert!(v.check(&t).is_accept());
+        changes += usize::from(v.take_status_change());
+    }
+    let c = &v.scores().dimensions[Dimension::Completeness.index()];
+    assert!((c.score - 0.95).abs() < 0.02, "completeness {}", c.score);
+    changes
+}
+
+#[test]
+fn a_score_hovering_at_its_threshold_does_not_flap() {
+    let raw = status_changes_with_five_percent_missing(&QualityConfig {
+        status_hysteresis: StatusHysteresis::OFF,
+        ..Default::default()
+    });
+    eprintln!("status changes: {raw} without hysteresis");
+    assert!(raw > 1_000, "{raw} changes without hysteresis");
+    let gated = status_changes_with_five_percent_missing(&QualityConfig::default());
+    eprintln!("status changes: {gated} with the default hysteresis");
+    assert!((1..=5).contains(&gated), "{gated} changes with the default hysteresis");
+}
+
+#[test]
+fn a_status_recovers_once_the_defects_stop() {
+    let cfg = QualityConfig::default();
+    let mut v = Validator::new(&cfg);
+    let ticks = walk(3_000, 4);
+    for (i, t) in ticks.iter().enumerate() {
+        let t = if (100..400).contains(&i) {
+            Tick {
+                bid: None,
+                ask: None,
+                ..*t
+            }
+        } else {
+            *t
+        };
+        v.check(&t);
+        if i == 399 {
+            assert_eq!(v.overall_status(), Status::Fail);
+        }
+    }
+    // The defects left the 1,000-tick window by tick 1,500; the dwell is 100 ticks and 60 s.
+    assert_eq!(v.overall_status(), Status::Ok);
 }
