@@ -24,9 +24,12 @@
 //! `calm_random_walk` (Student-t(4), GARCH(1,1): at 60 the scenario's seed already raised one), while the
 //! moves that matter in daily fixings (USD/MXN 6 October 2008, 9 November 2016) are 8–11 sigmas. Daily returns are sums of a day's ticks and much
 //! less heavy-tailed, and an operator tolerates a higher rate per observation when observations are a
-//! day apart. So `k` follows the stream's typical spacing `Δt` (the engine's average spacing of accepted
-//! ticks): `k_fast` at `Δt ≤ fast_spacing_secs`, `k_slow` at `Δt ≥ slow_spacing_secs`, geometric in
-//! between (`k ∝ Δt^-0.22` with the defaults; 24 at 10-minute bars).
+//! day apart. So `k` follows the stream's typical spacing `Δt` (the median of its last 64 spacings, so
+//! weekends and outages do not move it): `k_fast` at `Δt ≤ fast_spacing_secs`, `k_slow` at
+//! `Δt ≥ slow_spacing_secs`, geometric in between (`k ∝ Δt^-0.22` with the defaults; 24 at 10-minute bars).
+//! A move that spans more than 8 typical spacings per observation (the first tick after a weekend on a
+//! tick stream) has its threshold scaled by `√(span / typical)`, at most 30 times, since a return over a
+//! closure is legitimately larger; a daily stream's weekends (3 days against 1) are not scaled.
 //!
 //! # Expected alarm rate under the null
 //! Measured with the defaults (`cargo test --release --lib drift::shock::calibration -- --ignored
@@ -58,6 +61,16 @@ const MEAN_ABS_TO_SIGMA: f64 = 1.2533;
 
 /// Most observations a move may span (bounds the state).
 pub const MAX_OBS: usize = 16;
+
+/// Recent spacings behind the typical spacing (their median, so weekends and outages do not move it).
+const GAP_WINDOW: usize = 64;
+
+/// A move spanning more than this many typical spacings per observation (a market closure, an outage)
+/// has its threshold scaled by `√(span / typical)`: a return over a weekend is legitimately larger.
+const LONG_GAP: f64 = 8.0;
+
+/// Cap of that time scaling (as the validator's jump band caps its own).
+const MAX_TIME_SCALE: f64 = 30.0;
 
 /// The shock detector's settings (`[engine.drift.shock]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,17 +197,25 @@ struct Active {
     direction: f64,
 }
 
-/// The shock detector's state (see the module documentation). Bounded: `window + max_obs` returns.
+/// The shock detector's state (see the module documentation). Bounded: `window + max_obs` returns and
+/// [`GAP_WINDOW`] spacings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShockDetector {
     cfg: ShockConfig,
     /// The reference returns, a ring of at most `window`.
     reference: Vec<f64>,
     head: usize,
-    /// The returns under test, oldest first (at most `max_obs`).
+    /// The returns under test, oldest first (at most `max_obs`), and the spacing (s) each spans.
     recent: Vec<f64>,
+    recent_gaps: Vec<f64>,
     since_refit: usize,
     sigma: f64,
+    /// Recent spacings (s), a ring of at most [`GAP_WINDOW`], and its head.
+    gaps: Vec<f64>,
+    gap_head: usize,
+    /// The median of `gaps` at the last refit (0 before any): the stream's typical spacing.
+    typical_gap_secs: f64,
+    last_ts_us: Option<i64>,
     active: Option<Active>,
     updates: u64,
     alarms: u64,
@@ -210,8 +231,13 @@ impl PartialEq for ShockDetector {
             && self.reference == o.reference
             && self.head == o.head
             && self.recent == o.recent
+            && self.recent_gaps == o.recent_gaps
             && self.since_refit == o.since_refit
             && self.sigma.to_bits() == o.sigma.to_bits()
+            && self.gaps == o.gaps
+            && self.gap_head == o.gap_head
+            && self.typical_gap_secs.to_bits() == o.typical_gap_secs.to_bits()
+            && self.last_ts_us == o.last_ts_us
             && self.active == o.active
             && self.updates == o.updates
             && self.alarms == o.alarms
@@ -232,12 +258,18 @@ impl ShockDetector {
         let mut cfg = cfg.clone();
         cfg.window = cfg.window.max(2);
         cfg.max_obs = cfg.max_obs.clamp(1, MAX_OBS);
+        cfg.refit_every = cfg.refit_every.max(1);
         ShockDetector {
             reference: Vec::with_capacity(cfg.window.min(100_000)),
             head: 0,
             recent: Vec::with_capacity(cfg.max_obs),
+            recent_gaps: Vec::with_capacity(cfg.max_obs),
             since_refit: 0,
             sigma: 0.0,
+            gaps: Vec::with_capacity(GAP_WINDOW),
+            gap_head: 0,
+            typical_gap_secs: 0.0,
+            last_ts_us: None,
             active: None,
             updates: 0,
             alarms: 0,
@@ -249,6 +281,16 @@ impl ShockDetector {
     /// The reference sigma in force (0 before the first fit).
     pub fn sigma(&self) -> f64 {
         self.sigma
+    }
+
+    /// The stream's typical spacing in seconds (the median of recent spacings; 0 before any).
+    pub fn typical_gap_secs(&self) -> f64 {
+        self.typical_gap_secs
+    }
+
+    /// The threshold in force, in reference sigmas, at the stream's typical spacing.
+    pub fn threshold(&self) -> f64 {
+        self.cfg.threshold(self.typical_gap_secs)
     }
 
     /// Alarms raised so far.
@@ -265,14 +307,32 @@ impl ShockDetector {
         self.cfg.enabled && self.reference.len() >= self.cfg.min_history && self.sigma > 0.0
     }
 
-    /// Feeds the log-return `r` of an accepted tick at `ts_us`, on a stream spaced `spacing_secs` apart on
-    /// average; pushes a `shock` alarm of the input signal into `out` when the move is one. Non-finite
-    /// returns are ignored.
-    pub fn update(&mut self, ts_us: i64, r: f64, spacing_secs: f64, out: &mut Vec<Alarm>) {
+    /// Feeds the log-return `r` of an accepted tick at `ts_us` (from the previous accepted tick); pushes a
+    /// `shock` alarm of the input signal into `out` when the move is one. Non-finite returns are ignored.
+    pub fn update(&mut self, ts_us: i64, r: f64, out: &mut Vec<Alarm>) {
         if !self.cfg.enabled || !r.is_finite() {
             return;
         }
         self.updates += 1;
+        let gap_secs = self
+            .last_ts_us
+            .map_or(0.0, |last| ts_us.saturating_sub(last).max(0) as f64 / 1e6);
+        if self.last_ts_us.is_some() {
+            if self.gaps.len() < GAP_WINDOW {
+                self.gaps.push(gap_secs);
+            } else if let Some(slot) = self.gaps.get_mut(self.gap_head) {
+                *slot = gap_secs;
+                self.gap_head = (self.gap_head + 1) % GAP_WINDOW;
+            }
+        }
+        self.last_ts_us = Some(ts_us);
+        if self.updates.is_multiple_of(self.cfg.refit_every as u64) || self.gaps.len() == 1 {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.clear();
+            scratch.extend_from_slice(&self.gaps);
+            self.typical_gap_secs = median(&mut scratch);
+            self.scratch = scratch;
+        }
         if let Some(a) = &mut self.active {
             a.obs += 1;
             let elapsed_secs = ts_us.saturating_sub(a.ts_us) as f64 / 1e6;
@@ -282,6 +342,7 @@ impl ShockDetector {
         }
         if self.recent.len() >= self.cfg.max_obs {
             let old = self.recent.remove(0);
+            self.recent_gaps.remove(0);
             // The returns of the move that raised the alarm never enter the reference: they leave the
             // window under test during the first `max_obs` observations after it. Later ones do, so a
             // lasting rise of volatility (a crisis) becomes the new normal instead of alarming again
@@ -291,10 +352,11 @@ impl ShockDetector {
             }
         }
         self.recent.push(r);
+        self.recent_gaps.push(gap_secs);
         if !self.warm() || self.active.is_some() {
             return;
         }
-        let k = self.cfg.threshold(spacing_secs);
+        let k = self.threshold();
         let (z, sum) = self.statistic();
         if z > k {
             self.alarms += 1;
@@ -313,13 +375,27 @@ impl ShockDetector {
         }
     }
 
-    /// The largest `|sum of the last m returns| / (√m · sigma)` over `m = 1..=recent`, and that sum.
+    /// The largest `|sum of the last m returns| / (√m · sigma · time scale)` over `m = 1..=recent`, and
+    /// that sum. The time scale is 1 unless the `m` returns span more than [`LONG_GAP`] typical spacings
+    /// each (a market closure): then `√(span / (m · typical))`, at most [`MAX_TIME_SCALE`].
     fn statistic(&self) -> (f64, f64) {
         let mut best = (0.0, 0.0);
-        let mut sum = 0.0;
-        for (i, r) in self.recent.iter().rev().enumerate() {
+        let (mut sum, mut span) = (0.0, 0.0);
+        for (i, (r, g)) in self.recent.iter().zip(&self.recent_gaps).rev().enumerate() {
             sum += r;
-            let z = sum.abs() / (((i + 1) as f64).sqrt() * self.sigma);
+            span += g;
+            let m = (i + 1) as f64;
+            let ratio = if self.typical_gap_secs > 0.0 {
+                span / (m * self.typical_gap_secs)
+            } else {
+                1.0
+            };
+            let time_scale = if ratio > LONG_GAP {
+                ratio.sqrt().min(MAX_TIME_SCALE)
+            } else {
+                1.0
+            };
+            let z = sum.abs() / (m.sqrt() * self.sigma * time_scale);
             if z > best.0 {
                 best = (z, sum);
             }
@@ -333,7 +409,7 @@ impl ShockDetector {
     /// that exceeds the alarm threshold and whose last step continues it by at least half the threshold (a
     /// market moving through levels, not bad prints repeating one wrong level). A lone print is never
     /// confirmed on its own: it may be a fat finger.
-    pub fn confirms(&self, total: f64, last_step: f64, observations: usize, spacing_secs: f64) -> bool {
+    pub fn confirms(&self, total: f64, last_step: f64, observations: usize) -> bool {
         if !self.warm() || !total.is_finite() || !last_step.is_finite() || total == 0.0 {
             return false;
         }
@@ -343,7 +419,7 @@ impl ShockDetector {
         if observations < 2 {
             return false;
         }
-        let k = self.cfg.threshold(spacing_secs);
+        let k = self.threshold();
         let z = total.abs() / ((observations as f64).sqrt() * self.sigma);
         z > k && last_step.signum() == total.signum() && last_step.abs() >= 0.5 * k * self.sigma
     }
@@ -427,7 +503,7 @@ mod tests {
     fn run(d: &mut ShockDetector, rs: &[f64], spacing: f64, t0: usize) -> Vec<Alarm> {
         let mut out = Vec::new();
         for (i, &r) in rs.iter().enumerate() {
-            d.update(((t0 + i) as f64 * spacing * 1e6) as i64, r, spacing, &mut out);
+            d.update(((t0 + i) as f64 * spacing * 1e6) as i64, r, &mut out);
         }
         out
     }
@@ -488,12 +564,12 @@ mod tests {
         let s = d.sigma();
         assert!(s > 0.0);
         // One print 40 sigmas away: maybe a fat finger.
-        assert!(!d.confirms(40.0 * s, 40.0 * s, 1, 600.0));
+        assert!(!d.confirms(40.0 * s, 40.0 * s, 1));
         // Two prints at the same wrong level: the second does not continue the move.
-        assert!(!d.confirms(40.0 * s, 0.5 * s, 2, 600.0));
+        assert!(!d.confirms(40.0 * s, 0.5 * s, 2));
         // A market moving through levels.
-        assert!(d.confirms(60.0 * s, 30.0 * s, 2, 600.0));
-        assert!(!d.confirms(60.0 * s, -30.0 * s, 2, 600.0));
+        assert!(d.confirms(60.0 * s, 30.0 * s, 2));
+        assert!(!d.confirms(60.0 * s, -30.0 * s, 2));
     }
 
     #[test]
@@ -541,7 +617,7 @@ mod calibration {
                 let mut d = ShockDetector::default();
                 let mut out = Vec::new();
                 for (i, r) in calm_returns(seed, n, 1e-4).into_iter().enumerate() {
-                    d.update((i as f64 * spacing * 1e6) as i64, r, spacing, &mut out);
+                    d.update((i as f64 * spacing * 1e6) as i64, r, &mut out);
                 }
                 total += out.len();
             }

@@ -265,16 +265,12 @@ fn dimensions_v2<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[Status; Dime
     crate::evolve::counts::deserialize::<D, Status, 6, { Dimension::ALL.len() }>(d)
 }
 
-/// The engine's shock detector as the validator's judge of fast moves (see [`MoveJudge`]), at the stream's
-/// average spacing so far.
-struct ShockJudge<'a> {
-    shock: &'a ShockDetector,
-    spacing_secs: f64,
-}
+/// The engine's shock detector as the validator's judge of fast moves (see [`MoveJudge`]).
+struct ShockJudge<'a>(&'a ShockDetector);
 
 impl MoveJudge for ShockJudge<'_> {
     fn confirms(&self, total: f64, last_step: f64, observations: usize) -> bool {
-        self.shock.confirms(total, last_step, observations, self.spacing_secs)
+        self.0.confirms(total, last_step, observations)
     }
 }
 
@@ -541,11 +537,7 @@ impl Engine {
     /// Processes one parsed tick, appending what it produced to `out`.
     pub fn on_tick(&mut self, tick: &Tick, out: &mut Vec<Output>) {
         self.ticks += 1;
-        let judge = ShockJudge {
-            shock: &self.shock,
-            spacing_secs: self.mean_dt_secs,
-        };
-        match self.validator.check_judged(tick, &judge) {
+        match self.validator.check_judged(tick, &ShockJudge(&self.shock)) {
             Verdict::Quarantine(reason) => {
                 self.quarantined[reason.index()] += 1;
                 let detail = explain::explain(reason, tick, &self.cfg.quality, self.validator.watermark_us());
@@ -714,7 +706,7 @@ impl Engine {
                     threshold: self.cfg.signals.level_shift_min_sigmas,
                 });
             }
-            self.shock.update(ts, r, self.mean_dt_secs, &mut self.alarm_buf);
+            self.shock.update(ts, r, &mut self.alarm_buf);
             self.vol.update(ts, r);
             self.features.update(z);
             self.monitors[0].update(ts, z, &mut self.alarm_buf);
