@@ -9,6 +9,10 @@
 //! 2008 and March 2020 moved 3–6% a day after years of 0.5%) reach the model instead of being quarantined.
 //! The short scale is only computed when the long band is exceeded, so it costs nothing on normal ticks.
 //!
+//! Consecutive outliers may also re-anchor sooner: a [`MoveJudge`] (the engine's shock detector) is asked
+//! about every outlier and may confirm a genuine fast move at its second tick, so a market in a shock is
+//! not quarantined piece by piece; it never confirms a lone print.
+//!
 //! The median and MAD are recomputed every `recompute_every` accepted returns with two linear-time
 //! selections over a preallocated scratch buffer: O(window / recompute_every) amortised, no allocation.
 
