@@ -423,16 +423,19 @@ impl ShockDetector {
     }
 
     /// Whether a move of `total` (log-return from the last accepted mid) over `observations` consecutive
-    /// implausible ticks, the last of which moved by `last_step`, is a genuine shock to re-anchor on: while
-    /// a shock is in progress, any move in its direction; otherwise a move of at least two observations
-    /// that exceeds the alarm threshold and whose last step continues it by at least half the threshold (a
+    /// implausible ticks, the last of which moved by `last_step`, is a genuine shock to re-anchor on: in
+    /// the first `refractory_obs` accepted observations after a shock alarm, any move in the shock's
+    /// direction (the market is still moving); otherwise a move of at least two observations that
+    /// exceeds the alarm threshold and whose last step continues it by at least half the threshold (a
     /// market moving through levels, not bad prints repeating one wrong level). A lone print is never
     /// confirmed on its own: it may be a fat finger.
     pub fn confirms(&self, total: f64, last_step: f64, observations: usize) -> bool {
         if !self.warm() || !total.is_finite() || !last_step.is_finite() || total == 0.0 {
             return false;
         }
-        if let Some(a) = &self.active {
+        if let Some(a) = &self.active
+            && a.obs < self.cfg.refractory_obs
+        {
             return total.signum() == a.direction;
         }
         if observations < 2 {
@@ -591,6 +594,18 @@ mod tests {
         // A market moving through levels.
         assert!(d.confirms(60.0 * s, 30.0 * s, 2));
         assert!(!d.confirms(60.0 * s, -30.0 * s, 2));
+    }
+
+    #[test]
+    fn a_shock_vouches_for_moves_in_its_direction_only_for_a_while() {
+        let mut d = ShockDetector::default();
+        run(&mut d, &calm_returns(5, 600, 5e-4), 600.0, 0);
+        let s = d.sigma();
+        assert_eq!(run(&mut d, &[0.02, 0.02], 600.0, 600).len(), 1);
+        assert!(d.confirms(30.0 * s, 30.0 * s, 1));
+        assert!(!d.confirms(-30.0 * s, -30.0 * s, 1));
+        run(&mut d, &calm_returns(6, 20, 5e-4), 600.0, 602);
+        assert!(!d.confirms(30.0 * s, 30.0 * s, 1));
     }
 
     #[test]
