@@ -72,6 +72,8 @@ scenarios!(
     usdmxn_ecb_daily,
     usdmxn_banxico_fix,
     eurusd_ticks_201405,
+    event_shock_10min,
+    flash_crash,
 );
 
 #[test]

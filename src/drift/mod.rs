@@ -16,6 +16,8 @@
 //!   Wasserstein distance) evaluated every few updates.
 //! - [`monitor`]: [`SignalMonitor`] and its serde [`DriftConfig`], which wire the detectors to one signal,
 //!   with reset and a refractory period so one change gives one alarm.
+//! - [`shock`]: [`ShockDetector`], an immediate alarm on a move of many standard deviations over a few
+//!   observations, measured against a slow robust scale the move cannot widen.
 //!
 //! Every detector implements [`DriftDetector`] (River's vocabulary) and its state is plain serde data, so
 //! a checkpoint restores a detector that produces bit-identical subsequent outputs.
@@ -24,6 +26,7 @@ pub mod adwin;
 pub mod cusum;
 pub mod monitor;
 pub mod page_hinkley;
+pub mod shock;
 pub mod window_test;
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +35,7 @@ pub use adwin::Adwin;
 pub use cusum::{RecursiveCusum, TabularCusum, VolShiftCusum};
 pub use monitor::{DetectorId, DetectorState, DriftConfig, DriftState, SignalMonitor};
 pub use page_hinkley::PageHinkley;
+pub use shock::{ShockConfig, ShockDetector};
 pub use window_test::{WindowMetric, WindowTest};
 
 /// A streaming change detector fed one value at a time, in River's vocabulary.

@@ -124,6 +124,10 @@ pub struct DriftConfig {
     pub ks: Slot<WindowTestParams>,
     /// Normed Wasserstein distance of the current versus the reference window.
     pub wasserstein: Slot<WindowTestParams>,
+    /// The shock detector on the input (`[engine.drift.shock]`; its own refractory in observations and
+    /// tick time). Added in checkpoint format 3: an older record reads the default.
+    #[serde(default, deserialize_with = "crate::evolve::since_v3")]
+    pub shock: super::shock::ShockConfig,
 }
 
 impl Default for DriftConfig {
@@ -187,6 +191,7 @@ impl Default for DriftConfig {
             psi: Slot::new(true, false, window_defaults(WindowMetric::Psi)),
             ks: Slot::new(true, false, window_defaults(WindowMetric::Ks)),
             wasserstein: Slot::new(true, false, window_defaults(WindowMetric::Wasserstein)),
+            shock: super::shock::ShockConfig::default(),
         }
     }
 }
@@ -236,6 +241,9 @@ impl DriftConfig {
             "refractory_secs",
             "must be between 0 and 31,536,000 (a year)",
         )?;
+        if self.shock.enabled {
+            self.shock.validate()?;
+        }
         self.level_cusum.params.validate("level_cusum")?;
         self.vol_shift.params.validate()?;
         self.adwin.params.validate()?;

@@ -16,7 +16,7 @@ pub mod config;
 mod explain;
 mod handover;
 
-use crate::drift::{Alarm, DriftState, Signal, SignalMonitor};
+use crate::drift::{Alarm, DriftState, ShockDetector, Signal, SignalMonitor};
 use crate::eval::{HorizonScore, HorizonSummary, Realised, ScoreSums};
 use crate::forecast::combine::SignalWeight;
 use crate::forecast::fastexp;
@@ -25,7 +25,7 @@ use crate::forecast::interval::AdaptiveQuantile;
 use crate::forecast::{DriftStatus, Forecast, HorizonForecast, ModelId, ModelStamp, WARMUP_SCORED};
 use crate::horizon::Horizon;
 use crate::model::{EwmaVol, EwmaVolConfig, LocalLevel, ModelError, Rls, RlsConfig, RlsInit, VolDecay};
-use crate::quality::{Dimension, Flags, QualityReport, QuarantineReason, Status, Validator, Verdict};
+use crate::quality::{Dimension, Flags, MoveJudge, QualityReport, QuarantineReason, Status, Validator, Verdict};
 use crate::tick::{Factor, Pair, Source, Tick};
 use crate::time::format_ts;
 pub use config::{EngineConfig, ModelConfig, SignalDetectors};
@@ -243,6 +243,10 @@ pub struct Engine {
         deserialize_with = "dimensions_v2"
     )]
     quality_worst: [Status; Dimension::ALL.len()],
+    /// The shock detector on accepted returns, which also confirms fast moves for the validator. Added in
+    /// format 3: an older record restores a fresh one (the configuration it reads is the default too).
+    #[serde(default, deserialize_with = "crate::evolve::since_v3")]
+    shock: ShockDetector,
     #[serde(skip)]
     alarm_buf: Vec<Alarm>,
     /// What forecasts say produced them. Not checkpointed (it is derived): made
@@ -259,6 +263,15 @@ fn reasons_v2<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u64; Quarantine
 /// The dimensions format 2 knew.
 fn dimensions_v2<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[Status; Dimension::ALL.len()], D::Error> {
     crate::evolve::counts::deserialize::<D, Status, 6, { Dimension::ALL.len() }>(d)
+}
+
+/// The engine's shock detector as the validator's judge of fast moves (see [`MoveJudge`]).
+struct ShockJudge<'a>(&'a ShockDetector);
+
+impl MoveJudge for ShockJudge<'_> {
+    fn confirms(&self, total: f64, last_step: f64, observations: usize) -> bool {
+        self.0.confirms(total, last_step, observations)
+    }
 }
 
 /// The configuration's short hash: FNV-1a (32 bits) of its canonical JSON, as 8 hex digits. Stable across
@@ -395,6 +408,7 @@ impl Engine {
             rate_differential: 0.0,
             factors: Vec::new(),
             quality_worst: [Status::Ok; Dimension::ALL.len()],
+            shock: ShockDetector::new(&cfg.drift.shock),
             alarm_buf: Vec::new(),
             stamp: None,
             cfg: cfg.clone(),
@@ -523,7 +537,7 @@ impl Engine {
     /// Processes one parsed tick, appending what it produced to `out`.
     pub fn on_tick(&mut self, tick: &Tick, out: &mut Vec<Output>) {
         self.ticks += 1;
-        match self.validator.check(tick) {
+        match self.validator.check_judged(tick, &ShockJudge(&self.shock)) {
             Verdict::Quarantine(reason) => {
                 self.quarantined[reason.index()] += 1;
                 let detail = explain::explain(reason, tick, &self.cfg.quality, self.validator.watermark_us());
@@ -703,6 +717,7 @@ impl Engine {
                     threshold: self.cfg.signals.level_shift_min_sigmas,
                 });
             }
+            self.shock.update(ts, r, &mut self.alarm_buf);
             self.vol.update(ts, r);
             self.features.update(z);
             self.monitors[0].update(ts, z, &mut self.alarm_buf);

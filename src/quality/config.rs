@@ -182,7 +182,8 @@ pub struct QualityConfig {
     pub jump_max_time_scale: f64,
     /// A genuine level shift: after this many consecutive implausible ticks that agree with each other, the
     /// last one is accepted with `REANCHORED` (the earlier ones stay quarantined). Same rule for a jump of the
-    /// clock (consecutive future timestamps). Default 3; clamped to 1..=8.
+    /// clock (consecutive future timestamps). Default 3; clamped to 1..=8. The engine's shock detector may
+    /// confirm a fast move sooner, at its second tick (see `drift::shock`).
     pub reanchor_after: usize,
     /// With `arrival_us`: quarantine as stale when arrival − ts exceeds this. Default 30 s (daily fixings
     /// should raise it to ~2 days since a date is stamped at midnight).

@@ -9,6 +9,10 @@
 //! 2008 and March 2020 moved 3–6% a day after years of 0.5%) reach the model instead of being quarantined.
 //! The short scale is only computed when the long band is exceeded, so it costs nothing on normal ticks.
 //!
+//! Consecutive outliers may also re-anchor sooner: a [`MoveJudge`] (the engine's shock detector) is asked
+//! about every outlier and may confirm a genuine fast move at its second tick, so a market in a shock is
+//! not quarantined piece by piece; it never confirms a lone print.
+//!
 //! The median and MAD are recomputed every `recompute_every` accepted returns with two linear-time
 //! selections over a preallocated scratch buffer: O(window / recompute_every) amortised, no allocation.
 
@@ -73,6 +77,26 @@ fn median_in_place(xs: &mut [f64]) -> Option<f64> {
     Some(*m)
 }
 
+/// Tells a genuine fast move from bad prints, for the consecutive implausible ticks the band cannot judge
+/// on its own. The quality layer knows nothing of drift detection; the engine implements this with its
+/// shock detector and passes it to [`crate::quality::Validator::check_judged`].
+pub trait MoveJudge {
+    /// Whether a move of `total` (log-return from the last accepted mid) over `observations` consecutive
+    /// implausible ticks that agree with each other, the last of which moved by `last_step`, is a genuine
+    /// move to re-anchor on now.
+    fn confirms(&self, total: f64, last_step: f64, observations: usize) -> bool;
+}
+
+/// The judge that confirms nothing: re-anchoring waits for `reanchor_after` agreeing outliers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoJudge;
+
+impl MoveJudge for NoJudge {
+    fn confirms(&self, _total: f64, _last_step: f64, _observations: usize) -> bool {
+        false
+    }
+}
+
 /// What the band says about a candidate mid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum JumpOutcome {
@@ -80,7 +104,8 @@ pub(crate) enum JumpOutcome {
     Plausible,
     /// Outside the band: quarantine.
     Implausible,
-    /// Outside the band, but the last `reanchor_after` outliers agree: accept and re-anchor.
+    /// Outside the band, but the last `reanchor_after` outliers agree, or the judge confirms a genuine
+    /// move: accept and re-anchor.
     Reanchor,
 }
 
@@ -166,7 +191,15 @@ impl JumpBand {
 
     /// Judges the log-return `r` (from the anchor mid to `mid`, over `gap_us`); the band is at least
     /// `min_half_width` wide (used when the anchor is another source's mid, which may sit at an offset).
-    pub(crate) fn assess(&mut self, r: f64, mid: f64, gap_us: i64, min_half_width: f64) -> JumpOutcome {
+    /// Outliers the `judge` confirms as a genuine move re-anchor at once.
+    pub(crate) fn assess(
+        &mut self,
+        r: f64,
+        mid: f64,
+        gap_us: i64,
+        min_half_width: f64,
+        judge: &dyn MoveJudge,
+    ) -> JumpOutcome {
         if let Some(prev) = self.last_observed_mid {
             let observed = (mid / prev).ln();
             if observed.is_finite() {
@@ -184,8 +217,13 @@ impl JumpBand {
         // from the anchor on the same side (a devaluation: the rate keeps moving, day after day); a fat
         // finger is alone, or followed by a tick back at the old level, which is plausible and resets this.
         let sign = (r - self.center).signum();
-        let agrees = match self.pending_len.checked_sub(1).and_then(|i| self.pending.get(i)) {
-            Some(&prev) => (mid / prev).ln().abs() <= self.half_width(0) || sign == self.pending_sign,
+        let prev = self
+            .pending_len
+            .checked_sub(1)
+            .and_then(|i| self.pending.get(i))
+            .copied();
+        let agrees = match prev {
+            Some(prev) => (mid / prev).ln().abs() <= self.half_width(0) || sign == self.pending_sign,
             None => false,
         };
         self.pending_sign = sign;
@@ -196,7 +234,12 @@ impl JumpBand {
             *slot = mid;
             self.pending_len += 1;
         }
-        if self.pending_len >= self.reanchor_after {
+        // The step this outlier made from the previous agreeing one (the whole move when it is the first).
+        let last_step = match prev {
+            Some(prev) if agrees => (mid / prev).ln(),
+            _ => r,
+        };
+        if judge.confirms(r, last_step, self.pending_len) || self.pending_len >= self.reanchor_after {
             self.pending_len = 0;
             JumpOutcome::Reanchor
         } else {
@@ -310,12 +353,12 @@ mod tests {
         let mut rng = SplitMix(1);
         warm(&mut b, &mut rng, 31);
         assert!(!b.is_fitted());
-        assert_eq!(b.assess(0.5, 1.0, 1_000_000, 0.0), JumpOutcome::Plausible);
+        assert_eq!(b.assess(0.5, 1.0, 1_000_000, 0.0, &NoJudge), JumpOutcome::Plausible);
         warm(&mut b, &mut rng, 1);
         assert!(b.is_fitted());
         assert!((b.sigma - 2e-4).abs() < 1e-4, "sigma {}", b.sigma);
-        assert_eq!(b.assess(1e-4, 1.0, 1_000_000, 0.0), JumpOutcome::Plausible);
-        assert_eq!(b.assess(0.05, 1.05, 1_000_000, 0.0), JumpOutcome::Implausible);
+        assert_eq!(b.assess(1e-4, 1.0, 1_000_000, 0.0, &NoJudge), JumpOutcome::Plausible);
+        assert_eq!(b.assess(0.05, 1.05, 1_000_000, 0.0, &NoJudge), JumpOutcome::Implausible);
         warm(&mut b, &mut rng, 10_000);
         assert_eq!(b.history_len(), 256);
     }
@@ -325,8 +368,11 @@ mod tests {
         let mut b = band();
         warm(&mut b, &mut SplitMix(2), 64);
         let r = 0.01; // ~50 sigma over one typical gap
-        assert_eq!(b.assess(r, 1.01, 1_000_000, 0.0), JumpOutcome::Implausible);
+        assert_eq!(b.assess(r, 1.01, 1_000_000, 0.0, &NoJudge), JumpOutcome::Implausible);
         b.pending_len = 0;
-        assert_eq!(b.assess(r, 1.01, 172_800_000_000, 0.0), JumpOutcome::Plausible);
+        assert_eq!(
+            b.assess(r, 1.01, 172_800_000_000, 0.0, &NoJudge),
+            JumpOutcome::Plausible
+        );
     }
 }

@@ -32,6 +32,7 @@ pub mod validator;
 pub use crate::tick::reason::{self, Dimension, QuarantineReason};
 pub use config::{CadenceConfig, QualityConfig, QualityConfigError, StatusHysteresis, Threshold, Thresholds};
 pub use flags::Flags;
+pub use jump::{MoveJudge, NoJudge};
 pub use profile::{FieldProfile, FieldSummary, Profile, ProfileReport};
 pub use scores::{DimensionScore, FlagCount, QualityReport, ReasonCount, Status};
 pub use sketch::{DdSketch, SketchError};

@@ -14,7 +14,7 @@ use super::config::QualityConfig;
 use super::duplicates::{RecentSet, content_hash};
 use super::flags::Flags;
 use super::hysteresis::StatusGate;
-use super::jump::{JumpBand, JumpOutcome};
+use super::jump::{JumpBand, JumpOutcome, MoveJudge, NoJudge};
 use super::price::check_prices;
 use super::profile::Profile;
 use super::reason::QuarantineReason;
@@ -137,10 +137,18 @@ impl Validator {
 
     /// Checks one tick, updates the scores and profile, and says whether the model may see it.
     pub fn check(&mut self, tick: &Tick) -> Verdict {
+        self.check_judged(tick, &NoJudge)
+    }
+
+    /// [`Validator::check`], with `judge` deciding whether consecutive implausible ticks are a genuine
+    /// move to re-anchor on at once (the engine's shock detector), instead of waiting for
+    /// `reanchor_after` of them: a fast market is then not quarantined piece by piece, while a lone bad
+    /// print, which the judge never confirms, still is.
+    pub fn check_judged(&mut self, tick: &Tick, judge: &dyn MoveJudge) -> Verdict {
         self.window.advance(self.watermark_us);
         self.window.received();
         self.total_received += 1;
-        let verdict = match self.judge(tick) {
+        let verdict = match self.judge(tick, judge) {
             Ok((mid, flags)) => Verdict::Accept { mid, flags },
             Err(reason) => {
                 self.count_quarantine(reason);
@@ -282,7 +290,7 @@ impl Validator {
     }
 
     /// The checks proper. Returns the accepted mid and flags, or the quarantine reason.
-    fn judge(&mut self, t: &Tick) -> Result<(f64, Flags), QuarantineReason> {
+    fn judge(&mut self, t: &Tick, judge: &dyn MoveJudge) -> Result<(f64, Flags), QuarantineReason> {
         let cfg = &self.cfg;
         let mut flags = Flags::EMPTY;
         // A sequence number counts as sent whatever the verdict, so a number is never counted both as a
@@ -398,7 +406,7 @@ impl Validator {
             if clock_jumped {
                 flags |= Flags::REANCHORED;
             } else {
-                match self.jump.assess(r, mid, anchor_gap_us, min_half_width) {
+                match self.jump.assess(r, mid, anchor_gap_us, min_half_width, judge) {
                     // A repeated quote's zero return is no evidence about volatility: learning a run of them
                     // would narrow the band until the next real move looked implausible.
                     JumpOutcome::Plausible => learned_return = own.filter(|_| !unchanged).map(|_| r),

@@ -68,6 +68,17 @@ pub enum Event {
         /// Log jump.
         size: f64,
     },
+    /// A move spread over several ticks: the price rises by `size` (log) in `len` equal steps, at ticks
+    /// `at .. at + len`, on top of the noise, and stays there (an event shock: a market moving through
+    /// levels, not a jump).
+    Ramp {
+        /// Tick index of the first step.
+        at: u64,
+        /// Number of steps.
+        len: u64,
+        /// Total log move.
+        size: f64,
+    },
     /// From tick `at` the volatility is multiplied by `factor`.
     VolRegime {
         /// Tick index.
@@ -283,6 +294,9 @@ impl SynthTicks {
         for e in &self.spec.events {
             match *e {
                 Event::LevelShift { at, size } if at == i => self.log_mid += size,
+                Event::Ramp { at, len, size } if (at..at.saturating_add(len)).contains(&i) => {
+                    self.log_mid += size / len as f64;
+                }
                 Event::VolRegime { at, factor } if at == i => self.vol_factor = factor,
                 _ => {}
             }

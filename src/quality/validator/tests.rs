@@ -228,6 +228,67 @@ fn level_shift_reanchors_after_k_agreeing_ticks() {
     }
 }
 
+/// A judge that confirms any move of at least two observations whose last step is at least `min_step`,
+/// and records what it was asked.
+struct StepJudge {
+    min_step: f64,
+    asked: std::cell::RefCell<Vec<usize>>,
+}
+
+impl MoveJudge for StepJudge {
+    fn confirms(&self, _total: f64, last_step: f64, observations: usize) -> bool {
+        self.asked.borrow_mut().push(observations);
+        observations >= 2 && last_step.abs() >= self.min_step
+    }
+}
+
+#[test]
+fn a_move_the_judge_confirms_reanchors_at_its_second_tick_and_bad_prints_stay_quarantined() {
+    let judge = StepJudge {
+        min_step: 0.005,
+        asked: Default::default(),
+    };
+    // A market moving through levels: +1% a second. The first tick could be a fat finger; the second,
+    // continuing the move, is confirmed and re-anchors.
+    let (mut v, ticks) = warmed(200);
+    let mut last = *ticks.last().unwrap();
+    let mut mid = last.mid_price().unwrap();
+    let mut verdicts = Vec::new();
+    for _ in 0..2 {
+        mid *= 1.01;
+        last = next_after(&last, US_PER_SEC, mid);
+        verdicts.push(v.check_judged(&last, &judge));
+    }
+    assert_eq!(reason(verdicts[0]), Some(ImplausibleJump));
+    assert_eq!(flags(verdicts[1]), Flags::REANCHORED);
+    assert_eq!(*judge.asked.borrow(), [1, 2]);
+
+    // Two bad prints at one wrong level, then the market: the second print does not continue the move, so
+    // both are quarantined, and the market tick after them is accepted as before.
+    let (mut v, ticks) = warmed(200);
+    let last = *ticks.last().unwrap();
+    let market = last.mid_price().unwrap();
+    let p1 = next_after(&last, US_PER_SEC, market * 0.96);
+    let p2 = next_after(&p1, US_PER_SEC, market * 0.96);
+    let back = next_after(&p2, US_PER_SEC, market);
+    assert_eq!(reason(v.check_judged(&p1, &judge)), Some(ImplausibleJump));
+    assert_eq!(reason(v.check_judged(&p2, &judge)), Some(ImplausibleJump));
+    assert!(v.check_judged(&back, &judge).is_accept());
+
+    // Without a judge the same move waits for `reanchor_after` (3) agreeing ticks.
+    let (mut v, ticks) = warmed(200);
+    let mut last = *ticks.last().unwrap();
+    let mut mid = last.mid_price().unwrap();
+    let mut verdicts = Vec::new();
+    for _ in 0..3 {
+        mid *= 1.01;
+        last = next_after(&last, US_PER_SEC, mid);
+        verdicts.push(v.check(&last));
+    }
+    assert_eq!(reason(verdicts[1]), Some(ImplausibleJump));
+    assert_eq!(flags(verdicts[2]), Flags::REANCHORED);
+}
+
 #[test]
 fn duplicate_flood_is_quarantined_and_hits_uniqueness() {
     let (mut v, ticks) = warmed(100);
