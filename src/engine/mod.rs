@@ -706,9 +706,16 @@ impl Engine {
         }
         if let Some(r) = ret {
             let z = r / step_sigma;
-            if flags.contains(Flags::REANCHORED) && z.abs() >= self.cfg.signals.level_shift_min_sigmas {
+            let before = self.alarm_buf.len();
+            self.shock.update(ts, r, &mut self.alarm_buf);
+            let shocked = self.alarm_buf.len() > before;
+            if flags.contains(Flags::REANCHORED)
+                && z.abs() >= self.cfg.signals.level_shift_min_sigmas
+                && !shocked
+            {
                 // The validator re-anchored on a new level after consecutive outliers agreed: a level
-                // shift, reported as an alarm of the input signal with its size in one-step sigmas.
+                // shift, reported as an alarm of the input signal with its size in one-step sigmas,
+                // unless the shock detector has just reported the same move (one move, one alarm).
                 self.alarm_buf.push(Alarm {
                     detector: "level_shift",
                     signal: Signal::Input,
@@ -717,7 +724,6 @@ impl Engine {
                     threshold: self.cfg.signals.level_shift_min_sigmas,
                 });
             }
-            self.shock.update(ts, r, &mut self.alarm_buf);
             self.vol.update(ts, r);
             self.features.update(z);
             self.monitors[0].update(ts, z, &mut self.alarm_buf);
