@@ -47,7 +47,8 @@ impl Engine {
             .horizons
             .iter()
             .map(|h| {
-                let (_, _, f) = h.predict(&xv, self.horizon_sigma(h.horizon), mid);
+                let sigma = self.horizon_sigma(h.horizon);
+                let (_, _, f) = h.predict(&xv, sigma, self.interval_sigma(h.horizon, sigma), mid);
                 h.entry(&f)
             })
             .collect();

@@ -21,10 +21,10 @@ use crate::eval::{HorizonScore, HorizonSummary, Realised, ScoreSums};
 use crate::forecast::combine::SignalWeight;
 use crate::forecast::fastexp;
 use crate::forecast::features::{FeatureState, N_FEATURES};
-use crate::forecast::interval::AdaptiveQuantile;
+use crate::forecast::interval::{AdaptiveQuantile, SidedInterval};
 use crate::forecast::{DriftStatus, Forecast, HorizonForecast, ModelId, ModelStamp, WARMUP_SCORED};
 use crate::horizon::Horizon;
-use crate::model::{EwmaVol, EwmaVolConfig, LocalLevel, ModelError, Rls, RlsConfig, RlsInit, VolDecay};
+use crate::model::{AsymVol, EwmaVol, EwmaVolConfig, LocalLevel, ModelError, Rls, RlsConfig, RlsInit, VolDecay};
 use crate::quality::{Dimension, Flags, QualityReport, QuarantineReason, Status, Validator, Verdict};
 use crate::tick::{Factor, Pair, Source, Tick};
 use crate::time::format_ts;
@@ -134,6 +134,10 @@ struct Pending {
     shift: f64,
     /// mean, lo80, hi80, lo95, hi95.
     f: [f64; 5],
+    /// Standard deviation of the horizon's log-return that scaled the interval ([`AsymVol`]); 0 in a
+    /// forecast restored from a format-2 checkpoint, whose interval was scaled by `sigma`.
+    #[serde(default, deserialize_with = "crate::evolve::since_v3")]
+    isigma: f64,
 }
 
 /// Per-horizon model, calibration and score.
@@ -142,18 +146,25 @@ struct HorizonState {
     horizon: Horizon,
     rls: Rls<N_FEATURES>,
     weight: SignalWeight,
+    /// The symmetric multipliers of format 2, kept in place for the checkpoint's positional layout; the
+    /// intervals now come from `sides`.
     q80: AdaptiveQuantile,
     q95: AdaptiveQuantile,
     score: HorizonScore,
     pending: VecDeque<Pending>,
     last_registered_us: Option<i64>,
+    /// The four interval bounds, each calibrated on its own side (fresh in an engine restored from a
+    /// format-2 checkpoint).
+    #[serde(default, deserialize_with = "crate::evolve::since_v3")]
+    sides: SidedInterval,
 }
 
 impl HorizonState {
-    /// The forecast from features `xv` for an observation `mid`, with `sigma` the standard deviation of
-    /// the horizon's log-return: the regression's clamped prediction, the shift from the random walk (in
-    /// standard deviations) and `[mean, lo80, hi80, lo95, hi95]`.
-    fn predict(&self, xv: &SVector<f64, N_FEATURES>, sigma: f64, mid: f64) -> (f64, f64, [f64; 5]) {
+    /// The forecast from features `xv` for an observation `mid`, with `sigma` the RiskMetrics standard
+    /// deviation of the horizon's log-return (the unit of the regression and of the mean shift) and
+    /// `isigma` the interval's ([`AsymVol`]): the regression's clamped prediction, the shift from the
+    /// random walk (in `sigma`s) and `[mean, lo80, hi80, lo95, hi95]`.
+    fn predict(&self, xv: &SVector<f64, N_FEATURES>, sigma: f64, isigma: f64, mid: f64) -> (f64, f64, [f64; 5]) {
         let p = self.rls.predict(xv);
         let p = if p.is_finite() {
             p.clamp(-MAX_SIGNAL, MAX_SIGNAL)
@@ -165,11 +176,16 @@ impl HorizonState {
         // deviation of the horizon's return is not credible, whatever the regression says.
         let shift = (c * p).clamp(-MAX_SHIFT, MAX_SHIFT);
         let m = shift * sigma;
-        let (q80, q95) = (self.q80.q() * sigma, self.q95.q() * sigma);
-        // Three exponentials, not five: the interval is symmetric in log space around the mean.
+        let [lo80, hi80, lo95, hi95] = self.sides.multipliers();
+        // Each bound on its own side of the mean, in log space.
         let mean = mid * fastexp::exp(m);
-        let (e80, e95) = (fastexp::exp(q80), fastexp::exp(q95));
-        let mut f = [mean, mean / e80, mean * e80, mean / e95, mean * e95];
+        let mut f = [
+            mean,
+            mean * fastexp::exp(-lo80 * isigma),
+            mean * fastexp::exp(hi80 * isigma),
+            mean * fastexp::exp(-lo95 * isigma),
+            mean * fastexp::exp(hi95 * isigma),
+        ];
         if f.iter().any(|v| !v.is_finite()) {
             // Unreachable with in-range prices; the last guard so that no NaN or inf is ever published.
             f = f.map(|v| if v.is_finite() { v } else { mid });
@@ -243,6 +259,10 @@ pub struct Engine {
         deserialize_with = "dimensions_v2"
     )]
     quality_worst: [Status; Dimension::ALL.len()],
+    /// The volatility that scales the intervals (fresh in an engine restored from a format-2 checkpoint:
+    /// the intervals fall back on `vol` until it has seen a return).
+    #[serde(default, deserialize_with = "crate::evolve::since_v3")]
+    ivol: AsymVol,
     #[serde(skip)]
     alarm_buf: Vec<Alarm>,
     /// What forecasts say produced them. Not checkpointed (it is derived): made
@@ -292,6 +312,19 @@ const MAX_HORIZONS: usize = 16;
 
 /// Most distinct factors remembered per engine (factor names come from the network: bounded).
 pub const MAX_FACTORS: usize = 64;
+
+/// The RiskMetrics interval `[lo80, hi80, lo95, hi95]` of a forecast made at `origin_mid` with `sigma` the
+/// EWMA standard deviation of the horizon's log-return: Gaussian, centred on the random walk. The
+/// evaluation scores it beside the published interval, so the report shows what the calibrated intervals
+/// gain over the textbook ones on the same forecasts.
+fn ewma_baseline(origin_mid: f64, sigma: f64) -> [f64; 4] {
+    let (e80, e95) = (fastexp::exp(Z80 * sigma), fastexp::exp(Z95 * sigma));
+    [origin_mid / e80, origin_mid * e80, origin_mid / e95, origin_mid * e95]
+}
+
+/// The Gaussian quantiles of the central 80% and 95% intervals.
+const Z80: f64 = 1.281_551_565_544_600_5;
+const Z95: f64 = 1.959_963_984_540_054;
 
 /// The one-step volatility assumed before any return has been seen (log units): wide on purpose, so the
 /// first intervals are conservative; the EWMA replaces it within a few ticks.
@@ -364,6 +397,7 @@ impl Engine {
                     score: HorizonScore::default(),
                     pending: VecDeque::new(),
                     last_registered_us: None,
+                    sides: SidedInterval::new(gamma),
                 }
             })
             .collect();
@@ -395,6 +429,7 @@ impl Engine {
             rate_differential: 0.0,
             factors: Vec::new(),
             quality_worst: [Status::Ok; Dimension::ALL.len()],
+            ivol: AsymVol::default(),
             alarm_buf: Vec::new(),
             stamp: None,
             cfg: cfg.clone(),
@@ -608,18 +643,35 @@ impl Engine {
         if s.is_finite() && s > 0.0 { s } else { PRIOR_STEP_VOL }
     }
 
-    /// The standard deviation of the log-return to a horizon: the EWMA per-observation variance times the
-    /// number of observations the horizon spans. For a time horizon that number comes from the average
-    /// spacing of accepted ticks (weekends included), so `1w` on business-day fixings is about five steps
-    /// and `1m` on one-second ticks sixty; the adaptive multipliers correct what this misses.
-    fn horizon_sigma(&self, h: Horizon) -> f64 {
-        let steps = match h {
+    /// The number of observations a horizon spans. For a time horizon it comes from the average spacing
+    /// of accepted ticks (weekends included), so `1w` on business-day fixings is about five steps and `1m`
+    /// on one-second ticks sixty; the adaptive bounds correct what this misses.
+    fn horizon_steps(&self, h: Horizon) -> f64 {
+        match h {
             Horizon::Steps(n) => n as f64,
             Horizon::Time { us } if self.mean_dt_secs > 0.0 => (us as f64 / 1e6 / self.mean_dt_secs).max(1.0),
             Horizon::Time { .. } => 1.0,
-        };
-        let s = (self.vol.var_per_obs() * steps).sqrt();
+        }
+    }
+
+    /// The RiskMetrics standard deviation of the log-return to a horizon: the EWMA per-observation
+    /// variance times the number of observations the horizon spans (the unit of the regression target,
+    /// of the mean shift and of the EWMA baseline the evaluation scores intervals against).
+    fn horizon_sigma(&self, h: Horizon) -> f64 {
+        let s = (self.vol.var_per_obs() * self.horizon_steps(h)).sqrt();
         if s.is_finite() && s > 0.0 { s } else { PRIOR_STEP_VOL }
+    }
+
+    /// The standard deviation that scales a horizon's interval: [`AsymVol`]'s variance per observation
+    /// times the observations the horizon spans; the RiskMetrics one until it has seen a return.
+    fn interval_sigma(&self, h: Horizon, sigma: f64) -> f64 {
+        match self.ivol.var_per_obs() {
+            Some(v) => {
+                let s = (v * self.horizon_steps(h)).sqrt();
+                if s.is_finite() && s > 0.0 { s } else { sigma }
+            }
+            None => sigma,
+        }
     }
 
     fn accept(&mut self, tick: &Tick, mid: f64, flags: Flags, out: &mut Vec<Output>) {
@@ -649,6 +701,7 @@ impl Engine {
                     lo95: p.f[3],
                     hi95: p.f[4],
                     actual: mid,
+                    ewma: ewma_baseline(p.origin_mid, p.sigma),
                 });
                 let y_std = (y - p.origin_log_mid) / p.sigma;
                 h.rls.update(&SVector::from(p.x), y_std.clamp(-10.0, 10.0));
@@ -658,9 +711,9 @@ impl Engine {
                 // constant for a time horizon.
                 let weight = h.learning_weight();
                 h.weight.update(p.p, y_std, weight);
-                let err = (y_std - p.shift).abs();
-                h.q80.update(err, weight);
-                h.q95.update(err, weight);
+                let isigma = if p.isigma > 0.0 { p.isigma } else { p.sigma };
+                h.sides
+                    .update((y - p.origin_log_mid - p.shift * p.sigma) / isigma, weight);
                 if k == 0 {
                     self.monitors[2].update(ts, y_std - p.shift, &mut self.alarm_buf);
                 }
@@ -693,6 +746,7 @@ impl Engine {
                 });
             }
             self.vol.update(ts, r);
+            self.ivol.update(r);
             self.features.update(z);
             self.monitors[0].update(ts, z, &mut self.alarm_buf);
         }
@@ -704,13 +758,14 @@ impl Engine {
         let xv = SVector::from(x);
         let mut fc = Vec::with_capacity(self.horizons.len());
         let max_pending = self.cfg.max_pending;
-        let mut sigmas = [0.0; MAX_HORIZONS];
+        let mut sigmas = [(0.0, 0.0); MAX_HORIZONS];
         for (s, h) in sigmas.iter_mut().zip(&self.horizons) {
-            *s = self.horizon_sigma(h.horizon);
+            let sigma = self.horizon_sigma(h.horizon);
+            *s = (sigma, self.interval_sigma(h.horizon, sigma));
         }
         let mut first_pred = 0.0;
-        for (k, (h, &sigma)) in self.horizons.iter_mut().zip(&sigmas).enumerate() {
-            let (p, shift, f) = h.predict(&xv, sigma, mid);
+        for (k, (h, &(sigma, isigma))) in self.horizons.iter_mut().zip(&sigmas).enumerate() {
+            let (p, shift, f) = h.predict(&xv, sigma, isigma, mid);
             if k == 0 {
                 first_pred = shift;
             }
@@ -738,6 +793,7 @@ impl Engine {
                     p,
                     shift,
                     f,
+                    isigma,
                 });
             }
         }
