@@ -207,10 +207,22 @@ impl HorizonState {
     }
 
     /// Weight of one realised forecast in the signal weight and interval updates: 1/n for an n-step
-    /// horizon, a constant for a time horizon (see [`TIME_HORIZON_WEIGHT`]).
-    fn learning_weight(&self) -> f64 {
+    /// horizon; for a time horizon, 1/n for the `n` observations it spans on average (`mean_dt_secs`
+    /// apart), at least [`TIME_HORIZON_WEIGHT`] and at most 1. On daily fixings `1w` spans about five
+    /// observations and learns like `5step` (at the constant alone its 80% interval, starting from the
+    /// Gaussian quantile, took most of 19 years to converge and over-covered by 1.4 points); on ticks a
+    /// time horizon spans far more than 16 observations and the constant applies.
+    fn learning_weight(&self, mean_dt_secs: f64) -> f64 {
         match self.horizon {
             Horizon::Steps(n) => 1.0 / n as f64,
+            Horizon::Time { us } if mean_dt_secs > 0.0 => {
+                let w = mean_dt_secs * 1e6 / us as f64;
+                if w.is_finite() {
+                    w.clamp(TIME_HORIZON_WEIGHT, 1.0)
+                } else {
+                    TIME_HORIZON_WEIGHT
+                }
+            }
             Horizon::Time { .. } => TIME_HORIZON_WEIGHT,
         }
     }
@@ -683,6 +695,7 @@ impl Engine {
         self.alarm_buf.clear();
 
         // 1. Realise due forecasts: score them, then learn from them (predict-then-learn).
+        let mean_dt_secs = self.mean_dt_secs;
         for (k, h) in self.horizons.iter_mut().enumerate() {
             while let Some(p) = h.pending.front() {
                 let due = match p.due {
@@ -709,7 +722,7 @@ impl Engine {
                 // the current number pending: busy periods (many pending) are when misses happen, and
                 // down-weighting them would bias coverage low. It is 1/n for an n-step horizon and a
                 // constant for a time horizon.
-                let weight = h.learning_weight();
+                let weight = h.learning_weight(mean_dt_secs);
                 h.weight.update(p.p, y_std, weight);
                 let isigma = if p.isigma > 0.0 { p.isigma } else { p.sigma };
                 h.sides
