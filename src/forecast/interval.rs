@@ -1,10 +1,11 @@
 //! Interval multipliers calibrated online by adaptive conformal inference (Gibbs & Candès, 2021).
 //!
 //! A Gaussian interval `mean ± 1.96σ` under-covers fat-tailed, volatility-clustered returns and
-//! over-covers calm ones. Instead, each level's multiplier `q` is nudged after every realised forecast:
-//! up when the outcome fell outside, down when inside, with step sizes chosen so that the long-run miss
-//! rate converges to exactly `α` whatever the distribution. The EWMA volatility gives the scale (the
-//! RiskMetrics anchor); the multiplier corrects its shape and bias.
+//! over-covers calm ones. Instead, each bound's multiplier `q` is nudged after every realised forecast:
+//! up when the outcome fell beyond it, down otherwise, with step sizes chosen so that the long-run miss
+//! rate converges to exactly `α` whatever the distribution. [`SidedInterval`] keeps one per bound, so
+//! the interval follows skewed errors too. The volatility model gives the scale
+//! ([`crate::model::AsymVol`]); the multipliers correct its shape and bias.
 
 use serde::{Deserialize, Serialize};
 
