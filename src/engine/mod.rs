@@ -666,24 +666,23 @@ impl Engine {
         }
     }
 
-    /// The RiskMetrics standard deviation of the log-return to a horizon: the EWMA per-observation
-    /// variance times the number of observations the horizon spans (the unit of the regression target,
-    /// of the mean shift and of the EWMA baseline the evaluation scores intervals against).
-    fn horizon_sigma(&self, h: Horizon) -> f64 {
-        let s = (self.vol.var_per_obs() * self.horizon_steps(h)).sqrt();
-        if s.is_finite() && s > 0.0 { s } else { PRIOR_STEP_VOL }
-    }
-
-    /// The standard deviation that scales a horizon's interval: [`AsymVol`]'s variance per observation
-    /// times the observations the horizon spans; the RiskMetrics one until it has seen a return.
-    fn interval_sigma(&self, h: Horizon, sigma: f64) -> f64 {
-        match self.ivol.var_per_obs() {
+    /// The standard deviations of the log-return to a horizon: the RiskMetrics one (the EWMA
+    /// per-observation variance `var_obs` times the number of observations the horizon spans), the unit of
+    /// the regression target, of the mean shift and of the EWMA baseline the evaluation scores intervals
+    /// against; and the one that scales the interval ([`AsymVol`]'s variance `ivar`, the same way), the
+    /// RiskMetrics one until it has seen a return. The variances are passed in, worked out once per tick.
+    fn horizon_sigmas(&self, h: Horizon, var_obs: f64, ivar: Option<f64>) -> (f64, f64) {
+        let steps = self.horizon_steps(h);
+        let s = (var_obs * steps).sqrt();
+        let sigma = if s.is_finite() && s > 0.0 { s } else { PRIOR_STEP_VOL };
+        let isigma = match ivar {
             Some(v) => {
-                let s = (v * self.horizon_steps(h)).sqrt();
+                let s = (v * steps).sqrt();
                 if s.is_finite() && s > 0.0 { s } else { sigma }
             }
             None => sigma,
-        }
+        };
+        (sigma, isigma)
     }
 
     fn accept(&mut self, tick: &Tick, mid: f64, flags: Flags, out: &mut Vec<Output>) {
@@ -772,9 +771,9 @@ impl Engine {
         let mut fc = Vec::with_capacity(self.horizons.len());
         let max_pending = self.cfg.max_pending;
         let mut sigmas = [(0.0, 0.0); MAX_HORIZONS];
+        let (var_obs, ivar) = (self.vol.var_per_obs(), self.ivol.var_per_obs());
         for (s, h) in sigmas.iter_mut().zip(&self.horizons) {
-            let sigma = self.horizon_sigma(h.horizon);
-            *s = (sigma, self.interval_sigma(h.horizon, sigma));
+            *s = self.horizon_sigmas(h.horizon, var_obs, ivar);
         }
         let mut first_pred = 0.0;
         for (k, (h, &(sigma, isigma))) in self.horizons.iter_mut().zip(&sigmas).enumerate() {
