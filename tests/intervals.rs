@@ -6,7 +6,7 @@
 //! The baseline is recomputed here independently of the engine: from the mids of the published forecasts,
 //! the EWMA variance with normalised weights, `√h` scaling, Gaussian quantiles, centred on the last mid.
 //! The full comparison with filtered historical simulation and GJR-GARCH-t is
-//! `tests/reference/intervals_daily.py` (see `docs/intervals.md`).
+//! `tests/reference/intervals_daily.py` (figures in `docs/measurements.md`).
 
 use std::io::Write;
 use std::path::Path;

@@ -4,9 +4,9 @@
 //! **Why not the RiskMetrics EWMA alone.** EWMA(0.94) reacts to every large return and forgets it within
 //! weeks: its one-step variance forecast is noisy in calm periods and still catching up in a crisis. On
 //! the daily USD/MXN histories, half a fast EWMA (λ = 0.85, memory ≈ 7 observations) plus
-//! half a slow one (λ = 0.99, ≈ 100) forecasts the next squared return better than either (the slow part
-//! plays the long-run variance a GARCH(1,1) reverts to), and gives sharper intervals at the same coverage
-//! (`tests/reference/intervals_daily.py`; the figures are in `docs/intervals.md`).
+//! half a slow one (λ = 0.99, ≈ 100) gives sharper intervals at the same coverage than either alone or
+//! than EWMA(0.94) (the slow part plays the long-run variance a GARCH(1,1) reverts to; the fast part
+//! catches a crisis within days): `tests/reference/intervals_daily.py`, figures in `docs/measurements.md`.
 //!
 //! **Asymmetry.** Emerging-market currencies fall in a panic: USD/MXN volatility rises after the peso
 //! depreciates (a positive return), as in a GJR-GARCH. Each EWMA is kept as two sums, of squared up-moves
