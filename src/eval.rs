@@ -19,6 +19,44 @@ pub struct HorizonScore {
     covered95: u64,
     sum_winkler95: f64,
     sum_width95: f64,
+    /// Σ Winkler score of the 80% interval.
+    #[serde(default, deserialize_with = "crate::evolve::since_v3")]
+    sum_winkler80: f64,
+    /// Σ pinball loss of the four bounds.
+    #[serde(default, deserialize_with = "crate::evolve::since_v3")]
+    sum_pinball: f64,
+    /// The RiskMetrics baseline's interval scores on the same forecasts.
+    #[serde(default, deserialize_with = "crate::evolve::since_v3")]
+    ewma: IntervalSums,
+}
+
+/// Running interval scores of one set of intervals (the RiskMetrics EWMA(λ) Gaussian baseline): the same
+/// sums as [`HorizonScore`] keeps for the published intervals, over the same forecasts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct IntervalSums {
+    /// Forecasts scored (those since the engine started keeping them: a restored format-2 engine starts
+    /// at 0, so the comparison covers the same forecasts on both sides only from then on).
+    pub n: u64,
+    covered80: u64,
+    covered95: u64,
+    sum_winkler80: f64,
+    sum_winkler95: f64,
+    sum_pinball: f64,
+}
+
+impl IntervalSums {
+    fn record(&mut self, b: &[f64; 4], y: f64) {
+        self.n += 1;
+        self.covered80 += u64::from(b[0] <= y && y <= b[1]);
+        self.covered95 += u64::from(b[2] <= y && y <= b[3]);
+        self.sum_winkler80 += winkler(b[0], b[1], y, 0.20);
+        self.sum_winkler95 += winkler(b[2], b[3], y, 0.05);
+        self.sum_pinball += pinball4(b, y);
+    }
+
+    fn mean_of(&self, sum: f64) -> f64 {
+        if self.n == 0 { 0.0 } else { sum / self.n as f64 }
+    }
 }
 
 /// The running squared-error sums of one horizon at one moment, for scores over a window of forecasts
@@ -85,6 +123,8 @@ pub struct Realised {
     pub hi95: f64,
     /// The mid that realised the horizon.
     pub actual: f64,
+    /// The RiskMetrics baseline's `[lo80, hi80, lo95, hi95]` for the same forecast, scored beside it.
+    pub ewma: [f64; 4],
 }
 
 /// The Winkler (interval) score of a central `(1-alpha)` interval: its width plus `2/alpha` times the
@@ -98,6 +138,18 @@ pub fn winkler(lo: f64, hi: f64, y: f64, alpha: f64) -> f64 {
     } else {
         width
     }
+}
+
+/// The pinball (quantile) loss of `q` as the `tau` quantile of `y`.
+pub fn pinball(q: f64, y: f64, tau: f64) -> f64 {
+    let d = y - q;
+    if d >= 0.0 { tau * d } else { (tau - 1.0) * d }
+}
+
+/// The mean pinball loss of the bounds `[lo80, hi80, lo95, hi95]` as the 10%, 90%, 2.5% and 97.5%
+/// quantiles: one number for the whole predictive distribution the intervals describe (lower is better).
+fn pinball4(b: &[f64; 4], y: f64) -> f64 {
+    (pinball(b[0], y, 0.10) + pinball(b[1], y, 0.90) + pinball(b[2], y, 0.025) + pinball(b[3], y, 0.975)) / 4.0
 }
 
 impl HorizonScore {
@@ -119,6 +171,11 @@ impl HorizonScore {
         self.covered95 += u64::from(r.lo95 <= r.actual && r.actual <= r.hi95);
         self.sum_winkler95 += winkler(r.lo95, r.hi95, r.actual, 0.05);
         self.sum_width95 += r.hi95 - r.lo95;
+        self.sum_winkler80 += winkler(r.lo80, r.hi80, r.actual, 0.20);
+        self.sum_pinball += pinball4(&[r.lo80, r.hi80, r.lo95, r.hi95], r.actual);
+        if r.ewma.iter().all(|v| v.is_finite()) {
+            self.ewma.record(&r.ewma, r.actual);
+        }
     }
 
     fn mean_of(&self, sum: f64) -> f64 {
@@ -194,12 +251,20 @@ impl HorizonScore {
             coverage95: self.coverage95(),
             winkler95: self.winkler95(),
             width95: self.width95(),
+            winkler80: self.mean_of(self.sum_winkler80),
+            pinball: self.mean_of(self.sum_pinball),
+            ewma_n: self.ewma.n,
+            ewma_coverage80: self.ewma.mean_of(self.ewma.covered80 as f64),
+            ewma_coverage95: self.ewma.mean_of(self.ewma.covered95 as f64),
+            ewma_winkler80: self.ewma.mean_of(self.ewma.sum_winkler80),
+            ewma_winkler95: self.ewma.mean_of(self.ewma.sum_winkler95),
+            ewma_pinball: self.ewma.mean_of(self.ewma.sum_pinball),
         }
     }
 }
 
 /// The prequential metrics of one horizon, as reported.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HorizonSummary {
     /// The horizon as configured (`1step`, `1d`, …).
     pub horizon: String,
@@ -223,6 +288,32 @@ pub struct HorizonSummary {
     pub winkler95: f64,
     /// Mean width of the 95% interval.
     pub width95: f64,
+    /// Mean Winkler score of the 80% interval.
+    #[serde(default)]
+    pub winkler80: f64,
+    /// Mean pinball loss of the four interval bounds (as the 2.5, 10, 90 and 97.5% quantiles).
+    #[serde(default)]
+    pub pinball: f64,
+    /// Forecasts the RiskMetrics baseline was scored on (all of `n`, unless the engine was restored from
+    /// a checkpoint written before the baseline was kept).
+    #[serde(default)]
+    pub ewma_n: u64,
+    /// The RiskMetrics baseline (EWMA variance with the engine's `vol_lambda`, Gaussian, centred on the
+    /// random walk): share of outcomes inside its 80% interval.
+    #[serde(default)]
+    pub ewma_coverage80: f64,
+    /// The baseline's 95% coverage.
+    #[serde(default)]
+    pub ewma_coverage95: f64,
+    /// The baseline's mean Winkler score at 80%.
+    #[serde(default)]
+    pub ewma_winkler80: f64,
+    /// The baseline's mean Winkler score at 95%.
+    #[serde(default)]
+    pub ewma_winkler95: f64,
+    /// The baseline's mean pinball loss.
+    #[serde(default)]
+    pub ewma_pinball: f64,
 }
 
 #[cfg(test)]
@@ -247,6 +338,7 @@ mod tests {
             lo95: mean - 1.0,
             hi95: mean + 1.0,
             actual,
+            ewma: [9.5, 10.5, 9.0, 11.0],
         };
         s.record(&r(10.0, 10.4));
         s.record(&r(10.0, 9.0));
@@ -257,6 +349,15 @@ mod tests {
         assert_eq!(s.coverage80(), 0.5);
         assert_eq!(s.coverage95(), 1.0);
         assert!((s.winkler95() - 2.0).abs() < 1e-12);
+        let sum = s.summary("1step");
+        // Outcomes 10.4 and 9.0 against the baseline [9.5, 10.5] and [9.0, 11.0].
+        assert_eq!((sum.ewma_n, sum.ewma_coverage80, sum.ewma_coverage95), (2, 0.5, 1.0));
+        assert!((sum.ewma_winkler80 - (1.0 + (1.0 + 10.0 * 0.5)) / 2.0).abs() < 1e-12);
+        assert!((sum.ewma_winkler95 - 2.0).abs() < 1e-12);
+        // Pinball of the bounds for 9.0: lo80 9.0 → 0; hi80 10.0 at 0.9 → 0.1; lo95 8.5 at 0.025 → 0.0125;
+        // hi95 10.5 at 0.975 → 0.0375.
+        assert!(sum.pinball > 0.0 && sum.ewma_pinball > 0.0);
+        assert!((pinball(10.0, 9.0, 0.9) - 0.1).abs() < 1e-12 && (pinball(8.5, 9.0, 0.025) - 0.0125).abs() < 1e-12);
 
         let before = s.sums();
         s.record(&r(10.0, 10.3));

@@ -237,7 +237,7 @@ fn the_summary_is_written_for_people() {
     );
     let header = stdout.lines().find(|l| l.starts_with("horizon")).unwrap();
     let week = stdout.lines().find(|l| l.starts_with("1w")).unwrap();
-    assert_eq!(week.matches("n/a").count(), 6, "{stdout}");
+    assert_eq!(week.matches("n/a").count(), 7, "{stdout}");
     assert_eq!(header.len(), week.len(), "the columns align:\n{stdout}");
     assert!(stdout.contains("quality ok"), "{stdout}");
     for debug in ["NaN", "{", "Some(", "quality Ok"] {

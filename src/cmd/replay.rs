@@ -225,10 +225,21 @@ fn write_horizons(out: &mut impl Write, horizons: &[cambio::eval::HorizonSummary
                 figure(h.n, h.coverage80, 3),
                 figure(h.n, h.coverage95, 3),
                 figure(h.n, h.winkler95, 4),
+                // The published 95% interval's Winkler score relative to the RiskMetrics interval's on
+                // the same forecasts (below 1: sharper for its coverage).
+                figure(
+                    h.ewma_n,
+                    if h.ewma_winkler95 > 0.0 {
+                        h.winkler95 / h.ewma_winkler95
+                    } else {
+                        f64::NAN
+                    },
+                    4,
+                ),
             ]
         })
         .collect();
-    let mut align = [Align::Right; 8];
+    let mut align = [Align::Right; 9];
     align[0] = Align::Left;
     super::write_table(
         out,
@@ -241,6 +252,7 @@ fn write_horizons(out: &mut impl Write, horizons: &[cambio::eval::HorizonSummary
             "cov80",
             "cov95",
             "winkler95",
+            "vs_ewma",
         ],
         &align,
         &rows,

@@ -29,7 +29,8 @@ pub struct ModelConfig {
     pub weight_decay: f64,
     /// Prior weight pulling the signal weight to zero (the random walk).
     pub weight_prior: f64,
-    /// Learning rate of the adaptive interval multipliers.
+    /// Learning rate of the adaptive 80% interval bounds; the 95% bounds learn at a tenth of it
+    /// ([`crate::forecast::interval::SidedInterval`]).
     pub interval_gamma: f64,
     /// Kalman local-level filter settings.
     pub kalman: crate::model::LocalLevelConfig,
@@ -51,7 +52,7 @@ impl Default for ModelConfig {
             vol_lambda: 0.94,
             weight_decay: 0.999,
             weight_prior: 30.0,
-            interval_gamma: 0.005,
+            interval_gamma: crate::forecast::interval::DEFAULT_GAMMA,
             kalman: Default::default(),
             domestic_rate: None,
             foreign_rate: None,

@@ -43,11 +43,13 @@ impl Engine {
         let y = mid.ln();
         let gap = (self.kalman.level() - y) / self.step_sigma();
         let xv = SVector::from(self.features.vector(gap, self.rate_differential));
+        let (var_obs, ivar) = (self.vol.var_per_obs(), self.ivol.var_per_obs());
         let horizons: Vec<_> = self
             .horizons
             .iter()
             .map(|h| {
-                let (_, _, f) = h.predict(&xv, self.horizon_sigma(h.horizon), mid);
+                let (sigma, isigma) = self.horizon_sigmas(h.horizon, var_obs, ivar);
+                let (_, _, f) = h.predict(&xv, sigma, isigma, mid);
                 h.entry(&f)
             })
             .collect();

@@ -40,10 +40,11 @@ pub struct HorizonForecast {
     pub warming_up: bool,
 }
 
-/// Realised forecasts a horizon needs before its interval counts as calibrated. The interval multipliers
-/// learn at rate `interval_gamma` (0.005 by default) per realised forecast; after about 100 they have
-/// moved most of the way from the Gaussian prior to the data's quantiles, and the observed coverage of
-/// the scenarios is within a point of its target from there on.
+/// Realised forecasts a horizon needs before its interval counts as calibrated. The 80% bounds learn at
+/// rate `interval_gamma` (0.005 by default) per realised forecast, the 95% bounds at a tenth of it; after
+/// about 100 the 80% bounds have moved most of the way from the Gaussian prior to the data's quantiles
+/// (the 95% ones start close to theirs), and the observed coverage of the scenarios is within a point of
+/// its target from there on.
 pub const WARMUP_SCORED: u64 = 100;
 
 /// Significant digits of every price on the wire (mids, means, interval ends). Quotes carry 5 to 6

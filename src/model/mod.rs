@@ -8,16 +8,20 @@
 //! - [`rls`]: [`Rls`], recursive least squares with exponential forgetting, exact diffuse start and a cap on
 //!   the covariance, for regressions of returns on features; const generic feature count, no allocation.
 //! - [`volatility`]: [`EwmaVol`], RiskMetrics-style EWMA variance of log-returns per second and per
-//!   observation, for forecast intervals.
+//!   observation, the RiskMetrics scale of the drift detectors' standardized returns.
+//! - [`asym_vol`]: [`AsymVol`], a fast/slow EWMA mixture with a learned sign asymmetry, the scale of the
+//!   published intervals.
 //!
 //! Every state struct is plain serde data so that checkpoints round-trip to an identical model. Hot-path
 //! outcomes (a skipped non-finite input, a warm-up step) are fields of the returned step values, not errors;
 //! [`ModelError`] is only for configuration mistakes.
 
+pub mod asym_vol;
 pub mod kalman;
 pub mod rls;
 pub mod volatility;
 
+pub use asym_vol::AsymVol;
 pub use kalman::{KalmanStep, LocalLevel, LocalLevelConfig, NoiseAdaptation, TimeBase};
 pub use rls::{Rls, RlsConfig, RlsInit, RlsStep};
 pub use volatility::{EwmaVol, EwmaVolConfig, VolDecay, VolStep};

@@ -336,6 +336,7 @@ mod tests {
                 coverage95,
                 winkler95: 1.0,
                 width95: 1.0,
+                ..Default::default()
             }],
             alarms_total: alarms.len() as u64,
             alarms,
