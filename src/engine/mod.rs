@@ -340,6 +340,14 @@ const DT_ALPHA: f64 = 0.005;
 /// as a fraction of an independent observation.
 const TIME_HORIZON_WEIGHT: f64 = 1.0 / 16.0;
 
+/// How many times the step horizons' prior pull to the random walk a time horizon's signal weight gets.
+/// On tick streams a time horizon registers a forecast every few ticks, so its realised forecasts overlap
+/// and their evidence about the signal is far thinner than their count: with the step horizons' prior the
+/// 1m forecast on the EUR/USD month was 0.19% worse than the random walk (RMSE ratio 1.0019), with 10
+/// times the prior 1.0002, with 100 times 1.00002, while daily time horizons (`1w`) stay at 1.0000. The
+/// signal still earns weight where its evidence is strong enough to outweigh the prior.
+const TIME_HORIZON_PRIOR: f64 = 100.0;
+
 /// Largest standardized prediction the RLS may contribute (in standard deviations of the target).
 const MAX_SIGNAL: f64 = 3.0;
 
@@ -430,7 +438,13 @@ impl Engine {
                 HorizonState {
                     horizon,
                     rls: rls.clone(),
-                    weight: SignalWeight::new(m.weight_decay, m.weight_prior),
+                    weight: SignalWeight::new(
+                        m.weight_decay,
+                        match horizon {
+                            Horizon::Steps(_) => m.weight_prior,
+                            Horizon::Time { .. } => m.weight_prior * TIME_HORIZON_PRIOR,
+                        },
+                    ),
                     q80: AdaptiveQuantile::new(0.20, 1.2816, gamma),
                     q95: AdaptiveQuantile::new(0.05, 1.96, gamma),
                     score: HorizonScore::default(),
