@@ -17,19 +17,6 @@ use common::*;
 
 const FAST_REPORTS: &str = "[serve]\nreport_interval_secs = 0.2\n";
 
-/// Collects messages from `sub` until `n` arrived or `timeout` passed.
-async fn collect(sub: &mut async_nats::Subscriber, n: usize, timeout: Duration) -> Vec<async_nats::Message> {
-    let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    while got.len() < n {
-        match tokio::time::timeout_at(deadline, sub.next()).await {
-            Ok(Some(m)) => got.push(m),
-            _ => break,
-        }
-    }
-    got
-}
-
 /// Up to `n` messages, until none came for `quiet` (bounded by `cap` in all): for reading what a stopped
 /// service already published, however long a loaded machine takes to deliver it.
 async fn collect_until_quiet(

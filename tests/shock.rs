@@ -15,7 +15,6 @@ use cambio::drift::ShockConfig;
 use cambio::engine::Output;
 use cambio::nats::LocalServer;
 use cambio::replay::{self, ReplayOptions, Scenario};
-use futures_util::StreamExt;
 
 mod common;
 use common::*;
@@ -56,19 +55,6 @@ fn a_shock_alarms_within_two_observations_whatever_the_spacing() {
             "spacing {interval_ms} ms: no shock alarm on observation 500 or 501: {alarms:?}"
         );
     }
-}
-
-/// Collects messages from `sub` until `n` arrived or `timeout` passed.
-async fn collect(sub: &mut async_nats::Subscriber, n: usize, timeout: Duration) -> Vec<async_nats::Message> {
-    let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    while got.len() < n {
-        match tokio::time::timeout_at(deadline, sub.next()).await {
-            Ok(Some(m)) => got.push(m),
-            _ => break,
-        }
-    }
-    got
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -185,3 +185,16 @@ pub async fn status_until(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Collects messages from `sub` until `n` arrived or `timeout` passed.
+pub async fn collect(sub: &mut async_nats::Subscriber, n: usize, timeout: Duration) -> Vec<async_nats::Message> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while got.len() < n {
+        match tokio::time::timeout_at(deadline, futures_util::StreamExt::next(sub)).await {
+            Ok(Some(m)) => got.push(m),
+            _ => break,
+        }
+    }
+    got
+}
