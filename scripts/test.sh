@@ -14,6 +14,22 @@ fi
 export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null):$PATH"
 command -v nats-server >/dev/null 2>&1 && echo "== $(nats-server --version)"
 
+# promtool and prometheus for tests/monitoring.rs (Debian's prometheus package ships both). The package's
+# own service is never used: the tests start their own prometheus on a free loopback port with temporary
+# storage, so a service the install starts (port 9090) is stopped and disabled again.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  echo "== installing prometheus and promtool (apt-get install prometheus)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+  apt_install() {
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1
+  }
+  apt_install || { $SUDO apt-get update -qq >/dev/null 2>&1 && apt_install; } || true
+  if command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+fi
+command -v promtool >/dev/null 2>&1 && echo "== $(promtool --version 2>&1 | head -1)"
+
 # Scenarios and reference tests read real data in place from ../shared/data (never copied into the repo).
 if [ ! -d ../shared/data ]; then
   echo "warning: ../shared/data is missing; the scenarios that read it will fail" >&2
