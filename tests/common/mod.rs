@@ -21,6 +21,11 @@ impl Serve {
     }
 
     pub fn start_with(url: &str, config: &str, dir: &Path, extra: &[&str]) -> Serve {
+        Serve::start_with_env(url, config, dir, extra, &[])
+    }
+
+    /// Like [`Serve::start_with`], with environment variables for the child (a masking key, …).
+    pub fn start_with_env(url: &str, config: &str, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Serve {
         let cfg = dir.join(format!("cambio-{}.toml", std::process::id()));
         std::fs::write(&cfg, config).unwrap();
         let log = dir.join(format!("serve-{}.log", rand_suffix()));
@@ -29,6 +34,7 @@ impl Serve {
             .arg(&cfg)
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
