@@ -91,14 +91,21 @@ fn every_alert_has_a_firing_and_a_quiet_test_case() {
     for (i, l) in lines.iter().enumerate() {
         if let Some(name) = l.strip_prefix("alertname:") {
             let next = lines.get(i + 1).copied().unwrap_or_default();
-            let set = if next == "exp_alerts: []" { &mut quiet } else { &mut firing };
+            let set = if next == "exp_alerts: []" {
+                &mut quiet
+            } else {
+                &mut firing
+            };
             set.insert(name.trim().to_string());
         }
     }
     let never_fires: Vec<_> = names.difference(&firing).collect();
     let never_quiet: Vec<_> = names.difference(&quiet).collect();
     assert!(never_fires.is_empty(), "alerts no test makes fire: {never_fires:?}");
-    assert!(never_quiet.is_empty(), "alerts with no case that must not fire: {never_quiet:?}");
+    assert!(
+        never_quiet.is_empty(),
+        "alerts with no case that must not fire: {never_quiet:?}"
+    );
     let unknown: Vec<_> = firing.union(&quiet).filter(|n| !names.contains(*n)).collect();
     assert!(unknown.is_empty(), "tests of alerts that do not exist: {unknown:?}");
     // Each alert says how bad (severity) and what happened (summary and description).
@@ -137,7 +144,10 @@ fn dashboard_is_grafana_json_with_titles_and_units() {
         assert!(!title.is_empty(), "a panel without a title: {p}");
         assert!(ids.insert(p["id"].as_u64().unwrap()), "panel id repeated: {title}");
         let g = &p["gridPos"];
-        assert!(g["x"].as_u64().unwrap() + g["w"].as_u64().unwrap() <= 24, "{title} is wider than the grid");
+        assert!(
+            g["x"].as_u64().unwrap() + g["w"].as_u64().unwrap() <= 24,
+            "{title} is wider than the grid"
+        );
         if p["type"] == "row" {
             rows.push(title.to_string());
             continue;
@@ -148,13 +158,24 @@ fn dashboard_is_grafana_json_with_titles_and_units() {
         let targets = p["targets"].as_array().unwrap();
         assert!(!targets.is_empty(), "panel {title} has no query");
         for t in targets {
-            assert!(!t["expr"].as_str().unwrap_or_default().is_empty(), "panel {title}: empty query");
+            assert!(
+                !t["expr"].as_str().unwrap_or_default().is_empty(),
+                "panel {title}: empty query"
+            );
             assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}", "panel {title}");
             queries += 1;
         }
     }
     assert!(queries >= 40, "{queries} queries");
-    for theme in ["Price", "Quality", "Drift", "Accuracy", "Latency", "Business", "Infrastructure"] {
+    for theme in [
+        "Price",
+        "Quality",
+        "Drift",
+        "Accuracy",
+        "Latency",
+        "Business",
+        "Infrastructure",
+    ] {
         assert!(rows.iter().any(|r| r.contains(theme)), "no row for {theme}: {rows:?}");
     }
 }
@@ -211,10 +232,10 @@ impl Exposition {
             return false;
         }
         for suffix in ["_bucket", "_sum", "_count"] {
-            if let Some(family) = name.strip_suffix(suffix) {
-                if let Some(kind) = self.types.get(family) {
-                    return kind == "histogram" || (kind == "summary" && suffix != "_bucket");
-                }
+            if let Some(family) = name.strip_suffix(suffix)
+                && let Some(kind) = self.types.get(family)
+            {
+                return kind == "histogram" || (kind == "summary" && suffix != "_bucket");
             }
         }
         true
@@ -240,7 +261,12 @@ fn metric_names_are_read_with_their_suffixes() {
     ] {
         assert!(e.has(name), "{name}");
     }
-    for name in ["cambio_tick_latency_seconds", "cambio_forecasts_published", "cambio_checkpoints_total", "cambio_pairs_bucket"] {
+    for name in [
+        "cambio_tick_latency_seconds",
+        "cambio_forecasts_published",
+        "cambio_checkpoints_total",
+        "cambio_pairs_bucket",
+    ] {
         assert!(!e.has(name), "{name}");
     }
     let used = metric_names_in(
@@ -343,7 +369,12 @@ impl Stack {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while stack.get("/healthz").await.map(|(code, _)| code) != Some(200) {
-            assert!(Instant::now() < deadline, "no /healthz on {}:\n{}", stack.metrics, stack.serve.log());
+            assert!(
+                Instant::now() < deadline,
+                "no /healthz on {}:\n{}",
+                stack.metrics,
+                stack.serve.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         stack
@@ -383,9 +414,14 @@ impl Stack {
             String::from_utf8_lossy(&out.stderr)
         );
         let ticks = scenario_ticks();
-        status_until(&self.client, PAIR, &self.serve, Duration::from_secs(120), "every tick", |s| {
-            s["ticks"].as_u64() == Some(ticks)
-        })
+        status_until(
+            &self.client,
+            PAIR,
+            &self.serve,
+            Duration::from_secs(120),
+            "every tick",
+            |s| s["ticks"].as_u64() == Some(ticks),
+        )
         .await
     }
 
@@ -436,12 +472,18 @@ async fn dashboard_and_rules_use_only_metrics_cambio_exports() {
     let c = &stack.client;
     // A quarantined tick, a message on a subject that names no pair, business events (one malformed),
     // and a request to every endpoint, one of them an error.
-    c.publish(format!("fx.ticks.{PAIR}"), Bytes::from_static(b"not a tick")).await.unwrap();
-    c.publish("fx.ticks.NOT-A-PAIR", Bytes::from_static(b"{}")).await.unwrap();
+    c.publish(format!("fx.ticks.{PAIR}"), Bytes::from_static(b"not a tick"))
+        .await
+        .unwrap();
+    c.publish("fx.ticks.NOT-A-PAIR", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
     for e in business_events() {
         c.publish(format!("fx.business.{PAIR}"), Bytes::from(e)).await.unwrap();
     }
-    c.publish(format!("fx.business.{PAIR}"), Bytes::from_static(b"{\"event\":")).await.unwrap();
+    c.publish(format!("fx.business.{PAIR}"), Bytes::from_static(b"{\"event\":"))
+        .await
+        .unwrap();
     c.flush().await.unwrap();
     for subject in ["fx.query", "fx.status", "fx.models", "fx.business.stats"] {
         let ask = c.request(format!("{subject}.{PAIR}"), Bytes::new());
@@ -590,12 +632,15 @@ impl Prometheus {
         let deadline = Instant::now() + timeout;
         loop {
             let r = self.query(promql).await;
-            if let Some(v) = r.first().map(sample) {
-                if done(v) {
-                    return v;
-                }
+            if let Some(v) = r.first().map(sample)
+                && done(v)
+            {
+                return v;
             }
-            assert!(Instant::now() < deadline, "prometheus never showed {what} ({promql}: {r:?})");
+            assert!(
+                Instant::now() < deadline,
+                "prometheus never showed {what} ({promql}: {r:?})"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -635,13 +680,18 @@ async fn prometheus_scrapes_serve_and_agrees_with_what_it_published() {
     // Everything is processed: wait for a scrape that happened after this point.
     let processed = now_secs() + 0.5;
     prometheus
-        .until("timestamp(up{job=\"cambio\"})", "a scrape after the last tick", Duration::from_secs(60), |t| {
-            t > processed
-        })
+        .until(
+            "timestamp(up{job=\"cambio\"})",
+            "a scrape after the last tick",
+            Duration::from_secs(60),
+            |t| t > processed,
+        )
         .await;
 
     let count = prometheus
-        .value(&format!("cambio_forecasts_published_total{{job=\"cambio\",pair=\"{PAIR}\"}}"))
+        .value(&format!(
+            "cambio_forecasts_published_total{{job=\"cambio\",pair=\"{PAIR}\"}}"
+        ))
         .await;
     assert_eq!(count, received.len() as f64, "forecast count in prometheus");
     let ticks = prometheus
@@ -658,7 +708,10 @@ async fn prometheus_scrapes_serve_and_agrees_with_what_it_published() {
         let got = prometheus
             .value(&format!("cambio_quality_score{{pair=\"{PAIR}\",dimension=\"{name}\"}}"))
             .await;
-        assert!((got - expected).abs() <= 1e-12, "quality {name}: prometheus {got}, status {expected}");
+        assert!(
+            (got - expected).abs() <= 1e-12,
+            "quality {name}: prometheus {got}, status {expected}"
+        );
     }
 
     // Latency: Prometheus' p99 over every tick lies in the bucket that holds STATS' p99 (the histogram's
@@ -677,13 +730,26 @@ async fn prometheus_scrapes_serve_and_agrees_with_what_it_published() {
     let count = prometheus
         .value(&format!("cambio_tick_latency_seconds_count{{pair=\"{PAIR}\"}}"))
         .await;
-    assert_eq!(count, latency["count"].as_f64().unwrap(), "ticks timed: prometheus and STATS");
+    assert_eq!(
+        count,
+        latency["count"].as_f64().unwrap(),
+        "ticks timed: prometheus and STATS"
+    );
     let p99 = prometheus
         .value(&format!("histogram_quantile(0.99, sum by (le) ({bucket}))"))
         .await;
     // STATS keeps 3 significant digits: its p99 may sit a hair over a bound.
-    let lower = bounds.iter().rev().find(|&&b| b < stats_p99 * 0.999).copied().unwrap_or(0.0);
-    let upper = bounds.iter().find(|&&b| b >= stats_p99 * 1.001).copied().unwrap_or(f64::INFINITY);
+    let lower = bounds
+        .iter()
+        .rev()
+        .find(|&&b| b < stats_p99 * 0.999)
+        .copied()
+        .unwrap_or(0.0);
+    let upper = bounds
+        .iter()
+        .find(|&&b| b >= stats_p99 * 1.001)
+        .copied()
+        .unwrap_or(f64::INFINITY);
     assert!(
         lower <= p99 && p99 <= upper,
         "prometheus p99 {p99} s outside [{lower}, {upper}], the bucket of STATS' p99 {stats_p99} s"
@@ -712,7 +778,10 @@ async fn prometheus_scrapes_serve_and_agrees_with_what_it_published() {
         assert!(Instant::now() < deadline, "rules never all evaluated: {v}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(status["alarms_total"].as_u64().unwrap() > 0, "the scenario raises drift alarms");
+    assert!(
+        status["alarms_total"].as_u64().unwrap() > 0,
+        "the scenario raises drift alarms"
+    );
     prometheus
         .until(
             &format!("ALERTS{{alertname=\"CambioDriftAlarm\",alertstate=\"firing\",pair=\"{PAIR}\"}}"),
@@ -721,7 +790,12 @@ async fn prometheus_scrapes_serve_and_agrees_with_what_it_published() {
             |v| v == 1.0,
         )
         .await;
-    for quiet in ["CambioNotReady", "CambioNatsDisconnected", "CambioInstanceDown", "CambioQualityFail"] {
+    for quiet in [
+        "CambioNotReady",
+        "CambioNatsDisconnected",
+        "CambioInstanceDown",
+        "CambioQualityFail",
+    ] {
         let firing = prometheus.query(&format!("ALERTS{{alertname=\"{quiet}\"}}")).await;
         assert!(firing.is_empty(), "{quiet} on a healthy service: {firing:?}");
     }
