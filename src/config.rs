@@ -21,6 +21,8 @@ pub struct Config {
     pub checkpoint: crate::checkpoint::CheckpointConfig,
     /// The shadow challenger and the rollback guard (`[challenger]`, `[challenger.engine]`).
     pub challenger: crate::challenger::ChallengerConfig,
+    /// The Prometheus endpoint of `cambio serve` (`[metrics]`).
+    pub metrics: crate::nats::serve::metrics::MetricsConfig,
 }
 
 impl From<Config> for crate::nats::serve::ServeSettings {
@@ -31,6 +33,7 @@ impl From<Config> for crate::nats::serve::ServeSettings {
             serve: c.serve,
             checkpoint: c.checkpoint,
             challenger: c.challenger,
+            metrics: c.metrics,
         }
     }
 }

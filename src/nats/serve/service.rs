@@ -195,6 +195,8 @@ pub struct ServiceState {
     pub control: Option<tokio::sync::mpsc::Sender<super::router::Control>>,
     /// The checkpoint writer (model registry reads and keep marks); `None` without checkpoints.
     pub writer: Option<super::checkpointer::Checkpointer>,
+    /// What the metrics read (the endpoints are registered there).
+    pub telemetry: Arc<super::metrics::Telemetry>,
 }
 
 impl ServiceState {
@@ -493,6 +495,7 @@ pub async fn start(client: &async_nats::Client, state: Arc<ServiceState>) -> Res
             }
         }));
     }
+    state.telemetry.set_endpoints(micro.endpoints());
     tracing::debug!(id = micro.id(), "micro service registered");
     tasks.push(micro.start(client).await?);
     Ok(Running { tasks })
