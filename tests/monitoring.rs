@@ -14,7 +14,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cambio::nats::LocalServer;
-use cambio::nats::local_server::free_port;
 use serde_json::Value;
 
 mod common;
@@ -318,8 +317,8 @@ const SERVE_CONFIG: &str = r#"
 report_interval_secs = 0.2
 
 [metrics]
-accuracy_window = "365d"
-instances_every = "1s"
+accuracy_window_secs = 31536000
+instances_every_secs = 1
 
 [checkpoint]
 every_secs = 0.2
@@ -341,7 +340,7 @@ impl Stack {
     async fn start(name: &str) -> Stack {
         let dir = temp_dir(name);
         let server = LocalServer::start(false, None).expect("nats-server (see tests/common/mod.rs)");
-        let metrics = format!("127.0.0.1:{}", free_port().unwrap());
+        let metrics = format!("127.0.0.1:{}", free_port());
         let checkpoint = dir.join("cambio.redb");
         let serve = Serve::start_with_env(
             &server.url(),
@@ -399,11 +398,17 @@ impl Stack {
         body
     }
 
-    /// Publishes the scenario's ticks with `cambio replay --nats` (the operators' tool) and waits until the
-    /// service has taken all of them; the status reply then.
-    async fn feed_scenario(&self) -> Value {
+    /// Publishes the scenario's ticks with `cambio replay --nats` (the operators' tool), as fast as
+    /// possible or at `speed` (`40000000x`), and waits until the service has taken all of them; the status
+    /// reply then.
+    async fn feed_scenario(&self, speed: Option<&str>) -> Value {
+        let url = self.nats_url();
+        let mut args = vec!["replay", SCENARIO, "--nats", url.as_str()];
+        if let Some(speed) = speed {
+            args.extend(["--speed", speed]);
+        }
         let out = Command::new(env!("CARGO_BIN_EXE_cambio"))
-            .args(["replay", SCENARIO, "--nats", &self.nats_url()])
+            .args(&args)
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -468,7 +473,9 @@ fn business_events() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_and_rules_use_only_metrics_cambio_exports() {
     let stack = Stack::start("monitoring-names").await;
-    stack.feed_scenario().await;
+    // Paced (18 years in about 15 s): the rolling accuracy window is refreshed with the pair's status, a
+    // few times a second, so a feed at full speed would leave it a single refresh and no window.
+    stack.feed_scenario(Some("40000000x")).await;
     let c = &stack.client;
     // A quarantined tick, a message on a subject that names no pair, business events (one malformed),
     // and a request to every endpoint, one of them an error.
@@ -554,7 +561,7 @@ impl Prometheus {
             ),
         )
         .unwrap();
-        let port = free_port().unwrap();
+        let port = free_port();
         let log = dir.join("prometheus.log");
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
@@ -670,7 +677,7 @@ async fn prometheus_scrapes_serve_and_agrees_with_what_it_published() {
 
     let mut forecasts = stack.client.subscribe(format!("fx.pred.{PAIR}")).await.unwrap();
     stack.client.flush().await.unwrap();
-    let status = stack.feed_scenario().await;
+    let status = stack.feed_scenario(None).await;
     let stats = stack.stats().await;
     let published = stats["data"]["counters"]["forecasts"].as_u64().unwrap();
     let received = collect(&mut forecasts, published as usize, Duration::from_secs(60)).await;
