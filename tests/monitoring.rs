@@ -445,23 +445,27 @@ fn scenario_ticks() -> u64 {
     text.lines().skip(1).filter(|l| !l.trim().is_empty()).count() as u64
 }
 
-/// Business deal events for the pair, in every segment: offers, acceptances and a rejection.
+/// Business deal events for the pair: 50 clients offered a rate in each segment (one outside the
+/// configured list, so counted as `other`), of whom most accept, except in `sme`, where few do: enough for
+/// every business figure, including a disparity alarm.
 fn business_events() -> Vec<String> {
     let mut events = Vec::new();
-    for (i, segment) in ["retail", "sme", "corporate", "private_bank"].iter().enumerate() {
-        for k in 0..20 {
-            let event = match k % 4 {
-                0 | 1 => "offered",
-                2 => "accepted",
-                _ => "rejected",
-            };
-            events.push(format!(
-                r#"{{"ts":"2026-03-02T10:{:02}:{:02}Z","client":"C-{i}-{k}","event":"{event}","rate":17.{:04},"amount":{},"currency":"USD","segment":"{segment}"}}"#,
-                i * 10 + k / 60,
-                k % 60,
-                1000 + k,
-                10_000 + 100 * k
-            ));
+    let mut second = 0;
+    for segment in ["retail", "sme", "corporate", "private_bank"] {
+        let accepting = if segment == "sme" { 5 } else { 40 };
+        for k in 0..50 {
+            let client = format!("C-{segment}-{k}");
+            let outcome = if k < accepting { "accepted" } else { "rejected" };
+            for event in ["offered", outcome] {
+                second += 1;
+                events.push(format!(
+                    r#"{{"ts":"2026-03-02T10:{:02}:{:02}Z","client":"{client}","event":"{event}","rate":18.{:04},"amount":{},"currency":"USD","segment":"{segment}"}}"#,
+                    second / 60,
+                    second % 60,
+                    9000 + k,
+                    10_000 + 100 * k
+                ));
+            }
         }
     }
     events
