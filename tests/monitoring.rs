@@ -789,6 +789,47 @@ async fn prometheus_scrapes_serve_and_agrees_with_what_it_published() {
         assert!(Instant::now() < deadline, "rules never all evaluated: {v}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Every query of the dashboard is PromQL this Prometheus runs, and the panels of the pair's price,
+    // quality, drift and latency show data (rates need two samples of the pair's series).
+    prometheus
+        .until(
+            &format!("count_over_time(cambio_ticks_received_total{{pair=\"{PAIR}\"}}[5m])"),
+            "two samples of the pair",
+            Duration::from_secs(30),
+            |n| n >= 2.0,
+        )
+        .await;
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(DASHBOARD).unwrap()).unwrap();
+    let mut empty = BTreeSet::new();
+    let mut shown = BTreeSet::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        let title = p["title"].as_str().unwrap();
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$pair", PAIR)
+                .replace("$horizon", ".*")
+                .replace("$period", ".*");
+            if prometheus.query(&expr).await.is_empty() {
+                empty.insert(title);
+            } else {
+                shown.insert(title);
+            }
+        }
+    }
+    for title in [
+        "Mid price and forecast bands ($horizon)",
+        "Forecasts published per second",
+        "Quality score by dimension",
+        "Drift statistic and threshold",
+        "Tick latency p50 / p99",
+        "Resident memory",
+        "Instances",
+    ] {
+        assert!(shown.contains(title), "panel {title} shows nothing; empty: {empty:?}");
+    }
+
     assert!(
         status["alarms_total"].as_u64().unwrap() > 0,
         "the scenario raises drift alarms"
