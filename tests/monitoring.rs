@@ -471,46 +471,23 @@ fn business_events() -> Vec<String> {
     events
 }
 
-/// Every metric named by the dashboard and the alert rules has samples in a real `/metrics` of `cambio
-/// serve` that has served a scenario, answered queries, quarantined a tick, taken business events and
-/// checkpointed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_and_rules_use_only_metrics_cambio_exports() {
-    let stack = Stack::start("monitoring-names").await;
-    // Paced (18 years in about 15 s): the rolling accuracy window is refreshed with the pair's status, a
-    // few times a second, so a feed at full speed would leave it a single refresh and no window.
-    stack.feed_scenario(Some("40000000x")).await;
-    let c = &stack.client;
-    // A quarantined tick, a message on a subject that names no pair, business events (one malformed),
-    // and a request to every endpoint, one of them an error.
-    c.publish(format!("fx.ticks.{PAIR}"), Bytes::from_static(b"not a tick"))
-        .await
-        .unwrap();
-    c.publish("fx.ticks.NOT-A-PAIR", Bytes::from_static(b"{}"))
-        .await
-        .unwrap();
-    for e in business_events() {
-        c.publish(format!("fx.business.{PAIR}"), Bytes::from(e)).await.unwrap();
-    }
-    c.publish(format!("fx.business.{PAIR}"), Bytes::from_static(b"{\"event\":"))
-        .await
-        .unwrap();
-    c.flush().await.unwrap();
-    for subject in ["fx.query", "fx.status", "fx.models", "fx.business.stats"] {
-        let ask = c.request(format!("{subject}.{PAIR}"), Bytes::new());
-        let _ = tokio::time::timeout(Duration::from_secs(10), ask).await;
-    }
-    let (is_err, _) = request(c, "fx.query.EURJPY", "").await;
-    assert!(is_err, "a query for a pair never served is an error");
-
-    // Counters and checkpoints settle within a few report intervals; the check is bounded.
+/// The `cambio_…` names the dashboard and the alert rules use, each with the file that uses it first;
+/// the business ones or the others.
+fn used_metric_names(business: bool) -> BTreeMap<String, &'static str> {
     let mut used = BTreeMap::new();
     for file in [DASHBOARD, ALERTS] {
         for name in metric_names_in(&std::fs::read_to_string(file).unwrap()) {
-            used.entry(name).or_insert(file);
+            if name.starts_with("cambio_business_") == business {
+                used.entry(name).or_insert(file);
+            }
         }
     }
-    assert!(used.len() >= 60, "names used: {used:?}");
+    used
+}
+
+/// Waits (bounded: counters and checkpoints settle within a few report intervals) until every name in
+/// `used` has samples in the stack's `/metrics`; fails listing those that never appear.
+async fn assert_exported(stack: &Stack, used: &BTreeMap<String, &'static str>) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let body = stack.scrape().await;
@@ -521,7 +498,7 @@ async fn dashboard_and_rules_use_only_metrics_cambio_exports() {
             .map(|(name, file)| format!("{name} ({file})"))
             .collect();
         if missing.is_empty() {
-            break;
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -530,6 +507,57 @@ async fn dashboard_and_rules_use_only_metrics_cambio_exports() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Every metric the dashboard and the alert rules name (besides the business ones) has samples in a real
+/// `/metrics` of `cambio serve` that has served a scenario, answered queries, quarantined a tick, run a
+/// challenger and checkpointed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_and_rules_use_only_metrics_cambio_exports() {
+    let used = used_metric_names(false);
+    assert!(used.len() >= 50, "names used: {used:?}");
+    let stack = Stack::start("monitoring-names").await;
+    // Paced (18 years in about 15 s): the rolling accuracy window is refreshed with the pair's status, a
+    // few times a second, so a feed at full speed would leave it a single refresh and no window.
+    stack.feed_scenario(Some("40000000x")).await;
+    let c = &stack.client;
+    // A quarantined tick, a message on a subject that names no pair, and a request to every endpoint, one
+    // of them an error.
+    c.publish(format!("fx.ticks.{PAIR}"), Bytes::from_static(b"not a tick"))
+        .await
+        .unwrap();
+    c.publish("fx.ticks.NOT-A-PAIR", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    c.flush().await.unwrap();
+    for subject in ["fx.query", "fx.status", "fx.models"] {
+        request_message(c, &format!("{subject}.{PAIR}"), "").await;
+    }
+    let (is_err, _) = request(c, "fx.query.EURJPY", "").await;
+    assert!(is_err, "a query for a pair never served is an error");
+    assert_exported(&stack, &used).await;
+    let _ = std::fs::remove_dir_all(&stack.dir);
+}
+
+/// Every business metric the dashboard and the rules name has samples once `cambio serve` has taken deal
+/// events (one malformed) for a pair it forecasts and answered a business stats request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the business metrics (issue 13, business scope) merged into main"]
+async fn business_panels_use_only_metrics_cambio_exports() {
+    let used = used_metric_names(true);
+    assert!(used.len() >= 10, "names used: {used:?}");
+    let stack = Stack::start("monitoring-business").await;
+    stack.feed_scenario(None).await;
+    let c = &stack.client;
+    for e in business_events() {
+        c.publish(format!("fx.business.{PAIR}"), Bytes::from(e)).await.unwrap();
+    }
+    c.publish(format!("fx.business.{PAIR}"), Bytes::from_static(b"{\"event\":"))
+        .await
+        .unwrap();
+    c.flush().await.unwrap();
+    request_message(c, &format!("fx.business.stats.{PAIR}"), "").await;
+    assert_exported(&stack, &used).await;
     let _ = std::fs::remove_dir_all(&stack.dir);
 }
 
