@@ -9,6 +9,7 @@
 //!
 //! [`Engine`]: crate::engine::Engine
 
+pub mod business;
 pub mod checkpointer;
 pub mod config;
 pub mod micro;
@@ -163,6 +164,8 @@ pub struct ServeSettings {
     pub checkpoint: CheckpointConfig,
     /// The shadow challenger and the rollback guard (`[challenger]`).
     pub challenger: crate::challenger::ChallengerConfig,
+    /// Business metrics of deal events (`[business]`).
+    pub business: crate::business::BusinessConfig,
 }
 
 /// Runs the service until `shutdown` resolves, then drains and returns.
@@ -179,6 +182,12 @@ pub async fn run(
     cfg.serve.validate().map_err(ServeError::Config)?;
     cfg.checkpoint.validate().map_err(ServeError::Config)?;
     cfg.challenger.validate(&cfg.engine).map_err(ServeError::Config)?;
+    cfg.business.validate().map_err(ServeError::Config)?;
+    // The masking key is checked before connecting: a refused key stops serve with its reason.
+    let mask_key = business::load_key(&cfg.business).map_err(|e| ServeError::Config(e.to_string()))?;
+    let business =
+        crate::business::Business::new(&cfg.business, mask_key, cfg.serve.max_pairs).map_err(ServeError::Config)?;
+    let desk = Arc::new(business::BusinessDesk::new(business));
     let subjects = Subjects::new(&cfg.serve.prefix).map_err(ServeError::Config)?;
     // Fail fast on settings that only the engine's constructor checks.
     if let Some(probe) = crate::tick::Pair::parse("USDMXN") {
@@ -250,7 +259,7 @@ pub async fn run(
         }
     };
     let served = tokio::select! {
-        r = serve(cfg, client, tick_client, events, url, subjects, &stop, outbox.clone()) => r,
+        r = serve(cfg, client, tick_client, events, url, subjects, desk, &stop, outbox.clone()) => r,
         () = watch => unreachable!("the watch never completes"),
         () = supervise => unreachable!("the supervisor never completes"),
     };
@@ -325,6 +334,7 @@ async fn serve(
     events: Arc<crate::nats::connect::ConnectionEvents>,
     url: String,
     subjects: Subjects,
+    desk: Arc<business::BusinessDesk>,
     stop: &Flag,
     outbox: Arc<Outbox>,
 ) -> Result<ServeSummary, ServeError> {
@@ -375,6 +385,7 @@ async fn serve(
         events,
         control: writer.is_some().then(|| control_tx.clone()),
         writer: writer.clone(),
+        business: desk.clone(),
     });
     drop(writer);
     drop(control_tx);
@@ -394,12 +405,24 @@ async fn serve(
             }
         }
     }));
+    // Business events: a task of their own, off the tick path (see `business`).
+    let business_task = business::start(business::BusinessTask {
+        client: client.clone(),
+        subjects: subjects.clone(),
+        desk,
+        registry: state.registry.clone(),
+        outbox: outbox.clone(),
+        counters: counters.clone(),
+    })
+    .await
+    .map_err(|(subject, source)| ServeError::Subscribe { subject, source })?;
     let end = End {
         client: &client,
         url: &url,
         counters: &counters,
         outbox: &outbox,
         confirmer,
+        business: AbortOnDrop(business_task),
     };
 
     let stamp = cfg.serve.stamp_arrival;
@@ -686,6 +709,8 @@ struct End<'a> {
     outbox: &'a Outbox,
     /// The periodic confirmation task, stopped before the last one.
     confirmer: AbortOnDrop,
+    /// The business events' task, stopped with the micro service.
+    business: AbortOnDrop,
 }
 
 /// A background task that ends with its handle (also when the service stops early with an error).
@@ -711,6 +736,7 @@ async fn finish(
         counters,
         outbox,
         confirmer,
+        business,
     } = end;
     let engines = router.close().await;
     if let Some((w, join)) = writer {
@@ -719,6 +745,7 @@ async fn finish(
         let _ = tokio::task::spawn_blocking(move || join.join()).await;
     }
     service.stop();
+    drop(business);
     drop(confirmer);
     // Everything published (forecasts, acknowledgements) must be read by the server before the socket closes.
     let confirmed = outbox.confirm(client, Duration::from_secs(10)).await;
