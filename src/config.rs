@@ -23,6 +23,8 @@ pub struct Config {
     pub challenger: crate::challenger::ChallengerConfig,
     /// Business metrics of deal events: segments, periods, masking key, disparity alarm (`[business]`).
     pub business: crate::business::BusinessConfig,
+    /// The Prometheus endpoint of `cambio serve` (`[metrics]`).
+    pub metrics: crate::nats::serve::metrics::MetricsConfig,
 }
 
 impl From<Config> for crate::nats::serve::ServeSettings {
@@ -34,6 +36,7 @@ impl From<Config> for crate::nats::serve::ServeSettings {
             checkpoint: c.checkpoint,
             challenger: c.challenger,
             business: c.business,
+            metrics: c.metrics,
         }
     }
 }

@@ -106,6 +106,68 @@ impl ScoreSums {
     }
 }
 
+/// The running accuracy sums of one horizon at one moment, for accuracy over a window of forecasts (the
+/// difference of two snapshots, see [`AccuracySums::since`]): operators watch recent accuracy, which the
+/// cumulative figures of [`HorizonScore`] dilute in the whole history. Read-only: nothing is kept for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AccuracySums {
+    /// Forecasts scored.
+    pub n: u64,
+    /// Σ squared error of the forecast mean.
+    pub sum_sq_err: f64,
+    /// The random walk's Σ squared error on the same points.
+    pub rw_sum_sq_err: f64,
+    /// Outcomes inside the 80% interval.
+    pub covered80: u64,
+    /// Outcomes inside the 95% interval.
+    pub covered95: u64,
+    /// Σ Winkler score of the 95% interval.
+    pub sum_winkler95: f64,
+}
+
+impl AccuracySums {
+    /// The sums of the forecasts scored since `earlier`; `None` when `earlier` is not an earlier snapshot
+    /// of this score (it counts more forecasts, e.g. after the engine was replaced by an older one).
+    pub fn since(&self, earlier: &AccuracySums) -> Option<AccuracySums> {
+        Some(AccuracySums {
+            n: self.n.checked_sub(earlier.n)?,
+            sum_sq_err: (self.sum_sq_err - earlier.sum_sq_err).max(0.0),
+            rw_sum_sq_err: (self.rw_sum_sq_err - earlier.rw_sum_sq_err).max(0.0),
+            covered80: self.covered80.checked_sub(earlier.covered80)?,
+            covered95: self.covered95.checked_sub(earlier.covered95)?,
+            sum_winkler95: (self.sum_winkler95 - earlier.sum_winkler95).max(0.0),
+        })
+    }
+
+    /// RMSE relative to the random walk's (1 when the random walk made no error).
+    pub fn rmse_ratio(&self) -> f64 {
+        if self.rw_sum_sq_err > 0.0 {
+            (self.sum_sq_err / self.rw_sum_sq_err).sqrt()
+        } else {
+            1.0
+        }
+    }
+
+    /// Share of outcomes inside the 80% interval (0 when nothing was scored).
+    pub fn coverage80(&self) -> f64 {
+        self.mean_of(self.covered80 as f64)
+    }
+
+    /// Share of outcomes inside the 95% interval (0 when nothing was scored).
+    pub fn coverage95(&self) -> f64 {
+        self.mean_of(self.covered95 as f64)
+    }
+
+    /// Mean Winkler score of the 95% interval (0 when nothing was scored).
+    pub fn winkler95(&self) -> f64 {
+        self.mean_of(self.sum_winkler95)
+    }
+
+    fn mean_of(&self, sum: f64) -> f64 {
+        if self.n == 0 { 0.0 } else { sum / self.n as f64 }
+    }
+}
+
 /// One realised forecast: what was predicted at origin and what happened.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Realised {
@@ -234,6 +296,18 @@ impl HorizonScore {
             n: self.n,
             sum_sq_err: self.sum_sq_err,
             rw_sum_sq_err: self.rw_sum_sq_err,
+        }
+    }
+
+    /// The accuracy sums so far, for accuracy over a window (see [`AccuracySums::since`]).
+    pub fn accuracy_sums(&self) -> AccuracySums {
+        AccuracySums {
+            n: self.n,
+            sum_sq_err: self.sum_sq_err,
+            rw_sum_sq_err: self.rw_sum_sq_err,
+            covered80: self.covered80,
+            covered95: self.covered95,
+            sum_winkler95: self.sum_winkler95,
         }
     }
 

@@ -21,7 +21,7 @@ pub const INTERRUPTED_EXIT: u8 = 130;
 /// `cambio serve`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Configuration file ([engine], [nats], [serve], [checkpoint], [challenger] tables).
+    /// Configuration file ([engine], [nats], [serve], [checkpoint], [challenger], [metrics] tables).
     #[arg(long)]
     config: Option<PathBuf>,
     /// NATS server URL (overrides the file and CAMBIO_NATS_URL).
@@ -39,6 +39,10 @@ pub struct Args {
     /// (an unreadable file is moved aside, never deleted) instead of refusing to start.
     #[arg(long)]
     fresh: bool,
+    /// Serve Prometheus metrics and health probes on this address (`/metrics`, `/healthz`, `/readyz`);
+    /// overrides [metrics] listen.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<String>,
 }
 
 /// Serves until SIGINT or SIGTERM, then drains and exits 0; exits [`UNDELIVERED_EXIT`] when NATS did not
@@ -55,6 +59,9 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         cfg.checkpoint.path = args.checkpoint;
     }
     cfg.checkpoint.fresh_if_unreadable |= args.fresh;
+    if args.metrics.is_some() {
+        cfg.metrics.listen = args.metrics;
+    }
     cfg.nats = with_overrides(cfg.nats, args.nats);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = cfg.serve.worker_threads(cores);

@@ -596,6 +596,12 @@ impl Engine {
         &self.cfg
     }
 
+    /// Each configured horizon with its running accuracy sums, for accuracy over a window of tick time
+    /// (the service's metrics difference two snapshots; the engine keeps no history for it).
+    pub fn accuracy_sums(&self) -> impl Iterator<Item = (Horizon, crate::eval::AccuracySums)> + '_ {
+        self.horizons.iter().map(|h| (h.horizon, h.score.accuracy_sums()))
+    }
+
     /// The position of `horizon` among this engine's configured horizons (the index of its metrics in
     /// [`EngineSummary::horizons`] and of [`Engine::scored`]); `None` when it is not configured.
     pub fn horizon_index(&self, horizon: Horizon) -> Option<usize> {

@@ -198,3 +198,65 @@ pub async fn collect(sub: &mut async_nats::Subscriber, n: usize, timeout: Durati
     }
     got
 }
+
+/// A loopback port free right now (bound, then released: the caller binds it again at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `url`: the status and the body; `None` when nothing answers within 5 s.
+pub async fn http_get(url: &str) -> Option<(u16, String)> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let r = client.get(url).send().await.ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.text().await.ok()?))
+}
+
+/// The value of the sample `name{labels}` (labels in any order, all of them given) in a Prometheus text
+/// exposition; `None` when absent.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.strip_suffix('}')?),
+            None => (series, ""),
+        };
+        if n != name {
+            return None;
+        }
+        let mut got: Vec<(&str, &str)> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split("\",")
+                .map(|kv| {
+                    let (k, v) = kv.split_once("=\"").unwrap();
+                    (k, v.trim_end_matches('"'))
+                })
+                .collect()
+        };
+        let mut want = labels.to_vec();
+        got.sort();
+        want.sort();
+        (got == want).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Polls `url` (a /metrics endpoint) until `done` holds on its body, for at most `timeout`.
+pub async fn metrics_until(url: &str, timeout: Duration, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = http_get(url).await.map(|(_, b)| b).unwrap_or_default();
+        if done(&last) {
+            return last;
+        }
+        assert!(Instant::now() < deadline, "metrics never showed {what}; last:\n{last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

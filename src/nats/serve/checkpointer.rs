@@ -292,7 +292,13 @@ fn commit(store: &CheckpointStore, id: u64, p: Pending, counters: &Counters) {
     match &result {
         Ok(metas) => {
             Counters::inc(&counters.checkpoints);
-            let ms = p.started.elapsed().as_secs_f64() * 1e3;
+            let took = p.started.elapsed();
+            counters
+                .checkpoint_duration
+                .record_us(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+            let now_ms = u64::try_from(super::router::now_us() / 1000).unwrap_or(0);
+            counters.checkpoint_last_ok_ms.store(now_ms, Ordering::Relaxed);
+            let ms = took.as_secs_f64() * 1e3;
             for m in metas {
                 tracing::info!(pair = %m.pair, version = m.version, reason = m.reason.name(), ticks = m.ticks,
                     stream_seq = ?m.stream_seq, bytes = m.bytes, "checkpoint written");

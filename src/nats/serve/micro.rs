@@ -101,6 +101,21 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Its name (`query`, `status`, …).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its request-latency histogram.
+    pub fn latency(&self) -> &Latency {
+        &self.latency
+    }
+
+    /// Requests answered and requests answered with an error, so far.
+    pub fn counts(&self) -> (u64, u64) {
+        self.counts.lock().map(|c| (c.requests, c.errors)).unwrap_or_default()
+    }
+
     /// Counts one request handled in `elapsed`, and its error if the reply is one.
     fn record(&self, elapsed: Duration, error: Option<&ErrorReply>) {
         self.latency
@@ -277,6 +292,11 @@ impl MicroService {
             endpoints: Vec::new(),
             data,
         }
+    }
+
+    /// The endpoints added so far.
+    pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.endpoints.clone()
     }
 
     /// This instance's id (unique per process start).

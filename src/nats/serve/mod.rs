@@ -12,6 +12,7 @@
 pub mod business;
 pub mod checkpointer;
 pub mod config;
+pub mod metrics;
 pub mod micro;
 pub mod outbox;
 pub mod router;
@@ -80,6 +81,9 @@ pub enum ServeError {
     /// The micro service could not start.
     #[error(transparent)]
     Service(#[from] service::ServiceError),
+    /// The metrics endpoint could not listen on its address.
+    #[error(transparent)]
+    Metrics(#[from] metrics::http::MetricsError),
     /// The checkpoint file cannot be opened (damaged, locked, newer), and nothing was changed.
     #[error(
         "checkpoints: {0}. Nothing was changed. Repair or replace the file (cambio models import can load \
@@ -166,6 +170,8 @@ pub struct ServeSettings {
     pub challenger: crate::challenger::ChallengerConfig,
     /// Business metrics of deal events (`[business]`).
     pub business: crate::business::BusinessConfig,
+    /// The Prometheus endpoint and what it reports (`[metrics]`).
+    pub metrics: metrics::MetricsConfig,
 }
 
 /// Runs the service until `shutdown` resolves, then drains and returns.
@@ -188,11 +194,19 @@ pub async fn run(
     let business =
         crate::business::Business::new(&cfg.business, mask_key, cfg.serve.max_pairs).map_err(ServeError::Config)?;
     let desk = Arc::new(business::BusinessDesk::new(business));
+    cfg.metrics.validate().map_err(ServeError::Config)?;
     let subjects = Subjects::new(&cfg.serve.prefix).map_err(ServeError::Config)?;
     // Fail fast on settings that only the engine's constructor checks.
     if let Some(probe) = crate::tick::Pair::parse("USDMXN") {
         Engine::new(probe, &cfg.engine)?;
     }
+
+    // Before anything else starts: an address in use stops serve here, with nothing to undo.
+    let metrics_listener = match &cfg.metrics.listen {
+        Some(addr) => Some(metrics::http::bind(addr).await?),
+        None => None,
+    };
+    let telemetry = Arc::new(metrics::Telemetry::new(cfg.metrics.accuracy_window_secs));
 
     let mut nats_cfg = cfg.nats.clone();
     let local = match &nats_cfg.url {
@@ -235,6 +249,7 @@ pub async fn run(
             () = stop.wait() => {}
         }
         stop.set();
+        telemetry.set_stopping();
         tokio::time::sleep(drain_timeout).await;
         loop {
             let handed = outbox.handed();
@@ -259,7 +274,8 @@ pub async fn run(
         }
     };
     let served = tokio::select! {
-        r = serve(cfg, client, tick_client, events, url, subjects, desk, &stop, outbox.clone()) => r,
+        r = serve(cfg, Connection { client, tick_client, events, url }, subjects, desk, &stop, outbox.clone(),
+            Metrics { telemetry: telemetry.clone(), listener: metrics_listener }) => r,
         () = watch => unreachable!("the watch never completes"),
         () = supervise => unreachable!("the supervisor never completes"),
     };
@@ -325,19 +341,38 @@ async fn supervise_local(mut server: LocalServer, stop: &Flag, lost: &OnceLock<S
     std::future::pending::<()>().await;
 }
 
-/// The service proper, from a connected client to the summary after the drain.
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    cfg: ServeSettings,
+/// The connections serve runs on.
+struct Connection {
     client: async_nats::Client,
+    /// Core mode's connection for ticks.
     tick_client: Option<async_nats::Client>,
     events: Arc<crate::nats::connect::ConnectionEvents>,
     url: String,
+}
+
+/// The metrics' shared figures and, when configured, the endpoint's bound listener.
+struct Metrics {
+    telemetry: Arc<metrics::Telemetry>,
+    listener: Option<tokio::net::TcpListener>,
+}
+
+/// The service proper, from a connected client to the summary after the drain.
+async fn serve(
+    cfg: ServeSettings,
+    conn: Connection,
     subjects: Subjects,
     desk: Arc<business::BusinessDesk>,
     stop: &Flag,
     outbox: Arc<Outbox>,
+    metrics: Metrics,
 ) -> Result<ServeSummary, ServeError> {
+    let Connection {
+        client,
+        tick_client,
+        events,
+        url,
+    } = conn;
+    let telemetry = metrics.telemetry;
     let shutdown = stop.wait();
     let counters = Arc::new(Counters::default());
     let opened = open_checkpoints(&cfg.checkpoint)?;
@@ -351,6 +386,7 @@ async fn serve(
         control: opened.is_some().then(|| control_tx.clone()),
         challenger: cfg.challenger.clone(),
         outbox: outbox.clone(),
+        telemetry: telemetry.clone(),
     });
     let registry = Arc::new(RwLock::new(HashMap::new()));
     let mut router = Router::new(
@@ -379,14 +415,42 @@ async fn serve(
         writer_join = Some((w, join));
     }
     let state = Arc::new(ServiceState {
-        registry,
+        registry: registry.clone(),
         subjects: subjects.clone(),
         counters: counters.clone(),
         events,
         control: writer.is_some().then(|| control_tx.clone()),
         writer: writer.clone(),
         business: desk.clone(),
+        telemetry: telemetry.clone(),
     });
+    let collector = Arc::new(metrics::collect::ServeCollector {
+        telemetry: telemetry.clone(),
+        pairs: registry.clone(),
+        counters: counters.clone(),
+        events: state.events.clone(),
+        client: client.clone(),
+    });
+    let _metrics_http = metrics.listener.map(|listener| {
+        let mut reg = prometheus_client::registry::Registry::default();
+        reg.register_collector(Box::new(collector.clone()));
+        business::register(&mut reg, desk.clone());
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(addr = %addr, "metrics endpoint: /metrics, /healthz, /readyz");
+        }
+        AbortOnDrop(metrics::http::spawn(
+            listener,
+            metrics::http::Endpoint {
+                registry: reg,
+                collector: collector.clone(),
+            },
+        ))
+    });
+    let _instances = AbortOnDrop(metrics::instances::spawn(
+        client.clone(),
+        telemetry.clone(),
+        Duration::from_secs_f64(cfg.metrics.instances_every_secs),
+    ));
     drop(writer);
     drop(control_tx);
     let mut cuts = tokio::time::interval(Duration::from_secs_f64(cfg.checkpoint.every_secs));
@@ -433,6 +497,7 @@ async fn serve(
             let mut ticks = ticks::CountedTicks::new(tick_client, sub, counters.clone());
             let mut factors = subscribe(&client, subjects.all_factors()).await?;
             let service = service::start(&client, state.clone()).await?;
+            telemetry.set_consuming();
             tracing::info!(url = %url, mode = "core", ticks = %subjects.all_ticks(), "serving");
             tokio::pin!(shutdown);
             loop {
@@ -493,6 +558,7 @@ async fn serve(
             let floor = consumer.cached_info().ack_floor.stream_sequence;
             router.set_applied(resume.unwrap_or_else(|| AppliedSeqs::with_floor(floor)));
             let service = service::start(&client, state.clone()).await?;
+            telemetry.set_consuming();
             tracing::info!(url = %url, mode = "jetstream", stream = %cfg.serve.jetstream.stream,
                 durable = %cfg.serve.jetstream.durable, ack_floor = floor, resume_from = ?start, "serving");
             let loops = Loops {

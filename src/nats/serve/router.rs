@@ -35,6 +35,8 @@ pub struct PairView {
     pub snapshot: Arc<shard::Snapshot>,
     /// Tick-to-forecast latency.
     pub latency: Arc<super::stats::Latency>,
+    /// Its counters and rolling accuracy, for the metrics.
+    pub metrics: Arc<super::metrics::PairMetrics>,
 }
 
 /// Where a tick came from, beyond its subject and payload.
@@ -490,6 +492,7 @@ impl Router {
                 Arc::new(PairView {
                     snapshot: handle.snapshot.clone(),
                     latency: handle.latency.clone(),
+                    metrics: handle.metrics.clone(),
                 }),
             );
         }

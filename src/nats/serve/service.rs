@@ -221,6 +221,8 @@ pub struct ServiceState {
     pub writer: Option<super::checkpointer::Checkpointer>,
     /// The business figures.
     pub business: Arc<super::business::BusinessDesk>,
+    /// What the metrics read (the endpoints are registered there).
+    pub telemetry: Arc<super::metrics::Telemetry>,
 }
 
 impl ServiceState {
@@ -530,6 +532,7 @@ pub async fn start(client: &async_nats::Client, state: Arc<ServiceState>) -> Res
             }
         }));
     }
+    state.telemetry.set_endpoints(micro.endpoints());
     tracing::debug!(id = micro.id(), "micro service registered");
     tasks.push(micro.start(client).await?);
     Ok(Running { tasks })

@@ -13,6 +13,7 @@ use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::metrics::PairMetrics;
 use super::stats::{Counters, Latency};
 use crate::challenger::{Contest, Verdict};
 use crate::contract::{DriftMessage, QualityMessage, StatusReply};
@@ -115,6 +116,8 @@ pub struct ShardContext {
     pub challenger: crate::challenger::ChallengerConfig,
     /// Every publication and acknowledgement goes through it (bounded at shutdown, counted).
     pub outbox: Arc<super::outbox::Outbox>,
+    /// Where each shard gets its pair's metrics.
+    pub telemetry: Arc<super::metrics::Telemetry>,
 }
 
 /// A running shard's handles.
@@ -125,6 +128,8 @@ pub struct ShardHandle {
     pub snapshot: Arc<Snapshot>,
     /// Its tick-to-forecast latencies.
     pub latency: Arc<Latency>,
+    /// Its counters and rolling accuracy.
+    pub metrics: Arc<PairMetrics>,
     /// When the router last handed it a tick (for idle eviction).
     pub last_routed: std::time::Instant,
 }
@@ -143,11 +148,13 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(queue);
     let snapshot = Arc::new(Snapshot::default());
     let latency = Arc::new(Latency::default());
+    let metrics = ctx.telemetry.pair();
     let mut shard = Shard::new(
         PairPipeline::new(engine, contest),
         ctx,
         snapshot.clone(),
         latency.clone(),
+        metrics.clone(),
     );
     shard.changed = changed;
     for f in factors {
@@ -159,6 +166,7 @@ pub fn spawn(
         tx,
         snapshot,
         latency,
+        metrics,
         last_routed: std::time::Instant::now(),
     };
     (handle, join)
@@ -172,6 +180,7 @@ struct Shard {
     outlets: Outlets,
     snapshot: Arc<Snapshot>,
     latency: Arc<Latency>,
+    metrics: Arc<PairMetrics>,
     out: Vec<Output>,
     /// The last forecast's time (µs); formatted only when a report needs it, not per tick.
     last_ts_us: Option<i64>,
@@ -191,7 +200,13 @@ struct Shard {
 }
 
 impl Shard {
-    fn new(pipeline: PairPipeline, ctx: Arc<ShardContext>, snapshot: Arc<Snapshot>, latency: Arc<Latency>) -> Shard {
+    fn new(
+        pipeline: PairPipeline,
+        ctx: Arc<ShardContext>,
+        snapshot: Arc<Snapshot>,
+        latency: Arc<Latency>,
+        metrics: Arc<PairMetrics>,
+    ) -> Shard {
         let pair = pipeline.pair();
         let last_ts_us = pipeline.engine().last_ts_us();
         let s = &ctx.subjects;
@@ -209,6 +224,7 @@ impl Shard {
             outlets,
             snapshot,
             latency,
+            metrics,
             out: Vec::with_capacity(8),
             last_ts_us,
             drift: DriftStatus::Stable,
@@ -295,6 +311,7 @@ impl Shard {
 
     async fn on_tick(&mut self, t: TickMsg) {
         crate::nats::serve::stats::Counters::inc(&self.ctx.counters.ticks);
+        self.metrics.on_received(t.received);
         // The forecast's de-duplication id: the stream sequence with JetStream, else the tick's position in the
         // pair's stream (both deterministic for the same input).
         let position = t.stream_seq.unwrap_or(self.pipeline.engine().ticks() + 1);
@@ -334,6 +351,8 @@ impl Shard {
         match o {
             Output::Forecast(f) => {
                 Counters::inc(&counters.forecasts);
+                PairMetrics::inc(&self.metrics.accepted);
+                PairMetrics::inc(&self.metrics.forecasts);
                 self.last_ts_us = Some(f.ts_us);
                 self.drift = f.drift;
                 let f = Arc::new(f);
@@ -355,6 +374,9 @@ impl Shard {
             }
             o @ Output::Quarantined(_) => {
                 Counters::inc(&counters.quarantined);
+                if let Output::Quarantined(q) = &o {
+                    self.metrics.on_quarantined(q.reason);
+                }
                 self.send(self.outlets.quarantine.clone(), to_bytes(&o)).await;
             }
             o @ Output::QualityChanged(_) => {
@@ -365,15 +387,19 @@ impl Shard {
             }
             o @ (Output::Alarm(_) | Output::Adapted(_)) => {
                 match &o {
-                    Output::Alarm(a) => tracing::warn!(
-                        pair = %self.pair,
-                        detector = %a.alarm.detector,
-                        signal = a.alarm.signal.name(),
-                        statistic = a.alarm.statistic,
-                        ts = %a.ts,
-                        "drift alarm"
-                    ),
+                    Output::Alarm(a) => {
+                        self.metrics.on_alarm(a.alarm.signal.name(), a.alarm.detector);
+                        tracing::warn!(
+                            pair = %self.pair,
+                            detector = %a.alarm.detector,
+                            signal = a.alarm.signal.name(),
+                            statistic = a.alarm.statistic,
+                            ts = %a.ts,
+                            "drift alarm"
+                        );
+                    }
                     Output::Adapted(a) => {
+                        PairMetrics::inc(&self.metrics.adaptations);
                         tracing::warn!(
                             pair = %self.pair,
                             trigger = %a.trigger,
@@ -395,11 +421,13 @@ impl Shard {
     async fn on_verdict(&mut self, v: &Verdict) {
         let reason = match v {
             Verdict::Promote(p) => {
+                PairMetrics::inc(&self.metrics.promotions);
                 tracing::warn!(pair = %self.pair, horizon = %p.horizon, champion_rmse = p.champion_rmse,
                     challenger_rmse = p.challenger_rmse, "challenger promoted");
                 crate::checkpoint::Reason::Promotion
             }
             Verdict::Rollback(r) => {
+                PairMetrics::inc(&self.metrics.rollbacks);
                 tracing::warn!(pair = %self.pair, horizon = %r.horizon, baseline = r.baseline, after = r.after,
                     threshold = r.threshold, "errors degraded after a drift adaptation: model rolled back");
                 crate::checkpoint::Reason::Rollback
@@ -494,6 +522,9 @@ impl Shard {
 
     fn refresh_status(&mut self) {
         let engine = self.pipeline.engine();
+        if let Some(ts) = self.last_ts_us {
+            self.metrics.update_accuracy(ts, engine.accuracy_sums());
+        }
         let status = StatusReply {
             summary: engine.summary(),
             model: engine.model_stamp(),

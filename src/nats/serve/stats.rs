@@ -95,6 +95,10 @@ pub struct Counters {
     /// Core mode: ticks the NATS client dropped because the subscription buffer was full (exact; set,
     /// not added to, by [`super::ticks::CountedTicks`]).
     pub ticks_dropped: AtomicU64,
+    /// Checkpoint cut requested → committed (µs), for the metrics' histogram.
+    pub checkpoint_duration: Latency,
+    /// Unix time (ms) of the last committed cut; 0 before the first.
+    pub checkpoint_last_ok_ms: AtomicU64,
 }
 
 impl Counters {
