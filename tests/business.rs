@@ -424,7 +424,7 @@ async fn masking_search_finds_no_client_identifier_in_any_output() {
             sent.push(("fx.business.USDMXN".into(), bad));
         }
         sent.push((
-            format!("fx.business.{}", id.replace('.', "-").replace('@', "-")),
+            format!("fx.business.{}", id.replace(['.', '@'], "-")),
             event(m, id, "offered", 17.0, None, None),
         ));
     }

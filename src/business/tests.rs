@@ -194,8 +194,8 @@ fn synthetic(b: &mut Business, n: usize, seed: u64, accept: impl Fn(usize, f64) 
                 q,
             ));
         }
-        alarms.extend(out.into_iter().filter_map(|o| match o {
-            BusinessOutput::Disparity(d) => Some(d),
+        alarms.extend(out.into_iter().map(|o| match o {
+            BusinessOutput::Disparity(d) => d,
             BusinessOutput::Quarantined(q) => panic!("{q:?}"),
         }));
     }
