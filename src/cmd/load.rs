@@ -60,6 +60,14 @@ pub struct Args {
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Run cambio with its metrics endpoint on and scrape /metrics at this interval during every
+    /// measurement (e.g. 1s; Prometheus's default is 15s), to measure what monitoring costs.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    scrape_every: Option<Duration>,
+    /// Run the targets with this cambio binary instead of this one (to compare two builds under the same
+    /// load generator).
+    #[arg(long, value_name = "PATH")]
+    target_exe: Option<PathBuf>,
 }
 
 /// `cambio load --target`.
@@ -107,9 +115,13 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         stream: args.stream,
         durable: args.durable,
         cambio_config: args.config,
-        exe: std::env::current_exe().map_err(CliError::CurrentExe)?,
+        exe: match args.target_exe {
+            Some(exe) => exe,
+            None => std::env::current_exe().map_err(CliError::CurrentExe)?,
+        },
         seed: args.seed,
         rounds: args.rounds,
+        scrape_every: args.scrape_every,
     };
     let report = runtime()?.block_on(cambio::nats::load::run(&opts))?;
     let mut out = Out::stdout();

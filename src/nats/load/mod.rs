@@ -17,6 +17,8 @@ pub mod target;
 pub mod ticks;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -86,6 +88,9 @@ pub struct LoadOptions {
     /// Rounds: every measurement is made this many times on each target, and the comparison is the median
     /// of the rounds (see [`report::median_of_rounds`]).
     pub rounds: u32,
+    /// Run cambio with its metrics endpoint on and scrape `/metrics` at this interval during each
+    /// measurement (what Prometheus adds to the service's load).
+    pub scrape_every: Option<Duration>,
 }
 
 /// The JSON report of a load run.
@@ -209,6 +214,10 @@ pub async fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
             path
         }
     };
+    let (cambio_config, metrics_addr) = match opts.scrape_every {
+        Some(_) => with_metrics_endpoint(&cambio_config, &scratch)?,
+        None => (cambio_config, None),
+    };
     let launch = Launch {
         exe: opts.exe.clone(),
         url: url.clone(),
@@ -267,7 +276,15 @@ pub async fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
             }
             tracing::info!(target = target.name(), mode = mode.name(), "starting");
             let mut running = Running::start(target, &launch, run_no).map_err(MeasureError::from)?;
+            let scraper = match (target, opts.scrape_every, &metrics_addr) {
+                (Target::Cambio, Some(every), Some(addr)) => Some(Scraper::spawn(addr.clone(), every)),
+                _ => None,
+            };
             let outcome = measure_one(&bus, opts, mode, &mut running).await;
+            if let Some(s) = scraper {
+                let (ok, failed) = s.stop();
+                tracing::info!(scrapes = ok, failed, "metrics scraped during the measurement");
+            }
             let clean = running.stop(STOP_GRACE).await;
             if !clean {
                 tracing::warn!(target = target.name(), "did not exit on SIGTERM; killed");
@@ -307,6 +324,77 @@ pub async fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
         rounds,
         passed,
     })
+}
+
+/// A copy of cambio's configuration with `[metrics] listen` on a free loopback port, and that address.
+fn with_metrics_endpoint(
+    config: &std::path::Path,
+    scratch: &std::path::Path,
+) -> Result<(PathBuf, Option<String>), LoadError> {
+    let file = |path: &std::path::Path, source| LoadError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = std::fs::read_to_string(config).map_err(|e| file(config, e))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| file(scratch, e))?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let path = scratch.join("cambio-metrics.toml");
+    std::fs::write(&path, format!("{text}\n[metrics]\nlisten = \"{addr}\"\n")).map_err(|e| file(&path, e))?;
+    Ok((path, Some(addr)))
+}
+
+/// Asks a target's `/metrics` at a fixed interval, as Prometheus would, for as long as it runs.
+struct Scraper {
+    task: tokio::task::JoinHandle<()>,
+    counts: Arc<(AtomicU64, AtomicU64)>,
+}
+
+impl Scraper {
+    fn spawn(addr: String, every: Duration) -> Scraper {
+        let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let c = counts.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let done = if scrape(&addr).await { &c.0 } else { &c.1 };
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Scraper { task, counts }
+    }
+
+    /// Stops; the scrapes that succeeded and failed.
+    fn stop(self) -> (u64, u64) {
+        self.task.abort();
+        (
+            self.counts.0.load(Ordering::Relaxed),
+            self.counts.1.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// One `GET /metrics` (HTTP/1.0, read to the end): whether a 200 came back. A load generator's request,
+/// not a client library: the endpoint under test is the one to measure.
+async fn scrape(addr: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: cambio\r\n\r\n")
+            .await
+            .ok()?;
+        let mut body = Vec::with_capacity(64 * 1024);
+        s.read_to_end(&mut body).await.ok()?;
+        Some(body.starts_with(b"HTTP/1.0 200") || body.starts_with(b"HTTP/1.1 200"))
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 /// Ends a round: its comparison (when both targets ran) joins `rounds`, and a JetStream loss is noted.
@@ -349,7 +437,19 @@ async fn measure_one(
     };
     let out = match mode {
         Mode::Latency => {
+            let cpu = || {
+                running
+                    .pid()
+                    .and_then(crate::nats::serve::metrics::process::cpu_seconds_of)
+            };
+            let (cpu_before, seq_before) = (cpu(), feed.last_seq());
             let mut s = measure::latency(bus, &mut feed, plan(opts.rate)).await?;
+            let published = feed.last_seq().saturating_sub(seq_before);
+            if let (Some(a), Some(b)) = (cpu_before, cpu())
+                && published > 0
+            {
+                s.cpu_us_per_msg = Some((b - a) * 1e6 / published as f64);
+            }
             if running.target() == Target::Cambio {
                 s.in_process = measure::in_process_latency(bus).await;
             }

@@ -45,6 +45,10 @@ pub struct LatencySummary {
     pub mean_us: f64,
     /// Largest delay of a send behind its schedule (the load generator's own lag).
     pub max_send_lag_us: u64,
+    /// The target's CPU time (user + system) per message sent over the whole measurement, warm-up and
+    /// drain included, in microseconds; `None` where `/proc` cannot tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_us_per_msg: Option<f64>,
     /// cambio only: its own tick-to-forecast latency (consumer receipt to outputs handed to the client,
     /// from its STATS), which separates the time spent in cambio from the time spent in NATS.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -145,6 +145,11 @@ impl Running {
     }
 
     /// Which target this is.
+    /// The child's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub fn target(&self) -> Target {
         self.target
     }

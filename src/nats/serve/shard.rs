@@ -209,6 +209,9 @@ impl Shard {
     ) -> Shard {
         let pair = pipeline.pair();
         let last_ts_us = pipeline.engine().last_ts_us();
+        // The accuracy window's origin: what the engine had scored before this shard (a restored history
+        // is not recent accuracy).
+        metrics.update_accuracy(last_ts_us.unwrap_or(i64::MIN), pipeline.engine().accuracy_sums());
         let s = &ctx.subjects;
         let outlets = Outlets {
             pred: s.pred(pair).into(),

@@ -29,6 +29,14 @@ pub fn read() -> Option<ProcessFigures> {
     })
 }
 
+/// The CPU time (user + system, seconds) of process `pid` so far; `None` where `/proc` cannot tell (the
+/// load tool measures its targets' CPU per tick with it).
+pub fn cpu_seconds_of(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (ticks, _) = parse_stat(&stat)?;
+    Some(ticks as f64 / clock_ticks_per_second())
+}
+
 /// utime + stime (clock ticks) and the thread count from `/proc/self/stat`. The command name (field 2)
 /// may hold spaces and parentheses, so fields are counted after its last `)`.
 fn parse_stat(stat: &str) -> Option<(u64, u64)> {

@@ -49,7 +49,9 @@ impl RollingAccuracy {
     }
 
     /// Takes the engine's running sums at tick time `now_us`. A horizon whose count went back (the engine
-    /// was replaced by a rollback or a promotion) starts its window again.
+    /// was replaced by a rollback or a promotion) starts its window again. The first call gives the origin:
+    /// with `i64::MIN` for an engine that has seen no tick, its window holds everything until it is longer
+    /// than the window; a restored engine's history before the first call is never in the window.
     pub fn update(&mut self, now_us: i64, sums: impl Iterator<Item = (Horizon, AccuracySums)>) {
         let mut seen: Vec<Horizon> = Vec::with_capacity(self.tracks.len());
         for (horizon, s) in sums {
@@ -71,7 +73,11 @@ impl RollingAccuracy {
             if restarted {
                 track.ring.clear();
             }
-            if track.ring.back().is_none_or(|(ts, _)| now_us - ts >= self.step_us) {
+            if track
+                .ring
+                .back()
+                .is_none_or(|(ts, _)| now_us.saturating_sub(*ts) >= self.step_us)
+            {
                 track.ring.push_back((now_us, s));
             }
             let start = now_us.saturating_sub(self.window_us);
@@ -157,5 +163,16 @@ mod tests {
         assert_eq!(r.figures()[0].sums.n, 0);
         r.update(30_000_000, std::iter::once((h, sums(8, 8.0, 8.0, 8))));
         assert_eq!(r.figures()[0].sums.n, 3);
+    }
+
+    #[test]
+    fn a_fresh_engine_counts_from_its_first_forecast() {
+        let h: Horizon = "1step".parse().unwrap();
+        let mut r = RollingAccuracy::new(100.0);
+        r.update(i64::MIN, std::iter::once((h, AccuracySums::default())));
+        r.update(5_000_000, std::iter::once((h, sums(7, 7.0, 7.0, 7))));
+        assert_eq!(r.figures()[0].sums.n, 7);
+        r.update(50_000_000, std::iter::once((h, sums(9, 9.0, 9.0, 9))));
+        assert_eq!(r.figures()[0].sums.n, 9);
     }
 }
