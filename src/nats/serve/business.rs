@@ -28,9 +28,9 @@ use crate::tick::Pair;
 /// Shortest time between two log lines about events refused for want of a key.
 const NO_KEY_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// Why the masking key could not be loaded (serve does not start).
+/// Why the masking key could not be loaded (serve does not start), or a stats request cannot be answered.
 #[derive(Debug, thiserror::Error)]
-pub enum KeyError {
+pub enum BusinessError {
     /// `CAMBIO_MASK_KEY` is set but refused.
     #[error("{KEY_ENV}: {0}")]
     Env(#[source] MaskError),
@@ -50,34 +50,6 @@ pub enum KeyError {
         /// Why the key is refused.
         source: MaskError,
     },
-}
-
-/// The masking key: `CAMBIO_MASK_KEY` when set (and not empty), else the content of
-/// `[business] mask_key_file`, else none (business events are then refused).
-///
-/// # Errors
-/// [`KeyError`] when the variable or the file holds a key shorter than 16 bytes, or the file cannot be
-/// read. The key itself is never in the message.
-pub fn load_key(cfg: &BusinessConfig) -> Result<Option<MaskKey>, KeyError> {
-    if let Some(v) = std::env::var_os(KEY_ENV).filter(|v| !v.is_empty()) {
-        return MaskKey::new(v.as_encoded_bytes()).map(Some).map_err(KeyError::Env);
-    }
-    let Some(path) = &cfg.mask_key_file else {
-        return Ok(None);
-    };
-    let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    MaskKey::new(&bytes).map(Some).map_err(|source| KeyError::File {
-        path: path.clone(),
-        source,
-    })
-}
-
-/// Why a stats request cannot be answered.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StatsError {
     /// No masking key: no event is counted.
     #[error(
         "no masking key configured: business events are refused; set {KEY_ENV} or [business] mask_key_file (at least 16 bytes)"
@@ -89,6 +61,43 @@ pub enum StatsError {
     /// The state's lock is poisoned (a panic while holding it).
     #[error("business figures unavailable")]
     Unavailable,
+}
+
+impl BusinessError {
+    /// The HTTP-like status code of a stats request that failed with it.
+    pub fn code(&self) -> u16 {
+        match self {
+            BusinessError::NoMaskKey => 503,
+            BusinessError::UnknownPair(_) => 404,
+            BusinessError::Env(_)
+            | BusinessError::Read { .. }
+            | BusinessError::File { .. }
+            | BusinessError::Unavailable => 500,
+        }
+    }
+}
+
+/// The masking key: `CAMBIO_MASK_KEY` when set (and not empty), else the content of
+/// `[business] mask_key_file`, else none (business events are then refused).
+///
+/// # Errors
+/// [`BusinessError`] when the variable or the file holds a key shorter than 16 bytes, or the file cannot be
+/// read. The key itself is never in the message.
+pub fn load_key(cfg: &BusinessConfig) -> Result<Option<MaskKey>, BusinessError> {
+    if let Some(v) = std::env::var_os(KEY_ENV).filter(|v| !v.is_empty()) {
+        return MaskKey::new(v.as_encoded_bytes()).map(Some).map_err(BusinessError::Env);
+    }
+    let Some(path) = &cfg.mask_key_file else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path).map_err(|source| BusinessError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    MaskKey::new(&bytes).map(Some).map_err(|source| BusinessError::File {
+        path: path.clone(),
+        source,
+    })
 }
 
 /// The business state of the service: every pair's book, behind one mutex (see the module's note).
@@ -112,13 +121,13 @@ impl BusinessDesk {
     /// A pair's figures.
     ///
     /// # Errors
-    /// [`StatsError`] without a key, for a pair with no event, or when the state is unavailable.
-    pub fn stats(&self, pair: Pair) -> Result<BusinessStatsReply, StatsError> {
+    /// [`BusinessError`] without a key, for a pair with no event, or when the state is unavailable.
+    pub fn stats(&self, pair: Pair) -> Result<BusinessStatsReply, BusinessError> {
         if !self.has_key {
-            return Err(StatsError::NoMaskKey);
+            return Err(BusinessError::NoMaskKey);
         }
-        let b = self.business.lock().map_err(|_| StatsError::Unavailable)?;
-        b.stats(pair).ok_or(StatsError::UnknownPair(pair))
+        let b = self.business.lock().map_err(|_| BusinessError::Unavailable)?;
+        b.stats(pair).ok_or(BusinessError::UnknownPair(pair))
     }
 
     /// Counts a message and returns what to publish.
@@ -474,8 +483,8 @@ mod tests {
         assert!(
             matches!(&out[..], [BusinessOutput::Quarantined(q)] if q.reason == "no_mask_key" && q.client.is_none())
         );
-        assert_eq!(d.stats(pair), Err(StatsError::NoMaskKey));
+        assert!(matches!(d.stats(pair), Err(BusinessError::NoMaskKey)));
         assert!(scrape(&d).contains(r#"cambio_business_events_quarantined_total{reason="no_mask_key"} 1"#));
-        assert_eq!(desk(true).stats(pair), Err(StatsError::UnknownPair(pair)));
+        assert!(matches!(desk(true).stats(pair), Err(BusinessError::UnknownPair(p)) if p == pair));
     }
 }

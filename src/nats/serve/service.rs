@@ -126,7 +126,7 @@ pub enum RequestError {
     Encode(#[source] serde_json::Error),
     /// The business figures cannot be given (no masking key, no event of the pair).
     #[error(transparent)]
-    Business(#[from] super::business::StatsError),
+    Business(#[from] super::business::BusinessError),
 }
 
 impl RequestError {
@@ -144,11 +144,7 @@ impl RequestError {
             RequestError::UnknownPair(_) | RequestError::NoForecast | RequestError::NoStatus => 404,
             RequestError::NoCheckpoints | RequestError::ShuttingDown => 503,
             RequestError::RegistryUnavailable | RequestError::Encode(_) => 500,
-            RequestError::Business(e) => match e {
-                super::business::StatsError::NoMaskKey => 503,
-                super::business::StatsError::UnknownPair(_) => 404,
-                super::business::StatsError::Unavailable => 500,
-            },
+            RequestError::Business(e) => e.code(),
             RequestError::Writer(e) | RequestError::Rollback(RollbackError::Writer(e)) => writer_code(e),
             RequestError::Rollback(RollbackError::ShardStopped(_) | RollbackError::MaxPairs(_)) => 503,
             RequestError::Rollback(RollbackError::WrongPair { .. } | RollbackError::NotWritten(_)) => 500,
@@ -613,6 +609,14 @@ mod tests {
         assert_eq!(RequestError::from(RollbackError::MaxPairs(pair)).code(), 503);
         assert_eq!(RequestError::UnknownPair(pair).code(), 404);
         assert_eq!(RequestError::NoCheckpoints.code(), 503);
+        assert_eq!(
+            RequestError::from(super::super::business::BusinessError::NoMaskKey).code(),
+            503
+        );
+        assert_eq!(
+            RequestError::from(super::super::business::BusinessError::UnknownPair(pair)).code(),
+            404
+        );
         let reply = RequestError::UnknownPair(pair).reply();
         assert_eq!(
             reply,
