@@ -560,3 +560,57 @@ async fn masking_search_finds_no_client_identifier_in_any_output() {
     drop(serve);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_apart_raises_a_disparity_alarm_on_the_alert_subject() {
+    let server = LocalServer::start(false, None).unwrap();
+    let dir = temp_dir("business-disparity");
+    let config = "[business]\nsegments = [\"retail\", \"sme\"]\nperiods = [\"1h\"]\ndisparity_min_count = 10\n";
+    let serve = Child2::start(&server.url(), config, &dir, &[("CAMBIO_MASK_KEY", KEY)], &[], "info");
+    let client = async_nats::connect(server.url()).await.unwrap();
+    wait_ready(&client, &serve).await;
+    let mut alerts = client.subscribe("fx.alert.USDMXN").await.unwrap();
+    client.flush().await.unwrap();
+    // retail takes every rate, sme none: far apart after ten offers each.
+    for i in 0..20 {
+        let (seg, takes) = if i % 2 == 0 { ("retail", true) } else { ("sme", false) };
+        let client_id = format!("C-{i}");
+        let mut events = vec![event(i, &client_id, "offered", 17.0, None, Some(seg))];
+        events.push(event(
+            i,
+            &client_id,
+            if takes { "accepted" } else { "rejected" },
+            17.0,
+            None,
+            Some(seg),
+        ));
+        for e in events {
+            client.publish("fx.business.USDMXN", Bytes::from(e)).await.unwrap();
+        }
+    }
+    client.flush().await.unwrap();
+    let got = collect(&mut alerts, 2, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 2, "{}", serve.log());
+    let mut segments: Vec<String> = got
+        .iter()
+        .map(|m| {
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            assert_eq!(v["type"], "business_disparity", "{v}");
+            assert_eq!(v["period"], "1h", "{v}");
+            assert!(v["statistic"].as_f64().unwrap().abs() > 4.0, "{v}");
+            assert_eq!(
+                (v["offers"].as_u64(), v["offers_others"].as_u64()),
+                (Some(10), Some(10)),
+                "{v}"
+            );
+            v["segment"].as_str().unwrap().to_string()
+        })
+        .collect();
+    segments.sort();
+    // With two segments, each is the other's pool: both cross together, once each.
+    assert_eq!(segments, ["retail", "sme"]);
+    let s = stats_until(&client, &serve, |v| v["events"][0]["disparity_alarms"] == 1).await;
+    assert_eq!(s["periods"][0]["segments"][0]["disparity"]["alarm"], true, "{s}");
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&dir);
+}
