@@ -1,7 +1,7 @@
 //! The whole configuration file of `cambio` (`--config cambio.toml`): one table per layer that needs
 //! settings. Only the binary's layer knows the whole file; each table's type lives in the layer that uses
 //! it (`[engine]` in [`crate::engine`], `[nats]` and `[serve]` in [`crate::nats`], `[checkpoint]` in
-//! [`crate::checkpoint`], `[challenger]` in [`crate::challenger`]).
+//! [`crate::checkpoint`], `[challenger]` in [`crate::challenger`], `[business]` in [`crate::business`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,8 @@ pub struct Config {
     pub checkpoint: crate::checkpoint::CheckpointConfig,
     /// The shadow challenger and the rollback guard (`[challenger]`, `[challenger.engine]`).
     pub challenger: crate::challenger::ChallengerConfig,
+    /// Business metrics of deal events: segments, periods, masking key, disparity alarm (`[business]`).
+    pub business: crate::business::BusinessConfig,
     /// The Prometheus endpoint of `cambio serve` (`[metrics]`).
     pub metrics: crate::nats::serve::metrics::MetricsConfig,
 }
@@ -33,6 +35,7 @@ impl From<Config> for crate::nats::serve::ServeSettings {
             serve: c.serve,
             checkpoint: c.checkpoint,
             challenger: c.challenger,
+            business: c.business,
             metrics: c.metrics,
         }
     }
@@ -87,6 +90,7 @@ impl Config {
             .and_then(|()| cfg.serve.validate())
             .and_then(|()| cfg.checkpoint.validate())
             .and_then(|()| cfg.challenger.validate(&cfg.engine))
+            .and_then(|()| cfg.business.validate())
             .map_err(|message| ConfigError::Invalid {
                 path: path.into(),
                 message,
@@ -133,7 +137,8 @@ mod tests {
                 .validate()
                 .and_then(|()| c.serve.validate())
                 .and_then(|()| c.checkpoint.validate())
-                .and_then(|()| c.challenger.validate(&c.engine));
+                .and_then(|()| c.challenger.validate(&c.engine))
+                .and_then(|()| c.business.validate());
             if let Err(e) = valid {
                 panic!("{e}\n{b}");
             }

@@ -14,6 +14,8 @@
 //! - [`challenger`]: a shadow engine scored on the same ticks, promoted when it wins by a margin, and the
 //!   guard that rolls the live model back when an adaptation hurts.
 //! - [`contract`]: every message cambio publishes or answers, typed and tagged, and their JSON.
+//! - [`business`]: deal events from credit systems (offers, acceptances) with pseudonymised clients: uptake,
+//!   distinct clients, quote distance from the model and a disparity alarm, per pair, period and segment.
 //! - [`checkpoint`]: a pair's state in a versioned binary format, the applied stream sequences, and the
 //!   redb model registry behind `cambio models`.
 //! - [`pipeline`]: one pair's synchronous path (engine, contest, factor book, limits), the one replay and
@@ -27,6 +29,7 @@
 //! Time comes from tick timestamps only, so live serving and replay, which run the same
 //! [`pipeline::PairPipeline`], agree byte for byte.
 
+pub mod business;
 pub mod challenger;
 pub mod checkpoint;
 pub mod config;

@@ -72,9 +72,19 @@ fn main() -> ExitCode {
 /// Logs to stderr (stdout is the commands' output), as text or, with `--log-json`, JSON lines.
 fn init_tracing(json: bool) {
     // async-nats logs every client event at info, one per dropped message under a slow consumer; cambio logs
-    // (and rate-limits) the events itself. RUST_LOG overrides.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    // (and rate-limits) the events itself. RUST_LOG overrides, with one exception: below info, async-nats
+    // prints the subject of every message received, and a publisher may put anything in a subject (a client
+    // identifier in place of a pair), so it stays at info unless RUST_LOG names async_nats itself.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.contains("async_nats") => {
+            tracing_subscriber::EnvFilter::try_from_default_env().map(|f| match "async_nats=info".parse() {
+                Ok(d) => f.add_directive(d),
+                Err(_) => f,
+            })
+        }
+        _ => tracing_subscriber::EnvFilter::try_from_default_env(),
+    }
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
     let subscriber = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // Colours only on a terminal: a log file or a pipe gets plain `key=value` text.

@@ -227,7 +227,12 @@ async fn ping_info_and_stats_describe_one_instance() {
         .collect();
     endpoints.sort();
     let q = |n: &str| (n.to_string(), format!("fx.{n}.*"), "q".to_string());
-    assert_eq!(endpoints, vec![q("models"), q("query"), q("status")]);
+    let business = (
+        "business_stats".to_string(),
+        "fx.business.stats.*".to_string(),
+        "q".to_string(),
+    );
+    assert_eq!(endpoints, vec![business, q("models"), q("query"), q("status")]);
 
     let started = stats["started"].as_str().expect("started");
     assert!(cambio::time::parse_ts_us(started).is_ok(), "RFC 3339: {started}");

@@ -221,7 +221,10 @@ async fn live_forecasts_equal_replay_and_queries_answer() {
         .collect();
     let mut subjects = subjects;
     subjects.sort_unstable(); // the INFO reply lists endpoints in no fixed order
-    assert_eq!(subjects, vec!["fx.models.*", "fx.query.*", "fx.status.*"]);
+    assert_eq!(
+        subjects,
+        vec!["fx.business.stats.*", "fx.models.*", "fx.query.*", "fx.status.*"]
+    );
     let (_, stats) = request_json(&client, "$SRV.STATS.cambio", "").await;
     let data = &stats["data"];
     assert_eq!(data["counters"]["forecasts"], 3_000);

@@ -15,14 +15,24 @@
 //! | `status` | status replies | [`StatusReply`] |
 //! | `models`, `model_version` | registry replies | [`ModelsReply`], [`ModelVersionReply`] |
 //! | `error` | any failed request | [`ErrorReply`] |
+//! | `business_quarantined` | `<prefix>.business.quarantine.<PAIR>` | [`BusinessQuarantined`] |
+//! | `business_disparity` | `<prefix>.alert.<PAIR>` | [`BusinessDisparity`] |
+//! | `business_stats` | `<prefix>.business.stats.<PAIR>` replies | [`BusinessStatsReply`] |
 //!
 //! Ticks and factors come in as [`crate::tick::Tick`] and [`crate::tick::Factor`] (`parse_tick`,
 //! `parse_factor`). The same structs serialise replay's output file and the service's publications, so
 //! both agree byte for byte.
 
+mod business;
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+
+pub use business::{
+    BusinessDisparity, BusinessQuarantined, BusinessStatsReply, DisparityStat, PeriodStats, QuoteDistance,
+    SegmentEvents, SegmentStats,
+};
 
 pub use crate::challenger::{ContestStatus, Promotion, Rollback, Verdict};
 use crate::checkpoint::VersionMeta;

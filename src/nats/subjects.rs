@@ -92,6 +92,23 @@ impl Subjects {
     pub fn status(&self, pair: Pair) -> String {
         self.one("status", pair)
     }
+    /// Business events in: `<prefix>.business.<PAIR>`.
+    pub fn business(&self, pair: Pair) -> String {
+        self.one("business", pair)
+    }
+    /// Every pair's business events: `<prefix>.business.*` (one token: the stats and quarantine subjects,
+    /// longer, are not matched).
+    pub fn all_business(&self) -> String {
+        format!("{}.business.*", self.prefix)
+    }
+    /// Refused business events: `<prefix>.business.quarantine.<PAIR>`.
+    pub fn business_quarantine(&self, pair: Pair) -> String {
+        self.one("business.quarantine", pair)
+    }
+    /// Business stats requests: `<prefix>.business.stats.<PAIR>`.
+    pub fn business_stats(&self, pair: Pair) -> String {
+        self.one("business.stats", pair)
+    }
     /// The wildcard of a request endpoint, e.g. `<prefix>.query.*`.
     pub fn endpoint(&self, kind: &str) -> String {
         format!("{}.{kind}.*", self.prefix)
@@ -121,6 +138,13 @@ mod tests {
         assert_eq!(s.token("ticks", "bank.fx.pred.USDMXN"), None);
         assert_eq!(s.token("ticks", "fx.ticks.USDMXN"), None);
         assert_eq!(s.endpoint("query"), "bank.fx.query.*");
+        assert_eq!(s.all_business(), "bank.fx.business.*");
+        assert_eq!(s.business_stats(p), "bank.fx.business.stats.USDMXN");
+        assert_eq!(s.token("business", "bank.fx.business.stats.USDMXN"), None);
+        assert_eq!(
+            s.token("business.stats", "bank.fx.business.stats.USDMXN"),
+            Some("USDMXN")
+        );
         for bad in ["", "fx.", ".fx", "f x", "fx.*", "a..b", ">"] {
             assert!(Subjects::new(bad).is_err(), "{bad:?}");
         }

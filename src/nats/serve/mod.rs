@@ -9,6 +9,7 @@
 //!
 //! [`Engine`]: crate::engine::Engine
 
+pub mod business;
 pub mod checkpointer;
 pub mod config;
 pub mod metrics;
@@ -167,6 +168,8 @@ pub struct ServeSettings {
     pub checkpoint: CheckpointConfig,
     /// The shadow challenger and the rollback guard (`[challenger]`).
     pub challenger: crate::challenger::ChallengerConfig,
+    /// Business metrics of deal events (`[business]`).
+    pub business: crate::business::BusinessConfig,
     /// The Prometheus endpoint and what it reports (`[metrics]`).
     pub metrics: metrics::MetricsConfig,
 }
@@ -185,6 +188,12 @@ pub async fn run(
     cfg.serve.validate().map_err(ServeError::Config)?;
     cfg.checkpoint.validate().map_err(ServeError::Config)?;
     cfg.challenger.validate(&cfg.engine).map_err(ServeError::Config)?;
+    cfg.business.validate().map_err(ServeError::Config)?;
+    // The masking key is checked before connecting: a refused key stops serve with its reason.
+    let mask_key = business::load_key(&cfg.business).map_err(|e| ServeError::Config(e.to_string()))?;
+    let business =
+        crate::business::Business::new(&cfg.business, mask_key, cfg.serve.max_pairs).map_err(ServeError::Config)?;
+    let desk = Arc::new(business::BusinessDesk::new(business));
     cfg.metrics.validate().map_err(ServeError::Config)?;
     let subjects = Subjects::new(&cfg.serve.prefix).map_err(ServeError::Config)?;
     // Fail fast on settings that only the engine's constructor checks.
@@ -265,7 +274,7 @@ pub async fn run(
         }
     };
     let served = tokio::select! {
-        r = serve(cfg, Connection { client, tick_client, events, url }, subjects, &stop, outbox.clone(),
+        r = serve(cfg, Connection { client, tick_client, events, url }, subjects, desk, &stop, outbox.clone(),
             Metrics { telemetry: telemetry.clone(), listener: metrics_listener }) => r,
         () = watch => unreachable!("the watch never completes"),
         () = supervise => unreachable!("the supervisor never completes"),
@@ -352,6 +361,7 @@ async fn serve(
     cfg: ServeSettings,
     conn: Connection,
     subjects: Subjects,
+    desk: Arc<business::BusinessDesk>,
     stop: &Flag,
     outbox: Arc<Outbox>,
     metrics: Metrics,
@@ -411,6 +421,7 @@ async fn serve(
         events,
         control: writer.is_some().then(|| control_tx.clone()),
         writer: writer.clone(),
+        business: desk.clone(),
         telemetry: telemetry.clone(),
     });
     let collector = Arc::new(metrics::collect::ServeCollector {
@@ -423,6 +434,7 @@ async fn serve(
     let _metrics_http = metrics.listener.map(|listener| {
         let mut reg = prometheus_client::registry::Registry::default();
         reg.register_collector(Box::new(collector.clone()));
+        business::register(&mut reg, desk.clone());
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(addr = %addr, "metrics endpoint: /metrics, /healthz, /readyz");
         }
@@ -457,12 +469,24 @@ async fn serve(
             }
         }
     }));
+    // Business events: a task of their own, off the tick path (see `business`).
+    let business_task = business::start(business::BusinessTask {
+        client: client.clone(),
+        subjects: subjects.clone(),
+        desk,
+        registry: state.registry.clone(),
+        outbox: outbox.clone(),
+        counters: counters.clone(),
+    })
+    .await
+    .map_err(|(subject, source)| ServeError::Subscribe { subject, source })?;
     let end = End {
         client: &client,
         url: &url,
         counters: &counters,
         outbox: &outbox,
         confirmer,
+        business: AbortOnDrop(business_task),
     };
 
     let stamp = cfg.serve.stamp_arrival;
@@ -751,6 +775,8 @@ struct End<'a> {
     outbox: &'a Outbox,
     /// The periodic confirmation task, stopped before the last one.
     confirmer: AbortOnDrop,
+    /// The business events' task, stopped with the micro service.
+    business: AbortOnDrop,
 }
 
 /// A background task that ends with its handle (also when the service stops early with an error).
@@ -776,6 +802,7 @@ async fn finish(
         counters,
         outbox,
         confirmer,
+        business,
     } = end;
     let engines = router.close().await;
     if let Some((w, join)) = writer {
@@ -784,6 +811,7 @@ async fn finish(
         let _ = tokio::task::spawn_blocking(move || join.join()).await;
     }
     service.stop();
+    drop(business);
     drop(confirmer);
     // Everything published (forecasts, acknowledgements) must be read by the server before the socket closes.
     let confirmed = outbox.confirm(client, Duration::from_secs(10)).await;

@@ -8,6 +8,8 @@
 //!   `{"op":"show","version":3}`, `{"op":"rollback","version":3}`, `{"op":"keep","version":3,"keep":true}`,
 //!   `{"op":"checkpoint"}`. Rollbacks and checkpoints go through the consumer loop so they are ordered with
 //!   the pair's ticks; listing and keep marks go straight to the checkpoint writer.
+//! - `<prefix>.business.stats.<PAIR>` (endpoint `business_stats`): the pair's business figures per period
+//!   and segment (see [`super::business`]); 503 without a masking key, 404 for a pair with no event.
 //!
 //! Handlers read the shards' published snapshots (an `Arc` clone under a short lock), so queries never wait
 //! for, or slow, the tick path. A failed request is a [`RequestError`]; its variant decides the code, and
@@ -122,6 +124,9 @@ pub enum RequestError {
     /// The answer could not be encoded as JSON.
     #[error("cannot encode the reply: {0}")]
     Encode(#[source] serde_json::Error),
+    /// The business figures cannot be given (no masking key, no event of the pair).
+    #[error(transparent)]
+    Business(#[from] super::business::BusinessError),
 }
 
 impl RequestError {
@@ -139,6 +144,7 @@ impl RequestError {
             RequestError::UnknownPair(_) | RequestError::NoForecast | RequestError::NoStatus => 404,
             RequestError::NoCheckpoints | RequestError::ShuttingDown => 503,
             RequestError::RegistryUnavailable | RequestError::Encode(_) => 500,
+            RequestError::Business(e) => e.code(),
             RequestError::Writer(e) | RequestError::Rollback(RollbackError::Writer(e)) => writer_code(e),
             RequestError::Rollback(RollbackError::ShardStopped(_) | RollbackError::MaxPairs(_)) => 503,
             RequestError::Rollback(RollbackError::WrongPair { .. } | RollbackError::NotWritten(_)) => 500,
@@ -168,15 +174,29 @@ enum Kind {
     Status,
     /// `<prefix>.models.<PAIR>`.
     Models,
+    /// `<prefix>.business.stats.<PAIR>`.
+    BusinessStats,
 }
 
 impl Kind {
-    /// The endpoint's name and subject token.
+    /// Every endpoint.
+    const ALL: [Kind; 4] = [Kind::Query, Kind::Status, Kind::Models, Kind::BusinessStats];
+
+    /// The endpoint's name (discovery, STATS, metrics labels).
     fn name(self) -> &'static str {
         match self {
             Kind::Query => "query",
             Kind::Status => "status",
             Kind::Models => "models",
+            Kind::BusinessStats => "business_stats",
+        }
+    }
+
+    /// The subject tokens between the prefix and the pair.
+    fn subject(self) -> &'static str {
+        match self {
+            Kind::BusinessStats => "business.stats",
+            other => other.name(),
         }
     }
 }
@@ -195,6 +215,8 @@ pub struct ServiceState {
     pub control: Option<tokio::sync::mpsc::Sender<super::router::Control>>,
     /// The checkpoint writer (model registry reads and keep marks); `None` without checkpoints.
     pub writer: Option<super::checkpointer::Checkpointer>,
+    /// The business figures.
+    pub business: Arc<super::business::BusinessDesk>,
     /// What the metrics read (the endpoints are registered there).
     pub telemetry: Arc<super::metrics::Telemetry>,
 }
@@ -220,10 +242,10 @@ impl ServiceState {
     fn pair(&self, subject: &str, kind: Kind) -> Result<Pair, RequestError> {
         let token = self
             .subjects
-            .token(kind.name(), subject)
+            .token(kind.subject(), subject)
             .ok_or_else(|| RequestError::Subject {
                 subject: subject.to_string(),
-                expected: self.subjects.endpoint(kind.name()),
+                expected: self.subjects.endpoint(kind.subject()),
             })?;
         Pair::parse(token).ok_or_else(|| RequestError::NotAPair(token.to_string()))
     }
@@ -284,6 +306,19 @@ impl ServiceState {
     }
 }
 
+impl ServiceState {
+    /// Answers a business stats request: the pair's figures per period and segment.
+    ///
+    /// # Errors
+    /// [`RequestError`] for a bad subject or body, no masking key, or a pair with no business event.
+    pub fn business_stats(&self, subject: &str, body: &[u8]) -> Result<Bytes, RequestError> {
+        parse_status(body)?;
+        let pair = self.pair(subject, Kind::BusinessStats)?;
+        let reply = self.business.stats(pair)?;
+        Ok(Bytes::from(to_json_vec(&reply)))
+    }
+}
+
 /// A status request's body: empty, or any JSON (reserved for options; ignored today).
 fn parse_status(body: &[u8]) -> Result<(), RequestError> {
     if !body.iter().all(u8::is_ascii_whitespace) && serde_json::from_slice::<Value>(body).is_err() {
@@ -292,19 +327,17 @@ fn parse_status(body: &[u8]) -> Result<(), RequestError> {
     Ok(())
 }
 
-/// Runs the body decoder of `endpoint` (`query`, `status` or `models`) on `body`, exactly as its handler
+/// Runs the body decoder of `endpoint` (`query`, `status`, `models` or `business_stats`) on `body`, exactly as its handler
 /// does before it looks at any pair or state; `None` for another endpoint name. Public so the fuzz targets
 /// (`tests/fuzz`) reach the decoders without a running service.
 ///
 /// # Errors
 /// The [`RequestError`] the endpoint answers for this body.
 pub fn decode_body(endpoint: &str, body: &[u8]) -> Option<Result<(), RequestError>> {
-    let kind = [Kind::Query, Kind::Status, Kind::Models]
-        .into_iter()
-        .find(|k| k.name() == endpoint)?;
+    let kind = Kind::ALL.into_iter().find(|k| k.name() == endpoint)?;
     Some(match kind {
         Kind::Query => parse_query(body).map(drop),
-        Kind::Status => parse_status(body),
+        Kind::Status | Kind::BusinessStats => parse_status(body),
         Kind::Models => parse_models(body).map(drop),
     })
 }
@@ -477,9 +510,9 @@ pub async fn start(client: &async_nats::Client, state: Arc<ServiceState>) -> Res
         Box::new(move || serde_json::to_value(st.stats()).unwrap_or_default()),
     );
     let mut tasks = Vec::new();
-    for kind in [Kind::Query, Kind::Status, Kind::Models] {
+    for kind in Kind::ALL {
         let (endpoint, mut requests) = micro
-            .add_endpoint(client, kind.name(), &state.subjects.endpoint(kind.name()))
+            .add_endpoint(client, kind.name(), &state.subjects.endpoint(kind.subject()))
             .await?;
         let state = state.clone();
         let client = client.clone();
@@ -507,6 +540,7 @@ impl ServiceState {
             Kind::Query => self.query(subject, body),
             Kind::Status => self.status(subject, body),
             Kind::Models => self.models(subject, body).await,
+            Kind::BusinessStats => self.business_stats(subject, body),
         }
     }
 }
@@ -575,6 +609,14 @@ mod tests {
         assert_eq!(RequestError::from(RollbackError::MaxPairs(pair)).code(), 503);
         assert_eq!(RequestError::UnknownPair(pair).code(), 404);
         assert_eq!(RequestError::NoCheckpoints.code(), 503);
+        assert_eq!(
+            RequestError::from(super::super::business::BusinessError::NoMaskKey).code(),
+            503
+        );
+        assert_eq!(
+            RequestError::from(super::super::business::BusinessError::UnknownPair(pair)).code(),
+            404
+        );
         let reply = RequestError::UnknownPair(pair).reply();
         assert_eq!(
             reply,

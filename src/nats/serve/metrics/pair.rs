@@ -1,5 +1,6 @@
-//! One pair's metrics, owned by its shard: atomics it bumps on the tick path (no lock shared with other
-//! pairs), the rare alarm counts, and the rolling accuracy it refreshes with its status snapshot.
+//! One pair's metrics, owned by its shard: atomics it bumps on the tick path (no lock, nothing shared with
+//! other pairs; the shard is the only writer), the rare alarm counts, and the rolling accuracy it
+//! refreshes with its status snapshot.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,9 +62,10 @@ impl PairMetrics {
         }
     }
 
-    /// Adds one to a counter.
+    /// Adds one to a counter. Only the pair's shard writes its counters, so a plain load and store is
+    /// enough (no locked read-modify-write on the tick path); readers see each value whole.
     pub fn inc(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
+        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
     /// A tick received at `at`.
