@@ -19,8 +19,8 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use cambio::config::EngineConfig;
 use cambio::drift::{DriftConfig, Signal, SignalMonitor};
 use cambio::engine::{Engine, Output};
-use cambio::nats::serve::metrics::PairMetrics;
 use cambio::model::{EwmaVol, EwmaVolConfig, LocalLevel, LocalLevelConfig, Rls, RlsConfig, RlsInit, VolDecay};
+use cambio::nats::serve::metrics::PairMetrics;
 use cambio::quality::{QualityConfig, Validator};
 use cambio::replay::Item;
 use cambio::replay::source::CsvTicks;

@@ -542,7 +542,6 @@ async fn dashboard_and_rules_use_only_metrics_cambio_exports() {
 /// Every business metric the dashboard and the rules name has samples once `cambio serve` has taken deal
 /// events (one malformed) for a pair it forecasts and answered a business stats request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the business metrics (issue 13, business scope) merged into main"]
 async fn business_panels_use_only_metrics_cambio_exports() {
     let used = used_metric_names(true);
     assert!(used.len() >= 10, "names used: {used:?}");
