@@ -255,24 +255,25 @@ async fn metrics_agree_with_what_serve_published() {
             assert!(!v.contains("2024-03-04"), "a tick's time as a label value: {line}");
         }
     }
-    // The exposition passes Prometheus's own linter when promtool is installed (scripts/test.sh installs it).
-    if let Ok(mut child) = std::process::Command::new("promtool")
+    // The exposition passes Prometheus's own linter.
+    let mut child = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
+        .expect("promtool (Debian's prometheus package; scripts/test.sh installs it)");
     {
         use std::io::Write;
         child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool check metrics: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,4 +368,36 @@ fn a_metrics_address_in_use_stops_serve_at_start() {
         stderr.contains(&format!("metrics endpoint: cannot listen on {addr}")) && stderr.contains("in use"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accuracy_window_slides_on_tick_time_however_fast_ticks_come() {
+    let server = LocalServer::start(false, None).unwrap();
+    let dir = temp_dir("window");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = "[serve]\nreport_interval_secs = 0.2\n[metrics]\naccuracy_window_secs = 100\n";
+    let serve = Serve::start_with(&server.url(), config, &dir, &["--metrics", &addr]);
+    let client = async_nats::connect(server.url()).await.unwrap();
+    wait_ready(&client, &serve).await;
+    let mut preds = client.subscribe("fx.pred.USDMXN").await.unwrap();
+    // 2,000 ticks one second apart, published as fast as the client goes (a replay or a backlog).
+    let lines = walk(2_000, 5);
+    for l in &lines {
+        client
+            .publish_with_headers("fx.ticks.USDMXN", replay_header(), Bytes::from(l.clone()))
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    assert_eq!(collect(&mut preds, 2_000, Duration::from_secs(60)).await.len(), 2_000);
+    // A window of 100 s of tick time with a snapshot every 100/30 s: the 1-step forecasts scored in it are
+    // 100 to 104, whatever the wall-clock pace.
+    let labels = [("pair", "USDMXN"), ("horizon", "1step")];
+    let text = metrics_until(&format!("http://{addr}/metrics"), Duration::from_secs(10), "the window", |t| {
+        metric(t, "cambio_ticks_received_total", &[("pair", "USDMXN")]) == Some(2_000.0)
+            && metric(t, "cambio_forecast_scored", &labels).is_some()
+    })
+    .await;
+    let scored = metric(&text, "cambio_forecast_scored", &labels).unwrap();
+    assert!((100.0..=104.0).contains(&scored), "{scored}\n{text}");
 }

@@ -430,6 +430,7 @@ async fn serve(
         counters: counters.clone(),
         events: state.events.clone(),
         client: client.clone(),
+        checkpoints: writer_join.is_some(),
     });
     let _metrics_http = metrics.listener.map(|listener| {
         let mut reg = prometheus_client::registry::Registry::default();

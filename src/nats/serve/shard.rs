@@ -194,6 +194,11 @@ struct Shard {
     status_at: Instant,
     /// The engine changed since its last checkpoint version.
     changed: bool,
+    /// Tick time (µs) at which the rolling accuracy takes its next snapshot: it advances with tick time,
+    /// not only with the status refreshes, so a replay at full speed still fills its window.
+    accuracy_due_us: i64,
+    /// Tick time between two snapshots.
+    accuracy_step_us: i64,
     /// The latest event (an adaptation, a promotion, a rollback by the guard) since the last version: the
     /// reason of the next one. Events that come before their checkpoint is cut share one version.
     event: Option<crate::checkpoint::Reason>,
@@ -212,6 +217,7 @@ impl Shard {
         // The accuracy window's origin: what the engine had scored before this shard (a restored history
         // is not recent accuracy).
         metrics.update_accuracy(last_ts_us.unwrap_or(i64::MIN), pipeline.engine().accuracy_sums());
+        let accuracy_step_us = metrics.accuracy_step_us();
         let s = &ctx.subjects;
         let outlets = Outlets {
             pred: s.pred(pair).into(),
@@ -236,6 +242,8 @@ impl Shard {
             drift_changed: false,
             status_at: Instant::now(),
             changed: false,
+            accuracy_due_us: last_ts_us.map_or(i64::MIN, |t| t.saturating_add(accuracy_step_us)),
+            accuracy_step_us,
             event: None,
         }
     }
@@ -329,6 +337,12 @@ impl Shard {
         self.out = out;
         if let Some(v) = verdict {
             self.on_verdict(&v).await;
+        }
+        if let Some(ts) = self.last_ts_us
+            && ts >= self.accuracy_due_us
+        {
+            self.metrics.update_accuracy(ts, self.pipeline.engine().accuracy_sums());
+            self.accuracy_due_us = ts.saturating_add(self.accuracy_step_us);
         }
         if self.drift_changed {
             // A drift status change: publish the statistics now (after this tick's forecast, so they carry

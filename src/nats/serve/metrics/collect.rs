@@ -41,6 +41,8 @@ pub struct ServeCollector {
     pub events: Arc<ConnectionEvents>,
     /// The client (its connection state).
     pub client: async_nats::Client,
+    /// Checkpoints are configured: without them there is no checkpoint series at all.
+    pub checkpoints: bool,
 }
 
 impl fmt::Debug for ServeCollector {
@@ -169,7 +171,9 @@ impl Collector for ServeCollector {
         encode_quality_drift(&mut f, &pairs)?;
         encode_accuracy_forecasts(&mut f, &pairs, self.telemetry.started_unix)?;
         encode_model(&mut f, &pairs)?;
-        self.encode_checkpoints(&mut f)?;
+        if self.checkpoints {
+            self.encode_checkpoints(&mut f)?;
+        }
         self.encode_nats(&mut f)?;
         self.encode_process(&mut f)
     }
@@ -422,13 +426,26 @@ fn encode_quality_drift(f: &mut Family<'_, '_>, pairs: &[(Pair, Arc<PairView>)])
     )?;
     f.gauges("cambio_drift_statistic", "The drift detector's statistic now.", &stat)?;
     f.gauges("cambio_drift_threshold", "The drift detector's alarm threshold.", &thr)?;
+    // Every detector that can alarm has its series from the start (at 0), so `increase()` sees its first
+    // alarm: the engine's drift detectors (from the status) and the shock detector on the input.
     let mut alarms = Vec::new();
     for (p, v) in pairs {
+        let mut series: Vec<(&str, &str, u64)> = vec![("input", "shock", 0)];
+        if let Some((_, s)) = statuses.iter().find(|(q, _)| q == p) {
+            for sig in &s.summary.drift {
+                for d in sig.detectors.iter().filter(|d| d.alarming) {
+                    series.push((sig.signal.name(), d.name, 0));
+                }
+            }
+        }
         for a in v.metrics.alarms() {
-            alarms.push((
-                with(with(pair_l(p), "signal", a.signal), "detector", a.detector),
-                a.alarms,
-            ));
+            match series.iter_mut().find(|(s, d, _)| *s == a.signal && *d == a.detector) {
+                Some(e) => e.2 = a.alarms,
+                None => series.push((a.signal, a.detector, a.alarms)),
+            }
+        }
+        for (signal, detector, n) in series {
+            alarms.push((with(with(pair_l(p), "signal", signal), "detector", detector), n));
         }
     }
     f.counters("cambio_drift_alarms", "Drift alarms raised.", &alarms)?;

@@ -107,6 +107,11 @@ impl PairMetrics {
         }
     }
 
+    /// Tick time between two snapshots of the rolling accuracy (see [`RollingAccuracy::step_us`]).
+    pub fn accuracy_step_us(&self) -> i64 {
+        self.accuracy.lock().map(|a| a.step_us()).unwrap_or(i64::MAX)
+    }
+
     /// Quarantines per reason that occurred.
     pub fn quarantined(&self) -> Vec<(QuarantineReason, u64)> {
         QuarantineReason::ALL

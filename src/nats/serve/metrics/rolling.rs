@@ -96,6 +96,12 @@ impl RollingAccuracy {
         }
     }
 
+    /// Tick time between two snapshots (a caller takes one whenever this much tick time has passed, so a
+    /// fast replay or a backlog caught up at full speed still has a window of tick time).
+    pub fn step_us(&self) -> i64 {
+        self.step_us
+    }
+
     /// Each horizon's figures over the window.
     pub fn figures(&self) -> Vec<WindowAccuracy> {
         self.tracks
