@@ -477,24 +477,8 @@ async fn masking_search_finds_no_client_identifier_in_any_output() {
         metrics.contains("cambio_business_offers{pair=\"USDMXN\",segment=\"all\",period=\"1h\"} 6"),
         "{metrics}"
     );
-    // The business series pass Prometheus's linter when promtool is installed (scripts/test.sh installs it).
-    if let Ok(mut child) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool check metrics: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    // The business series pass Prometheus's linter.
+    common::promtool_check_metrics(&metrics);
     replies.push(metrics.into_bytes());
 
     // Everything published on the bus but what this test sent, read until the bus is quiet. The `>`

@@ -6,11 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
 use cambio::nats::LocalServer;
-use common::{
-    Serve, collect, free_port, http_get, metric, metrics_until, replay_header, request, temp_dir, wait_ready, walk,
-};
+use common::{Serve, collect, free_port, http_get, metric, metrics_until, request, temp_dir, wait_ready, walk};
 use serde_json::Value;
 
 const CONFIG: &str = "[serve]\nreport_interval_secs = 0.2\n[metrics]\ninstances_every_secs = 0.5\n";
@@ -56,13 +53,7 @@ async fn metrics_agree_with_what_serve_published() {
         1_500,
         r#"{"pair":"USDMXN","ts":"2024-03-04T00:30:00Z","bid":17.2,"ask":17.1,"source":"test"}"#.to_string(),
     );
-    for l in &lines {
-        client
-            .publish_with_headers("fx.ticks.USDMXN", replay_header(), Bytes::from(l.clone()))
-            .await
-            .unwrap();
-    }
-    client.flush().await.unwrap();
+    common::publish_replayed(&client, "USDMXN", &lines).await;
     let forecasts = collect(&mut preds, 2_000, Duration::from_secs(60)).await;
     let quarantined = collect(&mut quarantine, 3, Duration::from_secs(20)).await;
     assert_eq!(forecasts.len() + quarantined.len(), lines.len(), "{}", serve.log());
@@ -256,24 +247,7 @@ async fn metrics_agree_with_what_serve_published() {
         }
     }
     // The exposition passes Prometheus's own linter.
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian's prometheus package; scripts/test.sh installs it)");
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::promtool_check_metrics(&text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,21 +356,20 @@ async fn the_accuracy_window_slides_on_tick_time_however_fast_ticks_come() {
     let mut preds = client.subscribe("fx.pred.USDMXN").await.unwrap();
     // 2,000 ticks one second apart, published as fast as the client goes (a replay or a backlog).
     let lines = walk(2_000, 5);
-    for l in &lines {
-        client
-            .publish_with_headers("fx.ticks.USDMXN", replay_header(), Bytes::from(l.clone()))
-            .await
-            .unwrap();
-    }
-    client.flush().await.unwrap();
+    common::publish_replayed(&client, "USDMXN", &lines).await;
     assert_eq!(collect(&mut preds, 2_000, Duration::from_secs(60)).await.len(), 2_000);
     // A window of 100 s of tick time with a snapshot every 100/30 s: the 1-step forecasts scored in it are
     // 100 to 104, whatever the wall-clock pace.
     let labels = [("pair", "USDMXN"), ("horizon", "1step")];
-    let text = metrics_until(&format!("http://{addr}/metrics"), Duration::from_secs(10), "the window", |t| {
-        metric(t, "cambio_ticks_received_total", &[("pair", "USDMXN")]) == Some(2_000.0)
-            && metric(t, "cambio_forecast_scored", &labels).is_some()
-    })
+    let text = metrics_until(
+        &format!("http://{addr}/metrics"),
+        Duration::from_secs(10),
+        "the window",
+        |t| {
+            metric(t, "cambio_ticks_received_total", &[("pair", "USDMXN")]) == Some(2_000.0)
+                && metric(t, "cambio_forecast_scored", &labels).is_some()
+        },
+    )
     .await;
     let scored = metric(&text, "cambio_forecast_scored", &labels).unwrap();
     assert!((100.0..=104.0).contains(&scored), "{scored}\n{text}");

@@ -266,3 +266,36 @@ pub async fn metrics_until(url: &str, timeout: Duration, what: &str, done: impl 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Publishes `lines` on `fx.ticks.<pair>` as replayed ticks (never stamped with arrival), then flushes.
+pub async fn publish_replayed(client: &async_nats::Client, pair: &str, lines: &[String]) {
+    let subject = format!("fx.ticks.{pair}");
+    for l in lines {
+        client
+            .publish_with_headers(subject.clone(), replay_header(), Bytes::from(l.clone()))
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+}
+
+/// Fails unless `promtool check metrics` (Prometheus's own linter) accepts the exposition `text`. promtool
+/// comes with Debian's prometheus package, which scripts/test.sh installs.
+pub fn promtool_check_metrics(text: &str) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; scripts/test.sh installs it)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
