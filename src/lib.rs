@@ -18,6 +18,8 @@
 //!   distinct clients, quote distance from the model and a disparity alarm, per pair, period and segment.
 //! - [`checkpoint`]: a pair's state in a versioned binary format, the applied stream sequences, and the
 //!   redb model registry behind `cambio models`.
+//! - [`lake`]: the Parquet data lake: messages into rows, partitioned files written durably, named by
+//!   the stream sequences they hold (`cambio archive` live, `replay --archive` offline).
 //! - [`pipeline`]: one pair's synchronous path (engine, contest, factor book, limits), the one replay and
 //!   serve share.
 //! - [`replay`]: files and scenarios fed through the pipeline, with a JSON report and expectations.
@@ -40,6 +42,7 @@ pub mod eval;
 pub mod evolve;
 pub mod forecast;
 pub mod horizon;
+pub mod lake;
 pub mod model;
 pub mod nats;
 pub mod pipeline;

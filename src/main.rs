@@ -47,6 +47,10 @@ enum Command {
     /// The model registry: list, show, roll back, keep, export and import checkpoint versions in a redb
     /// file written by `serve --checkpoint` (offline: while serve runs, use the `fx.models.<PAIR>` endpoint).
     Models(cmd::models::Args),
+    /// Archive every input and output (ticks, quarantines, factors, forecasts, alerts, business
+    /// quarantines) from JetStream into Parquet files under --dir, partitioned by kind, pair and date.
+    /// SIGINT/SIGTERM write what is held and exit 0.
+    Archive(cmd::archive::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Floor(args) => cmd::floor::run(args),
         Command::Load(args) => cmd::load::run(args),
         Command::Models(args) => cmd::models::run(args),
+        Command::Archive(args) => cmd::archive::run(args),
     };
     result.unwrap_or_else(|e| {
         // Not `eprintln!`: a closed stderr must not turn an error into a panic.

@@ -5,6 +5,7 @@
 //! Each module owns its clap `Args` and a `run(args) -> Result<ExitCode, CliError>`; the library does the
 //! work, the module turns arguments into options and results into text.
 
+pub mod archive;
 pub mod demo;
 pub mod floor;
 pub mod load;
@@ -72,6 +73,12 @@ pub enum CliError {
     /// The service could not start, or failed.
     #[error(transparent)]
     Serve(#[from] cambio::nats::serve::ServeError),
+    /// `archive` could not archive.
+    #[error(transparent)]
+    Archive(#[from] cambio::nats::archive::ArchiveError),
+    /// `replay --archive` could not write the lake.
+    #[error(transparent)]
+    Lake(#[from] cambio::lake::LakeError),
     /// The model registry (a redb checkpoint file) refused an operation.
     #[error(transparent)]
     Store(#[from] cambio::checkpoint::StoreError),

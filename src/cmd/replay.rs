@@ -1,11 +1,14 @@
 //! `cambio replay`: a scenario or tick file through the engine in process (summary, report, outputs), or,
 //! with `--nats`, published to a NATS server for a live `cambio serve`.
 
+use std::cell::RefCell;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::rc::Rc;
 
 use cambio::config::Config;
+use cambio::lake::offline::OfflineLake;
 use cambio::nats::publish::{PublishOptions, Speed};
 use cambio::replay::{self, InputKind, ReplayOptions, Report, Scenario};
 
@@ -25,6 +28,10 @@ pub struct Args {
     /// Write every output (forecasts, quarantines, alarms, …) as JSON lines here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Write the outputs into a Parquet data lake in this folder, as `cambio archive` writes them live
+    /// (forecasts, quarantined ticks, alerts; see docs/lake.md).
+    #[arg(long, value_name = "DIR")]
+    archive: Option<PathBuf>,
     /// Configuration file: its [engine] table, when it has one, replaces the scenario's [config]; its
     /// [challenger] table runs the champion/challenger contest and the rollback guard as `serve` does.
     #[arg(long)]
@@ -39,7 +46,7 @@ pub struct Args {
     max_line_bytes: u64,
     /// Publish the input's ticks (and a scenario's factors) to the NATS server at this URL instead of
     /// running the engine; auth comes from the config's [nats] table and CAMBIO_NATS_* variables.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["report", "out", "no_timing"])]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["report", "out", "no_timing", "archive"])]
     nats: Option<String>,
     /// With --nats: the recorded spacing of ticks divided by this factor (`60x`, `1x` = real time).
     #[arg(long, requires = "nats", conflicts_with = "max")]
@@ -71,12 +78,30 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         },
         None => None,
     };
+    // The lake is fed from the observer, which cannot return an error: the first one is kept and returned
+    // after the replay.
+    let lake = match &args.archive {
+        Some(dir) => Some(Rc::new(RefCell::new(OfflineLake::new(dir, "fx")?))),
+        None => None,
+    };
+    let lake_error: Rc<RefCell<Option<cambio::lake::LakeError>>> = Rc::default();
+    let observer: Option<replay::Observer> = lake.clone().map(|lake| {
+        let lake_error = lake_error.clone();
+        Box::new(move |o: &cambio::engine::Output| {
+            let mut err = lake_error.borrow_mut();
+            if err.is_none()
+                && let Err(e) = lake.borrow_mut().push(o)
+            {
+                *err = Some(e);
+            }
+        }) as replay::Observer
+    });
     let opts = ReplayOptions {
         pair,
         timing: !args.no_timing,
         progress: true,
         outputs,
-        observer: None,
+        observer,
         challenger: cfg.as_ref().map(|c| c.challenger.clone()).unwrap_or_default(),
         max_line_bytes: usize::try_from(args.max_line_bytes).unwrap_or(usize::MAX),
     };
@@ -92,6 +117,18 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         }
         _ => replay::replay_file(&args.input, &cfg.map(|c| c.engine).unwrap_or_default(), opts)?,
     };
+    if let Some(e) = lake_error.take() {
+        return Err(e.into());
+    }
+    if let Some(lake) = lake {
+        // The observer, and so its handle, went with the replay's options: this is the last one.
+        let rows = match Rc::try_unwrap(lake) {
+            Ok(l) => l.into_inner().finish()?,
+            Err(_) => 0,
+        };
+        let dir = args.archive.as_deref().unwrap_or(std::path::Path::new("."));
+        let _ = writeln!(std::io::stderr(), "replay: archived {rows} rows to {}", dir.display());
+    }
     let mut out = Out::stdout();
     write_summary(&mut out, &report)?;
     out.flush()?;

@@ -10,6 +10,7 @@
 //! [`serve`] is the service; it is the only part that calls the engine, through the same `Engine::on_tick` as
 //! replay, so the core stays pure.
 
+pub mod archive;
 pub mod connect;
 pub mod floor;
 pub mod headers;

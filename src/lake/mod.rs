@@ -1,0 +1,355 @@
+//! The data lake: every input and output of the model as Apache Parquet files, partitioned Hive-style,
+//! `DIR/kind=<kind>/pair=<KEY>/date=<YYYY-MM-DD>/part-<STREAM>-<first seq>-<last seq>.parquet`.
+//!
+//! Synchronous and clock-free: the caller (`cambio archive`, `replay --archive`) hands in messages and the
+//! time, and learns which stream sequences are durable after each roll, so it acknowledges only those.
+//! A file is written under a temporary name, fsynced, renamed and its folder fsynced; its name is the
+//! range of stream sequences it holds, so a message is never in two files: after a crash, the messages of
+//! a file that became durable are known (see [`durable_seqs`]) and skipped when they are delivered again.
+//! The schema is in `docs/lake.md`.
+
+pub mod offline;
+pub mod rows;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use rows::{Columns, Parsed, date_of, route};
+pub use rows::{Kind, Message, Route, SCHEMA_VERSION};
+
+/// Why the lake could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    /// A file or folder of the lake could not be created, written, synced, renamed or read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The Parquet writer or reader failed.
+    #[error("{}: parquet: {source}", path.display())]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// The Parquet error.
+        source: parquet::errors::ParquetError,
+    },
+    /// A batch did not match its schema (a defect of this module, not of the input).
+    #[error("building a batch: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LakeError + '_ {
+    move |source| LakeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// When files roll.
+#[derive(Debug, Clone, Copy)]
+pub struct RollPolicy {
+    /// A partition's file is written when it holds this many rows…
+    pub max_rows: usize,
+    /// …or about this many bytes of payload…
+    pub max_bytes: usize,
+    /// …or its first row is this old.
+    pub max_age: Duration,
+}
+
+impl Default for RollPolicy {
+    fn default() -> Self {
+        RollPolicy {
+            max_rows: 100_000,
+            max_bytes: 64 << 20,
+            max_age: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A partition: kind, key (pair) and date.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct PartKey {
+    kind: Kind,
+    key: String,
+    date: String,
+    stream: String,
+}
+
+/// The rows of a partition not yet in a file.
+struct Open {
+    cols: Columns,
+    seqs: Vec<u64>,
+    since: Instant,
+}
+
+/// A file made durable: the stream and the sequences it holds (to acknowledge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durable {
+    /// The stream.
+    pub stream: String,
+    /// The sequences in the file.
+    pub seqs: Vec<u64>,
+    /// The file.
+    pub path: PathBuf,
+}
+
+/// The lake writer.
+pub struct Lake {
+    dir: PathBuf,
+    prefix: String,
+    policy: RollPolicy,
+    open: BTreeMap<PartKey, Open>,
+    props: WriterProperties,
+    /// Messages whose subject the lake does not keep.
+    pub ignored: u64,
+}
+
+impl Lake {
+    /// A writer into `dir` (created when missing) for subjects under `prefix`.
+    ///
+    /// # Errors
+    /// [`LakeError::Io`] when `dir` cannot be created.
+    pub fn new(dir: &Path, prefix: &str, policy: RollPolicy) -> Result<Lake, LakeError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                "schema_version".to_string(),
+                SCHEMA_VERSION.to_string(),
+            )]))
+            .build();
+        Ok(Lake {
+            dir: dir.to_path_buf(),
+            prefix: prefix.to_string(),
+            policy,
+            open: BTreeMap::new(),
+            props,
+            ignored: 0,
+        })
+    }
+
+    /// Rows held in memory, not yet in a file.
+    pub fn pending_rows(&self) -> usize {
+        self.open.values().map(|o| o.cols.rows()).sum()
+    }
+
+    /// Adds `m`; returns false when its subject is not kept (the caller acknowledges it at once).
+    /// Rolls the partition's file when it reaches the size limits, returning what became durable.
+    ///
+    /// # Errors
+    /// [`LakeError`] when a rolled file cannot be written.
+    pub fn push(&mut self, m: &Message<'_>, now: Instant) -> Result<(bool, Option<Durable>), LakeError> {
+        let Some(r) = route(&self.prefix, m.subject) else {
+            self.ignored += 1;
+            return Ok((false, None));
+        };
+        let parsed = Parsed::new(m.payload);
+        let key = PartKey {
+            kind: r.kind,
+            key: r.key.clone(),
+            date: date_of(parsed.str("ts")),
+            stream: m.stream.to_string(),
+        };
+        let open = self.open.entry(key.clone()).or_insert_with(|| Open {
+            cols: Columns::new(r.kind),
+            seqs: Vec::new(),
+            since: now,
+        });
+        open.cols.push(m, &r, &parsed);
+        open.seqs.push(m.seq);
+        if open.cols.rows() >= self.policy.max_rows || open.cols.bytes() >= self.policy.max_bytes {
+            return Ok((true, Some(self.roll(&key)?)));
+        }
+        Ok((true, None))
+    }
+
+    /// Rolls every partition whose first row is older than the policy's age (every one with `all`).
+    ///
+    /// # Errors
+    /// [`LakeError`] when a file cannot be written.
+    pub fn roll_due(&mut self, now: Instant, all: bool) -> Result<Vec<Durable>, LakeError> {
+        let due: Vec<PartKey> = self
+            .open
+            .iter()
+            .filter(|(_, o)| all || now.saturating_duration_since(o.since) >= self.policy.max_age)
+            .map(|(k, _)| k.clone())
+            .collect();
+        due.iter().map(|k| self.roll(k)).collect()
+    }
+
+    /// Writes a partition's rows to their file, durably.
+    fn roll(&mut self, key: &PartKey) -> Result<Durable, LakeError> {
+        let Some(mut open) = self.open.remove(key) else {
+            return Err(LakeError::Io {
+                path: self.dir.clone(),
+                source: io::Error::other("no open partition to roll"),
+            });
+        };
+        let folder = self
+            .dir
+            .join(format!("kind={}", key.kind.name()))
+            .join(format!("pair={}", key.key))
+            .join(format!("date={}", key.date));
+        fs::create_dir_all(&folder).map_err(io_err(&folder))?;
+        let first = open.seqs.iter().min().copied().unwrap_or(0);
+        let last = open.seqs.iter().max().copied().unwrap_or(0);
+        let name = format!("part-{}-{first}-{last}.parquet", key.stream);
+        let path = folder.join(&name);
+        let tmp = folder.join(format!(".{name}.tmp"));
+        let batch = open.cols.finish()?;
+        write_file(&tmp, &batch, self.props.clone())?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        sync_dir(&folder)?;
+        tracing::debug!(file = %path.display(), rows = batch.num_rows(), "lake file written");
+        Ok(Durable {
+            stream: key.stream.clone(),
+            seqs: open.seqs,
+            path,
+        })
+    }
+}
+
+/// Writes `batch` to `path` and fsyncs it.
+fn write_file(path: &Path, batch: &arrow_array::RecordBatch, props: WriterProperties) -> Result<(), LakeError> {
+    let pq = |source| LakeError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::create(path).map_err(io_err(path))?;
+    let mut w = ArrowWriter::try_new(&mut file, batch.schema(), Some(props)).map_err(pq)?;
+    w.write(batch).map_err(pq)?;
+    w.close().map_err(pq)?;
+    file.sync_all().map_err(io_err(path))
+}
+
+/// Fsyncs a folder, so a rename in it survives a crash.
+fn sync_dir(dir: &Path) -> Result<(), LakeError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+/// Every `.parquet` file under `dir`, with the stream and range its name gives.
+fn part_files(dir: &Path, out: &mut Vec<(PathBuf, String, u64, u64)>, temps: &mut Vec<PathBuf>) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            part_files(&path, out, temps)?;
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".part-") && name.ends_with(".tmp") {
+            temps.push(path);
+        } else if let Some(stem) = name.strip_prefix("part-").and_then(|n| n.strip_suffix(".parquet")) {
+            let mut it = stem.rsplitn(3, '-');
+            if let (Some(last), Some(first), Some(stream)) = (it.next(), it.next(), it.next())
+                && let (Ok(first), Ok(last)) = (first.parse(), last.parse())
+            {
+                out.push((path, stream.to_string(), first, last));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the temporary files a crash left behind (a file not yet renamed holds nothing acknowledged).
+/// Returns how many.
+///
+/// # Errors
+/// [`LakeError::Io`] when the lake cannot be listed or a file removed.
+pub fn remove_temp_files(dir: &Path) -> Result<usize, LakeError> {
+    let (mut files, mut temps) = (Vec::new(), Vec::new());
+    part_files(dir, &mut files, &mut temps).map_err(io_err(dir))?;
+    for t in &temps {
+        fs::remove_file(t).map_err(io_err(t))?;
+    }
+    Ok(temps.len())
+}
+
+/// The sequences of `stream` above `floor` already in a file of the lake: a message delivered again after a
+/// crash (its file was durable, its acknowledgement lost) is skipped, not written twice. Only files whose
+/// name's range ends above `floor` are read.
+///
+/// # Errors
+/// [`LakeError`] when the lake cannot be listed or a file read.
+pub fn durable_seqs(dir: &Path, stream: &str, floor: u64) -> Result<HashSet<u64>, LakeError> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let (mut files, mut temps) = (Vec::new(), Vec::new());
+    part_files(dir, &mut files, &mut temps).map_err(io_err(dir))?;
+    let mut seqs = HashSet::new();
+    for (path, s, _first, last) in files {
+        if s != stream || last <= floor {
+            continue;
+        }
+        let pq = |source| LakeError::Parquet {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(io_err(&path))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
+        let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), ["stream_seq"]);
+        for batch in builder.with_projection(mask).build().map_err(pq)? {
+            let batch = batch?;
+            if let Some(col) = batch.column(0).as_any().downcast_ref::<arrow_array::UInt64Array>() {
+                seqs.extend(col.values().iter().copied().filter(|&s| s > floor));
+            }
+        }
+    }
+    Ok(seqs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg<'a>(seq: u64, subject: &'a str, payload: &'a [u8]) -> Message<'a> {
+        Message {
+            stream: "FX",
+            seq,
+            arrival_us: None,
+            subject,
+            payload,
+        }
+    }
+
+    #[test]
+    fn files_are_named_by_their_sequence_range_and_read_back() {
+        let dir = std::env::temp_dir().join(format!("cambio-lake-unit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut lake = Lake::new(&dir, "fx", RollPolicy::default()).unwrap();
+        let now = Instant::now();
+        let t = br#"{"pair":"USDMXN","ts":"2024-01-02T10:00:00Z","bid":17.0,"ask":17.1}"#;
+        assert!(lake.push(&msg(3, "fx.ticks.USDMXN", t), now).unwrap().0);
+        assert!(lake.push(&msg(7, "fx.ticks.USDMXN", t), now).unwrap().0);
+        assert!(!lake.push(&msg(8, "fx.quality.USDMXN", b"{}"), now).unwrap().0);
+        assert!(lake.push(&msg(9, "fx.ticks.../../x", b"not json"), now).unwrap().0);
+        let done = lake.roll_due(now, true).unwrap();
+        assert_eq!(done.len(), 2);
+        let p = dir.join("kind=ticks/pair=USDMXN/date=2024-01-02/part-FX-3-7.parquet");
+        assert!(p.exists(), "{}", p.display());
+        assert!(
+            dir.join("kind=ticks/pair=______x/date=unknown/part-FX-9-9.parquet")
+                .exists()
+        );
+        assert_eq!(durable_seqs(&dir, "FX", 3).unwrap(), HashSet::from([7, 9]));
+        assert_eq!(durable_seqs(&dir, "OTHER", 0).unwrap(), HashSet::new());
+        fs::write(dir.join("kind=ticks/.part-FX-1-2.parquet.tmp"), b"x").unwrap();
+        assert_eq!(remove_temp_files(&dir).unwrap(), 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,355 @@
+//! `cambio archive`: every input and output of the model into the Parquet lake ([`crate::lake`]), through
+//! JetStream durable consumers, so the archive never slows serving and misses nothing while it is down.
+//!
+//! Two streams are read, each by a durable consumer named `--durable` (`cambio-archive`):
+//! - the input stream (`FX`, the one `serve` reads in JetStream mode: `<prefix>.ticks.>` and
+//!   `<prefix>.factors.>`), created with serve's settings when missing;
+//! - the output stream (`FX_OUT`), created or updated here over `<prefix>.pred.>`, `<prefix>.quarantine.>`,
+//!   `<prefix>.alert.>` and `<prefix>.business.quarantine.>`. Incoming business events
+//!   (`<prefix>.business.<PAIR>`) carry clear client identifiers and are not captured: the lake keeps what
+//!   serve publishes about them, with the client's pseudonym only.
+//!
+//! A message is acknowledged only once the file holding it is durable; one delivered again whose sequence
+//! is already in a file (the acknowledgement was lost in a crash) is acknowledged and skipped.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, AckKind, message::Acker};
+use futures_util::StreamExt;
+
+use crate::lake::{self, Durable, Lake, LakeError, Message, RollPolicy};
+use crate::nats::Subjects;
+
+/// Why the archive stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// A stream could not be created, updated or read.
+    #[error("jetstream: stream {stream}: {source}")]
+    Stream {
+        /// The stream's name.
+        stream: String,
+        /// The server's or client's error.
+        source: async_nats::Error,
+    },
+    /// The durable consumer could not be created or read.
+    #[error("jetstream: consumer {durable} on {stream}: {source}")]
+    Consumer {
+        /// The stream's name.
+        stream: String,
+        /// The consumer's name.
+        durable: String,
+        /// The server's or client's error.
+        source: async_nats::Error,
+    },
+    /// The lake could not be written.
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+}
+
+/// How to archive.
+#[derive(Debug, Clone)]
+pub struct ArchiveOptions {
+    /// The lake's folder.
+    pub dir: PathBuf,
+    /// The subjects' prefix.
+    pub subjects: Subjects,
+    /// The input stream (ticks and factors), serve's `[serve.jetstream] stream`.
+    pub input_stream: String,
+    /// The output stream (forecasts, quarantines, alerts, business quarantines).
+    pub output_stream: String,
+    /// The durable consumers' name.
+    pub durable: String,
+    /// When files roll.
+    pub policy: RollPolicy,
+}
+
+impl Default for ArchiveOptions {
+    fn default() -> Self {
+        ArchiveOptions {
+            dir: PathBuf::from("lake"),
+            subjects: Subjects::default(),
+            input_stream: "FX".into(),
+            output_stream: "FX_OUT".into(),
+            durable: "cambio-archive".into(),
+            policy: RollPolicy::default(),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveSummary {
+    /// Rows written to files.
+    pub rows: u64,
+    /// Files written.
+    pub files: u64,
+    /// Messages delivered again whose rows were already in a file.
+    pub skipped: u64,
+    /// Messages of subjects the lake does not keep.
+    pub ignored: u64,
+}
+
+/// Unacknowledged messages a consumer may hold: above the rows a roll interval buffers at full rate.
+const MAX_ACK_PENDING: i64 = 1_000_000;
+/// How long the server waits for an acknowledgement before delivering again: well above the roll age.
+const ACK_WAIT: Duration = Duration::from_secs(120);
+
+/// One stream's consumer and what is known of its sequences.
+struct Source {
+    stream: String,
+    consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+    /// Delivered, in no file yet: acknowledged when their file is durable.
+    pending: HashMap<u64, Acker>,
+    /// In a durable file, above the consumer's acknowledged floor: skipped when delivered again.
+    durable: HashSet<u64>,
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    name: &str,
+    subjects: Vec<String>,
+    update: bool,
+) -> Result<(), ArchiveError> {
+    let cfg = jetstream::stream::Config {
+        name: name.to_string(),
+        subjects,
+        storage: jetstream::stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let err = |source: async_nats::Error| ArchiveError::Stream {
+        stream: name.to_string(),
+        source,
+    };
+    let mut s = js.get_or_create_stream(cfg.clone()).await.map_err(|e| err(e.into()))?;
+    let info = s.info().await.map_err(|e| err(e.into()))?;
+    if update && info.config.subjects != cfg.subjects {
+        js.update_stream(cfg).await.map_err(|e| err(e.into()))?;
+    }
+    Ok(())
+}
+
+async fn source(js: &jetstream::Context, stream: &str, opts: &ArchiveOptions) -> Result<Source, ArchiveError> {
+    let cerr = |source: async_nats::Error| ArchiveError::Consumer {
+        stream: stream.to_string(),
+        durable: opts.durable.clone(),
+        source,
+    };
+    let s = js.get_stream(stream).await.map_err(|e| ArchiveError::Stream {
+        stream: stream.to_string(),
+        source: e.into(),
+    })?;
+    let config = |deliver_policy| jetstream::consumer::pull::Config {
+        durable_name: Some(opts.durable.clone()),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: ACK_WAIT,
+        max_ack_pending: MAX_ACK_PENDING,
+        deliver_policy,
+        ..Default::default()
+    };
+    let mut consumer = s
+        .get_or_create_consumer(&opts.durable, config(jetstream::consumer::DeliverPolicy::All))
+        .await
+        .map_err(|e| cerr(e.into()))?;
+    let info = consumer.info().await.map_err(|e| cerr(e.into()))?;
+    let floor = info.ack_floor.stream_sequence;
+    if info.num_ack_pending > 0 {
+        // Messages delivered to a run that stopped before acknowledging them would come again only after
+        // ack_wait: the consumer is recreated at the acknowledged floor instead, so they come at once
+        // (those already in a file are skipped).
+        s.delete_consumer(&opts.durable).await.map_err(|e| cerr(e.into()))?;
+        let from = jetstream::consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: floor + 1,
+        };
+        consumer = s.create_consumer(config(from)).await.map_err(|e| cerr(e.into()))?;
+        tracing::info!(stream, durable = %opts.durable, resume_from = floor + 1,
+            "messages delivered to a previous run were never acknowledged: reading again from the acknowledged floor");
+    }
+    let durable = lake::durable_seqs(&opts.dir, stream, floor)?;
+    tracing::info!(stream, durable = %opts.durable, ack_floor = floor, already_in_files = durable.len(), "archiving");
+    Ok(Source {
+        stream: stream.to_string(),
+        consumer,
+        pending: HashMap::new(),
+        durable,
+    })
+}
+
+/// Archives until `shutdown`, then writes what it holds and acknowledges it.
+///
+/// # Errors
+/// [`ArchiveError`] when a stream or consumer cannot be set up, or the lake cannot be written.
+pub async fn run(
+    client: &async_nats::Client,
+    opts: &ArchiveOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<ArchiveSummary, ArchiveError> {
+    let subjects = &opts.subjects;
+    let js = jetstream::new(client.clone());
+    let p = subjects.prefix();
+    ensure_stream(
+        &js,
+        &opts.input_stream,
+        vec![subjects.all_ticks(), subjects.all_factors()],
+        false,
+    )
+    .await?;
+    let out_subjects = vec![
+        format!("{p}.pred.>"),
+        format!("{p}.quarantine.>"),
+        format!("{p}.alert.>"),
+        format!("{p}.business.quarantine.>"),
+    ];
+    ensure_stream(&js, &opts.output_stream, out_subjects, true).await?;
+    let removed = lake::remove_temp_files(&opts.dir)?;
+    if removed > 0 {
+        tracing::info!(files = removed, "removed temporary files left by an interrupted run");
+    }
+    let mut lake = Lake::new(&opts.dir, p, opts.policy)?;
+    let mut sources = vec![
+        source(&js, &opts.input_stream, opts).await?,
+        source(&js, &opts.output_stream, opts).await?,
+    ];
+    let mut summary = ArchiveSummary::default();
+    tokio::pin!(shutdown);
+    let mut timer = tokio::time::interval((opts.policy.max_age / 4).max(Duration::from_millis(50)));
+    let mut pruned = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    'outer: loop {
+        let mut streams = Vec::new();
+        for (i, s) in sources.iter().enumerate() {
+            match s.consumer.stream().max_messages_per_batch(1024).messages().await {
+                Ok(m) => streams.push(m.map(move |r| (i, r)).boxed()),
+                Err(e) => {
+                    tracing::warn!(stream = %s.stream, error = %e, "cannot pull: retrying");
+                    tokio::select! {
+                        () = &mut shutdown => break 'outer,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue 'outer;
+                }
+            }
+        }
+        backoff = Duration::from_millis(100);
+        let mut merged = futures_util::stream::select_all(streams);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break 'outer,
+                _ = timer.tick() => {
+                    let done = lake.roll_due(Instant::now(), false)?;
+                    ack_durable(&mut sources, done, &mut summary).await;
+                    if pruned.elapsed() >= Duration::from_secs(10) {
+                        prune(&mut sources).await;
+                        pruned = Instant::now();
+                    }
+                }
+                next = merged.next() => match next {
+                    Some((i, Ok(m))) => {
+                        on_message(&mut lake, &mut sources, i, m, &mut summary).await?;
+                    }
+                    Some((i, Err(e))) => {
+                        tracing::warn!(stream = %sources[i].stream, error = %e, "pull interrupted: pulling again");
+                        continue 'outer;
+                    }
+                    None => continue 'outer,
+                },
+            }
+        }
+    }
+    let done = lake.roll_due(Instant::now(), true)?;
+    ack_durable(&mut sources, done, &mut summary).await;
+    summary.ignored = lake.ignored;
+    if let Err(e) = client.flush().await {
+        tracing::warn!(error = %e, "flushing the last acknowledgements");
+    }
+    Ok(summary)
+}
+
+async fn on_message(
+    lake: &mut Lake,
+    sources: &mut [Source],
+    i: usize,
+    m: jetstream::Message,
+    summary: &mut ArchiveSummary,
+) -> Result<(), ArchiveError> {
+    let seq = match m.info() {
+        Ok(info) => info.stream_sequence,
+        Err(e) => {
+            tracing::warn!(error = %e, "a message without JetStream metadata: not archived");
+            return Ok(());
+        }
+    };
+    let (msg, acker) = m.split();
+    let src = &mut sources[i];
+    if src.durable.contains(&seq) {
+        summary.skipped += 1;
+        ack(&acker).await;
+        return Ok(());
+    }
+    if let Some(a) = src.pending.get_mut(&seq) {
+        // Delivered again before its file rolled (a slow roll beyond ack_wait): one row, the newest handle.
+        *a = acker;
+        return Ok(());
+    }
+    let arrival_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_micros()).ok());
+    let message = Message {
+        stream: &src.stream,
+        seq,
+        arrival_us,
+        subject: msg.subject.as_str(),
+        payload: &msg.payload,
+    };
+    let (kept, rolled) = lake.push(&message, Instant::now())?;
+    if kept {
+        src.pending.insert(seq, acker);
+    } else {
+        ack(&acker).await;
+    }
+    if let Some(d) = rolled {
+        ack_durable(sources, vec![d], summary).await;
+    }
+    Ok(())
+}
+
+async fn ack(acker: &Acker) {
+    if let Err(e) = acker.ack_with(AckKind::Ack).await {
+        // Not fatal: the message comes again and is skipped as already durable.
+        tracing::warn!(error = %e, "acknowledgement not sent");
+    }
+}
+
+/// Acknowledges the messages of files that became durable.
+async fn ack_durable(sources: &mut [Source], done: Vec<Durable>, summary: &mut ArchiveSummary) {
+    for d in done {
+        summary.files += 1;
+        summary.rows += d.seqs.len() as u64;
+        let Some(src) = sources.iter_mut().find(|s| s.stream == d.stream) else {
+            continue;
+        };
+        for seq in d.seqs {
+            src.durable.insert(seq);
+            if let Some(a) = src.pending.remove(&seq) {
+                ack(&a).await;
+            }
+        }
+    }
+}
+
+/// Forgets durable sequences at or below each consumer's acknowledged floor (never delivered again).
+async fn prune(sources: &mut [Source]) {
+    for s in sources {
+        match s.consumer.info().await {
+            Ok(info) => {
+                let floor = info.ack_floor.stream_sequence;
+                s.durable.retain(|&q| q > floor);
+            }
+            Err(e) => tracing::debug!(stream = %s.stream, error = %e, "consumer info"),
+        }
+    }
+}
