@@ -30,6 +30,12 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
 fi
 command -v promtool >/dev/null 2>&1 && echo "== $(promtool --version 2>&1 | head -1)"
 
+# pyarrow for tests/archive.rs, which reads the Parquet lake back with an implementation other than ours.
+if ! python3 -c 'import pyarrow' >/dev/null 2>&1; then
+  echo "== installing pyarrow (pip install pyarrow)"
+  python3 -m pip install --quiet --disable-pip-version-check pyarrow || true
+fi
+
 # Scenarios and reference tests read real data in place from ../shared/data (never copied into the repo).
 if [ ! -d ../shared/data ]; then
   echo "warning: ../shared/data is missing; the scenarios that read it will fail" >&2
