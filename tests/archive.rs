@@ -296,7 +296,7 @@ async fn every_kind_is_read_back_as_published_masked_and_as_replay_writes_it() {
     assert_eq!(live[0]["model"], v["model"]["name"]);
     assert_eq!(live[0]["config_hash"], v["model"]["config"]);
     assert_eq!(live[0]["model_version"], v["model"]["version"]);
-    assert_eq!(live[0]["arrival"].is_string(), true);
+    assert!(live[0]["arrival"].is_string());
     // Business: the refused event, with the pseudonym; the clear identifier nowhere in the lake.
     let b = read_kind(&lake, "business");
     assert_eq!(
