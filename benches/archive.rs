@@ -28,7 +28,10 @@ fn forecasts() -> Vec<Vec<u8>> {
     ))
     .expect("spec");
     let cfg = EngineConfig {
-        horizons: ["1step", "10step", "1m"].iter().map(|h| h.parse().expect("h")).collect(),
+        horizons: ["1step", "10step", "1m"]
+            .iter()
+            .map(|h| h.parse().expect("h"))
+            .collect(),
         ..EngineConfig::default()
     };
     let mut engine = Engine::new(pair, &cfg).expect("engine");

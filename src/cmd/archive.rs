@@ -72,8 +72,10 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         },
     };
     let summary = runtime()?.block_on(async {
+        // Listening for SIGTERM before connecting: a stop during start-up is a clean stop.
+        let stop = shutdown_signal();
         let (client, _events) = cambio::nats::connect(&cfg, "cambio-archive").await?;
-        Ok::<_, CliError>(cambio::nats::archive::run(&client, &opts, shutdown_signal()).await?)
+        Ok::<_, CliError>(cambio::nats::archive::run(&client, &opts, stop).await?)
     })?;
     let mut out = Out::stdout();
     writeln!(

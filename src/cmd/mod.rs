@@ -179,28 +179,41 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(CliError::Runtime)
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM: how `serve` and `floor` are stopped.
-pub async fn shutdown_signal() {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM: how `serve`, `floor` and `archive` are stopped. The handlers
+/// are installed when this is called, not when the future is first polled, so a signal that comes while
+/// the caller is still connecting is not lost (nor fatal: without a handler, SIGTERM kills the process).
+/// Call it inside the runtime, before any set-up that may take time.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        match handlers {
+            (Some(mut term), Some(mut int)) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                     _ = term.recv() => {}
                 }
             }
-            Err(_) => {
+            (Some(mut term), None) => {
+                let _ = term.recv().await;
+            }
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown signal received");
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("shutdown signal received");
 }
 
 /// Completes on Ctrl-C (never, when the handler cannot be installed): how the tools are stopped.
