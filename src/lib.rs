@@ -45,6 +45,7 @@ pub mod nats;
 pub mod pipeline;
 pub mod quality;
 pub mod replay;
+pub mod sources;
 pub mod tick;
 pub mod time;
 

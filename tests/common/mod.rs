@@ -9,6 +9,8 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde_json::Value;
 
+pub mod postgres;
+
 /// A `cambio serve` child process, killed on drop; its log goes to a file printed when a test fails.
 pub struct Serve {
     pub child: Child,

@@ -1,0 +1,3 @@
+//! Connectors that fetch data on schedules and publish it as ticks or factors.
+
+pub mod postgres;
