@@ -35,14 +35,27 @@ impl Bus {
         .await
         .unwrap();
         let kv = js
-            .create_key_value(kv::Config { bucket: "cambio_sources".into(), history: 1, ..Default::default() })
+            .create_key_value(kv::Config {
+                bucket: "cambio_sources".into(),
+                history: 1,
+                ..Default::default()
+            })
             .await
             .unwrap();
-        Bus { _server: server, js, kv }
+        Bus {
+            _server: server,
+            js,
+            kv,
+        }
     }
 
     fn sink<'a>(&'a self, key: &'a str) -> Sink<'a> {
-        Sink { js: &self.js, kv: &self.kv, key, prefix: "fx" }
+        Sink {
+            js: &self.js,
+            kv: &self.kv,
+            key,
+            prefix: "fx",
+        }
     }
 
     /// Every message in the stream: subject, `Nats-Msg-Id`, payload.
@@ -74,7 +87,11 @@ fn rates_config(pg: &Postgres, limit: usize) -> PostgresConfig {
 fn insert_rates(pg: &Postgres, from_day: usize, n: usize, null_at: Option<usize>) {
     let rows: Vec<String> = (from_day..from_day + n)
         .map(|d| {
-            let v = if Some(d) == null_at { "NULL".to_string() } else { format!("{:.4}", 17.0 + d as f64 * 1e-4) };
+            let v = if Some(d) == null_at {
+                "NULL".to_string()
+            } else {
+                format!("{:.4}", 17.0 + d as f64 * 1e-4)
+            };
             format!("(TIMESTAMPTZ '2024-01-01 00:00:00+00' + INTERVAL '{d} days', {v})")
         })
         .collect();
@@ -106,7 +123,11 @@ async fn backfill_then_nothing_new_then_increments_with_nulls_as_missing() {
     assert_eq!(first["ts"], "2024-01-01T00:00:00.000Z");
     assert_eq!(first["mid"], 17.0);
     assert_eq!(msgs[3].2["mid"], 17.0003, "numeric read exactly");
-    assert!(msgs[7].2["mid"].is_null(), "NULL published as a missing value: {}", msgs[7].2);
+    assert!(
+        msgs[7].2["mid"].is_null(),
+        "NULL published as a missing value: {}",
+        msgs[7].2
+    );
     assert!(msgs[7].2.as_object().unwrap().contains_key("mid"));
     // Every message is a tick the engine reads (the NULL one as missing_value, which it quarantines).
     for (_, _, m) in &msgs {
@@ -134,7 +155,12 @@ async fn a_restart_resumes_from_the_kv_watermark_and_a_lost_watermark_duplicates
     pg.psql("CREATE TABLE rates (ts timestamptz PRIMARY KEY, value double precision)");
     insert_rates(&pg, 0, 12, None);
     let bus = Bus::start().await;
-    let r = run(&mut PostgresSource::new("rates_db", rates_config(&pg, 5)).unwrap(), &bus, "rates_db").await;
+    let r = run(
+        &mut PostgresSource::new("rates_db", rates_config(&pg, 5)).unwrap(),
+        &bus,
+        "rates_db",
+    )
+    .await;
     assert_eq!(r.published, 12);
 
     // A new process (a fresh source) reads the watermark from the bucket: only the new rows.
@@ -165,7 +191,10 @@ async fn the_server_down_fails_the_run_after_retries_and_the_next_run_catches_up
     assert_eq!(run(&mut src, &bus, "rates_db").await.published, 3);
 
     pg.stop();
-    let backoff = Backoff { attempts: 3, first: Duration::from_millis(50) };
+    let backoff = Backoff {
+        attempts: 3,
+        first: Duration::from_millis(50),
+    };
     let started = Instant::now();
     let err = src.run_once(&bus.sink("rates_db"), backoff).await.unwrap_err();
     assert!(matches!(err, PostgresError::Connect(_)), "{err}");
@@ -184,32 +213,57 @@ async fn a_bad_query_fails_at_once_with_the_servers_message() {
     let pg = Postgres::start();
     pg.psql("CREATE TABLE rates (ts timestamptz PRIMARY KEY, value numeric)");
     let bus = Bus::start().await;
-    let slow = Backoff { attempts: 5, first: Duration::from_secs(10) };
+    let slow = Backoff {
+        attempts: 5,
+        first: Duration::from_secs(10),
+    };
 
     let mut cfg = rates_config(&pg, 10);
     cfg.query = "SELECT ts, value FROM rate WHERE ts > $1 ORDER BY ts".into();
     let started = Instant::now();
-    let err = PostgresSource::new("q", cfg).unwrap().run_once(&bus.sink("q"), slow).await.unwrap_err();
+    let err = PostgresSource::new("q", cfg)
+        .unwrap()
+        .run_once(&bus.sink("q"), slow)
+        .await
+        .unwrap_err();
     assert!(matches!(err, PostgresError::Query(_)), "{err}");
     assert!(err.to_string().contains("relation \"rate\" does not exist"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10), "not retried");
 
     let mut cfg = rates_config(&pg, 10);
     cfg.query = "SELECT ts, value FROM rates ORDER BY ts".into();
-    let err = PostgresSource::new("q", cfg).unwrap().run_once(&bus.sink("q"), slow).await.unwrap_err();
+    let err = PostgresSource::new("q", cfg)
+        .unwrap()
+        .run_once(&bus.sink("q"), slow)
+        .await
+        .unwrap_err();
     assert!(matches!(err, PostgresError::Params { count: 0 }), "{err}");
 
     let mut cfg = rates_config(&pg, 10);
     cfg.mid = Some("mid".into());
-    let err = PostgresSource::new("q", cfg).unwrap().run_once(&bus.sink("q"), slow).await.unwrap_err();
-    assert_eq!(err.to_string(), "column `mid` (mid) is not in the query's result (it has: ts, value)");
+    let err = PostgresSource::new("q", cfg)
+        .unwrap()
+        .run_once(&bus.sink("q"), slow)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "column `mid` (mid) is not in the query's result (it has: ts, value)"
+    );
 
     insert_rates(&pg, 0, 3, None);
     let mut cfg = rates_config(&pg, 10);
     cfg.query = "SELECT ts, value FROM rates WHERE ts > $1 ORDER BY ts DESC".into();
-    let err = PostgresSource::new("q", cfg).unwrap().run_once(&bus.sink("q"), slow).await.unwrap_err();
+    let err = PostgresSource::new("q", cfg)
+        .unwrap()
+        .run_once(&bus.sink("q"), slow)
+        .await
+        .unwrap_err();
     assert!(matches!(err, PostgresError::Unordered { .. }), "{err}");
-    assert!(bus.kv.get("q").await.unwrap().is_none(), "no watermark stored past unordered rows");
+    assert!(
+        bus.kv.get("q").await.unwrap().is_none(),
+        "no watermark stored past unordered rows"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,7 +285,11 @@ async fn factors_by_integer_id_with_names_from_a_column() {
     };
     let mut src = PostgresSource::new("rates_db", cfg).unwrap();
     let r = run(&mut src, &bus, "factors").await;
-    assert_eq!((r.published, r.missing, r.watermark.as_deref()), (3, 1, Some("3")), "{r:?}");
+    assert_eq!(
+        (r.published, r.missing, r.watermark.as_deref()),
+        (3, 1, Some("3")),
+        "{r:?}"
+    );
     let msgs = bus.messages().await;
     assert_eq!(msgs[0].0, "fx.factors.TIIE28");
     assert_eq!(msgs[0].1, "postgres-rates_db-TIIE28-1");
@@ -253,7 +311,11 @@ async fn notify_on_the_listen_channel_wakes_the_source() {
     assert_eq!(run(&mut src, &bus, "rates_db").await.published, 0);
 
     // Not notified yet.
-    assert!(tokio::time::timeout(Duration::from_millis(200), src.notified()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), src.notified())
+            .await
+            .is_err()
+    );
     insert_rates(&pg, 0, 2, None);
     pg.psql("NOTIFY rates_changed");
     tokio::time::timeout(Duration::from_secs(10), src.notified())

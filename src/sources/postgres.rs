@@ -269,7 +269,11 @@ impl Target {
         let name = match rest.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
             Some(col) if !col.is_empty() => TargetName::Column(col.to_string()),
             Some(_) => return Err(bad()),
-            None if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_graphic() && b != b'.' && b != b'*' && b != b'>') => {
+            None if !rest.is_empty()
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'.' && b != b'*' && b != b'>') =>
+            {
                 TargetName::Fixed(rest.to_string())
             }
             None => return Err(bad()),
@@ -290,7 +294,11 @@ pub enum Watermark {
 impl Watermark {
     /// The lowest watermark of a column's kind: the first run reads every row.
     pub fn lowest(time: bool) -> Watermark {
-        if time { Watermark::Time(i64::MIN) } else { Watermark::Id(i64::MIN) }
+        if time {
+            Watermark::Time(i64::MIN)
+        } else {
+            Watermark::Id(i64::MIN)
+        }
     }
 
     /// Reads a watermark's text (from `start`, or as stored): RFC 3339 or a date for a time column, a
@@ -299,7 +307,10 @@ impl Watermark {
     /// # Errors
     /// [`PostgresError::BadStart`] when the text does not fit the column.
     pub fn parse(text: &str, time: bool) -> Result<Watermark, PostgresError> {
-        let bad = |why: &str| PostgresError::BadStart { start: text.to_string(), why: why.to_string() };
+        let bad = |why: &str| PostgresError::BadStart {
+            start: text.to_string(),
+            why: why.to_string(),
+        };
         if time {
             parse_ts_us(text.trim())
                 .map(Watermark::Time)
@@ -333,7 +344,11 @@ impl ToSql for Watermark {
         match (*self, ty) {
             (Watermark::Time(us), t) if *t == Type::TIMESTAMP || *t == Type::TIMESTAMPTZ => {
                 // i64::MIN is PostgreSQL's -infinity, before every timestamp.
-                out.put_i64(if us == i64::MIN { i64::MIN } else { us.saturating_sub(PG_EPOCH_US) });
+                out.put_i64(if us == i64::MIN {
+                    i64::MIN
+                } else {
+                    us.saturating_sub(PG_EPOCH_US)
+                });
             }
             (Watermark::Time(us), t) if *t == Type::DATE => {
                 let days = if us == i64::MIN {
@@ -351,7 +366,11 @@ impl ToSql for Watermark {
                 out.put_i16(i16::try_from(id).unwrap_or(if id < 0 { i16::MIN } else { i16::MAX }))
             }
             (w, t) => {
-                let have = if matches!(w, Watermark::Time(_)) { "a time" } else { "an integer" };
+                let have = if matches!(w, Watermark::Time(_)) {
+                    "a time"
+                } else {
+                    "an integer"
+                };
                 return Err(format!("$1 is compared as {t}, but the watermark column is {have}").into());
             }
         }
@@ -359,7 +378,15 @@ impl ToSql for Watermark {
     }
 
     fn accepts(ty: &Type) -> bool {
-        [Type::TIMESTAMP, Type::TIMESTAMPTZ, Type::DATE, Type::INT8, Type::INT4, Type::INT2].contains(ty)
+        [
+            Type::TIMESTAMP,
+            Type::TIMESTAMPTZ,
+            Type::DATE,
+            Type::INT8,
+            Type::INT4,
+            Type::INT2,
+        ]
+        .contains(ty)
     }
 
     to_sql_checked!();
@@ -383,7 +410,9 @@ impl<'a> FromSql<'a> for SqlTime {
         if us == i64::MAX || us == i64::MIN {
             return Err("an infinite timestamp".into());
         }
-        us.checked_add(PG_EPOCH_US).map(SqlTime).ok_or_else(|| "a timestamp out of range".into())
+        us.checked_add(PG_EPOCH_US)
+            .map(SqlTime)
+            .ok_or_else(|| "a timestamp out of range".into())
     }
 
     fn accepts(ty: &Type) -> bool {
@@ -416,7 +445,14 @@ impl<'a> FromSql<'a> for SqlNumber {
 }
 
 /// The SQL types [`SqlNumber`] reads.
-const NUMBER_TYPES: [Type; 6] = [Type::FLOAT8, Type::FLOAT4, Type::INT2, Type::INT4, Type::INT8, Type::NUMERIC];
+const NUMBER_TYPES: [Type; 6] = [
+    Type::FLOAT8,
+    Type::FLOAT4,
+    Type::INT2,
+    Type::INT4,
+    Type::INT8,
+    Type::NUMERIC,
+];
 
 /// Decodes NUMERIC's binary form: ndigits, weight, sign, dscale (i16 each), then base-10000 digits, the
 /// first worth 10000^weight. Through the decimal text, so the f64 is the one nearest the exact value.
@@ -478,7 +514,9 @@ impl Record {
         for (k, v) in &self.values {
             let v = match v {
                 None => serde_json::Value::Null,
-                Some(x) if x.is_finite() => serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, Into::into),
+                Some(x) if x.is_finite() => {
+                    serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, Into::into)
+                }
                 Some(x) if x.is_nan() => "NaN".into(),
                 Some(x) if *x > 0.0 => "Infinity".into(),
                 Some(_) => "-Infinity".into(),
@@ -528,7 +566,10 @@ impl ValueColumns {
                 if cfg.mid.is_some() || cfg.bid.is_some() || cfg.ask.is_some() {
                     return bad("a factor target takes `value`, not `mid`, `bid` or `ask`");
                 }
-                Ok(ValueColumns(vec![("value", cfg.value.clone().unwrap_or_else(|| "value".into()))]))
+                Ok(ValueColumns(vec![(
+                    "value",
+                    cfg.value.clone().unwrap_or_else(|| "value".into()),
+                )]))
             }
         }
     }
@@ -545,15 +586,22 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(cfg: &PostgresConfig, target: &Target, values: &ValueColumns, st: &Statement) -> Result<Plan, PostgresError> {
+    fn new(
+        cfg: &PostgresConfig,
+        target: &Target,
+        values: &ValueColumns,
+        st: &Statement,
+    ) -> Result<Plan, PostgresError> {
         let cols = st.columns();
         let have = || cols.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ");
         let find = |name: &str, role: &'static str| {
-            cols.iter().position(|c| c.name() == name).ok_or_else(|| PostgresError::MissingColumn {
-                name: name.to_string(),
-                role,
-                have: have(),
-            })
+            cols.iter()
+                .position(|c| c.name() == name)
+                .ok_or_else(|| PostgresError::MissingColumn {
+                    name: name.to_string(),
+                    role,
+                    have: have(),
+                })
         };
         let type_err = |i: usize, role: &'static str, expected: &'static str| PostgresError::ColumnType {
             name: cols[i].name().to_string(),
@@ -568,7 +616,11 @@ impl Plan {
         } else if [Type::INT2, Type::INT4, Type::INT8].contains(wt) {
             false
         } else {
-            return Err(type_err(watermark, "watermark", "timestamp, timestamptz, date, smallint, integer or bigint"));
+            return Err(type_err(
+                watermark,
+                "watermark",
+                "timestamp, timestamptz, date, smallint, integer or bigint",
+            ));
         };
         let time = match &cfg.time {
             Some(t) => find(t, "time")?,
@@ -600,7 +652,13 @@ impl Plan {
             }
             vals.push((*role, i));
         }
-        Ok(Plan { watermark, watermark_is_time, time, name, values: vals })
+        Ok(Plan {
+            watermark,
+            watermark_is_time,
+            time,
+            name,
+            values: vals,
+        })
     }
 
     /// Reads one row (`n`: its position in the page, for errors).
@@ -630,7 +688,13 @@ impl Plan {
             let v: Option<SqlNumber> = row.try_get(*i).map_err(|e| bad(error_chain(&e)))?;
             values.push((*role, v.map(|x| x.0)));
         }
-        Ok(Record { kind: target.kind, name, ts_us, values, watermark })
+        Ok(Record {
+            kind: target.kind,
+            name,
+            ts_us,
+            values,
+            watermark,
+        })
     }
 }
 
@@ -667,7 +731,10 @@ struct Connected {
 impl fmt::Debug for PostgresSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the DSN: it may hold a password.
-        f.debug_struct("PostgresSource").field("name", &self.name).field("target", &self.target).finish()
+        f.debug_struct("PostgresSource")
+            .field("name", &self.name)
+            .field("target", &self.target)
+            .finish()
     }
 }
 
@@ -700,7 +767,14 @@ impl PostgresSource {
                 });
             }
         }
-        Ok(PostgresSource { name: name.to_string(), cfg, target, values, dsn, conn: None })
+        Ok(PostgresSource {
+            name: name.to_string(),
+            cfg,
+            target,
+            values,
+            dsn,
+            conn: None,
+        })
     }
 
     /// The source's name.
@@ -744,9 +818,14 @@ impl PostgresSource {
                 }
             }
         });
-        let statement = client.prepare(&self.cfg.query).await.map_err(|e| PostgresError::from_driver(&e))?;
+        let statement = client
+            .prepare(&self.cfg.query)
+            .await
+            .map_err(|e| PostgresError::from_driver(&e))?;
         if statement.params().len() != 1 {
-            return Err(PostgresError::Params { count: statement.params().len() });
+            return Err(PostgresError::Params {
+                count: statement.params().len(),
+            });
         }
         let plan = Plan::new(&self.cfg, &self.target, &self.values, &statement)?;
         let notified = match &self.cfg.listen {
@@ -759,7 +838,12 @@ impl PostgresSource {
             }
             None => None,
         };
-        self.conn = Some(Connected { client, statement, plan, notified });
+        self.conn = Some(Connected {
+            client,
+            statement,
+            plan,
+            notified,
+        });
         Ok(())
     }
 
@@ -796,7 +880,10 @@ impl PostgresSource {
     /// [`PostgresError`]: transient when the connection broke (it is reconnected next time).
     pub async fn page(&mut self, after: Watermark) -> Result<Page, PostgresError> {
         self.connect().await?;
-        let conn = self.conn.as_ref().ok_or_else(|| PostgresError::Connect("not connected".into()))?;
+        let conn = self
+            .conn
+            .as_ref()
+            .ok_or_else(|| PostgresError::Connect("not connected".into()))?;
         let rows = match conn.client.query(&conn.statement, &[&after]).await {
             Ok(rows) => rows,
             Err(e) => {
@@ -857,7 +944,10 @@ pub struct Backoff {
 impl Default for Backoff {
     /// 4 tries over 3.5 s: a server restarting comes back; one that is down fails the run soon.
     fn default() -> Backoff {
-        Backoff { attempts: 4, first: Duration::from_millis(500) }
+        Backoff {
+            attempts: 4,
+            first: Duration::from_millis(500),
+        }
     }
 }
 
@@ -915,9 +1005,18 @@ impl PostgresSource {
         }
     }
 
-    async fn run_pages(&mut self, sink: &Sink<'_>, report: &mut RunReport, rows: &mut usize) -> Result<(), PostgresError> {
+    async fn run_pages(
+        &mut self,
+        sink: &Sink<'_>,
+        report: &mut RunReport,
+        rows: &mut usize,
+    ) -> Result<(), PostgresError> {
         self.connect().await?;
-        let stored = sink.kv.get(sink.key).await.map_err(|e| PostgresError::Nats(error_chain(&e)))?;
+        let stored = sink
+            .kv
+            .get(sink.key)
+            .await
+            .map_err(|e| PostgresError::Nats(error_chain(&e)))?;
         let mut after = match stored {
             Some(b) => {
                 let text = String::from_utf8_lossy(&b).into_owned();
@@ -983,13 +1082,26 @@ mod tests {
     fn targets_parse() {
         assert_eq!(
             Target::parse("tick:USDMXN").unwrap(),
-            Target { kind: Kind::Tick, name: TargetName::Fixed("USDMXN".into()) }
+            Target {
+                kind: Kind::Tick,
+                name: TargetName::Fixed("USDMXN".into())
+            }
         );
         assert_eq!(
             Target::parse("factor:{name}").unwrap(),
-            Target { kind: Kind::Factor, name: TargetName::Column("name".into()) }
+            Target {
+                kind: Kind::Factor,
+                name: TargetName::Column("name".into())
+            }
         );
-        for bad in ["USDMXN", "quote:USDMXN", "tick:", "tick:{}", "factor:a.b", "tick:US MXN"] {
+        for bad in [
+            "USDMXN",
+            "quote:USDMXN",
+            "tick:",
+            "tick:{}",
+            "factor:a.b",
+            "tick:US MXN",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }
@@ -1007,7 +1119,13 @@ mod tests {
             ValueColumns::of(&cfg(None, None, None, None), Kind::Tick).unwrap().0,
             vec![("mid", "mid".to_string())]
         );
-        assert_eq!(ValueColumns::of(&cfg(None, Some("b"), Some("a"), None), Kind::Tick).unwrap().0.len(), 2);
+        assert_eq!(
+            ValueColumns::of(&cfg(None, Some("b"), Some("a"), None), Kind::Tick)
+                .unwrap()
+                .0
+                .len(),
+            2
+        );
         assert!(ValueColumns::of(&cfg(None, Some("b"), None, None), Kind::Tick).is_err());
         assert!(ValueColumns::of(&cfg(Some("m"), None, None, None), Kind::Factor).is_err());
         assert_eq!(
@@ -1020,7 +1138,10 @@ mod tests {
     fn watermarks_round_trip_as_text() {
         let t = Watermark::parse("2024-03-04T10:00:00.000123Z", true).unwrap();
         assert_eq!(Watermark::parse(&t.text(), true).unwrap(), t);
-        assert_eq!(Watermark::parse("2024-03-04", true).unwrap().text(), "2024-03-04T00:00:00.000Z");
+        assert_eq!(
+            Watermark::parse("2024-03-04", true).unwrap().text(),
+            "2024-03-04T00:00:00.000Z"
+        );
         assert_eq!(Watermark::parse("42", false).unwrap(), Watermark::Id(42));
         assert!(Watermark::parse("2024-03-04", false).is_err());
         assert!(Watermark::parse("42x", true).is_err());
@@ -1036,9 +1157,15 @@ mod tests {
         let day = Watermark::Time(PG_EPOCH_US + US_PER_DAY);
         assert_eq!(enc(day, Type::TIMESTAMPTZ).unwrap(), US_PER_DAY.to_be_bytes().to_vec());
         assert_eq!(enc(day, Type::DATE).unwrap(), 1i32.to_be_bytes().to_vec());
-        assert_eq!(enc(Watermark::lowest(true), Type::TIMESTAMP).unwrap(), i64::MIN.to_be_bytes().to_vec());
+        assert_eq!(
+            enc(Watermark::lowest(true), Type::TIMESTAMP).unwrap(),
+            i64::MIN.to_be_bytes().to_vec()
+        );
         assert_eq!(enc(Watermark::Id(7), Type::INT4).unwrap(), 7i32.to_be_bytes().to_vec());
-        assert_eq!(enc(Watermark::lowest(false), Type::INT2).unwrap(), i16::MIN.to_be_bytes().to_vec());
+        assert_eq!(
+            enc(Watermark::lowest(false), Type::INT2).unwrap(),
+            i16::MIN.to_be_bytes().to_vec()
+        );
         assert!(enc(Watermark::Id(7), Type::TIMESTAMP).is_err());
         assert!(enc(day, Type::INT8).is_err());
     }
@@ -1070,7 +1197,10 @@ mod tests {
         // 18.5277 = 18 . 5277
         assert_eq!(numeric_to_f64(&numeric(0, 0, 4, &[18, 5277])).unwrap(), 18.5277);
         // -1234567.89 = 123 4567 . 8900
-        assert_eq!(numeric_to_f64(&numeric(1, 0x4000, 2, &[123, 4567, 8900])).unwrap(), -1_234_567.89);
+        assert_eq!(
+            numeric_to_f64(&numeric(1, 0x4000, 2, &[123, 4567, 8900])).unwrap(),
+            -1_234_567.89
+        );
         // 0.000012 = . 0000 1200 (weight -2)
         assert_eq!(numeric_to_f64(&numeric(-2, 0, 6, &[1200])).unwrap(), 0.000012);
         assert_eq!(numeric_to_f64(&numeric(0, 0, 0, &[])).unwrap(), 0.0);
@@ -1088,10 +1218,21 @@ mod tests {
             values: vec![("mid", None)],
             watermark: Watermark::Time(PG_EPOCH_US),
         };
-        assert_eq!(r.payload("db"), r#"{"mid":null,"pair":"USDMXN","source":"db","ts":"2000-01-01T00:00:00.000Z"}"#);
+        assert_eq!(
+            r.payload("db"),
+            r#"{"mid":null,"pair":"USDMXN","source":"db","ts":"2000-01-01T00:00:00.000Z"}"#
+        );
         assert_eq!(r.msg_id("db", false), "postgres-db-2000-01-01T00:00:00.000Z");
         assert_eq!(r.msg_id("db", true), "postgres-db-USDMXN-2000-01-01T00:00:00.000Z");
-        let f = Record { kind: Kind::Factor, name: "TIIE28".into(), values: vec![("value", Some(7.25))], ..r };
-        assert_eq!(f.payload("db"), r#"{"name":"TIIE28","source":"db","ts":"2000-01-01T00:00:00.000Z","value":7.25}"#);
+        let f = Record {
+            kind: Kind::Factor,
+            name: "TIIE28".into(),
+            values: vec![("value", Some(7.25))],
+            ..r
+        };
+        assert_eq!(
+            f.payload("db"),
+            r#"{"name":"TIIE28","source":"db","ts":"2000-01-01T00:00:00.000Z","value":7.25}"#
+        );
     }
 }

@@ -42,12 +42,26 @@ impl Postgres {
         if as_root {
             std::os::unix::fs::chown(&dir, Some(UNPRIVILEGED_ID), Some(UNPRIVILEGED_ID)).unwrap();
         }
-        let mut pg = Postgres { bin, dir, port: super::free_port(), child: None, as_root };
+        let mut pg = Postgres {
+            bin,
+            dir,
+            port: super::free_port(),
+            child: None,
+            as_root,
+        };
         let out = pg
             .command("initdb")
             .arg("-D")
             .arg(pg.dir.join("data"))
-            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
             .output()
             .expect("run initdb");
         assert!(
@@ -67,7 +81,10 @@ impl Postgres {
 
     /// A libpq-style connection string for the `postgres` database (what a source's `dsn` holds).
     pub fn dsn(&self) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=5", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=5",
+            self.port
+        )
     }
 
     /// The server's log so far (printed by the tests when they fail).
@@ -78,7 +95,18 @@ impl Postgres {
     /// Runs `sql` with `psql` (stops at the first error, which fails the test); its unaligned output.
     pub fn psql(&self, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
             .args(["-p", &self.port.to_string(), "-d", "postgres", "-c", sql])
             .current_dir(&self.dir)
             .output()
@@ -115,7 +143,14 @@ impl Postgres {
             .arg(&self.dir)
             .args(["-p", &self.port.to_string(), "-c", "listen_addresses=127.0.0.1"])
             // A test cluster: durability across a machine crash does not matter, speed does.
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -130,14 +165,27 @@ impl Postgres {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let ready = Command::new(self.bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-t", "2", "-p", &self.port.to_string()])
+                .args([
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-t",
+                    "2",
+                    "-p",
+                    &self.port.to_string(),
+                ])
                 .status()
                 .is_ok_and(|s| s.success());
             if ready {
                 return;
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("postgres exited ({status}) before accepting connections:\n{}", self.log());
+                panic!(
+                    "postgres exited ({status}) before accepting connections:\n{}",
+                    self.log()
+                );
             }
             assert!(
                 Instant::now() < deadline,
