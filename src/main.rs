@@ -47,6 +47,9 @@ enum Command {
     /// The model registry: list, show, roll back, keep, export and import checkpoint versions in a redb
     /// file written by `serve --checkpoint` (offline: while serve runs, use the `fx.models.<PAIR>` endpoint).
     Models(cmd::models::Args),
+    /// Connectors: fetch Banxico, INEGI and FRED series on schedules and publish them as ticks and factors
+    /// (`sources run --config FILE [--once]`), with watermarks in a JetStream key-value bucket.
+    Sources(cmd::sources::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Floor(args) => cmd::floor::run(args),
         Command::Load(args) => cmd::load::run(args),
         Command::Models(args) => cmd::models::run(args),
+        Command::Sources(args) => cmd::sources::run(args),
     };
     result.unwrap_or_else(|e| {
         // Not `eprintln!`: a closed stderr must not turn an error into a panic.

@@ -12,6 +12,7 @@ pub mod models;
 pub mod record;
 pub mod replay;
 pub mod serve;
+pub mod sources;
 pub mod tail;
 
 use std::io::{self, Write};
@@ -75,6 +76,12 @@ pub enum CliError {
     /// The model registry (a redb checkpoint file) refused an operation.
     #[error(transparent)]
     Store(#[from] cambio::checkpoint::StoreError),
+    /// A sources file is invalid.
+    #[error(transparent)]
+    SourcesConfig(#[from] cambio::sources::config::ConfigError),
+    /// The connectors could not start.
+    #[error(transparent)]
+    Sources(#[from] cambio::sources::runner::RunError),
     /// The async runtime could not be started.
     #[error("starting the async runtime: {0}")]
     Runtime(io::Error),

@@ -218,7 +218,7 @@ pub fn free_port() -> u16 {
 
 /// GET `url`: the status and the body; `None` when nothing answers within 5 s.
 pub async fn http_get(url: &str) -> Option<(u16, String)> {
-    let client = reqwest::Client::builder()
+    let client = cambio::sources::http::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
