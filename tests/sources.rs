@@ -443,21 +443,26 @@ base_url = "{u}/inegi"
     }
     assert_eq!(stream_count(&mut stream).await, before);
 
-    // 3. New rows appear (and one dated in the future): only the new ones are published, the future one
-    // is refused with a log line.
-    let future_day = days(&cambio::sources::runner::today(0).to_string()) + 30;
+    // 3. New rows appear (and, in INEGI's answer, which has no date range, the month after today's): only
+    // the new ones are published, the future one is refused with a log line.
+    let (y, m, _) = cambio::sources::runner::today(0).ymd();
+    let future_day = if m == 12 {
+        days(&format!("{:04}-01-01", y + 1))
+    } else {
+        days(&format!("{y:04}-{:02}-01", m + 1))
+    };
     let mut fix_now = fix.clone();
     fix_now.extend(fix_later.iter().cloned());
-    fix_now.push(Row {
-        day: future_day,
-        value: Some("17.5".into()),
-    });
     api.set("SF43718", fix_now);
     let mut dff_now = dff.clone();
     dff_now.extend(dff_later.iter().cloned());
     api.set("DFF", dff_now);
     let mut inpc_now = inpc.clone();
     inpc_now.extend(inpc_later.iter().cloned());
+    inpc_now.push(Row {
+        day: future_day,
+        value: Some("150.5".into()),
+    });
     api.set("628194", inpc_now);
     let run = run_once(&cfg, &server.url()).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
@@ -468,7 +473,7 @@ base_url = "{u}/inegi"
         run.stdout
     );
     assert_eq!(
-        summary_row(&run, "fix")[6],
+        summary_row(&run, "inpc")[6],
         "1",
         "the future date counted: {}",
         run.stdout
@@ -480,11 +485,7 @@ base_url = "{u}/inegi"
     for r in &fix_later {
         assert!(new_ids.contains(&format!("banxico-SF43718-{}", date(r.day)).as_str()));
     }
-    assert!(
-        !msgs
-            .iter()
-            .any(|m| m.1 == format!("banxico-SF43718-{}", date(future_day)))
-    );
+    assert!(!msgs.iter().any(|m| m.1 == format!("inegi-628194-{}", date(future_day))));
 
     // 4. The watermarks are lost: everything is fetched and published again, and the stream's duplicate
     // window drops every copy.
