@@ -323,3 +323,140 @@ async fn notify_on_the_listen_channel_wakes_the_source() {
         .expect("woken by NOTIFY");
     assert_eq!(run(&mut src, &bus, "rates_db").await.published, 2);
 }
+
+/// A sources file with a live postgres source (`rates_db`, pages of 4) and, with `down_port`, one whose
+/// server is not running (`down_db`, one quick retry).
+fn sources_toml(pg: &Postgres, down_port: Option<u16>, listen: bool) -> String {
+    let mut s = format!(
+        r#"
+[[source]]
+kind = "postgres"
+name = "rates_db"
+every = "1h"
+dsn = "{dsn}"
+query = "SELECT ts, value FROM rates WHERE ts > $1 ORDER BY ts LIMIT 4"
+watermark = "ts"
+target = "tick:USDMXN"
+mid = "value"
+{listen}
+"#,
+        dsn = pg.dsn(),
+        listen = if listen { "listen = \"rates_changed\"" } else { "" }
+    );
+    if let Some(port) = down_port {
+        s.push_str(&format!(
+            r#"
+[[source]]
+kind = "postgres"
+name = "down_db"
+every = "1h"
+dsn = "host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=2"
+query = "SELECT ts, value FROM rates WHERE ts > $1 ORDER BY ts"
+watermark = "ts"
+target = "tick:USDMXN"
+mid = "value"
+retries = 1
+backoff = "50ms"
+"#
+        ));
+    }
+    s
+}
+
+/// `cambio sources run --once`: its exit code and standard output.
+async fn sources_once(config: &std::path::Path, url: &str) -> (i32, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cambio"))
+        .args(["sources", "run", "--once", "--nats", url, "--config"])
+        .arg(config)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{text}\n--- stderr ---\n{err}"),
+    )
+}
+
+/// Messages in the `FX` stream now.
+async fn stream_count(js: &jetstream::Context) -> u64 {
+    js.get_stream("FX").await.unwrap().info().await.unwrap().state.messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_run_once_publishes_backfill_then_nothing_then_new_rows_and_a_down_server_fails_alone() {
+    let pg = Postgres::start();
+    pg.psql("CREATE TABLE rates (ts timestamptz PRIMARY KEY, value numeric)");
+    insert_rates(&pg, 0, 10, Some(2));
+    let bus = Bus::start().await;
+    let url = bus._server.url();
+    let dir = common::temp_dir("sources-postgres");
+    let config = dir.join("sources.toml");
+    std::fs::write(&config, sources_toml(&pg, Some(common::free_port()), false)).unwrap();
+
+    // Backfill; the source whose server is down fails, clearly, and does not stop the other.
+    let (code, out) = sources_once(&config, &url).await;
+    assert_eq!(code, 1, "a failed source exits 1:\n{out}");
+    assert!(out.contains("down_db: connection to PostgreSQL failed"), "{out}");
+    let row = out.lines().find(|l| l.starts_with("rates_db")).unwrap_or_default();
+    assert!(
+        row.split_whitespace().collect::<Vec<_>>()[..6] == ["rates_db", "postgres", "ok", "10", "10", "1"],
+        "{out}"
+    );
+    assert_eq!(stream_count(&bus.js).await, 10);
+    assert!(bus.messages().await[2].2["mid"].is_null(), "NULL as a missing value");
+
+    // A second run (a new process: the watermark comes from the bucket) publishes nothing new.
+    std::fs::write(&config, sources_toml(&pg, None, false)).unwrap();
+    let (code, out) = sources_once(&config, &url).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(stream_count(&bus.js).await, 10);
+
+    // Rows inserted after are published by the next run, and only they.
+    insert_rates(&pg, 10, 3, None);
+    let (code, out) = sources_once(&config, &url).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(stream_count(&bus.js).await, 13);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_run_polls_at_once_on_notify_without_waiting_for_the_schedule() {
+    let pg = Postgres::start();
+    pg.psql("CREATE TABLE rates (ts timestamptz PRIMARY KEY, value numeric)");
+    insert_rates(&pg, 0, 2, None);
+    let bus = Bus::start().await;
+    let dir = common::temp_dir("sources-postgres-listen");
+    let config = dir.join("sources.toml");
+    std::fs::write(&config, sources_toml(&pg, None, true)).unwrap();
+    let log = dir.join("sources.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cambio"))
+        .args(["sources", "run", "--nats", &bus._server.url(), "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let wait_for = |n: u64| {
+        let js = bus.js.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while stream_count(&js).await < n && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            stream_count(&js).await
+        }
+    };
+    let first = wait_for(2).await;
+    // The first run is done and the next is an hour away: only a NOTIFY can bring the new rows now.
+    insert_rates(&pg, 2, 3, None);
+    pg.psql("NOTIFY rates_changed");
+    let after = wait_for(5).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!((first, after), (2, 5), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::Date;
+use super::postgres::PostgresConfig;
 use super::schedule::{Cron, Schedule};
 use crate::tick::Pair;
 
@@ -53,6 +54,8 @@ pub enum Kind {
     Inegi,
     /// FRED (St. Louis Fed) `series/observations`.
     Fred,
+    /// An internal PostgreSQL database ([`super::postgres`]).
+    Postgres,
 }
 
 impl Kind {
@@ -62,6 +65,7 @@ impl Kind {
             Kind::Banxico => "banxico",
             Kind::Inegi => "inegi",
             Kind::Fred => "fred",
+            Kind::Postgres => "postgres",
         }
     }
 
@@ -71,6 +75,7 @@ impl Kind {
             Kind::Banxico => "https://www.banxico.org.mx/SieAPIRest/service/v1",
             Kind::Inegi => "https://www.inegi.org.mx/app/api/indicadores/desarrolladores/jsonxml",
             Kind::Fred => "https://api.stlouisfed.org/fred",
+            Kind::Postgres => "",
         }
     }
 
@@ -80,7 +85,8 @@ impl Kind {
     /// there is never refused.
     pub fn utc_offset_minutes(self) -> i64 {
         match self {
-            Kind::Banxico | Kind::Inegi => -6 * 60,
+            // An internal database: its cron schedules in Mexico City time, like the public sources'.
+            Kind::Banxico | Kind::Inegi | Kind::Postgres => -6 * 60,
             Kind::Fred => -4 * 60,
         }
     }
@@ -126,8 +132,10 @@ impl Target {
 struct RawSource {
     kind: Kind,
     name: Option<String>,
+    #[serde(default)]
     series: BTreeMap<String, String>,
     token_env: Option<String>,
+    #[serde(default)]
     start: String,
     every: Option<String>,
     cron: Option<String>,
@@ -135,6 +143,39 @@ struct RawSource {
     timeout: Option<String>,
     retries: Option<u32>,
     backoff: Option<String>,
+    // The `postgres` kind's own keys (refused on the other kinds); inline, not a flattened struct, because
+    // serde's `flatten` would switch `deny_unknown_fields` off.
+    dsn: Option<String>,
+    dsn_env: Option<String>,
+    query: Option<String>,
+    watermark: Option<String>,
+    time: Option<String>,
+    target: Option<String>,
+    mid: Option<String>,
+    bid: Option<String>,
+    ask: Option<String>,
+    value: Option<String>,
+    listen: Option<String>,
+}
+
+impl RawSource {
+    fn has_postgres_keys(&self) -> bool {
+        [
+            &self.dsn,
+            &self.dsn_env,
+            &self.query,
+            &self.watermark,
+            &self.time,
+            &self.target,
+            &self.mid,
+            &self.bid,
+            &self.ask,
+            &self.value,
+            &self.listen,
+        ]
+        .iter()
+        .any(|v| v.is_some())
+    }
 }
 
 /// The file as written.
@@ -172,6 +213,8 @@ pub struct SourceConfig {
     pub retries: u32,
     /// The first wait before a retry, doubled at each (`backoff`, default 1 s; at most 60 s).
     pub backoff: Duration,
+    /// A `postgres` source's query, columns and connection (`None` for the other kinds).
+    pub postgres: Option<PostgresConfig>,
 }
 
 /// A whole sources file, checked.
@@ -246,7 +289,12 @@ impl SourcesConfig {
 }
 
 fn check(r: RawSource, name: &str) -> Result<SourceConfig, String> {
-    let _ = name;
+    if r.kind == Kind::Postgres {
+        return check_postgres(r, name);
+    }
+    if r.has_postgres_keys() {
+        return Err("`dsn`, `query`, `watermark`, `target` and the column keys are for postgres sources".into());
+    }
     if r.series.is_empty() {
         return Err("`series` is empty".into());
     }
@@ -260,8 +308,43 @@ fn check(r: RawSource, name: &str) -> Result<SourceConfig, String> {
             Target::parse(target).map_err(|e| format!("series {id}: {e}"))?,
         ));
     }
+    if r.start.is_empty() {
+        return Err("`start` (the first date of the backfill, yyyy-mm-dd) is required".into());
+    }
     let start = Date::parse_ymd(&r.start).ok_or_else(|| format!("start `{}`: expected a date yyyy-mm-dd", r.start))?;
-    let schedule = match (&r.every, &r.cron) {
+    let schedule = schedule(&r)?;
+    if r.kind != Kind::Inegi && r.token_env.is_none() {
+        // INEGI's token is optional in this format only because some mirrors do not ask for one; Banxico
+        // and FRED always do.
+        return Err("`token_env` (the environment variable holding the API token) is required".into());
+    }
+    let (timeout, retries, backoff) = limits(&r)?;
+    let base_url = r
+        .base_url
+        .unwrap_or_else(|| r.kind.default_base_url().to_string())
+        .trim_end_matches('/')
+        .to_string();
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        return Err(format!("base_url `{base_url}`: expected an http:// or https:// URL"));
+    }
+    Ok(SourceConfig {
+        name: name.to_string(),
+        kind: r.kind,
+        series,
+        token_env: r.token_env,
+        start,
+        schedule,
+        base_url,
+        timeout,
+        retries,
+        backoff,
+        postgres: None,
+    })
+}
+
+/// `every` or `cron`, checked.
+fn schedule(r: &RawSource) -> Result<Schedule, String> {
+    Ok(match (&r.every, &r.cron) {
         (Some(_), Some(_)) => return Err("set `every` or `cron`, not both".into()),
         (None, None) => return Err("set `every` (e.g. \"1h\") or `cron` (e.g. \"0 13 * * 1-5\")".into()),
         (Some(e), None) => {
@@ -272,20 +355,11 @@ fn check(r: RawSource, name: &str) -> Result<SourceConfig, String> {
             Schedule::Every(d)
         }
         (None, Some(c)) => Schedule::Cron(Cron::parse(c).map_err(|e| format!("cron `{c}`: {e}"))?),
-    };
-    if r.kind != Kind::Inegi && r.token_env.is_none() {
-        // INEGI's token is optional in this format only because some mirrors do not ask for one; Banxico
-        // and FRED always do.
-        return Err("`token_env` (the environment variable holding the API token) is required".into());
-    }
-    let base_url = r
-        .base_url
-        .unwrap_or_else(|| r.kind.default_base_url().to_string())
-        .trim_end_matches('/')
-        .to_string();
-    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-        return Err(format!("base_url `{base_url}`: expected an http:// or https:// URL"));
-    }
+    })
+}
+
+/// `timeout` (default 30 s), `retries` (default 3) and `backoff` (default 1 s), checked.
+fn limits(r: &RawSource) -> Result<(Duration, u32, Duration), String> {
     let timeout = match &r.timeout {
         Some(t) => duration(t, "timeout")?,
         None => Duration::from_secs(30),
@@ -304,17 +378,56 @@ fn check(r: RawSource, name: &str) -> Result<SourceConfig, String> {
     if retries > 20 {
         return Err("retries: at most 20".into());
     }
+    Ok((timeout, retries, backoff))
+}
+
+/// A `postgres` source: its own keys instead of `series`, `token_env` and `base_url`; a `name` is required,
+/// because its watermark key and message ids carry it (a position would change when the file is edited).
+fn check_postgres(r: RawSource, name: &str) -> Result<SourceConfig, String> {
+    if r.name.is_none()
+        || name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err("a postgres source needs a `name` of letters, digits, `_` and `-` (its watermark key and message ids carry it)".into());
+    }
+    if !r.series.is_empty() || r.token_env.is_some() || r.base_url.is_some() {
+        return Err("a postgres source takes `query` and `target`, not `series`, `token_env` or `base_url`".into());
+    }
+    let schedule = schedule(&r)?;
+    let (timeout, retries, backoff) = limits(&r)?;
+    let p = r;
+    let required = |v: Option<String>, key: &str| v.ok_or_else(|| format!("a postgres source needs `{key}`"));
+    let pg = PostgresConfig {
+        dsn: p.dsn,
+        dsn_env: p.dsn_env,
+        query: required(p.query, "query")?,
+        watermark: required(p.watermark, "watermark")?,
+        time: p.time,
+        target: required(p.target, "target")?,
+        mid: p.mid,
+        bid: p.bid,
+        ask: p.ask,
+        value: p.value,
+        start: (!p.start.is_empty()).then_some(p.start),
+        listen: p.listen,
+    };
+    // The checks that need no connection: the target, the value columns, one DSN, `start`'s shape.
+    super::postgres::check(&pg).map_err(|e| e.to_string())?;
     Ok(SourceConfig {
         name: name.to_string(),
-        kind: r.kind,
-        series,
-        token_env: r.token_env,
-        start,
+        kind: Kind::Postgres,
+        series: Vec::new(),
+        token_env: None,
+        // Unused: a postgres source starts from its own `start` (a time or an id), or from every row.
+        start: Date(0),
         schedule,
-        base_url,
+        base_url: String::new(),
         timeout,
         retries,
         backoff,
+        postgres: Some(pg),
     })
 }
 
@@ -365,6 +478,44 @@ backoff = "10ms"
         assert_eq!(f.name, "fed");
         assert_eq!(f.base_url, "http://127.0.0.1:9");
         assert_eq!((f.retries, f.backoff), (1, Duration::from_millis(10)));
+    }
+
+    const POSTGRES: &str = r#"
+[[source]]
+kind = "postgres"
+name = "rates_db"
+every = "5m"
+dsn_env = "RATES_DSN"
+query = "SELECT ts, value FROM rates WHERE ts > $1 ORDER BY ts LIMIT 10000"
+watermark = "ts"
+target = "tick:USDMXN"
+mid = "value"
+listen = "rates_changed"
+"#;
+
+    #[test]
+    fn a_postgres_source_parses_with_its_own_keys() {
+        let c = SourcesConfig::parse(POSTGRES).unwrap();
+        let s = &c.sources[0];
+        assert_eq!(
+            (s.kind, s.name.as_str(), s.series.len()),
+            (Kind::Postgres, "rates_db", 0)
+        );
+        let pg = s.postgres.as_ref().unwrap();
+        assert_eq!(
+            (pg.watermark.as_str(), pg.mid.as_deref(), pg.start.as_deref()),
+            ("ts", Some("value"), None)
+        );
+        let e = SourcesConfig::parse(&POSTGRES.replace("name = \"rates_db\"\n", "")).unwrap_err();
+        assert!(e.to_string().contains("needs a `name`"), "{e}");
+        let e = SourcesConfig::parse(&POSTGRES.replace("watermark = \"ts\"\n", "")).unwrap_err();
+        assert!(e.to_string().ends_with("a postgres source needs `watermark`"), "{e}");
+        let e = SourcesConfig::parse(&POSTGRES.replace("mid = ", "value = ")).unwrap_err();
+        assert!(e.to_string().contains("a tick target takes `mid`"), "{e}");
+        let e = SourcesConfig::parse(&POSTGRES.replace("listen", "lisen")).unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = SourcesConfig::parse(&format!("{GOOD}\nquery = \"SELECT 1\"")).unwrap_err();
+        assert!(e.to_string().contains("are for postgres sources"), "{e}");
     }
 
     #[test]

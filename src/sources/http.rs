@@ -233,6 +233,7 @@ impl HttpConnector {
             Kind::Banxico => super::banxico::request(base, series, from, today, &self.token),
             Kind::Inegi => super::inegi::request(base, series, &self.token),
             Kind::Fred => super::fred::request(base, series, from, today, &self.token),
+            Kind::Postgres => return Err(not_http(&self.cfg.name)),
         };
         let (body, retried) = match get_with_retries(&self.client, &req, &self.policy).await {
             Ok(ok) => ok,
@@ -248,6 +249,7 @@ impl HttpConnector {
             Kind::Banxico => super::banxico::parse(series, &body),
             Kind::Inegi => super::inegi::parse(series, &body),
             Kind::Fred => super::fred::parse(series, &body),
+            Kind::Postgres => return Err(not_http(&self.cfg.name)),
         };
         parsed.map_err(|message| FetchError::Body {
             source_name: self.cfg.name.clone(),
@@ -264,5 +266,14 @@ impl super::Connector for HttpConnector {
 
     fn retries(&self) -> u64 {
         self.retries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A `postgres` source reaching the HTTP connector: the runner runs that kind itself, so this is a bug.
+fn not_http(source: &str) -> FetchError {
+    FetchError::Other {
+        source_name: source.to_string(),
+        message: "a postgres source is not fetched over HTTP".into(),
+        transient: false,
     }
 }

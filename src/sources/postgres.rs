@@ -679,7 +679,20 @@ impl Plan {
             (TargetName::Fixed(n), _) => n.clone(),
             (TargetName::Column(c), Some(i)) => {
                 let v: Option<String> = row.try_get(i).map_err(|e| bad(error_chain(&e)))?;
-                v.ok_or_else(|| bad(format!("the target column `{c}` is NULL")))?
+                let v = v.ok_or_else(|| bad(format!("the target column `{c}` is NULL")))?;
+                // It becomes a subject token and part of a message id.
+                if v.is_empty()
+                    || v.len() > 32
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && !matches!(b, b'.' | b'*' | b'>'))
+                {
+                    let shown: String = v.chars().take(40).collect();
+                    return Err(bad(format!(
+                        "target column `{c}` holds `{shown}`: 1 to 32 printable characters with no `.`, `*` or `>`"
+                    )));
+                }
+                v
             }
             (TargetName::Column(c), None) => return Err(bad(format!("the target column `{c}` is not resolved"))),
         };
@@ -745,12 +758,36 @@ pub struct Page {
     pub records: Vec<Record>,
 }
 
+/// The checks that need no connection: the target, the value columns, exactly one of `dsn` and `dsn_env`
+/// (the variable is read when the source starts), and `start`'s shape.
+///
+/// # Errors
+/// The first [`PostgresError`] found.
+pub fn check(cfg: &PostgresConfig) -> Result<(), PostgresError> {
+    let target = Target::parse(&cfg.target)?;
+    ValueColumns::of(cfg, target.kind)?;
+    if cfg.dsn.is_some() == cfg.dsn_env.is_some() {
+        return Err(PostgresError::NoDsn);
+    }
+    if let Some(start) = &cfg.start {
+        // Either reading may apply: the column's type is known only once connected.
+        if Watermark::parse(start, true).is_err() && Watermark::parse(start, false).is_err() {
+            return Err(PostgresError::BadStart {
+                start: start.clone(),
+                why: "expected a timestamp, a date or an integer".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl PostgresSource {
     /// Checks the configuration and resolves the DSN (`dsn`, or the variable `dsn_env` names, read now).
     ///
     /// # Errors
     /// [`PostgresError`] for a bad target, value columns, or a missing DSN.
     pub fn new(name: &str, cfg: PostgresConfig) -> Result<PostgresSource, PostgresError> {
+        check(&cfg)?;
         let target = Target::parse(&cfg.target)?;
         let values = ValueColumns::of(&cfg, target.kind)?;
         let dsn = match (&cfg.dsn, &cfg.dsn_env) {
@@ -758,15 +795,6 @@ impl PostgresSource {
             (None, Some(var)) => std::env::var(var).map_err(|_| PostgresError::DsnEnv { var: var.clone() })?,
             _ => return Err(PostgresError::NoDsn),
         };
-        if let Some(start) = &cfg.start {
-            // Either reading may apply: the column's type is known only once connected.
-            if Watermark::parse(start, true).is_err() && Watermark::parse(start, false).is_err() {
-                return Err(PostgresError::BadStart {
-                    start: start.clone(),
-                    why: "expected a timestamp, a date or an integer".into(),
-                });
-            }
-        }
         Ok(PostgresSource {
             name: name.to_string(),
             cfg,
@@ -780,6 +808,11 @@ impl PostgresSource {
     /// The source's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether the source `LISTEN`s for `NOTIFY`.
+    pub fn listens(&self) -> bool {
+        self.cfg.listen.is_some()
     }
 
     /// Whether the target's pair or name comes from a column (then it is part of the message id).
@@ -989,12 +1022,28 @@ impl PostgresSource {
     /// The last error, once retries are spent (transient) or at once (the query's fault).
     pub async fn run_once(&mut self, sink: &Sink<'_>, backoff: Backoff) -> Result<RunReport, PostgresError> {
         let mut report = RunReport::default();
+        self.run_into(sink, backoff, &mut report).await?;
+        Ok(report)
+    }
+
+    /// [`PostgresSource::run_once`], counting into `report` as it goes: what was published before a
+    /// failure is counted too.
+    ///
+    /// # Errors
+    /// As [`PostgresSource::run_once`].
+    pub async fn run_into(
+        &mut self,
+        sink: &Sink<'_>,
+        backoff: Backoff,
+        report: &mut RunReport,
+    ) -> Result<(), PostgresError> {
+        let retries_before = report.retries;
         let mut wait = backoff.first;
         let mut rows = 0usize;
         loop {
-            match self.run_pages(sink, &mut report, &mut rows).await {
-                Ok(()) => return Ok(report),
-                Err(e) if e.is_transient() && report.retries + 1 < backoff.attempts.max(1) => {
+            match self.run_pages(sink, report, &mut rows).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_transient() && report.retries - retries_before + 1 < backoff.attempts.max(1) => {
                     report.retries += 1;
                     tracing::warn!(source = %self.name, error = %e, retry = report.retries, wait_ms = wait.as_millis() as u64, "postgres source: retrying");
                     tokio::time::sleep(wait).await;
@@ -1026,12 +1075,16 @@ impl PostgresSource {
             None => self.initial_watermark()?,
         };
         let per_row_name = self.per_row_name();
+        // Whether a stream captures each subject: then each message's JetStream acknowledgement is awaited;
+        // else (core NATS, as the other kinds do) the connection's flush is the acknowledgement.
+        let mut captured: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
         while *rows < MAX_ROWS_PER_RUN {
             let page = self.page(after).await?;
             let Some(last) = page.records.last().map(|r| r.watermark) else {
                 return Ok(());
             };
             let mut acks = Vec::with_capacity(page.records.len());
+            let mut core = 0usize;
             for r in &page.records {
                 let subject = match r.kind {
                     Kind::Tick => format!("{}.ticks.{}", sink.prefix, r.name),
@@ -1039,13 +1092,38 @@ impl PostgresSource {
                 };
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Nats-Msg-Id", r.msg_id(&self.name, per_row_name).as_str());
-                let ack = sink
-                    .js
-                    .publish_with_headers(subject, headers, r.payload(&self.name).into())
+                let in_stream = match captured.get(&subject) {
+                    Some(&c) => c,
+                    None => {
+                        let c = sink.js.stream_by_subject(subject.clone()).await.is_ok();
+                        captured.insert(subject.clone(), c);
+                        c
+                    }
+                };
+                if in_stream {
+                    let ack = sink
+                        .js
+                        .publish_with_headers(subject, headers, r.payload(&self.name).into())
+                        .await
+                        .map_err(|e| PostgresError::Nats(error_chain(&e)))?;
+                    acks.push(ack);
+                } else {
+                    sink.js
+                        .client()
+                        .publish_with_headers(subject, headers, r.payload(&self.name).into())
+                        .await
+                        .map_err(|e| PostgresError::Nats(error_chain(&e)))?;
+                    core += 1;
+                }
+                report.missing += usize::from(r.values.iter().any(|(_, v)| v.is_none()));
+            }
+            if core > 0 {
+                sink.js
+                    .client()
+                    .flush()
                     .await
                     .map_err(|e| PostgresError::Nats(error_chain(&e)))?;
-                acks.push(ack);
-                report.missing += usize::from(r.values.iter().any(|(_, v)| v.is_none()));
+                report.published += core;
             }
             for ack in acks {
                 let ack = ack.await.map_err(|e| PostgresError::Nats(error_chain(&e)))?;

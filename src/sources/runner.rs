@@ -12,6 +12,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 
 use super::config::{Kind, SourceConfig, SourcesConfig};
+use super::postgres::{Backoff, PostgresConfig, PostgresError, PostgresSource, RunReport, Sink};
 use super::watermark::{WatermarkError, Watermarks, key};
 use super::wire::{Message, id_time, message};
 use super::{Connector, Date, FetchError};
@@ -116,6 +117,12 @@ pub type SharedCounts = Arc<Mutex<Vec<SourceCounts>>>;
 pub fn connector_for(cfg: &SourceConfig) -> Result<Box<dyn Connector>, FetchError> {
     match cfg.kind {
         Kind::Banxico | Kind::Inegi | Kind::Fred => Ok(Box::new(super::http::HttpConnector::new(cfg)?)),
+        // Its own loop ([`SourceTask::run_postgres`]): pages with its own watermark type, LISTEN/NOTIFY.
+        Kind::Postgres => Err(FetchError::Other {
+            source_name: cfg.name.clone(),
+            message: "a postgres source has no series connector".into(),
+            transient: false,
+        }),
     }
 }
 
@@ -217,6 +224,9 @@ impl SourceTask {
     }
 
     async fn run(mut self) {
+        if let Some(pg) = self.cfg.postgres.clone() {
+            return self.run_postgres(pg).await;
+        }
         let connector = match connector_for(&self.cfg) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -240,6 +250,70 @@ impl SourceTask {
             tracing::info!(source = %self.cfg.name, next = %crate::time::format_ts(next), "next run");
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
+                _ = self.stop.changed() => return,
+            }
+        }
+    }
+
+    /// A `postgres` source: each run pages through the query from its watermark
+    /// ([`PostgresSource::run_into`]), on the schedule and, with `listen`, at once on a `NOTIFY`.
+    async fn run_postgres(mut self, pg: PostgresConfig) {
+        let mut source = match PostgresSource::new(&self.cfg.name, pg) {
+            Ok(s) => s,
+            Err(e) => {
+                self.update(|c| c.runs += 1);
+                self.fail(&e, "config");
+                return;
+            }
+        };
+        let key = key(Kind::Postgres.as_str(), &self.cfg.name);
+        let backoff = Backoff {
+            attempts: self.cfg.retries + 1,
+            first: self.cfg.backoff,
+        };
+        loop {
+            self.update(|c| {
+                c.runs += 1;
+                c.failed = false;
+            });
+            let sink = Sink {
+                js: &self.js,
+                kv: self.watermarks.store(),
+                key: &key,
+                prefix: self.subjects.prefix(),
+            };
+            let mut report = RunReport::default();
+            let result = source.run_into(&sink, backoff, &mut report).await;
+            self.update(|c| {
+                c.fetched += (report.published + report.duplicates) as u64;
+                c.published += report.published as u64;
+                c.duplicates += report.duplicates as u64;
+                c.missing += report.missing as u64;
+                c.retries += u64::from(report.retries);
+            });
+            if let Err(e) = result {
+                let class = match e {
+                    PostgresError::Connect(_) => "connection",
+                    PostgresError::Nats(_) => "publish",
+                    _ => "query",
+                };
+                self.fail(&e, class);
+            }
+            if self.once || *self.stop.borrow() {
+                return;
+            }
+            let now = now_us();
+            let Some(next) = self.cfg.schedule.next_after(now, self.cfg.kind.utc_offset_minutes()) else {
+                tracing::warn!(source = %self.cfg.name, "the schedule never matches again; the source stops");
+                return;
+            };
+            let wait = Duration::from_micros(u64::try_from(next - now).unwrap_or(0));
+            tracing::info!(source = %self.cfg.name, next = %crate::time::format_ts(next), "next run");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = source.notified() => {
+                    tracing::info!(source = %self.cfg.name, "NOTIFY: polling now");
+                }
                 _ = self.stop.changed() => return,
             }
         }

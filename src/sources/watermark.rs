@@ -80,6 +80,11 @@ impl Watermarks {
         Ok(Watermarks { store })
     }
 
+    /// The bucket itself, for a kind whose watermark is not a time (the `postgres` kind's integer ids).
+    pub fn store(&self) -> &jetstream::kv::Store {
+        &self.store
+    }
+
     /// The watermark of `key`, microseconds since the epoch; `None` before the first run.
     ///
     /// # Errors
