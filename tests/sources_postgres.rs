@@ -251,6 +251,24 @@ async fn a_bad_query_fails_at_once_with_the_servers_message() {
         "column `mid` (mid) is not in the query's result (it has: ts, value)"
     );
 
+    // A query slower than the timeout: a connection failure (retried), with the limit in the message.
+    let mut cfg = rates_config(&pg, 10);
+    cfg.query = "SELECT ts, value FROM rates, pg_sleep(3) WHERE ts > $1 ORDER BY ts".into();
+    let once = Backoff {
+        attempts: 1,
+        first: Duration::from_millis(1),
+    };
+    let mut src = PostgresSource::new("q", cfg)
+        .unwrap()
+        .with_timeout(Duration::from_millis(500));
+    let started = Instant::now();
+    let err = src.run_once(&bus.sink("q"), once).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "connection to PostgreSQL failed: the query took longer than the timeout, 500 ms"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+
     insert_rates(&pg, 0, 3, None);
     let mut cfg = rates_config(&pg, 10);
     cfg.query = "SELECT ts, value FROM rates WHERE ts > $1 ORDER BY ts DESC".into();

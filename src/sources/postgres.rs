@@ -38,6 +38,9 @@ const PG_EPOCH_US: i64 = 946_684_800_000_000;
 /// Microseconds in a day.
 const US_PER_DAY: i64 = 86_400_000_000;
 
+/// The default limit of a connection attempt and of one page's query.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Most rows one run reads, over all its pages: a run is bounded even when a query has no `LIMIT`. The
 /// next run goes on from the watermark.
 pub const MAX_ROWS_PER_RUN: usize = 1_000_000;
@@ -730,6 +733,8 @@ pub struct PostgresSource {
     values: ValueColumns,
     dsn: String,
     conn: Option<Connected>,
+    /// The limit of a connection attempt and of one page's query.
+    timeout: Duration,
 }
 
 /// A live connection with the query prepared on it.
@@ -802,7 +807,15 @@ impl PostgresSource {
             values,
             dsn,
             conn: None,
+            timeout: DEFAULT_TIMEOUT,
         })
+    }
+
+    /// Sets the limit of a connection attempt and of one page's query (default 30 s); past it, the attempt
+    /// fails as a connection failure (retried).
+    pub fn with_timeout(mut self, timeout: Duration) -> PostgresSource {
+        self.timeout = timeout;
+        self
     }
 
     /// The source's name.
@@ -829,8 +842,10 @@ impl PostgresSource {
             return Ok(());
         }
         self.conn = None;
-        let (client, mut connection) = tokio_postgres::connect(&self.dsn, tokio_postgres::NoTls)
+        let connecting = tokio_postgres::connect(&self.dsn, tokio_postgres::NoTls);
+        let (client, mut connection) = tokio::time::timeout(self.timeout, connecting)
             .await
+            .map_err(|_| self.timed_out("connecting"))?
             .map_err(|e| PostgresError::from_driver(&e))?;
         let (tx, rx) = tokio::sync::mpsc::channel::<()>(1);
         let source = self.name.clone();
@@ -917,9 +932,15 @@ impl PostgresSource {
             .conn
             .as_ref()
             .ok_or_else(|| PostgresError::Connect("not connected".into()))?;
-        let rows = match conn.client.query(&conn.statement, &[&after]).await {
-            Ok(rows) => rows,
-            Err(e) => {
+        let query = tokio::time::timeout(self.timeout, conn.client.query(&conn.statement, &[&after])).await;
+        let rows = match query {
+            Ok(Ok(rows)) => rows,
+            Err(_) => {
+                // The query may still run on the server; dropping the connection ends the session.
+                self.conn = None;
+                return Err(self.timed_out("the query"));
+            }
+            Ok(Err(e)) => {
                 let err = PostgresError::from_driver(&e);
                 if err.is_transient() {
                     self.conn = None;
@@ -944,6 +965,13 @@ impl PostgresSource {
             records.push(r);
         }
         Ok(Page { records })
+    }
+
+    fn timed_out(&self, what: &str) -> PostgresError {
+        PostgresError::Connect(format!(
+            "{what} took longer than the timeout, {} ms",
+            self.timeout.as_millis()
+        ))
     }
 
     /// Waits until a `NOTIFY` arrives on the `listen` channel; never returns without `listen` (or once the

@@ -259,7 +259,7 @@ impl SourceTask {
     /// ([`PostgresSource::run_into`]), on the schedule and, with `listen`, at once on a `NOTIFY`.
     async fn run_postgres(mut self, pg: PostgresConfig) {
         let mut source = match PostgresSource::new(&self.cfg.name, pg) {
-            Ok(s) => s,
+            Ok(s) => s.with_timeout(self.cfg.timeout),
             Err(e) => {
                 self.update(|c| c.runs += 1);
                 self.fail(&e, "config");
