@@ -20,7 +20,9 @@ fn every_example_configuration_loads() {
     assert!(!files.is_empty(), "examples/ holds no *.toml configuration");
     for file in &files {
         // `sources*.toml` are `cambio sources run` files, a format of their own.
-        let sources = file.file_name().is_some_and(|n| n.to_string_lossy().starts_with("sources"));
+        let sources = file
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("sources"));
         if sources {
             if let Err(e) = cambio::sources::SourcesConfig::load(file) {
                 panic!("{}: {e}", file.display());

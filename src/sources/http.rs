@@ -154,21 +154,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_a_minute_and_retry_after_wins() {
-        let b = Duration::from_millis(500);
-        assert_eq!(retry_wait(b, 0, None), Duration::from_millis(500));
-        assert_eq!(retry_wait(b, 2, None), Duration::from_secs(2));
-        assert_eq!(retry_wait(b, 30, None), Duration::from_secs(60));
-        assert_eq!(retry_wait(b, 0, Some(7)), Duration::from_secs(7));
-        assert_eq!(retry_wait(b, 0, Some(100_000)), MAX_RETRY_AFTER);
-    }
-}
-
 /// The connector of the HTTP kinds (Banxico, INEGI, FRED): builds the kind's request from the watermark,
 /// GETs it with retries, parses the documented answer.
 pub struct HttpConnector {
@@ -264,5 +249,20 @@ impl super::Connector for HttpConnector {
 
     fn retries(&self) -> u64 {
         self.retries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_minute_and_retry_after_wins() {
+        let b = Duration::from_millis(500);
+        assert_eq!(retry_wait(b, 0, None), Duration::from_millis(500));
+        assert_eq!(retry_wait(b, 2, None), Duration::from_secs(2));
+        assert_eq!(retry_wait(b, 30, None), Duration::from_secs(60));
+        assert_eq!(retry_wait(b, 0, Some(7)), Duration::from_secs(7));
+        assert_eq!(retry_wait(b, 0, Some(100_000)), MAX_RETRY_AFTER);
     }
 }
