@@ -30,6 +30,9 @@ impl fmt::Debug for SourcesCollector {
 
 type Labels<'a> = Vec<(&'static str, Cow<'a, str>)>;
 
+/// A counter: its name (without `_total`), help, and how to read it from a source's counts.
+type CounterDef = (&'static str, &'static str, fn(&SourceCounts) -> u64);
+
 fn labels(c: &SourceCounts) -> Labels<'_> {
     vec![
         ("source", Cow::Borrowed(c.name.as_str())),
@@ -44,7 +47,7 @@ impl Collector for SourcesCollector {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let counters: [(&str, &str, fn(&SourceCounts) -> u64); 7] = [
+        let counters: [CounterDef; 7] = [
             ("cambio_source_runs", "Runs of the source started.", |c| c.runs),
             (
                 "cambio_source_fetched",
