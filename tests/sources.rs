@@ -627,3 +627,60 @@ async fn a_bad_config_exits_2_and_names_the_source() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_schedule_with_metrics_until_sigterm() {
+    let server = LocalServer::start(true, None).unwrap();
+    let api = StandIn::start().await;
+    let dir = common::temp_dir("sources-metrics");
+    let dff = csv_rows("covariates/DFF_daily.csv", 0, 1, "2023-06-01");
+    api.set("DFF", dff.clone());
+    api.script("DFF", &[Scripted::Status(503, None)]);
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "[[source]]\nkind = \"fred\"\nname = \"dff\"\nseries = {{ DFF = \"factor:DFF\" }}\ntoken_env = \"FRED_KEY\"\n\
+             start = \"2023-06-01\"\nevery = \"1h\"\nbase_url = \"{}/fred\"\nbackoff = \"10ms\"\n",
+            api.url
+        ),
+    );
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cambio"))
+        .args([
+            "sources",
+            "run",
+            "--nats",
+            &server.url(),
+            "--metrics",
+            &addr,
+            "--config",
+        ])
+        .arg(&cfg)
+        .env("FRED_KEY", TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://{addr}/metrics");
+    let labels = [("source", "dff"), ("kind", "fred")];
+    let text = common::metrics_until(&url, Duration::from_secs(30), "the backfill published", |t| {
+        common::metric(t, "cambio_source_published_total", &labels) == Some(dff.len() as f64)
+    })
+    .await;
+    assert_eq!(common::metric(&text, "cambio_source_retries_total", &labels), Some(1.0));
+    assert_eq!(common::metric(&text, "cambio_source_up", &labels), Some(1.0));
+    assert_eq!(common::metric(&text, "cambio_source_runs_total", &labels), Some(1.0));
+    common::promtool_check_metrics(&text);
+    // Still running on its schedule; SIGTERM stops it with status 0.
+    let pid = child.id().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits on SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -82,6 +82,9 @@ pub enum CliError {
     /// The connectors could not start.
     #[error(transparent)]
     Sources(#[from] cambio::sources::runner::RunError),
+    /// The metrics endpoint could not listen.
+    #[error(transparent)]
+    Metrics(#[from] cambio::nats::serve::metrics::http::MetricsError),
     /// The async runtime could not be started.
     #[error("starting the async runtime: {0}")]
     Runtime(io::Error),

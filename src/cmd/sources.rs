@@ -37,6 +37,10 @@ struct RunArgs {
     /// key-value bucket.
     #[arg(long, value_name = "URL")]
     nats: Option<String>,
+    /// Serve Prometheus metrics (per source: runs, published, missing, retries, errors) on /metrics at
+    /// this address (HOST:PORT).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 /// Runs the sources.
@@ -49,12 +53,22 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
     let nats = nats_config(args.nats, None)?;
     let counts = Arc::new(Mutex::new(Vec::new()));
     let once = args.once;
+    let metrics = args.metrics;
     let result = runtime()?.block_on(async {
+        // Bound before connecting, so an address in use stops the command at start.
+        let endpoint = match &metrics {
+            Some(addr) => Some(cambio::nats::serve::metrics::http::bind(addr).await?),
+            None => None,
+        };
+        let endpoint = endpoint.map(|l| cambio::sources::metrics::spawn(l, counts.clone()));
         let (client, _events) = cambio::nats::connect(&nats, "cambio-sources").await?;
         let result = run_sources(&client, &cfg, RunOptions { once }, counts, shutdown_signal()).await?;
         // Core publications are flushed per batch; this is for the watermark writes' own acks, already
         // awaited, and anything else buffered.
         let _ = client.flush().await;
+        if let Some(e) = endpoint {
+            e.abort();
+        }
         Ok::<_, CliError>(result)
     })?;
     let mut out = Out::stdout();

@@ -5,8 +5,8 @@
 //! HTTP kind that builds its request and parses its documented response ([`banxico`], [`inegi`], [`fred`]),
 //! and [`wire`] (observations as tick and factor JSON with their `Nats-Msg-Id`). The I/O edge: [`http`]
 //! (GET with a timeout, retries with exponential backoff), [`watermark`] (the last published observation of
-//! each series, in a JetStream key-value bucket) and [`runner`] (schedules, publication with acknowledgement,
-//! counts).
+//! each series, in a JetStream key-value bucket), [`runner`] (schedules, publication with acknowledgement,
+//! counts) and [`metrics`] (the counts for Prometheus).
 //!
 //! A connector is anything that implements [`Connector`]: given a series and the watermark, it returns the
 //! observations after it. The runner does the rest (refuses future dates, publishes, advances the watermark
@@ -17,6 +17,7 @@ pub mod config;
 pub mod fred;
 pub mod http;
 pub mod inegi;
+pub mod metrics;
 pub mod postgres;
 pub mod runner;
 pub mod schedule;
