@@ -35,6 +35,22 @@ if ! python3 -c 'import pyarrow' >/dev/null 2>&1; then
   echo "== installing pyarrow (pip install pyarrow)"
   python3 -m pip install --quiet --disable-pip-version-check pyarrow || true
 fi
+# PostgreSQL for tests/sources_postgres.rs (Debian's postgresql package: initdb, postgres, psql). The tests
+# start their own server as an unprivileged user on a free loopback port with a temporary cluster
+# (tests/common/postgres.rs), so the package's own cluster service is stopped and disabled again.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  echo "== installing PostgreSQL (apt-get install postgresql)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+  pg_install() {
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null 2>&1
+  }
+  pg_install || { $SUDO apt-get update -qq >/dev/null 2>&1 && pg_install; } || true
+  if command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now postgresql >/dev/null 2>&1 || true
+  fi
+  command -v pg_ctlcluster >/dev/null 2>&1 && { $SUDO service postgresql stop >/dev/null 2>&1 || true; }
+fi
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && echo "== $(ls -d /usr/lib/postgresql/*/bin | tail -1)/postgres"
 
 # Scenarios and reference tests read real data in place from ../shared/data (never copied into the repo).
 if [ ! -d ../shared/data ]; then

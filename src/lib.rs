@@ -26,6 +26,8 @@
 //! - [`nats`]: the only async code: connection and auth, subjects and headers, a local `nats-server`, the
 //!   service (`nats::serve`: router, shards that do I/O only, micro service, checkpointer), the
 //!   operators' tools (replay to NATS, record, tail) and the load tool with its bare-NATS floor.
+//! - [`sources`]: the connectors (`cambio sources run`): Banxico, INEGI and FRED fetched on schedules and
+//!   published as ticks and factors, with their watermarks in a JetStream key-value bucket.
 //! - [`config`]: the whole configuration file, one table per layer; only the binary assembles it.
 //!
 //! Time comes from tick timestamps only, so live serving and replay, which run the same
@@ -48,6 +50,7 @@ pub mod nats;
 pub mod pipeline;
 pub mod quality;
 pub mod replay;
+pub mod sources;
 pub mod tick;
 pub mod time;
 

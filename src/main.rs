@@ -51,6 +51,9 @@ enum Command {
     /// quarantines) from JetStream into Parquet files under --dir, partitioned by kind, pair and date.
     /// SIGINT/SIGTERM write what is held and exit 0.
     Archive(cmd::archive::Args),
+    /// Connectors: fetch Banxico, INEGI and FRED series on schedules and publish them as ticks and factors
+    /// (`sources run --config FILE [--once]`), with watermarks in a JetStream key-value bucket.
+    Sources(cmd::sources::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Load(args) => cmd::load::run(args),
         Command::Models(args) => cmd::models::run(args),
         Command::Archive(args) => cmd::archive::run(args),
+        Command::Sources(args) => cmd::sources::run(args),
     };
     result.unwrap_or_else(|e| {
         // Not `eprintln!`: a closed stderr must not turn an error into a panic.

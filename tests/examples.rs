@@ -19,7 +19,15 @@ fn every_example_configuration_loads() {
     let files = examples();
     assert!(!files.is_empty(), "examples/ holds no *.toml configuration");
     for file in &files {
-        if let Err(e) = cambio::config::Config::load(file) {
+        // `sources*.toml` are `cambio sources run` files, a format of their own.
+        let sources = file
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("sources"));
+        if sources {
+            if let Err(e) = cambio::sources::SourcesConfig::load(file) {
+                panic!("{}: {e}", file.display());
+            }
+        } else if let Err(e) = cambio::config::Config::load(file) {
             panic!("{e}");
         }
     }

@@ -262,7 +262,7 @@ async fn health_and_readiness_follow_the_connection() {
     assert_eq!(http_get(&format!("http://{addr}/readyz")).await.unwrap().0, 200);
     assert_eq!(http_get(&format!("http://{addr}/nothing")).await.unwrap().0, 404);
     // OpenMetrics to a client that asks for it.
-    let open = reqwest::Client::new()
+    let open = cambio::sources::http::client()
         .get(format!("http://{addr}/metrics"))
         .header("Accept", "application/openmetrics-text; version=1.0.0")
         .send()

@@ -361,7 +361,7 @@ impl Stack {
         let stack = Stack {
             serve,
             client,
-            http: reqwest::Client::new(),
+            http: cambio::sources::http::client(),
             metrics,
             dir,
             _server: server,
@@ -610,7 +610,7 @@ impl Prometheus {
             });
         Prometheus {
             base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            http: cambio::sources::http::client(),
             _guard: Guard {
                 child,
                 name: "prometheus",

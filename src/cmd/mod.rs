@@ -13,6 +13,7 @@ pub mod models;
 pub mod record;
 pub mod replay;
 pub mod serve;
+pub mod sources;
 pub mod tail;
 
 use std::io::{self, Write};
@@ -82,6 +83,15 @@ pub enum CliError {
     /// The model registry (a redb checkpoint file) refused an operation.
     #[error(transparent)]
     Store(#[from] cambio::checkpoint::StoreError),
+    /// A sources file is invalid.
+    #[error(transparent)]
+    SourcesConfig(#[from] cambio::sources::config::ConfigError),
+    /// The connectors could not start.
+    #[error(transparent)]
+    Sources(#[from] cambio::sources::runner::RunError),
+    /// The metrics endpoint could not listen.
+    #[error(transparent)]
+    Metrics(#[from] cambio::nats::serve::metrics::http::MetricsError),
     /// The async runtime could not be started.
     #[error("starting the async runtime: {0}")]
     Runtime(io::Error),

@@ -9,6 +9,8 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde_json::Value;
 
+pub mod postgres;
+
 /// A `cambio serve` child process, killed on drop; its log goes to a file printed when a test fails.
 pub struct Serve {
     pub child: Child,
@@ -216,7 +218,7 @@ pub fn free_port() -> u16 {
 
 /// GET `url`: the status and the body; `None` when nothing answers within 5 s.
 pub async fn http_get(url: &str) -> Option<(u16, String)> {
-    let client = reqwest::Client::builder()
+    let client = cambio::sources::http::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
