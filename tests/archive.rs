@@ -101,7 +101,22 @@ impl Archive {
         let _ = self.child.wait();
     }
 
+    /// Waits until this process consumes both streams (its "archiving" log lines): a SIGTERM before its
+    /// handler is installed would kill it like SIGKILL, which the crash test already covers.
+    fn wait_archiving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.log().matches("archiving").count() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "archive never started consuming:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn terminate(&mut self) {
+        self.wait_archiving();
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
