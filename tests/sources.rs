@@ -664,8 +664,11 @@ async fn on_schedule_with_metrics_until_sigterm() {
         .unwrap();
     let url = format!("http://{addr}/metrics");
     let labels = [("source", "dff"), ("kind", "fred")];
+    // The run's counters move as it goes and `up` is set when it ends: wait for the end of the first run.
     let text = common::metrics_until(&url, Duration::from_secs(30), "the backfill published", |t| {
         common::metric(t, "cambio_source_published_total", &labels) == Some(dff.len() as f64)
+            && common::metric(t, "cambio_source_runs_total", &labels) == Some(1.0)
+            && common::metric(t, "cambio_source_up", &labels) == Some(1.0)
     })
     .await;
     assert_eq!(common::metric(&text, "cambio_source_retries_total", &labels), Some(1.0));
