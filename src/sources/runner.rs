@@ -324,15 +324,12 @@ impl SourceTask {
             c.runs += 1;
             c.failed = false;
         });
-        let retries_before = connector.retries();
         let today = today(self.cfg.kind.utc_offset_minutes());
         for (series, target) in &self.cfg.series {
             if let Err(e) = self.run_series(connector, series, target, today).await {
                 self.fail(&e, e.class());
             }
         }
-        let retried = connector.retries().saturating_sub(retries_before);
-        self.update(|c| c.retries += retried);
     }
 
     async fn run_series(
@@ -350,7 +347,13 @@ impl SourceTask {
             error,
         };
         let watermark = self.watermarks.get(&wm_key).await.map_err(wm_err)?;
-        let mut obs = connector.fetch(series, watermark, today).await?;
+        // The retries are counted as soon as the fetch ends (before anything is published), so a scrape
+        // that sees this series' publications also sees the retries they took.
+        let retries_before = connector.retries();
+        let fetched = connector.fetch(series, watermark, today).await;
+        let retried = connector.retries().saturating_sub(retries_before);
+        self.update(|c| c.retries += retried);
+        let mut obs = fetched?;
         let start_us = self.cfg.start.midnight_us();
         obs.retain(|o| o.ts_us >= start_us && watermark.is_none_or(|w| o.ts_us > w));
         obs.sort_by_key(|o| o.ts_us);
