@@ -49,10 +49,14 @@ pub struct NatsConfig {
     pub tls: TlsConfig,
     /// The connection's name as the server shows it.
     pub name: Option<String>,
+    /// Prefix of the reply subjects this client creates (`_INBOX` when absent). A server that grants each
+    /// role subscribe rights on its own prefix only (`_INBOX.cambio.>`, see `deploy/nats/`) keeps one role
+    /// from reading the replies meant for another.
+    pub inbox_prefix: Option<String>,
 }
 
 /// Environment variables that override the configuration file, so secrets can stay out of it.
-pub const ENV_VARS: [&str; 9] = [
+pub const ENV_VARS: [&str; 10] = [
     "CAMBIO_NATS_URL",
     "CAMBIO_NATS_TOKEN",
     "CAMBIO_NATS_USER",
@@ -62,6 +66,7 @@ pub const ENV_VARS: [&str; 9] = [
     "CAMBIO_NATS_CA",
     "CAMBIO_NATS_CERT",
     "CAMBIO_NATS_KEY",
+    "CAMBIO_NATS_INBOX_PREFIX",
 ];
 
 impl NatsConfig {
@@ -100,6 +105,9 @@ impl NatsConfig {
         if let Some(v) = get("CAMBIO_NATS_KEY") {
             self.tls.key = Some(v.into());
         }
+        if let Some(v) = get("CAMBIO_NATS_INBOX_PREFIX") {
+            self.inbox_prefix = Some(v);
+        }
     }
 
     /// Checks that the options make sense together.
@@ -123,6 +131,13 @@ impl NatsConfig {
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(NatsError::Config("tls.cert and tls.key go together".into()));
+        }
+        if let Some(p) = &self.inbox_prefix
+            && crate::nats::Subjects::new(p).is_err()
+        {
+            return Err(NatsError::Config(format!(
+                "inbox_prefix `{p}`: dot-separated tokens without wildcards or spaces"
+            )));
         }
         Ok(())
     }
@@ -236,6 +251,9 @@ pub async fn connect_with_capacity(
     if let (Some(cert), Some(key)) = (&cfg.tls.cert, &cfg.tls.key) {
         opts = opts.add_client_certificate(cert.clone(), key.clone());
     }
+    if let Some(prefix) = &cfg.inbox_prefix {
+        opts = opts.custom_inbox_prefix(prefix);
+    }
     let events = Arc::new(ConnectionEvents::default());
     let ev = events.clone();
     opts = opts
@@ -345,6 +363,12 @@ mod tests {
         assert!(c.validate().is_ok());
         c.tls.cert = Some("c.pem".into());
         assert!(c.validate().is_err(), "cert without key");
+        c.tls.cert = None;
+        c.apply(|k| (k == "CAMBIO_NATS_INBOX_PREFIX").then(|| "_INBOX.cambio".into()));
+        assert_eq!(c.inbox_prefix.as_deref(), Some("_INBOX.cambio"));
+        assert!(c.validate().is_ok());
+        c.inbox_prefix = Some("_INBOX.>".into());
+        assert!(c.validate().is_err(), "a wildcard in the inbox prefix");
     }
 
     #[test]

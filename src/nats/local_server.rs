@@ -47,6 +47,7 @@ pub struct LocalServer {
     store: Option<PathBuf>,
     owns_store: bool,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl LocalServer {
@@ -65,6 +66,21 @@ impl LocalServer {
     /// # Errors
     /// [`NatsError::LocalServer`] when the binary is missing or the server does not come up.
     pub fn start_with_args(jetstream: bool, store: Option<&Path>, extra: &[&str]) -> Result<LocalServer, NatsError> {
+        Self::start_with_env(jetstream, store, extra, &[])
+    }
+
+    /// Like [`LocalServer::start_with_args`], with environment variables for the server: a configuration
+    /// file reads its site-specific values (certificate paths, NKeys) from `$VARIABLES`, as the one in
+    /// `deploy/nats/` does.
+    ///
+    /// # Errors
+    /// [`NatsError::LocalServer`] when the binary is missing or the server does not come up.
+    pub fn start_with_env(
+        jetstream: bool,
+        store: Option<&Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<LocalServer, NatsError> {
         let (store, owns_store) = match (jetstream, store) {
             (false, _) => (None, false),
             (true, Some(p)) => (Some(p.to_path_buf()), false),
@@ -84,6 +100,7 @@ impl LocalServer {
             store,
             owns_store,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         // On failure the handle is dropped, which removes a temporary store it made.
         server.spawn()?;
@@ -120,6 +137,7 @@ impl LocalServer {
             cmd.arg("-js").arg("-sd").arg(store);
         }
         cmd.args(&self.extra);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         // Its own process group: Ctrl-C in a terminal signals the whole foreground group, and the server
         // must outlive cambio's drain (cambio stops it last).
         #[cfg(unix)]

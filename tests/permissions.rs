@@ -1,0 +1,320 @@
+//! The permission matrix of `deploy/nats/` against a real nats-server started with that configuration
+//! file, unchanged: certificates (a private authority and a server certificate for 127.0.0.1) and one NKey
+//! per role are generated here and handed to the server through the environment, as a deployment does.
+//! A real `cambio serve` connects as the `cambio` role over TLS in JetStream mode; then each role does
+//! what it may (it works) and what it may not (the server answers with a permissions violation, and the
+//! action has no effect). A client that does not speak TLS is refused.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cambio::nats::LocalServer;
+use futures_util::StreamExt;
+use serde_json::json;
+
+mod common;
+use common::*;
+
+const MASK_KEY: &str = "permissions-test-masking-key-0123456789";
+const TICKS: usize = 50;
+
+/// The shipped configuration.
+fn deploy_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/nats-server.conf")
+}
+
+/// The roles of `deploy/nats/permissions.conf`, with the environment variable of each one's public key.
+const ROLES: [(&str, &str); 6] = [
+    ("feed", "NKEY_FEED"),
+    ("sources", "NKEY_SOURCES"),
+    ("credit", "NKEY_CREDIT"),
+    ("operator", "NKEY_OPERATOR"),
+    ("cambio", "NKEY_CAMBIO"),
+    ("archive", "NKEY_ARCHIVE"),
+];
+
+/// A private authority and a server certificate for 127.0.0.1 signed by it: (ca, cert, key) PEM files.
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let (ca_pem, cert_pem, key_pem) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server-key.pem"));
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert_pem, leaf.pem()).unwrap();
+    std::fs::write(&key_pem, leaf_key.serialize_pem()).unwrap();
+    (ca_pem, cert_pem, key_pem)
+}
+
+/// A client of one role: its inbox prefix is the role's, and the server's error messages (permissions
+/// violations) are collected.
+struct RoleClient {
+    client: async_nats::Client,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl RoleClient {
+    async fn connect(url: &str, role: &str, seed: &str, ca: &Path) -> RoleClient {
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        let client = async_nats::ConnectOptions::with_nkey(seed.to_string())
+            .require_tls(true)
+            .add_root_certificates(ca.to_path_buf())
+            .custom_inbox_prefix(format!("_INBOX.{role}"))
+            .name(role)
+            .event_callback(move |event| {
+                let sink = sink.clone();
+                async move {
+                    if let async_nats::Event::ServerError(e) = event {
+                        sink.lock().unwrap().push(e.to_string().to_lowercase());
+                    }
+                }
+            })
+            .connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("{role} connects over TLS: {e}"));
+        RoleClient { client, errors }
+    }
+
+    /// Waits (at most 10 s) until the server has refused something mentioning `what` (e.g. a subject).
+    async fn refused(&self, action: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            {
+                let errors = self.errors.lock().unwrap();
+                if errors
+                    .iter()
+                    .any(|e| e.contains("permissions violation") && e.contains(&what.to_lowercase()))
+                {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{action}: no permissions violation about {what}; errors seen: {errors:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn no_errors(&self, who: &str) {
+        let errors = self.errors.lock().unwrap();
+        assert!(errors.is_empty(), "{who} was refused something it may do: {errors:?}");
+    }
+}
+
+/// A request that must not be answered: the server drops the refused publication, so it times out.
+async fn unanswered(c: &RoleClient, subject: &str, body: &str) {
+    let req = c.client.request(subject.to_string(), Bytes::from(body.to_string()));
+    match tokio::time::timeout(Duration::from_secs(2), req).await {
+        Err(_) => {}
+        Ok(Err(e)) => assert!(
+            matches!(
+                e.kind(),
+                async_nats::RequestErrorKind::TimedOut | async_nats::RequestErrorKind::NoResponders
+            ),
+            "{subject}: {e}"
+        ),
+        Ok(Ok(m)) => panic!("{subject} was answered: {}", String::from_utf8_lossy(&m.payload)),
+    }
+}
+
+/// A plain-text client (no TLS handshake) is refused: the server says TLS is required and never answers
+/// its PING with a PONG.
+fn plain_text_is_refused(port: u16) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut info = [0u8; 4096];
+    let n = s.read(&mut info).unwrap();
+    let info = String::from_utf8_lossy(&info[..n]).to_string();
+    assert!(info.starts_with("INFO "), "{info}");
+    assert!(info.contains("\"tls_required\":true"), "{info}");
+    let _ = s.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\nPING\r\n");
+    let mut rest = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Read until the server closes the connection (or resets it), bounded.
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => rest.extend_from_slice(&buf[..n]),
+        }
+    }
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(!rest.contains("PONG"), "a plain-text client was served: {rest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_does_what_it_may_and_nothing_else() {
+    let dir = temp_dir("permissions");
+    let (ca, cert, key) = certificates(&dir);
+    let keys: Vec<(&str, &str, nkeys::KeyPair)> = ROLES
+        .iter()
+        .map(|&(role, var)| (role, var, nkeys::KeyPair::new_user()))
+        .collect();
+    let seed = |role: &str| {
+        keys.iter()
+            .find(|(r, _, _)| *r == role)
+            .map(|(_, _, k)| k.seed().unwrap())
+            .unwrap()
+    };
+    let store = dir.join("jetstream");
+    let publics: Vec<(String, String)> = keys
+        .iter()
+        .map(|(_, var, k)| (var.to_string(), k.public_key()))
+        .collect();
+    let mut env: Vec<(&str, &str)> = vec![
+        ("NATS_TLS_CERT", cert.to_str().unwrap()),
+        ("NATS_TLS_KEY", key.to_str().unwrap()),
+        ("NATS_TLS_CA", ca.to_str().unwrap()),
+        ("NATS_STORE_DIR", store.to_str().unwrap()),
+    ];
+    env.extend(publics.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let server =
+        LocalServer::start_with_env(false, None, &["--config", deploy_config().to_str().unwrap()], &env).unwrap();
+    let url = server.url();
+
+    // No TLS, no service.
+    plain_text_is_refused(server.port());
+    // An NKey the server does not know is refused.
+    let stranger = async_nats::ConnectOptions::with_nkey(nkeys::KeyPair::new_user().seed().unwrap())
+        .require_tls(true)
+        .add_root_certificates(ca.clone())
+        .connect(url.as_str())
+        .await;
+    assert!(stranger.is_err(), "an unknown NKey is refused");
+
+    // cambio serve as the cambio role: TLS, its NKey and inbox prefix from the environment.
+    let config = format!(
+        "[nats]\ntls = {{ required = true }}\n[serve]\nmode = \"jetstream\"\nreport_interval_secs = 0.2\n\
+         [checkpoint]\npath = \"{}\"\n",
+        dir.join("models.redb").display()
+    );
+    let cambio_seed = seed("cambio");
+    let mut serve = Serve::start_with_env(
+        &url,
+        &config,
+        &dir,
+        &[],
+        &[
+            ("CAMBIO_NATS_NKEY", cambio_seed.as_str()),
+            ("CAMBIO_NATS_CA", ca.to_str().unwrap()),
+            ("CAMBIO_NATS_INBOX_PREFIX", "_INBOX.cambio"),
+            ("CAMBIO_MASK_KEY", MASK_KEY),
+        ],
+    );
+    let feed = RoleClient::connect(&url, "feed", &seed("feed"), &ca).await;
+    let credit = RoleClient::connect(&url, "credit", &seed("credit"), &ca).await;
+    let operator = RoleClient::connect(&url, "operator", &seed("operator"), &ca).await;
+    // The operator may use service discovery: it is how the test knows cambio is up.
+    wait_ready(&operator.client, &serve).await;
+
+    // Forecasts reach the credit system; a feed cannot subscribe to them.
+    let mut preds = credit.client.subscribe("fx.pred.USDMXN").await.unwrap();
+    let mut stolen = feed.client.subscribe("fx.pred.>").await.unwrap();
+    feed.client.flush().await.unwrap();
+    credit.client.flush().await.unwrap();
+    feed.refused("feed subscribes to forecasts", "\"fx.pred.>\"").await;
+
+    // The feed publishes ticks into the stream (its inbox receives the stream's acknowledgements).
+    let js = async_nats::jetstream::new(feed.client.clone());
+    for line in walk(TICKS, 7) {
+        let ack = js
+            .publish_with_headers("fx.ticks.USDMXN", replay_header(), Bytes::from(line))
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), ack)
+            .await
+            .expect("stream acknowledgement in time")
+            .expect("stream acknowledgement");
+    }
+    let got = collect(&mut preds, TICKS, Duration::from_secs(60)).await;
+    assert_eq!(got.len(), TICKS, "forecasts reach the credit system\n{}", serve.log());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), stolen.next()).await.is_err(),
+        "the feed's refused subscription receives nothing"
+    );
+
+    // The credit system asks for the latest forecast and the pair's status.
+    let (err, q) = request(&credit.client, "fx.query.USDMXN", "").await;
+    assert!(!err, "{q}");
+    assert_eq!(q["seq"], TICKS as u64, "{q}");
+    let (err, s) = request(&credit.client, "fx.status.USDMXN", "").await;
+    assert!(!err, "{s}");
+    assert_eq!(s["ticks"], TICKS as u64, "{s}");
+
+    // It sends a business event, and sees it counted.
+    let event = json!({"ts": "2024-03-04T10:00:00.000Z", "client": "C-1", "event": "offered", "rate": 17.0});
+    credit
+        .client
+        .publish("fx.business.USDMXN", Bytes::from(event.to_string()))
+        .await
+        .unwrap();
+    credit.client.flush().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (err, v) = request(&credit.client, "fx.business.stats.USDMXN", "").await;
+        if !err && v["last_event_ts"] == "2024-03-04T10:00:00.000Z" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "business event not counted: {v}\n{}", serve.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The operator lists the pair's models.
+    let m = request_message(&operator.client, "fx.models.USDMXN", r#"{"op":"list"}"#).await;
+    assert!(
+        m.headers.as_ref().is_none_or(|h| h.get("Nats-Service-Error").is_none()),
+        "the operator lists models: {}",
+        String::from_utf8_lossy(&m.payload)
+    );
+    let (err, s) = request(&operator.client, "fx.status.USDMXN", "").await;
+    assert!(!err, "{s}");
+    credit.no_errors("credit");
+    operator.no_errors("operator");
+
+    // A credit system cannot publish ticks: refused, and no tick reaches cambio.
+    let forged = walk(TICKS + 1, 7).pop().unwrap();
+    credit
+        .client
+        .publish_with_headers("fx.ticks.USDMXN", replay_header(), Bytes::from(forged))
+        .await
+        .unwrap();
+    credit.client.flush().await.unwrap();
+    credit.refused("credit publishes a tick", "\"fx.ticks.USDMXN\"").await;
+    // Nor roll back a model, nor use fx.models at all.
+    unanswered(&credit, "fx.models.USDMXN", r#"{"op":"rollback","version":1}"#).await;
+    credit.refused("credit rolls back a model", "\"fx.models.USDMXN\"").await;
+    // Nor read the raw feed, nor the replies meant for the operator.
+    let _ticks = credit.client.subscribe("fx.ticks.>").await.unwrap();
+    credit.client.flush().await.unwrap();
+    credit.refused("credit subscribes to ticks", "\"fx.ticks.>\"").await;
+    let _replies = credit.client.subscribe("_INBOX.operator.>").await.unwrap();
+    credit.client.flush().await.unwrap();
+    credit.refused("credit reads the operator's replies", "\"_INBOX.operator.>\"").await;
+    // A feed cannot query forecasts, nor use fx.models.
+    unanswered(&feed, "fx.query.USDMXN", "").await;
+    feed.refused("feed queries a forecast", "\"fx.query.USDMXN\"").await;
+    unanswered(&feed, "fx.models.USDMXN", r#"{"op":"list"}"#).await;
+    feed.refused("feed lists models", "\"fx.models.USDMXN\"").await;
+
+    let (_, s) = request(&operator.client, "fx.status.USDMXN", "").await;
+    assert_eq!(s["ticks"], TICKS as u64, "the credit system's tick did not reach cambio: {s}");
+
+    // cambio itself was refused nothing, through start, serving and a graceful stop.
+    assert_eq!(serve.terminate(), 0, "{}", serve.log());
+    let log = serve.log();
+    assert!(
+        !log.to_lowercase().contains("permissions violation"),
+        "cambio needs more than its role grants:\n{log}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
