@@ -110,6 +110,87 @@ impl RoleClient {
     }
 }
 
+/// `cambio archive` as the archive role, its log in `dir`.
+struct Archive {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Archive {
+    fn start(url: &str, dir: &Path, seed: &str, ca: &Path) -> Archive {
+        let config = dir.join("archive.toml");
+        std::fs::write(&config, "[nats]\ntls = { required = true }\n").unwrap();
+        let log = dir.join("archive.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_cambio"))
+            .args(["archive", "--nats", url, "--max-age", "200ms", "--config"])
+            .arg(&config)
+            .arg("--dir")
+            .arg(dir.join("lake"))
+            .env("RUST_LOG", "info")
+            .env("CAMBIO_NATS_NKEY", seed)
+            .env("CAMBIO_NATS_CA", ca)
+            .env("CAMBIO_NATS_INBOX_PREFIX", "_INBOX.archive")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Archive { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until it consumes both streams (one "archiving" line each).
+    fn wait_archiving(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.log().matches("archiving").count() < 2 {
+            assert!(self.child.try_wait().unwrap().is_none(), "archive exited:\n{}", self.log());
+            assert!(Instant::now() < deadline, "archive never consumed:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then the exit code (bounded wait).
+    fn terminate(&mut self) -> Option<i32> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "archive did not exit:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Archive {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether `dir` holds a Parquet file at any depth under a folder named `kind=<kind>`.
+fn has_parquet(dir: &Path, kind: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            has_parquet(&p, kind)
+        } else {
+            p.extension().is_some_and(|x| x == "parquet")
+                && p.components().any(|c| c.as_os_str() == format!("kind={kind}").as_str())
+        }
+    })
+}
+
 /// A request that must not be answered: the server drops the refused publication, so it times out.
 async fn unanswered(c: &RoleClient, subject: &str, body: &str) {
     let req = c.client.request(subject.to_string(), Bytes::from(body.to_string()));
@@ -190,6 +271,10 @@ async fn every_role_does_what_it_may_and_nothing_else() {
         .connect(url.as_str())
         .await;
     assert!(stranger.is_err(), "an unknown NKey is refused");
+
+    // cambio archive as the archive role: it creates the streams and consumes both.
+    let mut archive = Archive::start(&url, &dir, &seed("archive"), &ca);
+    archive.wait_archiving();
 
     // cambio serve as the cambio role: TLS, its NKey and inbox prefix from the environment.
     let config = format!(
@@ -314,6 +399,19 @@ async fn every_role_does_what_it_may_and_nothing_else() {
     assert!(
         !log.to_lowercase().contains("permissions violation"),
         "cambio needs more than its role grants:\n{log}"
+    );
+    // Nor was the archive, which wrote the ticks and the forecasts to the lake.
+    let lake = dir.join("lake");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(has_parquet(&lake, "ticks") && has_parquet(&lake, "forecasts")) {
+        assert!(Instant::now() < deadline, "the lake lacks ticks or forecasts:\n{}", archive.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(archive.terminate(), Some(0), "{}", archive.log());
+    let log = archive.log();
+    assert!(
+        !log.to_lowercase().contains("permissions violation"),
+        "the archive needs more than its role grants:\n{log}"
     );
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
