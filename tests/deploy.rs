@@ -33,7 +33,11 @@ fn systemd_unit_verifies() {
     let dir = temp_dir("systemd");
     let path = dir.join("cambio.service");
     std::fs::write(&path, unit).unwrap();
-    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -77,7 +81,10 @@ fn cluster_node_configuration_is_valid() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success() && said.contains("is valid"), "nats-server -t: {said}");
+    assert!(
+        out.status.success() && said.contains("is valid"),
+        "nats-server -t: {said}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -105,10 +112,16 @@ fn files_named_by_compose_and_the_dockerfile_exist() {
         assert!(deploy.join(&p).exists(), "compose.yaml names {p}, which does not exist");
     }
     let dockerfile = std::fs::read_to_string(deploy.join("Dockerfile")).unwrap();
-    for line in dockerfile.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
         let words: Vec<&str> = line.split_whitespace().collect();
         for src in &words[1..words.len() - 1] {
-            assert!(repo().join(src).exists(), "the Dockerfile copies {src}, which does not exist");
+            assert!(
+                repo().join(src).exists(),
+                "the Dockerfile copies {src}, which does not exist"
+            );
         }
     }
 }

@@ -146,7 +146,11 @@ impl Archive {
     fn wait_archiving(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.log().matches("archiving").count() < 2 {
-            assert!(self.child.try_wait().unwrap().is_none(), "archive exited:\n{}", self.log());
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "archive exited:\n{}",
+                self.log()
+            );
             assert!(Instant::now() < deadline, "archive never consumed:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -189,6 +193,59 @@ fn has_parquet(dir: &Path, kind: &str) -> bool {
                 && p.components().any(|c| c.as_os_str() == format!("kind={kind}").as_str())
         }
     })
+}
+
+/// A stand-in for FRED on a loopback port: every request gets the same two daily observations.
+async fn fred_stand_in() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 65536 {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body =
+                    r#"{"observations":[{"date":"2024-01-02","value":"5.33"},{"date":"2024-01-03","value":"5.33"}]}"#;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(body.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+/// `cambio sources run --once` as the sources role: (exit code, stdout, stderr).
+async fn sources_once(url: &str, config: &Path, seed: &str, ca: &Path) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cambio"))
+        .args(["sources", "run", "--once", "--nats", url, "--config"])
+        .arg(config)
+        .env("FRED_KEY", "k3y")
+        .env("CAMBIO_NATS_NKEY", seed)
+        .env("CAMBIO_NATS_CA", ca)
+        .env("CAMBIO_NATS_INBOX_PREFIX", "_INBOX.sources")
+        .env("RUST_LOG", "info")
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("sources run ends")
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 /// A request that must not be answered: the server drops the refused publication, so it times out.
@@ -323,7 +380,9 @@ async fn every_role_does_what_it_may_and_nothing_else() {
     let got = collect(&mut preds, TICKS, Duration::from_secs(60)).await;
     assert_eq!(got.len(), TICKS, "forecasts reach the credit system\n{}", serve.log());
     assert!(
-        tokio::time::timeout(Duration::from_millis(500), stolen.next()).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(500), stolen.next())
+            .await
+            .is_err(),
         "the feed's refused subscription receives nothing"
     );
 
@@ -349,7 +408,11 @@ async fn every_role_does_what_it_may_and_nothing_else() {
         if !err && v["last_event_ts"] == "2024-03-04T10:00:00.000Z" {
             break;
         }
-        assert!(Instant::now() < deadline, "business event not counted: {v}\n{}", serve.log());
+        assert!(
+            Instant::now() < deadline,
+            "business event not counted: {v}\n{}",
+            serve.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -376,14 +439,18 @@ async fn every_role_does_what_it_may_and_nothing_else() {
     credit.refused("credit publishes a tick", "\"fx.ticks.USDMXN\"").await;
     // Nor roll back a model, nor use fx.models at all.
     unanswered(&credit, "fx.models.USDMXN", r#"{"op":"rollback","version":1}"#).await;
-    credit.refused("credit rolls back a model", "\"fx.models.USDMXN\"").await;
+    credit
+        .refused("credit rolls back a model", "\"fx.models.USDMXN\"")
+        .await;
     // Nor read the raw feed, nor the replies meant for the operator.
     let _ticks = credit.client.subscribe("fx.ticks.>").await.unwrap();
     credit.client.flush().await.unwrap();
     credit.refused("credit subscribes to ticks", "\"fx.ticks.>\"").await;
     let _replies = credit.client.subscribe("_INBOX.operator.>").await.unwrap();
     credit.client.flush().await.unwrap();
-    credit.refused("credit reads the operator's replies", "\"_INBOX.operator.>\"").await;
+    credit
+        .refused("credit reads the operator's replies", "\"_INBOX.operator.>\"")
+        .await;
     // A feed cannot query forecasts, nor use fx.models.
     unanswered(&feed, "fx.query.USDMXN", "").await;
     feed.refused("feed queries a forecast", "\"fx.query.USDMXN\"").await;
@@ -391,7 +458,10 @@ async fn every_role_does_what_it_may_and_nothing_else() {
     feed.refused("feed lists models", "\"fx.models.USDMXN\"").await;
 
     let (_, s) = request(&operator.client, "fx.status.USDMXN", "").await;
-    assert_eq!(s["ticks"], TICKS as u64, "the credit system's tick did not reach cambio: {s}");
+    assert_eq!(
+        s["ticks"], TICKS as u64,
+        "the credit system's tick did not reach cambio: {s}"
+    );
 
     // cambio itself was refused nothing, through start, serving and a graceful stop.
     assert_eq!(serve.terminate(), 0, "{}", serve.log());
@@ -400,11 +470,47 @@ async fn every_role_does_what_it_may_and_nothing_else() {
         !log.to_lowercase().contains("permissions violation"),
         "cambio needs more than its role grants:\n{log}"
     );
+    // `cambio sources run` as the sources role publishes factors and keeps its watermark: the second run
+    // reads it and publishes nothing new.
+    let fred = fred_stand_in().await;
+    let sources = dir.join("sources.toml");
+    std::fs::write(
+        &sources,
+        format!(
+            "[[source]]\nkind = \"fred\"\nname = \"dff\"\nseries = {{ DFF = \"factor:DFF\" }}\ntoken_env = \"FRED_KEY\"\n\
+             start = \"2024-01-01\"\nevery = \"1h\"\nbase_url = \"{fred}\"\n"
+        ),
+    )
+    .unwrap();
+    let sources_seed = seed("sources");
+    for (run, published) in [(1, "2"), (2, "0")] {
+        let (code, stdout, stderr) = sources_once(&url, &sources, &sources_seed, &ca).await;
+        let row: Vec<&str> = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some("dff"))
+            .map(|l| l.split_whitespace().collect())
+            .unwrap_or_default();
+        assert_eq!(code, Some(0), "sources run {run}:\n{stdout}\n{stderr}");
+        assert_eq!(
+            row.get(4).copied(),
+            Some(published),
+            "sources run {run}:\n{stdout}\n{stderr}"
+        );
+        assert!(
+            !stderr.to_lowercase().contains("permissions violation"),
+            "sources need more than their role grants:\n{stderr}"
+        );
+    }
+
     // Nor was the archive, which wrote the ticks and the forecasts to the lake.
     let lake = dir.join("lake");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !(has_parquet(&lake, "ticks") && has_parquet(&lake, "forecasts")) {
-        assert!(Instant::now() < deadline, "the lake lacks ticks or forecasts:\n{}", archive.log());
+        assert!(
+            Instant::now() < deadline,
+            "the lake lacks ticks or forecasts:\n{}",
+            archive.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(archive.terminate(), Some(0), "{}", archive.log());
