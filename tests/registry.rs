@@ -190,8 +190,8 @@ fn exercise(path: &Path) -> bool {
         }
         let _ = store.latest_good(pair);
         if let Ok(Some((meta, _))) = store.latest_good(pair) {
-            let _ = store.mark_keep(pair, meta.version, true);
-            let _ = store.rollback(pair, meta.version, 1);
+            let _ = store.mark_keep(pair, meta.version, true, "test", 1);
+            let _ = store.rollback(pair, meta.version, 1, "test", None);
         }
     }
     true
