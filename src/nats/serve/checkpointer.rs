@@ -402,6 +402,9 @@ impl Marker {
         let (reason, note, by) = match (focus, event) {
             (Some(f), _) if f.note.is_some() => (f.reason, f.note.clone(), Some(f)),
             (_, Some(event)) => (event, None, None),
+            // The shard's own request for an event an earlier cut already recorded (a periodic cut came
+            // first): the event has its version, this one is the cut's.
+            (Some(f), None) if f.actor.is_none() && f.note.is_none() => (self.reason, None, None),
             (Some(f), None) => (f.reason, f.note.clone(), Some(f)),
             (None, None) => (self.reason, None, None),
         };

@@ -633,7 +633,10 @@ impl Router {
                     actor,
                     parent: None,
                 });
-                self.cut(reason, focus, reply).await;
+                // The reason is the focus pair's: the other pairs' versions in the same cut are periodic
+                // (a promotion of one pair is not a promotion of the others, in the registry and its audit).
+                let cut_reason = if focus.is_some() { Reason::Periodic } else { reason };
+                self.cut(cut_reason, focus, reply).await;
             }
             Control::Rollback {
                 pair,
