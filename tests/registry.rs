@@ -492,6 +492,20 @@ fn offline_four_eyes_a_rollback_waits_for_another_actor() {
     let out = ok(&["models", "approve", "1", "--db", db_s, "--actor", "bob"]);
     assert!(out.contains("request 1 approved: USDMXN version 3"), "{out}");
     assert_eq!(ok(&["models", "approvals", "--db", db_s]), "(no pending request)\n");
+    // A challenge needs approval too; approved, the version is marked for the next serve start.
+    let out = ok(&["models", "challenge", "USDMXN", "1", "--db", db_s, "--actor", "alice"]);
+    assert!(
+        out.contains("request 2: USDMXN challenge with version 1 waits"),
+        "{out}"
+    );
+    let store = CheckpointStore::open_existing(&db, Retention::default()).unwrap();
+    assert!(store.challenges().unwrap().is_empty(), "not before the approval");
+    drop(store);
+    let out = ok(&["models", "approve", "2", "--db", db_s, "--actor", "bob"]);
+    assert!(out.contains("runs as the challenger from the next"), "{out}");
+    let store = CheckpointStore::open_existing(&db, Retention::default()).unwrap();
+    assert_eq!(store.challenges().unwrap().values().copied().collect::<Vec<_>>(), [1]);
+    drop(store);
     let audit: Value = serde_json::from_str(&ok(&["models", "audit", "--db", db_s, "--json"])).unwrap();
     let ops: Vec<String> = audit
         .as_array()
@@ -512,6 +526,9 @@ fn offline_four_eyes_a_rollback_waits_for_another_actor() {
             "request alice pending",
             "approve alice refused",
             "rollback alice ok",
+            "approve bob ok",
+            "request alice pending",
+            "challenge alice pending",
             "approve bob ok"
         ],
         "{audit}"
@@ -849,6 +866,30 @@ async fn four_eyes_over_nats_a_rollback_waits_for_another_actor_across_a_restart
         ],
         "{audit}"
     );
+    // A challenge is a request too; approved while challengers are off, it is refused with the reason
+    // and stays pending.
+    let newest = models_req(&client, r#"{"op":"list"}"#).await.1["versions"]
+        .as_array()
+        .and_then(|v| v.last().map(|m| m["version"].clone()))
+        .unwrap();
+    let (_, reply) = models_req(
+        &client,
+        &format!(r#"{{"op":"challenge","version":{newest},"actor":"alice"}}"#),
+    )
+    .await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["id"].as_u64()),
+        (Some("approval_request"), Some(2)),
+        "{reply}"
+    );
+    let (is_err, reply) = models_req(&client, r#"{"op":"approve","id":2,"actor":"bob"}"#).await;
+    assert!(is_err && reply["code"] == 409, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("[challenger] enabled = true"),
+        "{reply}"
+    );
+    let pending = models_req(&client, r#"{"op":"approvals"}"#).await.1;
+    assert_eq!(pending["pending"][0]["id"], 2, "{pending}");
     assert_eq!(serve.terminate(), 0, "{}", serve.log());
     let _ = std::fs::remove_dir_all(&dir);
 }

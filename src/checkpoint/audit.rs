@@ -137,6 +137,28 @@ pub enum Requested {
         /// The version.
         version: u64,
     },
+    /// Run this version as the pair's challenger (the way a stored version reaches promotion).
+    Challenge {
+        /// The version.
+        version: u64,
+    },
+}
+
+impl Requested {
+    /// The version the request names.
+    pub fn version(self) -> u64 {
+        match self {
+            Requested::Rollback { version } | Requested::Challenge { version } => version,
+        }
+    }
+
+    /// For people: "rollback to version 3", "challenge with version 3".
+    pub fn describe(self) -> String {
+        match self {
+            Requested::Rollback { version } => format!("rollback to version {version}"),
+            Requested::Challenge { version } => format!("challenge with version {version}"),
+        }
+    }
 }
 
 /// A request waiting for a second person's approval.

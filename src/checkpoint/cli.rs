@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::audit::{Approval, AuditEntry, Requested};
+use super::audit::{Approval, AuditEntry};
 use super::lineage::{Dataset, Lineage, Window};
 use super::store::{CheckpointStore, StoreError, VersionMeta};
 use crate::tick::Pair;
@@ -374,11 +374,14 @@ pub fn approvals(store: &CheckpointStore, json: bool) -> Result<String, StoreErr
 pub fn approvals_table(pending: &[Approval]) -> String {
     let mut out = String::new();
     for a in pending {
-        let Requested::Rollback { version } = a.requested;
         let _ = writeln!(
             out,
-            "request {}: {} rollback to version {version}, asked by {} at {}",
-            a.id, a.pair, a.requested_by, a.requested_at
+            "request {}: {} {}, asked by {} at {}",
+            a.id,
+            a.pair,
+            a.requested.describe(),
+            a.requested_by,
+            a.requested_at
         );
     }
     if pending.is_empty() {

@@ -1140,7 +1140,7 @@ impl CheckpointStore {
         at_us: i64,
     ) -> Result<Approval, StoreError> {
         self.guard(|| {
-            let Requested::Rollback { version } = requested;
+            let version = requested.version();
             self.meta(pair, version)?;
             let tx = self.db.begin_write().map_err(db)?;
             let approval = {
@@ -1168,8 +1168,9 @@ impl CheckpointStore {
                 .outcome(
                     Outcome::Pending,
                     Some(format!(
-                        "request {}: rollback to version {version}, waiting for approval",
-                        approval.id
+                        "request {}: {}, waiting for approval",
+                        approval.id,
+                        requested.describe()
                     )),
                 );
             append_audit(&tx, entry)?;
@@ -1217,9 +1218,8 @@ impl CheckpointStore {
                     id,
                     actor: actor.to_string(),
                 };
-                let Requested::Rollback { version } = approval.requested;
                 let entry = AuditEntry::new(at_us, actor, AuditOp::Approve, approval.pair)
-                    .versions(None, Some(version))
+                    .versions(None, Some(approval.requested.version()))
                     .outcome(Outcome::Refused, Some(refusal.to_string()));
                 self.append_audit(entry)?;
                 return Err(refusal);
@@ -1242,14 +1242,15 @@ impl CheckpointStore {
         self.guard(|| {
             let tx = self.db.begin_write().map_err(db)?;
             tx.open_table(APPROVALS).map_err(db)?.remove(approval.id).map_err(db)?;
-            let Requested::Rollback { version } = approval.requested;
             let entry = AuditEntry::new(at_us, actor, AuditOp::Approve, approval.pair)
-                .versions(Some(version), to)
+                .versions(Some(approval.requested.version()), to)
                 .outcome(
                     Outcome::Ok,
                     Some(format!(
-                        "request {} by {}: rollback to version {version}",
-                        approval.id, approval.requested_by
+                        "request {} by {}: {}",
+                        approval.id,
+                        approval.requested_by,
+                        approval.requested.describe()
                     )),
                 );
             append_audit(&tx, entry)?;
@@ -1648,17 +1649,23 @@ mod tests {
             "parent: the version rolled back to"
         );
         let entries = store.audit(None).unwrap();
-        let audit: Vec<(u64, &str, &str, Option<u64>, Option<u64>)> = entries
+        let audit: Vec<String> = entries
             .iter()
-            .map(|e| (e.seq, e.op.name(), e.actor.as_str(), e.from_version, e.to_version))
+            .map(|e| {
+                let v = |x: Option<u64>| x.map_or_else(|| "-".to_string(), |v| v.to_string());
+                format!(
+                    "{} {} {} {} {}",
+                    e.seq,
+                    e.op.name(),
+                    e.actor,
+                    v(e.from_version),
+                    v(e.to_version)
+                )
+            })
             .collect();
         assert_eq!(
             audit,
-            [
-                (1, "checkpoint", "alice", Some(1), Some(2)),
-                (2, "rollback", "bob", Some(2), Some(3)),
-                (3, "keep", "carol", Some(1), None),
-            ],
+            ["1 checkpoint alice 1 2", "2 rollback bob 2 3", "3 keep carol 1 -"],
             "periodic versions are not registry operations; the others are, in order"
         );
         // Appending after a reopen continues the numbering.

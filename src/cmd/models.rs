@@ -138,7 +138,8 @@ enum Command {
         actor: Actor,
     },
     /// Run a version as the pair's challenger from the next `cambio serve` start (the live service takes
-    /// `{"op":"challenge","version":N}` on fx.models.<PAIR>).
+    /// `{"op":"challenge","version":N}` on fx.models.<PAIR>). Under the four-eyes rule this only records a
+    /// request.
     Challenge {
         /// The redb file.
         #[arg(long)]
@@ -294,11 +295,22 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         }
         Command::Challenge { db, target, actor } => {
             let (pair, version) = (target.pair()?, target.required_version()?);
-            open(&db, default_keep)?.mark_challenge(pair, version, &actor.name(), now_us())?;
-            writeln!(
-                out,
-                "{pair} version {version} runs as the challenger from the next `cambio serve` start"
-            )?;
+            let store = open(&db, default_keep)?;
+            if store.require_approval()? {
+                let a = store.request_approval(pair, Requested::Challenge { version }, &actor.name(), now_us())?;
+                writeln!(
+                    out,
+                    "request {}: {pair} challenge with version {version} waits for approval by another actor \
+                     (cambio models approve {} --actor NAME)",
+                    a.id, a.id
+                )?;
+            } else {
+                store.mark_challenge(pair, version, &actor.name(), now_us())?;
+                writeln!(
+                    out,
+                    "{pair} version {version} runs as the challenger from the next `cambio serve` start"
+                )?;
+            }
         }
         Command::Audit { db, pair, json } => {
             let pair = pair.as_deref().map(parse_pair).transpose()?;
@@ -316,18 +328,31 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
             let store = open(&db, keep_last)?;
             let name = actor.name();
             let approval = store.check_approval(id, &name, now_us())?;
-            let Requested::Rollback { version } = approval.requested;
-            let note = format!(
-                "rollback to version {version}, requested by {} and approved by {name} (request {id})",
-                approval.requested_by
-            );
-            let m = store.rollback(approval.pair, version, now_us(), &approval.requested_by, Some(note))?;
-            store.complete_approval(&approval, &name, now_us(), Some(m.version))?;
-            writeln!(
-                out,
-                "request {id} approved: {} version {} is now the latest, a copy of version {version}",
-                m.pair, m.version
-            )?;
+            match approval.requested {
+                Requested::Rollback { version } => {
+                    let note = format!(
+                        "rollback to version {version}, requested by {} and approved by {name} (request {id})",
+                        approval.requested_by
+                    );
+                    let m = store.rollback(approval.pair, version, now_us(), &approval.requested_by, Some(note))?;
+                    store.complete_approval(&approval, &name, now_us(), Some(m.version))?;
+                    writeln!(
+                        out,
+                        "request {id} approved: {} version {} is now the latest, a copy of version {version}",
+                        m.pair, m.version
+                    )?;
+                }
+                Requested::Challenge { version } => {
+                    store.mark_challenge(approval.pair, version, &approval.requested_by, now_us())?;
+                    store.complete_approval(&approval, &name, now_us(), None)?;
+                    writeln!(
+                        out,
+                        "request {id} approved: {} version {version} runs as the challenger from the next \
+                         `cambio serve` start",
+                        approval.pair
+                    )?;
+                }
+            }
         }
         Command::Export { db, target, out: file } => {
             let store = open(&db, default_keep)?;

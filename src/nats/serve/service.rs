@@ -501,14 +501,17 @@ impl ServiceState {
                     .await?;
                 to_json_vec(&ModelVersionReply { meta })
             }
-            ModelsOp::Rollback { version, .. } if self.require_approval => {
+            ModelsOp::Rollback { version, .. } | ModelsOp::Challenge { version, .. } if self.require_approval => {
                 let actor = named.ok_or(RequestError::NoActor)?;
-                let requested = Requested::Rollback { version };
+                let requested = match op {
+                    ModelsOp::Challenge { .. } => Requested::Challenge { version },
+                    _ => Requested::Rollback { version },
+                };
                 let request = writer
                     .run(move |store| store.request_approval(pair, requested, &actor, super::router::now_us()))
                     .await?;
-                tracing::warn!(pair = %pair, version, id = request.id, actor = %request.requested_by,
-                    "rollback requested: waits for approval by another actor");
+                tracing::warn!(pair = %pair, id = request.id, actor = %request.requested_by,
+                    request = %request.requested.describe(), "waits for approval by another actor");
                 to_json_vec(&ApprovalRequestReply { request })
             }
             ModelsOp::Rollback { version, .. } => {
@@ -535,35 +538,33 @@ impl ServiceState {
                         holds: approval.pair,
                     });
                 }
-                let Requested::Rollback { version } = approval.requested;
-                let note = format!(
-                    "rollback to version {version}, requested by {} and approved by {actor} (request {id})",
-                    approval.requested_by
-                );
-                let meta = ask_consumer(control, |reply| Control::Rollback {
-                    pair,
-                    version,
-                    actor: approval.requested_by.clone(),
-                    note: Some(note),
-                    reply,
-                })
-                .await??;
-                let to = meta.version;
+                let meta = match approval.requested {
+                    Requested::Rollback { version } => {
+                        let note = format!(
+                            "rollback to version {version}, requested by {} and approved by {actor} (request {id})",
+                            approval.requested_by
+                        );
+                        ask_consumer(control, |reply| Control::Rollback {
+                            pair,
+                            version,
+                            actor: approval.requested_by.clone(),
+                            note: Some(note),
+                            reply,
+                        })
+                        .await??
+                    }
+                    Requested::Challenge { version } => self.challenge(pair, version, &approval.requested_by).await?,
+                };
+                // A challenge writes no version: the approval leads to none.
+                let to = matches!(approval.requested, Requested::Rollback { .. }).then_some(meta.version);
                 writer
-                    .run(move |store| store.complete_approval(&approval, &actor, super::router::now_us(), Some(to)))
+                    .run(move |store| store.complete_approval(&approval, &actor, super::router::now_us(), to))
                     .await?;
                 to_json_vec(&ModelVersionReply { meta })
             }
             ModelsOp::Challenge { version, .. } => {
-                let result = ask_consumer(control, |reply| Control::Challenge { pair, version, reply }).await?;
-                let entry = AuditEntry::new(super::router::now_us(), &actor, AuditOp::Challenge, pair)
-                    .versions(Some(version), None);
-                let entry = match &result {
-                    Ok(_) => entry.outcome(Outcome::Ok, Some("runs as the live challenger".into())),
-                    Err(e) => entry.outcome(Outcome::Refused, Some(e.to_string())),
-                };
-                writer.run(move |store| store.append_audit(entry)).await?;
-                to_json_vec(&ModelVersionReply { meta: result? })
+                let meta = self.challenge(pair, version, &actor).await?;
+                to_json_vec(&ModelVersionReply { meta })
             }
             ModelsOp::Audit { .. } => {
                 let entries = writer.run(move |store| store.audit(Some(pair))).await?;
@@ -595,6 +596,30 @@ impl ServiceState {
             }
         };
         Ok(Bytes::from(value))
+    }
+}
+
+impl ServiceState {
+    /// Runs `version` as the pair's live challenger and records the outcome (ok or refused, with why) in
+    /// the audit log under `actor`.
+    async fn challenge(
+        &self,
+        pair: Pair,
+        version: u64,
+        actor: &str,
+    ) -> Result<crate::checkpoint::VersionMeta, RequestError> {
+        let (Some(writer), Some(control)) = (&self.writer, &self.control) else {
+            return Err(RequestError::NoCheckpoints);
+        };
+        let result = ask_consumer(control, |reply| Control::Challenge { pair, version, reply }).await?;
+        let entry =
+            AuditEntry::new(super::router::now_us(), actor, AuditOp::Challenge, pair).versions(Some(version), None);
+        let entry = match &result {
+            Ok(_) => entry.outcome(Outcome::Ok, Some("runs as the live challenger".into())),
+            Err(e) => entry.outcome(Outcome::Refused, Some(e.to_string())),
+        };
+        writer.run(move |store| store.append_audit(entry)).await?;
+        Ok(result?)
     }
 }
 
