@@ -361,6 +361,15 @@ async fn a_live_rollback_answers_at_once_and_keeps_the_stream_time() {
     let (err, rolled) = request(&client, "fx.models.USDMXN", r#"{"op":"rollback","version":1}"#).await;
     assert!(!err, "{rolled}");
     assert_eq!(rolled["ticks"], 1_500, "the stream position does not go back: {rolled}");
+    // Its lineage: the version restored is the parent, and the ticks the replaced model saw since are not
+    // its data.
+    let lineage = &rolled["lineage"];
+    assert_eq!(
+        (lineage["parent"].as_u64(), lineage["actor"].as_str()),
+        (Some(1), Some("unknown")),
+        "{rolled}"
+    );
+    assert_eq!(lineage["dataset"]["ticks"], 0, "{rolled}");
 
     // The query answers the restored model at once, from the last tick seen.
     let (err, now) = request(&client, "fx.query.USDMXN", "").await;

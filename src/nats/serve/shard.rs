@@ -305,6 +305,10 @@ impl Shard {
                             }
                             ShardMsg::Replace(engine, done) => {
                                 self.pipeline.replace(*engine);
+                                // The stored model saw none of the ticks applied since the last version: its
+                                // next version's data starts here (its parent is the version restored).
+                                self.segment = crate::checkpoint::Segment::default();
+                                self.event_parent = None;
                                 self.last_ts_us = self.pipeline.engine().last_ts_us();
                                 self.refresh_forecast();
                                 self.changed = true;
