@@ -9,6 +9,10 @@
 //! - `cut`: the latest consistent cut of the running service ([`Cut`]): which version of each pair is
 //!   current, which JetStream stream sequences those versions include, and the factors the service
 //!   remembers for pairs it has not seen yet. A new table, so files without it still read (layout 1).
+//! - `audit`, `approvals`, `challenges`: the append-only audit log, the requests waiting for approval and
+//!   the versions marked to run as challengers ([`super::audit`]). Created when a file is opened, so files
+//!   written before them open unchanged (layout 1), and an older cambio ignores them. A version's
+//!   [`super::lineage::Lineage`] is a field of its metadata in `versions`, absent in older files.
 //!
 //! **Why a cut.** `cambio serve` checkpoints every pair at the same point of the tick stream: the
 //! consumer puts a marker in every shard's queue after the same stream sequence, and the versions the
