@@ -566,6 +566,31 @@ impl Contest {
         Ok(())
     }
 
+    /// Replaces the challenger with `engine` (an operator's `challenge` of a registry version) and restarts
+    /// the comparison window. The caller checks that challengers are enabled: the contest runs whatever challenger it
+    /// holds.
+    ///
+    /// # Errors
+    /// [`ContestError`] when `engine` serves another pair or lacks the deciding horizon; the contest is
+    /// then unchanged.
+    pub fn set_challenger(
+        &mut self,
+        champion: &Engine,
+        engine: Engine,
+        origin: ModelOrigin,
+    ) -> Result<(), ContestError> {
+        Self::check_challenger(&self.rules, champion, &engine)?;
+        self.challenger = Some(Shadow {
+            mark: sums_of(&engine, self.rules.horizon).unwrap_or_default(),
+            engine,
+            origin,
+        });
+        // Only the comparison window restarts: the guard's windows and any watched adaptation are the
+        // champion's and go on.
+        self.champion_mark = sums_of(champion, self.rules.horizon).unwrap_or_default();
+        Ok(())
+    }
+
     /// Forwards a factor observation to the challenger, so it sees the same inputs as the champion.
     pub fn on_factor(&mut self, factor: &Factor) {
         if let Some(shadow) = &mut self.challenger {

@@ -19,6 +19,8 @@ pub struct Config {
     pub serve: crate::nats::serve::ServeConfig,
     /// Where and how often `cambio serve` checkpoints its state.
     pub checkpoint: crate::checkpoint::CheckpointConfig,
+    /// Rules for operators' changes to the model registry (`[registry]`).
+    pub registry: crate::checkpoint::RegistryConfig,
     /// The shadow challenger and the rollback guard (`[challenger]`, `[challenger.engine]`).
     pub challenger: crate::challenger::ChallengerConfig,
     /// Business metrics of deal events: segments, periods, masking key, disparity alarm (`[business]`).
@@ -34,6 +36,7 @@ impl From<Config> for crate::nats::serve::ServeSettings {
             nats: c.nats,
             serve: c.serve,
             checkpoint: c.checkpoint,
+            registry: c.registry,
             challenger: c.challenger,
             business: c.business,
             metrics: c.metrics,

@@ -368,6 +368,7 @@ fn models_cli_lists_shows_rolls_back_exports_and_imports() {
         "USDMXN",
         "--version",
         "1",
+        "--json",
     ])))
     .unwrap();
     assert_eq!(show["version"], 1);
@@ -387,8 +388,10 @@ fn models_cli_lists_shows_rolls_back_exports_and_imports() {
         "1",
     ]));
     assert!(out.contains("version 3"), "{out}");
-    let show: serde_json::Value =
-        serde_json::from_str(&ok(&cambio(&["models", "show", "--db", dbs, "--pair", "USDMXN"]))).unwrap();
+    let show: serde_json::Value = serde_json::from_str(&ok(&cambio(&[
+        "models", "show", "--db", dbs, "--pair", "USDMXN", "--json",
+    ])))
+    .unwrap();
     assert_eq!(
         (
             show["version"].as_u64(),

@@ -190,8 +190,8 @@ fn exercise(path: &Path) -> bool {
         }
         let _ = store.latest_good(pair);
         if let Ok(Some((meta, _))) = store.latest_good(pair) {
-            let _ = store.mark_keep(pair, meta.version, true);
-            let _ = store.rollback(pair, meta.version, 1);
+            let _ = store.mark_keep(pair, meta.version, true, "test", 1);
+            let _ = store.rollback(pair, meta.version, 1, "test", None);
         }
     }
     true
@@ -361,6 +361,15 @@ async fn a_live_rollback_answers_at_once_and_keeps_the_stream_time() {
     let (err, rolled) = request(&client, "fx.models.USDMXN", r#"{"op":"rollback","version":1}"#).await;
     assert!(!err, "{rolled}");
     assert_eq!(rolled["ticks"], 1_500, "the stream position does not go back: {rolled}");
+    // Its lineage: the version restored is the parent, and the ticks the replaced model saw since are not
+    // its data.
+    let lineage = &rolled["lineage"];
+    assert_eq!(
+        (lineage["parent"].as_u64(), lineage["actor"].as_str()),
+        (Some(1), Some("unknown")),
+        "{rolled}"
+    );
+    assert_eq!(lineage["dataset"]["ticks"], 0, "{rolled}");
 
     // The query answers the restored model at once, from the last tick seen.
     let (err, now) = request(&client, "fx.query.USDMXN", "").await;
@@ -385,6 +394,511 @@ async fn a_live_rollback_answers_at_once_and_keeps_the_stream_time() {
     publish(&client, "USDMXN", &lines[1_500..1_700]).await;
     let status = wait_ticks(&client, &serve, "USDMXN", 1_800).await;
     assert_eq!(status["accepted"].as_u64(), Some(accepted + 200), "{status}");
+    assert_eq!(serve.terminate(), 0, "{}", serve.log());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A copy of the registry fixture written by cambio before lineage, the audit log and approvals existed.
+fn pre_lineage_copy(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/registry/pre_lineage.redb");
+    let db = dir.join("old.redb");
+    std::fs::copy(src, &db).unwrap();
+    db
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = cambio(args);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{args:?}: {stdout}\n{stderr}");
+    stdout
+}
+
+#[test]
+fn a_registry_written_before_lineage_opens_lists_and_records_lineage_from_now_on() {
+    let dir = temp_dir("registry-old");
+    let db = pre_lineage_copy(&dir);
+    let db_s = db.to_str().unwrap();
+    let list = ok(&["models", "list", "--db", db_s]);
+    assert!(list.contains("import") && list.contains("rollback"), "{list}");
+    let json: Value = serde_json::from_str(&ok(&["models", "list", "--db", db_s, "--json"])).unwrap();
+    let versions = json.as_array().unwrap();
+    assert_eq!(versions.len(), 2, "{json}");
+    assert!(versions.iter().all(|v| v["lineage"].is_null()), "{json}");
+    let show = ok(&["models", "show", "USDMXN", "1", "--db", db_s]);
+    assert!(show.starts_with("USDMXN version 1\n"), "{show}");
+    for line in [
+        "actor         unknown",
+        "code          unknown",
+        "configuration unknown",
+    ] {
+        assert!(show.contains(line), "{line}: {show}");
+    }
+    assert!(!show.contains("Some("), "no Debug formatting: {show}");
+    let diff = ok(&["models", "diff", "USDMXN", "1", "2", "--db", db_s]);
+    assert!(diff.contains("reason: import -> rollback"), "{diff}");
+    assert_eq!(
+        ok(&["models", "audit", "--db", db_s]),
+        "seq  at  actor  op  pair  from  to  outcome  detail\n(no entries)\n"
+    );
+
+    // New operations on the old file record lineage and audit entries.
+    ok(&["models", "rollback", "USDMXN", "2", "--db", db_s, "--actor", "carol"]);
+    let show = ok(&["models", "show", "USDMXN", "3", "--db", db_s]);
+    for line in ["actor         carol", "parent        2", "reason        rollback"] {
+        assert!(show.contains(line), "{line}: {show}");
+    }
+    let audit: Value = serde_json::from_str(&ok(&["models", "audit", "--db", db_s, "--json"])).unwrap();
+    assert_eq!(audit[0]["op"], "rollback", "{audit}");
+    assert_eq!(audit[0]["actor"], "carol", "{audit}");
+    assert_eq!(
+        (audit[0]["from_version"].as_u64(), audit[0]["to_version"].as_u64()),
+        (Some(2), Some(3))
+    );
+    // An import records the file's hash, the build's code version and the engine configuration.
+    let ckpt = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint/v3_usdmxn_2000.ckpt");
+    ok(&[
+        "models",
+        "import",
+        "--db",
+        db_s,
+        ckpt.to_str().unwrap(),
+        "--actor",
+        "dave",
+    ]);
+    let v4: Value = serde_json::from_str(&ok(&["models", "show", "--db", db_s, "USDMXN", "4", "--json"])).unwrap();
+    let l = &v4["lineage"];
+    assert_eq!(l["actor"], "dave", "{v4}");
+    assert!(l["parent"].is_null(), "an import has no parent: {v4}");
+    assert_eq!(l["dataset"]["kind"], "file", "{v4}");
+    assert!(l["dataset"]["hash"].as_str().unwrap().starts_with("sha256:"), "{v4}");
+    assert_eq!(l["code"]["crate_version"], env!("CARGO_PKG_VERSION"), "{v4}");
+    assert!(l["config"].is_object() && l["config_hash"].is_string(), "{v4}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn offline_four_eyes_a_rollback_waits_for_another_actor() {
+    let dir = temp_dir("registry-4eyes");
+    let db = pre_lineage_copy(&dir);
+    let db_s = db.to_str().unwrap();
+    // The rule as the last `cambio serve` on the file recorded it.
+    CheckpointStore::open_existing(&db, Retention::default())
+        .unwrap()
+        .set_require_approval(true)
+        .unwrap();
+    let out = ok(&["models", "rollback", "USDMXN", "1", "--db", db_s, "--actor", "alice"]);
+    assert!(out.contains("request 1") && out.contains("waits for approval"), "{out}");
+    assert_eq!(versions(&db).len(), 2, "nothing rolled back yet");
+    let pending = ok(&["models", "approvals", "--db", db_s]);
+    assert!(
+        pending.contains("request 1: USDMXN rollback to version 1, asked by alice"),
+        "{pending}"
+    );
+    let refused = cambio(&["models", "approve", "1", "--db", db_s, "--actor", "alice"]);
+    let (_, err) = text(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(err.contains("must be approved by a different actor"), "{err}");
+    let out = ok(&["models", "approve", "1", "--db", db_s, "--actor", "bob"]);
+    assert!(out.contains("request 1 approved: USDMXN version 3"), "{out}");
+    assert_eq!(ok(&["models", "approvals", "--db", db_s]), "(no pending request)\n");
+    // A challenge needs approval too; approved, the version is marked for the next serve start.
+    let out = ok(&["models", "challenge", "USDMXN", "1", "--db", db_s, "--actor", "alice"]);
+    assert!(
+        out.contains("request 2: USDMXN challenge with version 1 waits"),
+        "{out}"
+    );
+    let store = CheckpointStore::open_existing(&db, Retention::default()).unwrap();
+    assert!(store.challenges().unwrap().is_empty(), "not before the approval");
+    drop(store);
+    let out = ok(&["models", "approve", "2", "--db", db_s, "--actor", "bob"]);
+    assert!(out.contains("runs as the challenger from the next"), "{out}");
+    let store = CheckpointStore::open_existing(&db, Retention::default()).unwrap();
+    assert_eq!(store.challenges().unwrap().values().copied().collect::<Vec<_>>(), [1]);
+    drop(store);
+    let audit: Value = serde_json::from_str(&ok(&["models", "audit", "--db", db_s, "--json"])).unwrap();
+    let ops: Vec<String> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["op"].as_str().unwrap(),
+                e["actor"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "request alice pending",
+            "approve alice refused",
+            "rollback alice ok",
+            "approve bob ok",
+            "request alice pending",
+            "challenge alice pending",
+            "approve bob ok"
+        ],
+        "{audit}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Ticks one second apart with a bounce a learning model picks up (AR(1) increments, φ = −0.4), as the
+/// contest tests use.
+fn bounce(n: u64) -> Vec<String> {
+    let t0 = cambio::time::parse_ts_us("2024-01-01T00:00:00Z").unwrap();
+    cambio::replay::synth::structured_mids(3, n, -0.4, &[])
+        .into_iter()
+        .zip(0..)
+        .map(|(mid, i)| {
+            let ts = cambio::time::format_ts(t0 + i as i64 * 1_000_000);
+            format!(
+                r#"{{"pair":"USDMXN","ts":"{ts}","bid":{},"ask":{},"source":"test","seq":{}}}"#,
+                mid - 0.0005,
+                mid + 0.0005,
+                i + 1
+            )
+        })
+        .collect()
+}
+
+async fn models_req(client: &async_nats::Client, body: &str) -> (bool, Value) {
+    request(client, "fx.models.USDMXN", body).await
+}
+
+/// The first message on `sub` whose `type` is `kind`, within 60 s.
+async fn next_of(sub: &mut async_nats::Subscriber, serve: &Serve, kind: &str) -> Value {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout_at(deadline, sub.next()).await {
+            Ok(Some(m)) => {
+                let v: Value = serde_json::from_slice(&m.payload).unwrap();
+                if v["type"] == kind {
+                    return v;
+                }
+            }
+            _ => panic!("no `{kind}` within 60 s\n{}", serve.log()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenged_version_is_promoted_by_the_contest_and_audited() {
+    let dir = temp_dir("registry-challenge");
+    let db = dir.join("m.redb");
+    let db_s = db.to_str().unwrap();
+    let lines = bounce(7_000);
+    let server = LocalServer::start(false, None).unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let base = format!(
+        "[serve]\nreport_interval_secs = 0.5\n[checkpoint]\npath = \"{}\"\nevery_ticks = 1000\nkeep_last = 100\n",
+        db.display()
+    );
+
+    // 1. A champion that cannot learn (its signal weight's prior holds it on the random walk), with
+    //    registry challengers on and a low bar for promotion; it sees the first 100 ticks.
+    let champion_cfg = format!(
+        "{base}[engine]\nhorizons = [\"1step\", \"10step\"]\nmodel.version = \"rw\"\n\
+         model.weight_prior = 1e12\n[challenger]\nenabled = true\nrollback = true\nwindow = 500\nmargin = 0.02\n"
+    );
+    let mut serve = Serve::start(&server.url(), &champion_cfg, &dir);
+    wait_ready(&client, &serve).await;
+    publish(&client, "USDMXN", &lines[..100]).await;
+    wait_ticks(&client, &serve, "USDMXN", 100).await;
+    assert_eq!(serve.terminate(), 0, "{}", serve.log());
+    let champion = versions(&db).last().unwrap().1;
+    let show = ok(&["models", "show", "USDMXN", &champion.to_string(), "--db", db_s]);
+    for line in [
+        "actor         serve",
+        "dataset       stream, 100 ticks, fnv1a64:",
+        "code          cambio ",
+    ] {
+        assert!(show.contains(line), "{line}: {show}");
+    }
+
+    // 2. A model that learns the bounce, trained elsewhere on the first 3,000 ticks, imported; then the
+    //    champion is made the live model again (the import would otherwise be restored as the live one).
+    let mut learner = cambio::engine::Engine::new(
+        cambio::tick::Pair::parse("USDMXN").unwrap(),
+        &toml::from_str::<cambio::config::Config>("[engine]\nhorizons = [\"1step\", \"10step\"]\n")
+            .unwrap()
+            .engine,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    for l in &lines[..3_000] {
+        learner.on_tick(&cambio::tick::parse_tick(l.as_bytes(), None).unwrap(), &mut out);
+        out.clear();
+    }
+    let file = dir.join("learner.ckpt");
+    let state = cambio::checkpoint::PairState {
+        engine: learner,
+        applied: None,
+        contest: None,
+    };
+    std::fs::write(&file, cambio::checkpoint::format::encode(&state).unwrap()).unwrap();
+    ok(&[
+        "models",
+        "import",
+        file.to_str().unwrap(),
+        "--db",
+        db_s,
+        "--actor",
+        "ops",
+    ]);
+    let learner = versions(&db).last().unwrap().1;
+    let learner_s = learner.to_string();
+    ok(&[
+        "models",
+        "rollback",
+        "USDMXN",
+        &champion.to_string(),
+        "--db",
+        db_s,
+        "--actor",
+        "ops",
+    ]);
+
+    let mut serve = Serve::start(&server.url(), &champion_cfg, &dir);
+    wait_ready(&client, &serve).await;
+    let mut alerts = client.subscribe("fx.alert.USDMXN").await.unwrap();
+    client.flush().await.unwrap();
+    publish(&client, "USDMXN", &lines[3_000..3_100]).await;
+    wait_ticks(&client, &serve, "USDMXN", 200).await;
+    let status = request(&client, "fx.status.USDMXN", "").await.1;
+    assert!(status["contest"]["challenger"].is_null(), "no challenger yet: {status}");
+
+    // Refused for a version that does not exist, then accepted: the learner is the live challenger.
+    let (is_err, reply) = models_req(&client, r#"{"op":"challenge","version":999,"actor":"alice"}"#).await;
+    assert!(is_err && reply["code"] == 404, "{reply}");
+    let (is_err, reply) = models_req(
+        &client,
+        &format!(r#"{{"op":"challenge","version":{learner},"actor":"alice"}}"#),
+    )
+    .await;
+    assert!(!is_err, "{reply}\n{}", serve.log());
+    assert_eq!(
+        (reply["type"].as_str(), reply["version"].as_u64()),
+        (Some("model_version"), Some(learner))
+    );
+    status_until(
+        &client,
+        "USDMXN",
+        &serve,
+        Duration::from_secs(10),
+        "the challenger",
+        |s| s["contest"]["challenger"]["origin"]["version"] == learner,
+    )
+    .await;
+
+    // 3. The contest decides: the learner wins a window and is promoted.
+    publish(&client, "USDMXN", &lines[3_100..]).await;
+    let promotion = next_of(&mut alerts, &serve, "promotion").await;
+    assert_eq!(promotion["promoted"]["version"], learner, "{promotion}");
+    assert_eq!(promotion["demoted"], "live", "{promotion}");
+    // The promotion is recorded as a version whose parent is the challenged version, created by serve.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let promoted = loop {
+        let list = models_req(&client, r#"{"op":"list"}"#).await.1;
+        if let Some(v) = list["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["reason"] == "promotion")
+        {
+            break v.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no promotion version: {list}\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(promoted["lineage"]["parent"], learner, "{promoted}");
+    assert_eq!(promoted["lineage"]["actor"], "serve", "{promoted}");
+    let (_, shown) = models_req(
+        &client,
+        &format!(r#"{{"op":"show","version":{}}}"#, promoted["version"]),
+    )
+    .await;
+    assert_eq!(shown["type"], "model_version");
+    assert_eq!(shown["lineage"], promoted["lineage"], "{shown}");
+    let audit = models_req(&client, r#"{"op":"audit"}"#).await.1;
+    assert_eq!(audit["type"], "audit", "{audit}");
+    let ops = |audit: &Value| -> Vec<String> {
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {}",
+                    e["op"].as_str().unwrap(),
+                    e["actor"].as_str().unwrap(),
+                    e["outcome"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let live = ops(&audit["entries"]);
+    assert_eq!(
+        live,
+        [
+            "import ops ok",
+            "rollback ops ok",
+            "challenge alice refused",
+            "challenge alice ok",
+            "promotion serve ok"
+        ],
+        "{audit}"
+    );
+    assert_eq!(serve.terminate(), 0, "{}", serve.log());
+
+    // 4. The audit log survives the restart, and the offline challenge mark is taken by the next start.
+    let offline: Value = serde_json::from_str(&ok(&["models", "audit", "--db", db_s, "--json"])).unwrap();
+    assert_eq!(ops(&offline), live, "{offline}");
+    ok(&[
+        "models",
+        "challenge",
+        "USDMXN",
+        &learner_s,
+        "--db",
+        db_s,
+        "--actor",
+        "carol",
+    ]);
+    let mut serve = Serve::start(&server.url(), &champion_cfg, &dir);
+    wait_ready(&client, &serve).await;
+    status_until(
+        &client,
+        "USDMXN",
+        &serve,
+        Duration::from_secs(10),
+        "the challenger",
+        |s| s["contest"]["challenger"]["origin"]["version"] == learner,
+    )
+    .await;
+    assert_eq!(serve.terminate(), 0, "{}", serve.log());
+    let after: Value = serde_json::from_str(&ok(&["models", "audit", "--db", db_s, "--json"])).unwrap();
+    let after = ops(&after);
+    assert_eq!(
+        after[live.len()..],
+        ["challenge carol pending", "challenge serve ok"],
+        "{after:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_eyes_over_nats_a_rollback_waits_for_another_actor_across_a_restart() {
+    let dir = temp_dir("registry-4eyes-nats");
+    let db = dir.join("models.redb");
+    let cfg = format!("{}[registry]\nrequire_approval = true\n", config(&db));
+    let server = LocalServer::start(false, None).unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut serve = Serve::start(&server.url(), &cfg, &dir);
+    wait_ready(&client, &serve).await;
+    let usd = walk_of("USDMXN", 17.0, 1_000, 3);
+    publish(&client, "USDMXN", &usd).await;
+    wait_ticks(&client, &serve, "USDMXN", 1_000).await;
+    let (is_err, first) = models_req(&client, r#"{"op":"checkpoint","actor":"alice"}"#).await;
+    assert!(!is_err, "{first}");
+    let (is_err, reply) = models_req(&client, r#"{"op":"rollback","version":1}"#).await;
+    assert!(
+        is_err && reply["code"] == 400 && reply["error"].as_str().unwrap().contains("actor"),
+        "{reply}"
+    );
+    let (is_err, reply) = models_req(&client, r#"{"op":"rollback","version":1,"actor":"alice"}"#).await;
+    assert!(!is_err, "{reply}");
+    assert_eq!(
+        (reply["type"].as_str(), reply["id"].as_u64()),
+        (Some("approval_request"), Some(1)),
+        "{reply}"
+    );
+    assert_eq!(reply["requested_by"], "alice");
+    let (is_err, reply) = models_req(&client, r#"{"op":"approve","id":1,"actor":"alice"}"#).await;
+    assert!(is_err && reply["code"] == 403, "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("different actor"), "{reply}");
+    assert_eq!(serve.terminate(), 0, "{}", serve.log());
+
+    // The request survives a restart; bob approves it (named by the Cambio-Actor header).
+    let mut serve = Serve::start(&server.url(), &cfg, &dir);
+    wait_ready(&client, &serve).await;
+    let pending = models_req(&client, r#"{"op":"approvals"}"#).await.1;
+    assert_eq!(pending["type"], "approvals");
+    assert_eq!(pending["pending"][0]["id"], 1, "{pending}");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Cambio-Actor", "bob");
+    let m = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request_with_headers("fx.models.USDMXN", headers, Bytes::from(r#"{"op":"approve","id":1}"#)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let reply: Value = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!(
+        (reply["type"].as_str(), reply["reason"].as_str()),
+        (Some("model_version"), Some("rollback")),
+        "{reply}"
+    );
+    assert!(reply["note"].as_str().unwrap().contains("approved by bob"), "{reply}");
+    assert_eq!(reply["lineage"]["parent"], 1, "{reply}");
+    let status = request(&client, "fx.status.USDMXN", "").await.1;
+    assert_eq!(status["model"]["version"], 1, "the live model is version 1: {status}");
+    let audit = models_req(&client, r#"{"op":"audit"}"#).await.1;
+    let ops: Vec<String> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["op"].as_str().unwrap(),
+                e["actor"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "checkpoint alice ok",
+            "request alice pending",
+            "approve alice refused",
+            "rollback alice ok",
+            "approve bob ok"
+        ],
+        "{audit}"
+    );
+    // A challenge is a request too; approved while challengers are off, it is refused with the reason
+    // and stays pending.
+    let newest = models_req(&client, r#"{"op":"list"}"#).await.1["versions"]
+        .as_array()
+        .and_then(|v| v.last().map(|m| m["version"].clone()))
+        .unwrap();
+    let (_, reply) = models_req(
+        &client,
+        &format!(r#"{{"op":"challenge","version":{newest},"actor":"alice"}}"#),
+    )
+    .await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["id"].as_u64()),
+        (Some("approval_request"), Some(2)),
+        "{reply}"
+    );
+    let (is_err, reply) = models_req(&client, r#"{"op":"approve","id":2,"actor":"bob"}"#).await;
+    assert!(is_err && reply["code"] == 409, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("[challenger] enabled = true"),
+        "{reply}"
+    );
+    let pending = models_req(&client, r#"{"op":"approvals"}"#).await.1;
+    assert_eq!(pending["pending"][0]["id"], 2, "{pending}");
     assert_eq!(serve.terminate(), 0, "{}", serve.log());
     let _ = std::fs::remove_dir_all(&dir);
 }

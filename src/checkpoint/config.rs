@@ -39,6 +39,16 @@ impl Default for CheckpointConfig {
     }
 }
 
+/// The `[registry]` table: rules for operators' changes to the model registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// The four-eyes rule: a manual rollback is recorded as a request and happens only when a different
+    /// actor approves it. The service records the rule in the registry file, so `cambio models` honours
+    /// it offline too.
+    pub require_approval: bool,
+}
+
 impl CheckpointConfig {
     /// Checks ranges.
     ///

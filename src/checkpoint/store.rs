@@ -9,6 +9,10 @@
 //! - `cut`: the latest consistent cut of the running service ([`Cut`]): which version of each pair is
 //!   current, which JetStream stream sequences those versions include, and the factors the service
 //!   remembers for pairs it has not seen yet. A new table, so files without it still read (layout 1).
+//! - `audit`, `approvals`, `challenges`: the append-only audit log, the requests waiting for approval and
+//!   the versions marked to run as challengers ([`super::audit`]). Created when a file is opened, so files
+//!   written before them open unchanged (layout 1), and an older cambio ignores them. A version's
+//!   [`super::lineage::Lineage`] is a field of its metadata in `versions`, absent in older files.
 //!
 //! **Why a cut.** `cambio serve` checkpoints every pair at the same point of the tick stream: the
 //! consumer puts a marker in every shard's queue after the same stream sequence, and the versions the
@@ -32,7 +36,9 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
+use super::audit::{Approval, AuditEntry, AuditOp, Outcome, Requested};
 use super::format::{self, FormatError, PairState};
+use super::lineage::{Dataset, Lineage, sha256_of};
 use crate::checkpoint::applied::AppliedSeqs;
 use crate::eval::HorizonSummary;
 use crate::tick::{Factor, Pair};
@@ -45,6 +51,16 @@ const INFO: TableDefinition<&str, u64> = TableDefinition::new("info");
 /// One row, key [`CUT_KEY`]: the latest consistent cut written by `cambio serve` ([`Cut`], JSON).
 const CUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("cut");
 const CUT_KEY: &str = "latest";
+/// The audit log: entry number → [`AuditEntry`] (JSON). Append-only.
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Requests waiting for approval: id → [`Approval`] (JSON); removed once approved.
+const APPROVALS: TableDefinition<u64, &[u8]> = TableDefinition::new("approvals");
+/// Versions marked offline to run as their pair's challenger at the next `cambio serve` start.
+const CHALLENGES: TableDefinition<&str, u64> = TableDefinition::new("challenges");
+/// Key in `info` of the next approval id (ids are never reused).
+const NEXT_APPROVAL: &str = "next_approval";
+/// Key in `info` of the four-eyes rule (1 on), as the last `cambio serve` on the file was configured.
+const REQUIRE_APPROVAL: &str = "require_approval";
 
 /// The layout of the tables above; a file with a newer layout is refused.
 pub const STORE_LAYOUT: u64 = 1;
@@ -129,6 +145,10 @@ pub struct VersionMeta {
     pub bytes: u64,
     /// Free text: what a rollback or an import came from.
     pub note: Option<String>,
+    /// Where it came from: data, window, code, configuration, parent, actor (see
+    /// [`super::lineage`]). `None` for versions written before lineage was recorded.
+    #[serde(default)]
+    pub lineage: Option<Lineage>,
 }
 
 /// The latest consistent cut (see the module docs).
@@ -228,6 +248,7 @@ fn meta_of(state: format::PairStateRef<'_>, reason: Reason, created_us: i64, byt
         format_version: format::FORMAT_VERSION,
         bytes: bytes as u64,
         note: None,
+        lineage: Some(Lineage::of_engine(e.config())),
     }
 }
 
@@ -286,6 +307,25 @@ pub enum StoreError {
     /// The pair has no readable version at all.
     #[error("{0} has no good checkpoint")]
     NoGoodVersion(Pair),
+    /// No pending request has this id (never made, or already approved).
+    #[error("no pending request {0} (list them with `cambio models approvals` or {{\"op\":\"approvals\"}})")]
+    NoApproval(u64),
+    /// The four-eyes rule: a request is approved by someone other than who made it.
+    #[error("request {id} was made by {actor}: it must be approved by a different actor")]
+    SameActor {
+        /// The request.
+        id: u64,
+        /// Who made it, and tried to approve it.
+        actor: String,
+    },
+    /// An audit entry or approval in the file could not be read or written as JSON.
+    #[error("registry record {what}: {message}")]
+    Record {
+        /// Which record.
+        what: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A stored or imported checkpoint is damaged or of an unreadable format.
     #[error("{what}: {source}")]
     Format {
@@ -541,6 +581,9 @@ impl CheckpointStore {
             tx.open_table(VERSIONS).map_err(db)?;
             tx.open_table(NEXT_VERSION).map_err(db)?;
             tx.open_table(CUTS).map_err(db)?;
+            tx.open_table(AUDIT).map_err(db)?;
+            tx.open_table(APPROVALS).map_err(db)?;
+            tx.open_table(CHALLENGES).map_err(db)?;
         }
         tx.commit().map_err(db)?;
         Ok(())
@@ -559,10 +602,11 @@ impl CheckpointStore {
     pub fn put(&self, ckpt: NewCheckpoint) -> Result<VersionMeta, StoreError> {
         self.guard(|| {
             let tx = self.db.begin_write().map_err(db)?;
-            let meta = self.put_in(&tx, ckpt)?;
             // Read in its own statement: the table handle must be gone before `write_cut` opens the table
             // again (redb refuses a table opened twice in one transaction).
             let cut = read_cut(&tx.open_table(CUTS).map_err(db)?)?;
+            let head = head_of(&tx, cut.as_ref(), ckpt.meta.pair)?;
+            let meta = self.put_in(&tx, ckpt, head)?;
             if let Some(mut cut) = cut {
                 cut.heads.insert(meta.pair.to_string(), meta.version);
                 write_cut(&tx, &cut)?;
@@ -590,13 +634,14 @@ impl CheckpointStore {
             let mut metas = Vec::with_capacity(parts.len());
             for part in parts {
                 let pair = part.meta.pair;
-                if let Some(head) = same_as_head(&tx, &cut, &part)? {
+                let head = head_of(&tx, Some(&cut), pair)?;
+                if let Some(head) = same_as_head(&tx, head, &part)? {
                     // The same state as the pair's current version: the cut keeps naming that one.
                     tracing::debug!(pair = %pair, version = head, "checkpoint unchanged; no new version");
                     cut.heads.insert(pair.to_string(), head);
                     continue;
                 }
-                let meta = self.put_in(&tx, part)?;
+                let meta = self.put_in(&tx, part, head)?;
                 cut.heads.insert(meta.pair.to_string(), meta.version);
                 metas.push(meta);
             }
@@ -658,9 +703,22 @@ impl CheckpointStore {
         })
     }
 
-    fn put_in(&self, tx: &redb::WriteTransaction, ckpt: NewCheckpoint) -> Result<VersionMeta, StoreError> {
+    /// Stores one version in `tx`. `head` is the pair's current version before it: the lineage's parent
+    /// when the caller did not name one (an import has none), and the audit entry's "from".
+    fn put_in(
+        &self,
+        tx: &redb::WriteTransaction,
+        ckpt: NewCheckpoint,
+        head: Option<u64>,
+    ) -> Result<VersionMeta, StoreError> {
         let NewCheckpoint { record, mut meta } = ckpt;
         let pair = meta.pair;
+        if let Some(l) = &mut meta.lineage
+            && l.parent.is_none()
+            && meta.reason != Reason::Import
+        {
+            l.parent = head;
+        }
         {
             let mut next = tx.open_table(NEXT_VERSION).map_err(db)?;
             let version = next.get(pair.as_str()).map_err(db)?.map_or(1, |v| v.value());
@@ -682,6 +740,24 @@ impl CheckpointStore {
                 .insert((pair.as_str(), version), json.as_slice())
                 .map_err(db)?;
             self.apply_retention(tx, pair)?;
+        }
+        let op = match meta.reason {
+            Reason::Manual => Some(AuditOp::Checkpoint),
+            Reason::Rollback => Some(AuditOp::Rollback),
+            Reason::Promotion => Some(AuditOp::Promotion),
+            Reason::Import => Some(AuditOp::Import),
+            Reason::Periodic | Reason::Shutdown | Reason::DriftAdaptation | Reason::Evicted => None,
+        };
+        if let Some(op) = op {
+            let actor = meta
+                .lineage
+                .as_ref()
+                .and_then(|l| l.actor.as_deref())
+                .unwrap_or("unknown");
+            let entry = AuditEntry::new(meta.created_us, actor, op, pair)
+                .versions(head, Some(meta.version))
+                .outcome(Outcome::Ok, meta.note.clone());
+            append_audit(tx, entry)?;
         }
         tracing::debug!(pair = %pair, version = meta.version, reason = meta.reason.name(), bytes = meta.bytes, "checkpoint stored");
         Ok(meta)
@@ -853,7 +929,14 @@ impl CheckpointStore {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] when there is no such version.
-    pub fn mark_keep(&self, pair: Pair, version: u64, keep: bool) -> Result<VersionMeta, StoreError> {
+    pub fn mark_keep(
+        &self,
+        pair: Pair,
+        version: u64,
+        keep: bool,
+        actor: &str,
+        at_us: i64,
+    ) -> Result<VersionMeta, StoreError> {
         self.guard(|| {
             let tx = self.db.begin_write().map_err(db)?;
             let meta = {
@@ -874,6 +957,15 @@ impl CheckpointStore {
             if !keep {
                 self.apply_retention(&tx, pair)?;
             }
+            let detail = if keep {
+                "kept whatever the retention"
+            } else {
+                "keep mark removed"
+            };
+            let entry = AuditEntry::new(at_us, actor, AuditOp::Keep, pair)
+                .versions(Some(version), None)
+                .outcome(Outcome::Ok, Some(detail.into()));
+            append_audit(&tx, entry)?;
             tx.commit().map_err(db)?;
             Ok(meta)
         })
@@ -885,16 +977,29 @@ impl CheckpointStore {
     /// # Errors
     /// [`StoreError::NotFound`], or [`StoreError::Format`] when that version is damaged (a rollback never
     /// installs an unreadable model).
-    pub fn rollback(&self, pair: Pair, version: u64, created_us: i64) -> Result<VersionMeta, StoreError> {
+    pub fn rollback(
+        &self,
+        pair: Pair,
+        version: u64,
+        created_us: i64,
+        actor: &str,
+        note: Option<String>,
+    ) -> Result<VersionMeta, StoreError> {
         self.guard(|| {
             let source = self.meta(pair, version)?;
             let record = self.record(pair, version)?;
+            // The copy's lineage is the source's (same data, code, configuration), with the version it came
+            // from as parent and this rollback's actor.
+            let mut lineage = source.lineage.clone().unwrap_or_default();
+            lineage.parent = Some(version);
+            lineage.actor = Some(actor.to_string());
             let meta = VersionMeta {
                 created_us,
                 created: format_ts(created_us),
                 reason: Reason::Rollback,
                 keep: false,
-                note: Some(format!("rollback to version {version}")),
+                note: Some(note.unwrap_or_else(|| format!("rollback to version {version}"))),
+                lineage: Some(lineage),
                 ..source
             };
             let new = self.put(NewCheckpoint { record, meta })?;
@@ -925,7 +1030,7 @@ impl CheckpointStore {
     ///
     /// # Errors
     /// [`StoreError::Io`], [`StoreError::Format`] when the file is not a readable checkpoint.
-    pub fn import(&self, path: &Path, created_us: i64) -> Result<VersionMeta, StoreError> {
+    pub fn import(&self, path: &Path, created_us: i64, actor: &str) -> Result<VersionMeta, StoreError> {
         self.guard(|| {
             let record = std::fs::read(path).map_err(|source| StoreError::Io {
                 path: path.into(),
@@ -942,26 +1047,293 @@ impl CheckpointStore {
             };
             let mut meta = meta_of(parts, Reason::Import, created_us, record.len());
             meta.note = Some(format!("imported from {}", path.display()));
+            if let Some(l) = &mut meta.lineage {
+                l.actor = Some(actor.to_string());
+                l.dataset = Some(Dataset {
+                    kind: "file".into(),
+                    ticks: state.engine.ticks(),
+                    hash: Some(sha256_of(&record)),
+                    source: Some(path.display().to_string()),
+                    ..Dataset::default()
+                });
+            }
             self.put(NewCheckpoint { record, meta })
+        })
+    }
+}
+
+/// The audit log, approvals and challenge marks (see [`super::audit`]).
+impl CheckpointStore {
+    /// Whether the four-eyes rule holds for this file: set by `cambio serve` from `[registry]
+    /// require_approval` when it opens the file, and honoured by `cambio models` offline, so a rule the
+    /// service runs under cannot be bypassed by stopping it.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`].
+    pub fn require_approval(&self) -> Result<bool, StoreError> {
+        self.guard(|| {
+            let tx = self.db.begin_read().map_err(db)?;
+            let info = tx.open_table(INFO).map_err(db)?;
+            Ok(info.get(REQUIRE_APPROVAL).map_err(db)?.is_some_and(|v| v.value() == 1))
+        })
+    }
+
+    /// Records the four-eyes rule (see [`CheckpointStore::require_approval`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Db`].
+    pub fn set_require_approval(&self, on: bool) -> Result<(), StoreError> {
+        self.guard(|| {
+            let tx = self.db.begin_write().map_err(db)?;
+            tx.open_table(INFO)
+                .map_err(db)?
+                .insert(REQUIRE_APPROVAL, u64::from(on))
+                .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(())
+        })
+    }
+
+    /// Appends an entry to the audit log (for operations the store does not perform itself: a live
+    /// challenge, a refused request). Returns it with its number.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`] when the write fails.
+    pub fn append_audit(&self, entry: AuditEntry) -> Result<AuditEntry, StoreError> {
+        self.guard(|| {
+            let tx = self.db.begin_write().map_err(db)?;
+            let entry = append_audit(&tx, entry)?;
+            tx.commit().map_err(db)?;
+            Ok(entry)
+        })
+    }
+
+    /// The audit log, oldest first, of one pair or of all.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`], or [`StoreError::Record`] for an entry that does not read.
+    pub fn audit(&self, pair: Option<Pair>) -> Result<Vec<AuditEntry>, StoreError> {
+        self.guard(|| {
+            let tx = self.db.begin_read().map_err(db)?;
+            let table = tx.open_table(AUDIT).map_err(db)?;
+            let mut out = Vec::new();
+            for r in table.iter().map_err(db)? {
+                let (k, v) = r.map_err(db)?;
+                let entry: AuditEntry = serde_json::from_slice(v.value()).map_err(|e| StoreError::Record {
+                    what: format!("audit entry {}", k.value()),
+                    message: e.to_string(),
+                })?;
+                if pair.is_none_or(|p| p == entry.pair) {
+                    out.push(entry);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Records a request that needs a second person's approval (the four-eyes rule), with an audit entry
+    /// (outcome `pending`). The version it names must exist.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for a missing version; [`StoreError::Db`].
+    pub fn request_approval(
+        &self,
+        pair: Pair,
+        requested: Requested,
+        actor: &str,
+        at_us: i64,
+    ) -> Result<Approval, StoreError> {
+        self.guard(|| {
+            let version = requested.version();
+            self.meta(pair, version)?;
+            let tx = self.db.begin_write().map_err(db)?;
+            let approval = {
+                let mut info = tx.open_table(INFO).map_err(db)?;
+                let id = info.get(NEXT_APPROVAL).map_err(db)?.map_or(1, |v| v.value());
+                info.insert(NEXT_APPROVAL, id + 1).map_err(db)?;
+                Approval {
+                    id,
+                    pair,
+                    requested,
+                    requested_by: actor.to_string(),
+                    requested_at: format_ts(at_us),
+                }
+            };
+            let json = serde_json::to_vec(&approval).map_err(|e| StoreError::Record {
+                what: format!("request {}", approval.id),
+                message: e.to_string(),
+            })?;
+            tx.open_table(APPROVALS)
+                .map_err(db)?
+                .insert(approval.id, json.as_slice())
+                .map_err(db)?;
+            let entry = AuditEntry::new(at_us, actor, AuditOp::Request, pair)
+                .versions(None, Some(version))
+                .outcome(
+                    Outcome::Pending,
+                    Some(format!(
+                        "request {}: {}, waiting for approval",
+                        approval.id,
+                        requested.describe()
+                    )),
+                );
+            append_audit(&tx, entry)?;
+            tx.commit().map_err(db)?;
+            Ok(approval)
+        })
+    }
+
+    /// The requests waiting for approval, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`], or [`StoreError::Record`] for a request that does not read.
+    pub fn approvals(&self) -> Result<Vec<Approval>, StoreError> {
+        self.guard(|| {
+            let tx = self.db.begin_read().map_err(db)?;
+            let table = tx.open_table(APPROVALS).map_err(db)?;
+            let mut out = Vec::new();
+            for r in table.iter().map_err(db)? {
+                let (k, v) = r.map_err(db)?;
+                out.push(serde_json::from_slice(v.value()).map_err(|e| StoreError::Record {
+                    what: format!("request {}", k.value()),
+                    message: e.to_string(),
+                })?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Checks that `actor` may approve request `id`: it is pending and was made by someone else. A refusal
+    /// is recorded in the audit log (outcome `refused`). The request stays pending until
+    /// [`CheckpointStore::complete_approval`], which the caller runs once the operation is done, so a
+    /// failed operation leaves it to be approved again.
+    ///
+    /// # Errors
+    /// [`StoreError::NoApproval`], [`StoreError::SameActor`], [`StoreError::Db`].
+    pub fn check_approval(&self, id: u64, actor: &str, at_us: i64) -> Result<Approval, StoreError> {
+        self.guard(|| {
+            let approval = self
+                .approvals()?
+                .into_iter()
+                .find(|a| a.id == id)
+                .ok_or(StoreError::NoApproval(id))?;
+            if approval.requested_by == actor {
+                let refusal = StoreError::SameActor {
+                    id,
+                    actor: actor.to_string(),
+                };
+                let entry = AuditEntry::new(at_us, actor, AuditOp::Approve, approval.pair)
+                    .versions(None, Some(approval.requested.version()))
+                    .outcome(Outcome::Refused, Some(refusal.to_string()));
+                self.append_audit(entry)?;
+                return Err(refusal);
+            }
+            Ok(approval)
+        })
+    }
+
+    /// Removes approved request `id` and records the approval (by `actor`, leading to version `to`).
+    ///
+    /// # Errors
+    /// [`StoreError::Db`].
+    pub fn complete_approval(
+        &self,
+        approval: &Approval,
+        actor: &str,
+        at_us: i64,
+        to: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.guard(|| {
+            let tx = self.db.begin_write().map_err(db)?;
+            tx.open_table(APPROVALS).map_err(db)?.remove(approval.id).map_err(db)?;
+            let entry = AuditEntry::new(at_us, actor, AuditOp::Approve, approval.pair)
+                .versions(Some(approval.requested.version()), to)
+                .outcome(
+                    Outcome::Ok,
+                    Some(format!(
+                        "request {} by {}: {}",
+                        approval.id,
+                        approval.requested_by,
+                        approval.requested.describe()
+                    )),
+                );
+            append_audit(&tx, entry)?;
+            tx.commit().map_err(db)?;
+            Ok(())
+        })
+    }
+
+    /// Marks `version` to run as its pair's challenger when `cambio serve` next starts (the offline
+    /// `cambio models challenge`), with an audit entry. The version must read.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::Format`] for a damaged version, [`StoreError::Db`].
+    pub fn mark_challenge(&self, pair: Pair, version: u64, actor: &str, at_us: i64) -> Result<(), StoreError> {
+        self.guard(|| {
+            self.record(pair, version)?;
+            let tx = self.db.begin_write().map_err(db)?;
+            tx.open_table(CHALLENGES)
+                .map_err(db)?
+                .insert(pair.as_str(), version)
+                .map_err(db)?;
+            let entry = AuditEntry::new(at_us, actor, AuditOp::Challenge, pair)
+                .versions(Some(version), None)
+                .outcome(
+                    Outcome::Pending,
+                    Some("runs as the challenger from the next `cambio serve` start".into()),
+                );
+            append_audit(&tx, entry)?;
+            tx.commit().map_err(db)?;
+            Ok(())
+        })
+    }
+
+    /// The versions marked to run as challengers, per pair.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`].
+    pub fn challenges(&self) -> Result<BTreeMap<Pair, u64>, StoreError> {
+        self.guard(|| {
+            let tx = self.db.begin_read().map_err(db)?;
+            let table = tx.open_table(CHALLENGES).map_err(db)?;
+            let mut out = BTreeMap::new();
+            for r in table.iter().map_err(db)? {
+                let (k, v) = r.map_err(db)?;
+                if let Some(p) = Pair::parse(k.value()) {
+                    out.insert(p, v.value());
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Removes a pair's challenge mark once the service runs it, with an audit entry (actor `actor`,
+    /// `outcome`: ok when it runs, refused with the reason when it could not).
+    ///
+    /// # Errors
+    /// [`StoreError::Db`].
+    pub fn clear_challenge(&self, pair: Pair, entry: AuditEntry) -> Result<(), StoreError> {
+        self.guard(|| {
+            let tx = self.db.begin_write().map_err(db)?;
+            tx.open_table(CHALLENGES)
+                .map_err(db)?
+                .remove(pair.as_str())
+                .map_err(db)?;
+            append_audit(&tx, entry)?;
+            tx.commit().map_err(db)?;
+            Ok(())
         })
     }
 }
 
 /// The pair's current version (the cut's head, else its newest) when its record is byte for byte the
 /// part's: the same engine, contest and stream sequences.
-fn same_as_head(tx: &redb::WriteTransaction, cut: &Cut, part: &NewCheckpoint) -> Result<Option<u64>, StoreError> {
+fn same_as_head(
+    tx: &redb::WriteTransaction,
+    head: Option<u64>,
+    part: &NewCheckpoint,
+) -> Result<Option<u64>, StoreError> {
     let pair = part.meta.pair.as_str();
-    let head = match cut.heads.get(pair) {
-        Some(&v) => Some(v),
-        None => {
-            let versions = tx.open_table(VERSIONS).map_err(db)?;
-            let mut range = versions.range((pair, 0)..=(pair, u64::MAX)).map_err(db)?;
-            match range.next_back() {
-                Some(r) => Some(r.map_err(db)?.0.value().1),
-                None => None,
-            }
-        }
-    };
     let Some(head) = head else {
         return Ok(None);
     };
@@ -971,6 +1343,34 @@ fn same_as_head(tx: &redb::WriteTransaction, cut: &Cut, part: &NewCheckpoint) ->
         .map_err(db)?
         .is_some_and(|r| r.value() == part.record.as_slice());
     Ok(same.then_some(head))
+}
+
+/// The pair's current version: the cut's head, else its newest version.
+fn head_of(tx: &redb::WriteTransaction, cut: Option<&Cut>, pair: Pair) -> Result<Option<u64>, StoreError> {
+    if let Some(&v) = cut.and_then(|c| c.heads.get(pair.as_str())) {
+        return Ok(Some(v));
+    }
+    let versions = tx.open_table(VERSIONS).map_err(db)?;
+    let mut range = versions
+        .range((pair.as_str(), 0)..=(pair.as_str(), u64::MAX))
+        .map_err(db)?;
+    match range.next_back() {
+        Some(r) => Ok(Some(r.map_err(db)?.0.value().1)),
+        None => Ok(None),
+    }
+}
+
+/// Appends an entry to the audit log in `tx`, numbering it after the last one.
+fn append_audit(tx: &redb::WriteTransaction, mut entry: AuditEntry) -> Result<AuditEntry, StoreError> {
+    let mut table = tx.open_table(AUDIT).map_err(db)?;
+    let last = table.last().map_err(db)?.map(|(k, _)| k.value());
+    entry.seq = last.map_or(1, |l| l + 1);
+    let json = serde_json::to_vec(&entry).map_err(|e| StoreError::Record {
+        what: format!("audit entry {}", entry.seq),
+        message: e.to_string(),
+    })?;
+    table.insert(entry.seq, json.as_slice()).map_err(db)?;
+    Ok(entry)
 }
 
 fn read_cut(table: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Option<Cut>, StoreError> {
@@ -1074,7 +1474,7 @@ mod tests {
                 1,
             )
             .unwrap();
-        let m = store.rollback(usdmxn(), 1, 2).unwrap();
+        let m = store.rollback(usdmxn(), 1, 2, "t", None).unwrap();
         assert_eq!(store.cut().unwrap().unwrap().heads.get("USDMXN"), Some(&m.version));
         let _ = std::fs::remove_file(&path);
     }
@@ -1087,14 +1487,14 @@ mod tests {
         for i in 0..3 {
             store.put_state(&s, Reason::Periodic, i).unwrap();
         }
-        store.mark_keep(usdmxn(), 1, true).unwrap();
+        store.mark_keep(usdmxn(), 1, true, "t", 1).unwrap();
         for i in 3..8 {
             let m = store.put_state(&s, Reason::Periodic, i).unwrap();
             assert_eq!(m.version, i as u64 + 1);
         }
         let versions: Vec<u64> = store.list(Some(usdmxn())).unwrap().iter().map(|m| m.version).collect();
         assert_eq!(versions, [1, 6, 7, 8], "the newest 3 and the kept one");
-        store.mark_keep(usdmxn(), 1, false).unwrap();
+        store.mark_keep(usdmxn(), 1, false, "t", 2).unwrap();
         let versions: Vec<u64> = store.list(Some(usdmxn())).unwrap().iter().map(|m| m.version).collect();
         assert_eq!(versions, [6, 7, 8], "unmarking lets retention drop it");
         // Numbers are not reused after deletions.
@@ -1127,7 +1527,7 @@ mod tests {
         let late = state(usdmxn(), 400);
         store.put_state(&early, Reason::Periodic, 1_000).unwrap();
         store.put_state(&late, Reason::Periodic, 2_000).unwrap();
-        let m = store.rollback(usdmxn(), 1, 3_000).unwrap();
+        let m = store.rollback(usdmxn(), 1, 3_000, "t", None).unwrap();
         assert_eq!((m.version, m.reason, m.ticks), (3, Reason::Rollback, 100));
         assert_eq!(m.note.as_deref(), Some("rollback to version 1"));
         assert_eq!(store.list(Some(usdmxn())).unwrap().len(), 3, "history preserved");
@@ -1138,7 +1538,7 @@ mod tests {
             serde_json::to_string(&early.engine).unwrap()
         );
         assert!(matches!(
-            store.rollback(usdmxn(), 99, 4_000),
+            store.rollback(usdmxn(), 99, 4_000, "t", None),
             Err(StoreError::NotFound { version: 99, .. })
         ));
         let _ = std::fs::remove_file(&path);
@@ -1172,7 +1572,7 @@ mod tests {
         let (meta, s) = store.latest_good(usdmxn()).unwrap().unwrap();
         assert_eq!((meta.version, s.engine.ticks()), (1, 100));
         assert!(
-            store.rollback(usdmxn(), 2, 3).is_err(),
+            store.rollback(usdmxn(), 2, 3, "t", None).is_err(),
             "never roll back to a damaged model"
         );
         let eurusd = Pair::parse("EURUSD").unwrap();
@@ -1190,11 +1590,11 @@ mod tests {
         store.export(usdmxn(), 1, &file).unwrap();
         let back = format::decode(&std::fs::read(&file).unwrap()).unwrap();
         assert_eq!(back.engine.ticks(), 150);
-        let m = store.import(&file, 2).unwrap();
+        let m = store.import(&file, 2, "t").unwrap();
         assert_eq!((m.version, m.reason, m.ticks), (2, Reason::Import, 150));
         std::fs::write(&file, b"not a checkpoint").unwrap();
         assert!(matches!(
-            store.import(&file, 3),
+            store.import(&file, 3, "t"),
             Err(StoreError::Format {
                 source: FormatError::BadMagic,
                 ..
@@ -1202,5 +1602,152 @@ mod tests {
         ));
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_file(&file);
+    }
+
+    #[test]
+    fn lineage_and_audit_survive_a_reopen() {
+        let path = tmp("lineage");
+        {
+            let store = CheckpointStore::open(&path, Retention::default()).unwrap();
+            let s = state(usdmxn(), 100);
+            let mut first = NewCheckpoint::new(&s, Reason::Periodic, 1_000).unwrap();
+            let mut seg = super::super::Segment::default();
+            seg.on_tick(Some(7), Some(1_700_000_000_000_000), b"{}");
+            if let Some(l) = &mut first.meta.lineage {
+                l.actor = Some("serve".into());
+                l.dataset = Some(seg.describe().0);
+            }
+            store.put(first).unwrap();
+            let mut manual = NewCheckpoint::new(&state(usdmxn(), 150), Reason::Manual, 2_000).unwrap();
+            if let Some(l) = &mut manual.meta.lineage {
+                l.actor = Some("alice".into());
+            }
+            store.put(manual).unwrap();
+            store.rollback(usdmxn(), 1, 3_000, "bob", None).unwrap();
+            store.mark_keep(usdmxn(), 1, true, "carol", 4_000).unwrap();
+        }
+        let store = CheckpointStore::open_existing(&path, Retention::default()).unwrap();
+        let v: Vec<VersionMeta> = store.list(Some(usdmxn())).unwrap();
+        let l1 = v[0].lineage.clone().unwrap();
+        assert_eq!(
+            (l1.actor.as_deref(), l1.parent),
+            (Some("serve"), None),
+            "the first version has no parent"
+        );
+        assert_eq!(l1.dataset.unwrap().first_seq, Some(7));
+        assert_eq!(l1.code.unwrap().crate_version, env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            l1.config_hash.as_deref(),
+            Some(crate::engine::config_hash(&EngineConfig::default()).as_str())
+        );
+        let l2 = v[1].lineage.clone().unwrap();
+        assert_eq!(
+            (l2.actor.as_deref(), l2.parent),
+            (Some("alice"), Some(1)),
+            "parent: the previous version"
+        );
+        let l3 = v[2].lineage.clone().unwrap();
+        assert_eq!(
+            (l3.actor.as_deref(), l3.parent),
+            (Some("bob"), Some(1)),
+            "parent: the version rolled back to"
+        );
+        let entries = store.audit(None).unwrap();
+        let audit: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                let v = |x: Option<u64>| x.map_or_else(|| "-".to_string(), |v| v.to_string());
+                format!(
+                    "{} {} {} {} {}",
+                    e.seq,
+                    e.op.name(),
+                    e.actor,
+                    v(e.from_version),
+                    v(e.to_version)
+                )
+            })
+            .collect();
+        assert_eq!(
+            audit,
+            ["1 checkpoint alice 1 2", "2 rollback bob 2 3", "3 keep carol 1 -"],
+            "periodic versions are not registry operations; the others are, in order"
+        );
+        // Appending after a reopen continues the numbering.
+        let e = store
+            .append_audit(AuditEntry::new(5_000, "dave", AuditOp::Challenge, usdmxn()))
+            .unwrap();
+        assert_eq!(e.seq, 4);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn four_eyes_requests_survive_a_reopen_and_need_another_actor() {
+        let path = tmp("approval");
+        {
+            let store = CheckpointStore::open(&path, Retention::default()).unwrap();
+            store.put_state(&state(usdmxn(), 100), Reason::Periodic, 1).unwrap();
+            store.put_state(&state(usdmxn(), 200), Reason::Periodic, 2).unwrap();
+            assert!(!store.require_approval().unwrap());
+            store.set_require_approval(true).unwrap();
+            let a = store
+                .request_approval(usdmxn(), Requested::Rollback { version: 1 }, "alice", 3)
+                .unwrap();
+            assert_eq!(a.id, 1);
+            assert!(matches!(
+                store.request_approval(usdmxn(), Requested::Rollback { version: 9 }, "alice", 3),
+                Err(StoreError::NotFound { version: 9, .. })
+            ));
+        }
+        let store = CheckpointStore::open_existing(&path, Retention::default()).unwrap();
+        assert!(store.require_approval().unwrap());
+        let pending = store.approvals().unwrap();
+        assert_eq!(pending.len(), 1, "the request survives a reopen");
+        assert_eq!(pending[0].requested_by, "alice");
+        let refused = store.check_approval(1, "alice", 4).unwrap_err();
+        assert!(matches!(refused, StoreError::SameActor { id: 1, .. }), "{refused}");
+        assert!(refused.to_string().contains("different actor"), "{refused}");
+        assert!(matches!(
+            store.check_approval(2, "bob", 4),
+            Err(StoreError::NoApproval(2))
+        ));
+        let a = store.check_approval(1, "bob", 5).unwrap();
+        let m = store.rollback(usdmxn(), 1, 6, &a.requested_by, None).unwrap();
+        store.complete_approval(&a, "bob", 7, Some(m.version)).unwrap();
+        assert!(store.approvals().unwrap().is_empty());
+        let ops: Vec<(String, String, String)> = store
+            .audit(Some(usdmxn()))
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.op.name().into(), e.actor, e.outcome.name().into()))
+            .collect();
+        let want = [
+            ("request", "alice", "pending"),
+            ("approve", "alice", "refused"),
+            ("rollback", "alice", "ok"),
+            ("approve", "bob", "ok"),
+        ];
+        assert_eq!(ops, want.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_challenge_mark_is_kept_until_cleared() {
+        let path = tmp("challenge");
+        let store = CheckpointStore::open(&path, Retention::default()).unwrap();
+        store.put_state(&state(usdmxn(), 100), Reason::Periodic, 1).unwrap();
+        assert!(matches!(
+            store.mark_challenge(usdmxn(), 5, "alice", 2),
+            Err(StoreError::NotFound { version: 5, .. })
+        ));
+        store.mark_challenge(usdmxn(), 1, "alice", 2).unwrap();
+        drop(store);
+        let store = CheckpointStore::open_existing(&path, Retention::default()).unwrap();
+        assert_eq!(store.challenges().unwrap().get(&usdmxn()), Some(&1));
+        store
+            .clear_challenge(usdmxn(), AuditEntry::new(3, "serve", AuditOp::Challenge, usdmxn()))
+            .unwrap();
+        assert!(store.challenges().unwrap().is_empty());
+        assert_eq!(store.audit(None).unwrap().len(), 2);
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -29,6 +29,9 @@ use cambio::tick::Pair;
 /// expectation or load target is not an error: the command reports it and exits 1.)
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    /// A command line whose arguments do not fit together (said how).
+    #[error("{0}")]
+    Usage(String),
     /// A `--pair` value that is not a currency pair.
     #[error("--pair {0}: six uppercase letters, e.g. USDMXN")]
     Pair(String),

@@ -35,7 +35,7 @@ pub use business::{
 };
 
 pub use crate::challenger::{ContestStatus, Promotion, Rollback, Verdict};
-use crate::checkpoint::VersionMeta;
+use crate::checkpoint::{Approval, AuditEntry, VersionMeta};
 use crate::drift::DriftState;
 pub use crate::engine::{Adaptation, EngineSummary, Output, PairAlarm, QualityChange, Quarantined};
 pub use crate::forecast::{DriftStatus, Forecast, HorizonForecast, ModelStamp};
@@ -235,6 +235,33 @@ pub struct ModelVersionReply {
     /// The version's metadata.
     #[serde(flatten)]
     pub meta: VersionMeta,
+}
+
+/// The registry's audit log for a pair (`{"op":"audit"}`), oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "audit")]
+pub struct AuditReply {
+    /// The pair.
+    pub pair: Pair,
+    /// Its entries.
+    pub entries: Vec<AuditEntry>,
+}
+
+/// The requests waiting for approval (`{"op":"approvals"}`), of every pair.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "approvals")]
+pub struct ApprovalsReply {
+    /// The pending requests, oldest first.
+    pub pending: Vec<Approval>,
+}
+
+/// A request recorded under the four-eyes rule, waiting for `{"op":"approve","id":N}` from another actor.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "approval_request")]
+pub struct ApprovalRequestReply {
+    /// The request.
+    #[serde(flatten)]
+    pub request: Approval,
 }
 
 /// Latency percentiles of a histogram, in microseconds (`$SRV.STATS` data, the load report).

@@ -142,6 +142,23 @@ impl PairPipeline {
         }
     }
 
+    /// Runs `engine`, registry version `version`, as the contest's challenger (an operator's `challenge`):
+    /// it replaces the current challenger and the comparison windows restart; the contest decides whether
+    /// it is promoted, and the rollback guard still watches the champion.
+    ///
+    /// # Errors
+    /// [`ContestError`] when no contest runs for the pair, or the version serves another pair or lacks the
+    /// deciding horizon; nothing changes then.
+    pub fn challenge(&mut self, mut engine: Engine, version: u64) -> Result<(), ContestError> {
+        let Some(c) = &mut self.contest else {
+            return Err(ContestError::Config(
+                "no contest runs for this pair: set [challenger] enabled = true".into(),
+            ));
+        };
+        engine.set_registry_version(version);
+        c.set_challenger(&self.engine, engine, ModelOrigin::Version(version))
+    }
+
     /// Replaces the live model with `engine` (an operator's rollback): the model comes back, the stream's
     /// time does not ([`Engine::take_stream_from`]), so ticks already seen stay seen and quality scores
     /// continue. The contest's windows restart from it.

@@ -88,8 +88,9 @@ pub enum Job {
     Part {
         /// The cut.
         id: u64,
-        /// The pair's checkpoint.
-        part: Result<Option<NewCheckpoint>, PartError>,
+        /// The pair's checkpoint (boxed: the metadata with its lineage is large, and jobs are moved
+        /// through the queue).
+        part: Result<Option<Box<NewCheckpoint>>, PartError>,
     },
     /// The versions of a pair.
     List {
@@ -106,6 +107,8 @@ pub enum Job {
         version: u64,
         /// Keep it whatever the retention.
         keep: bool,
+        /// Who asked (for the audit log).
+        actor: String,
         /// Where to answer.
         reply: Reply<VersionMeta>,
     },
@@ -125,6 +128,9 @@ pub enum Job {
         /// Where to answer.
         reply: Reply<Option<(VersionMeta, PairState)>>,
     },
+    /// Any other registry request, run on the store between commits: the audit log, approvals,
+    /// challenge marks. The function sends its own answer.
+    With(Box<dyn FnOnce(&CheckpointStore) + Send>),
     /// Finish: commit what is complete and end the thread.
     Stop,
 }
@@ -183,6 +189,22 @@ impl Checkpointer {
         self.committed.load(Ordering::Acquire)
     }
 
+    /// Runs `f` on the store in the writer thread and waits for its result.
+    ///
+    /// # Errors
+    /// The store's error, or [`WriterError::Stopped`].
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&CheckpointStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, WriterError> {
+        self.ask(|reply| {
+            Job::With(Box::new(move |store| {
+                let _ = reply.send(f(store).map_err(WriterError::Store));
+            }))
+        })
+        .await
+    }
+
     /// Asks the writer and waits for the answer.
     ///
     /// # Errors
@@ -225,7 +247,7 @@ fn writer(store: &CheckpointStore, rx: &mpsc::Receiver<Job>, committed: &AtomicU
                 Some(p) => {
                     p.received += 1;
                     match part {
-                        Ok(Some(c)) => p.parts.push(c),
+                        Ok(Some(c)) => p.parts.push(*c),
                         Ok(None) => {}
                         Err(e) => p.failed = Some(e),
                     }
@@ -239,10 +261,13 @@ fn writer(store: &CheckpointStore, rx: &mpsc::Receiver<Job>, committed: &AtomicU
                 pair,
                 version,
                 keep,
+                actor,
                 reply,
             } => {
-                let _ = reply.send(store.mark_keep(pair, version, keep).map_err(WriterError::Store));
+                let r = store.mark_keep(pair, version, keep, &actor, super::router::now_us());
+                let _ = reply.send(r.map_err(WriterError::Store));
             }
+            Job::With(f) => f(store),
             Job::Stop => {
                 commit_ready(store, &mut pending, committed, counters);
                 break;
@@ -324,6 +349,20 @@ pub struct Focus {
     pub reason: crate::checkpoint::Reason,
     /// Its version's note.
     pub note: Option<String>,
+    /// Who asked for it (an operator's name), recorded as the version's actor; `None`: the service.
+    pub actor: Option<String>,
+    /// The version its state descends from, when not the pair's current one (a rollback's source).
+    pub parent: Option<u64>,
+}
+
+/// What a shard knows of its state's lineage: the stream segment applied since its last version, and the
+/// version its live model descends from when an event replaced it (a promoted registry challenger).
+#[derive(Debug, Clone, Copy)]
+pub struct ShardLineage<'a> {
+    /// Ticks applied since the last version.
+    pub segment: &'a crate::checkpoint::Segment,
+    /// The parent, when not the pair's current version.
+    pub parent: Option<u64>,
 }
 
 /// The marker a cut puts in every shard's queue.
@@ -355,16 +394,22 @@ impl Marker {
         changed: bool,
         event: Option<crate::checkpoint::Reason>,
         flushed: Result<(), String>,
+        lineage: ShardLineage<'_>,
     ) -> bool {
         let pair = engine.pair();
         let focus = self.focus.as_ref().filter(|f| f.pair == pair);
         // An operator's rollback carries a note (the version it came from); events of the shard do not.
-        let (reason, note) = match (focus, event) {
-            (Some(f), _) if f.note.is_some() => (f.reason, f.note.clone()),
-            (_, Some(event)) => (event, None),
-            (Some(f), None) => (f.reason, f.note.clone()),
-            (None, None) => (self.reason, None),
+        let (reason, note, by) = match (focus, event) {
+            (Some(f), _) if f.note.is_some() => (f.reason, f.note.clone(), Some(f)),
+            (_, Some(event)) => (event, None, None),
+            // The shard's own request for an event an earlier cut already recorded (a periodic cut came
+            // first): the event has its version, this one is the cut's.
+            (Some(f), None) if f.actor.is_none() && f.note.is_none() => (self.reason, None, None),
+            (Some(f), None) => (f.reason, f.note.clone(), Some(f)),
+            (None, None) => (self.reason, None, None),
         };
+        let actor = by.and_then(|f| f.actor.clone()).unwrap_or_else(|| "serve".into());
+        let parent = by.and_then(|f| f.parent).or(lineage.parent);
         let shutdown = self.reason == crate::checkpoint::Reason::Shutdown;
         let part = if let Err(message) = flushed.as_ref().map_err(Clone::clone)
             && !shutdown
@@ -385,7 +430,14 @@ impl Marker {
             NewCheckpoint::from_ref(state, reason, super::router::now_us())
                 .map(|mut c| {
                     c.meta.note = note;
-                    Some(c)
+                    if let Some(l) = &mut c.meta.lineage {
+                        let (dataset, window) = lineage.segment.describe();
+                        l.actor = Some(actor);
+                        l.parent = parent;
+                        l.dataset = Some(dataset);
+                        l.window = window;
+                    }
+                    Some(Box::new(c))
                 })
                 .map_err(|source| PartError::Encode { pair, source })
         } else {
@@ -421,16 +473,23 @@ mod tests {
                 pair,
                 reason,
                 note: None,
+                actor: None,
+                parent: None,
             }),
             applied: None,
             writer: writer.clone(),
         };
+        let segment = crate::checkpoint::Segment::default();
+        let lin = ShardLineage {
+            segment: &segment,
+            parent: None,
+        };
         // A burst of drift adaptations with no tick in between, then a shutdown: one version, the first.
         let adapted = Some(Reason::DriftAdaptation);
-        assert!(marker(1, Reason::DriftAdaptation).answer((&engine, None), true, adapted, Ok(())));
-        assert!(!marker(2, Reason::DriftAdaptation).answer((&engine, None), false, None, Ok(())));
-        assert!(!marker(3, Reason::DriftAdaptation).answer((&engine, None), false, None, Ok(())));
-        assert!(!marker(4, Reason::Shutdown).answer((&engine, None), false, None, Ok(())));
+        assert!(marker(1, Reason::DriftAdaptation).answer((&engine, None), true, adapted, Ok(()), lin));
+        assert!(!marker(2, Reason::DriftAdaptation).answer((&engine, None), false, None, Ok(()), lin));
+        assert!(!marker(3, Reason::DriftAdaptation).answer((&engine, None), false, None, Ok(()), lin));
+        assert!(!marker(4, Reason::Shutdown).answer((&engine, None), false, None, Ok(()), lin));
         writer.send(Job::Stop);
         drop(writer);
         join.join().unwrap();

@@ -166,6 +166,8 @@ pub struct ServeSettings {
     pub serve: ServeConfig,
     /// Where and how often state is checkpointed (`[checkpoint]`).
     pub checkpoint: CheckpointConfig,
+    /// Rules for operators' registry changes (`[registry]`).
+    pub registry: crate::checkpoint::RegistryConfig,
     /// The shadow challenger and the rollback guard (`[challenger]`).
     pub challenger: crate::challenger::ChallengerConfig,
     /// Business metrics of deal events (`[business]`).
@@ -401,6 +403,9 @@ async fn serve(
     let mut writer = None;
     let mut resume: Option<AppliedSeqs> = None;
     if let Some((store, restore)) = opened {
+        if let Err(e) = store.set_require_approval(cfg.registry.require_approval) {
+            tracing::error!(error = %e, "cannot record the four-eyes rule in the registry file");
+        }
         if cfg.checkpoint.restore {
             resume = restore_into(&mut router, &store, restore, &cfg);
         }
@@ -423,6 +428,7 @@ async fn serve(
         writer: writer.clone(),
         business: desk.clone(),
         telemetry: telemetry.clone(),
+        require_approval: cfg.registry.require_approval,
     });
     let collector = Arc::new(metrics::collect::ServeCollector {
         telemetry: telemetry.clone(),
@@ -721,6 +727,10 @@ fn restore_into(
         router.restore_factors(c.factors.clone());
     }
     let all_current = pairs.iter().all(|p| p.current);
+    let marks = store.challenges().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot read the challengers marked offline");
+        Default::default()
+    });
     let mut floor: Option<u64> = None;
     let current_cfg = serde_json::to_value(&cfg.engine).ok();
     for p in pairs {
@@ -739,15 +749,24 @@ fn restore_into(
         if let Some(a) = &p.applied {
             floor = Some(floor.map_or(a.floor(), |f| f.min(a.floor())));
         }
-        // A challenger from the registry: the newest version older than the one restored.
-        let previous = (cfg.challenger.enabled && cfg.challenger.engine.is_none())
-            .then(|| store.list(Some(m.pair)).ok())
-            .flatten()
-            .and_then(|versions| versions.into_iter().rev().find(|v| v.version < m.version))
-            .and_then(|v| store.get(m.pair, v.version).ok().map(|s| (s.engine, v.version)));
+        let registry_challenger = cfg.challenger.enabled && cfg.challenger.engine.is_none();
+        // A version marked offline (`cambio models challenge`) runs as the challenger of a new contest;
+        // else the newest version older than the one restored, as part of the restored contest or a new one.
+        let marked = marked_challenger(store, &marks, m.pair, registry_challenger);
+        let mut contest = p.state.contest;
+        let previous = if let Some(marked) = marked {
+            contest = None;
+            Some(marked)
+        } else {
+            registry_challenger
+                .then(|| store.list(Some(m.pair)).ok())
+                .flatten()
+                .and_then(|versions| versions.into_iter().rev().find(|v| v.version < m.version))
+                .and_then(|v| store.get(m.pair, v.version).ok().map(|s| (s.engine, v.version)))
+        };
         let mut engine = p.state.engine;
         engine.set_registry_version(m.version);
-        if !router.restore(engine, p.applied, p.state.contest, previous) {
+        if !router.restore(engine, p.applied, contest, previous) {
             tracing::error!(pair = %m.pair, "restored pair not started (max_pairs)");
         }
     }
@@ -766,6 +785,44 @@ fn restore_into(
             Some(AppliedSeqs::with_floor(f.unwrap_or(0)))
         }
     }
+}
+
+/// The version of `pair` marked offline to run as its challenger, loaded; the mark is removed once it is
+/// taken (or found unusable), with an audit entry. Kept while challengers are off, so it applies once they
+/// are on.
+fn marked_challenger(
+    store: &CheckpointStore,
+    marks: &std::collections::BTreeMap<crate::tick::Pair, u64>,
+    pair: crate::tick::Pair,
+    enabled: bool,
+) -> Option<(crate::engine::Engine, u64)> {
+    use crate::checkpoint::{AuditEntry, AuditOp, Outcome};
+    let &version = marks.get(&pair)?;
+    if !enabled {
+        tracing::warn!(pair = %pair, version,
+            "a version is marked to run as challenger, but registry challengers are off ([challenger] enabled, no [challenger.engine]): the mark waits");
+        return None;
+    }
+    let entry = AuditEntry::new(router::now_us(), "serve", AuditOp::Challenge, pair).versions(Some(version), None);
+    let (loaded, entry) = match store.get(pair, version) {
+        Ok(s) if s.engine.pair() == pair => (
+            Some((s.engine, version)),
+            entry.outcome(Outcome::Ok, Some("marked offline: runs as the challenger".into())),
+        ),
+        Ok(s) => (
+            None,
+            entry.outcome(Outcome::Refused, Some(format!("the version holds {}", s.engine.pair()))),
+        ),
+        Err(e) => (None, entry.outcome(Outcome::Refused, Some(e.to_string()))),
+    };
+    match &loaded {
+        Some(_) => tracing::warn!(pair = %pair, version, "registry version marked offline runs as the challenger"),
+        None => tracing::error!(pair = %pair, version, "the version marked to run as challenger cannot be used"),
+    }
+    if let Err(e) = store.clear_challenge(pair, entry) {
+        tracing::error!(pair = %pair, error = %e, "cannot clear the challenge mark");
+    }
+    loaded
 }
 
 /// What the end of the service needs besides the router and the micro service.

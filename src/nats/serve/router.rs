@@ -90,6 +90,18 @@ pub enum RollbackError {
     /// The cut that records the rollback committed without the pair's version.
     #[error("{0}: the rollback version was not written")]
     NotWritten(Pair),
+    /// Challengers are off (`[challenger] enabled = false`, or a `[challenger.engine]` variant holds the
+    /// place), or the pair has no running shard, so no contest can run a challenge.
+    #[error("{pair}: cannot run a challenger: {why}")]
+    NoContest {
+        /// The pair.
+        pair: Pair,
+        /// Why.
+        why: String,
+    },
+    /// The contest refused the version (another pair, a missing deciding horizon).
+    #[error(transparent)]
+    Contest(#[from] crate::challenger::ContestError),
 }
 
 /// Requests to the consumer loop that must be ordered with the ticks (they go through the shards' queues).
@@ -103,6 +115,8 @@ pub enum Control {
         reason: Reason,
         /// Note for the pair's version.
         note: Option<String>,
+        /// The operator who asked (`None`: the service itself).
+        actor: Option<String>,
         /// Told the versions written once committed.
         reply: Option<Reply<Vec<VersionMeta>>>,
     },
@@ -112,7 +126,20 @@ pub enum Control {
         pair: Pair,
         /// The version to go back to.
         version: u64,
+        /// The operator who asked.
+        actor: String,
+        /// The new version's note (default: "rollback to version N").
+        note: Option<String>,
         /// Told the new version once committed.
+        reply: tokio::sync::oneshot::Sender<Result<VersionMeta, RollbackError>>,
+    },
+    /// Run a stored version as the pair's challenger in the running contest.
+    Challenge {
+        /// The pair.
+        pair: Pair,
+        /// The version.
+        version: u64,
+        /// Told the version's metadata once the contest runs it.
         reply: tokio::sync::oneshot::Sender<Result<VersionMeta, RollbackError>>,
     },
 }
@@ -434,6 +461,8 @@ impl Router {
                     pair,
                     reason: Reason::Evicted,
                     note: Some(format!("idle for {} s", idle.as_secs_f64())),
+                    actor: None,
+                    parent: None,
                 };
                 // The marker goes into the shard's queue before it is closed: its state is written first.
                 self.cut(Reason::Periodic, Some(focus), None).await;
@@ -594,19 +623,84 @@ impl Router {
                 pair,
                 reason,
                 note,
+                actor,
                 reply,
             } => {
-                let focus = pair.map(|pair| Focus { pair, reason, note });
-                self.cut(reason, focus, reply).await;
+                let focus = pair.map(|pair| Focus {
+                    pair,
+                    reason,
+                    note,
+                    actor,
+                    parent: None,
+                });
+                // The reason is the focus pair's: the other pairs' versions in the same cut are periodic
+                // (a promotion of one pair is not a promotion of the others, in the registry and its audit).
+                let cut_reason = if focus.is_some() { Reason::Periodic } else { reason };
+                self.cut(cut_reason, focus, reply).await;
             }
-            Control::Rollback { pair, version, reply } => {
-                let r = self.rollback(pair, version).await;
+            Control::Rollback {
+                pair,
+                version,
+                actor,
+                note,
+                reply,
+            } => {
+                let r = self.rollback(pair, version, actor, note).await;
+                let _ = reply.send(r);
+            }
+            Control::Challenge { pair, version, reply } => {
+                let r = self.challenge(pair, version).await;
                 let _ = reply.send(r);
             }
         }
     }
 
-    async fn rollback(&mut self, pair: Pair, version: u64) -> Result<VersionMeta, RollbackError> {
+    /// Loads `version` of `pair` and hands it to the pair's shard as the contest's challenger.
+    async fn challenge(&mut self, pair: Pair, version: u64) -> Result<VersionMeta, RollbackError> {
+        let cfg = &self.ctx.challenger;
+        if !cfg.enabled || cfg.engine.is_some() {
+            let why = if cfg.engine.is_some() {
+                "a [challenger.engine] variant is configured as the challenger"
+            } else {
+                "set [challenger] enabled = true"
+            };
+            return Err(RollbackError::NoContest { pair, why: why.into() });
+        }
+        let writer = match &self.checkpoints {
+            Some(p) => p.writer.clone(),
+            None => return Err(WriterError::NotConfigured.into()),
+        };
+        let (meta, state) = writer.ask(|reply| Job::Load { pair, version, reply }).await?;
+        if state.engine.pair() != pair {
+            return Err(RollbackError::WrongPair {
+                pair,
+                version,
+                holds: state.engine.pair(),
+            });
+        }
+        let Some(shard) = self.shards.get(&pair) else {
+            return Err(RollbackError::NoContest {
+                pair,
+                why: "no tick of the pair received yet".into(),
+            });
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        shard
+            .tx
+            .send(ShardMsg::Challenge(Box::new(state.engine), version, tx))
+            .await
+            .map_err(|_| RollbackError::ShardStopped(pair))?;
+        rx.await.map_err(|_| RollbackError::ShardStopped(pair))??;
+        Ok(meta)
+    }
+
+    async fn rollback(
+        &mut self,
+        pair: Pair,
+        version: u64,
+        actor: String,
+        note: Option<String>,
+    ) -> Result<VersionMeta, RollbackError> {
         let writer = match &self.checkpoints {
             Some(p) => p.writer.clone(),
             None => return Err(WriterError::NotConfigured.into()),
@@ -642,7 +736,9 @@ impl Router {
         let focus = Focus {
             pair,
             reason: Reason::Rollback,
-            note: Some(format!("rollback to version {version}")),
+            note: Some(note.unwrap_or_else(|| format!("rollback to version {version}"))),
+            actor: Some(actor),
+            parent: Some(version),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.cut(Reason::Periodic, Some(focus), Some(tx)).await;

@@ -6,8 +6,11 @@
 //! - `<prefix>.status.<PAIR>`: quality, drift, the model's identity and its prequential metrics.
 //! - `<prefix>.models.<PAIR>`: the model registry (with `[checkpoint]`): `{"op":"list"}` (or no body),
 //!   `{"op":"show","version":3}`, `{"op":"rollback","version":3}`, `{"op":"keep","version":3,"keep":true}`,
-//!   `{"op":"checkpoint"}`. Rollbacks and checkpoints go through the consumer loop so they are ordered with
-//!   the pair's ticks; listing and keep marks go straight to the checkpoint writer.
+//!   `{"op":"checkpoint"}`, `{"op":"challenge","version":3}`, `{"op":"audit"}`, `{"op":"approvals"}`,
+//!   `{"op":"approve","id":1}`. Rollbacks, challenges and checkpoints go through the consumer loop so they
+//!   are ordered with the pair's ticks; listing, keep marks, the audit log and approvals go straight to the
+//!   checkpoint writer. Who asks is the body's `actor`, else the `Cambio-Actor` header: asserted by the
+//!   client, and only as trustworthy as the NATS permissions on the subject.
 //! - `<prefix>.business.stats.<PAIR>` (endpoint `business_stats`): the pair's business figures per period
 //!   and segment (see [`super::business`]); 503 without a masking key, 404 for a pair with no event.
 //!
@@ -29,8 +32,10 @@ use super::checkpointer::{Job, WriterError};
 use super::micro::{ErrorReply, MicroError, MicroService};
 use super::router::{Control, Registry, RollbackError};
 use super::stats::{self, Counters};
-use crate::checkpoint::{Reason, StoreError};
-use crate::contract::{ModelVersionReply, ModelsReply, ServiceStats, to_json_vec};
+use crate::checkpoint::{AuditEntry, AuditOp, Outcome, Reason, Requested, StoreError};
+use crate::contract::{
+    ApprovalRequestReply, ApprovalsReply, AuditReply, ModelVersionReply, ModelsReply, ServiceStats, to_json_vec,
+};
 use crate::horizon::{Horizon, HorizonError};
 use crate::nats::Subjects;
 use crate::nats::connect::ConnectionEvents;
@@ -49,7 +54,11 @@ pub enum ServiceError {
 
 /// What a `models` request body should look like (said in its malformed-request error).
 const MODELS_BODIES: &str = "{\"op\":\"list\"}, {\"op\":\"show\",\"version\":3}, {\"op\":\"rollback\",\"version\":3}, \
-    {\"op\":\"keep\",\"version\":3,\"keep\":true} or {\"op\":\"checkpoint\"}";
+    {\"op\":\"keep\",\"version\":3,\"keep\":true}, {\"op\":\"checkpoint\"}, {\"op\":\"challenge\",\"version\":3}, \
+    {\"op\":\"audit\"}, {\"op\":\"approvals\"} or {\"op\":\"approve\",\"id\":1} (each may carry \"actor\":\"name\")";
+
+/// The header naming who sends a registry request, when the body does not.
+pub const ACTOR_HEADER: &str = "Cambio-Actor";
 /// What a `query` request body should look like.
 const QUERY_BODY: &str = "{\"horizons\":[\"1h\",\"1d\"]}";
 
@@ -127,6 +136,19 @@ pub enum RequestError {
     /// The business figures cannot be given (no masking key, no event of the pair).
     #[error(transparent)]
     Business(#[from] super::business::BusinessError),
+    /// Under the four-eyes rule a request must say who sends it.
+    #[error("the four-eyes rule is on: say who you are with \"actor\" in the body or a Cambio-Actor header")]
+    NoActor,
+    /// The request is for another pair than the subject's.
+    #[error("request {id} is for {holds}, not {pair}")]
+    ApprovalPair {
+        /// The request.
+        id: u64,
+        /// The subject's pair.
+        pair: Pair,
+        /// The request's pair.
+        holds: Pair,
+    },
 }
 
 impl RequestError {
@@ -140,7 +162,9 @@ impl RequestError {
             | RequestError::StatusBody
             | RequestError::NoHorizons
             | RequestError::BadHorizon { .. }
-            | RequestError::HorizonNotConfigured { .. } => 400,
+            | RequestError::HorizonNotConfigured { .. }
+            | RequestError::NoActor
+            | RequestError::ApprovalPair { .. } => 400,
             RequestError::UnknownPair(_) | RequestError::NoForecast | RequestError::NoStatus => 404,
             RequestError::NoCheckpoints | RequestError::ShuttingDown => 503,
             RequestError::RegistryUnavailable | RequestError::Encode(_) => 500,
@@ -148,6 +172,7 @@ impl RequestError {
             RequestError::Writer(e) | RequestError::Rollback(RollbackError::Writer(e)) => writer_code(e),
             RequestError::Rollback(RollbackError::ShardStopped(_) | RollbackError::MaxPairs(_)) => 503,
             RequestError::Rollback(RollbackError::WrongPair { .. } | RollbackError::NotWritten(_)) => 500,
+            RequestError::Rollback(RollbackError::NoContest { .. } | RollbackError::Contest(_)) => 409,
         }
     }
 
@@ -159,7 +184,8 @@ impl RequestError {
 
 fn writer_code(e: &WriterError) -> u16 {
     match e {
-        WriterError::Store(StoreError::NotFound { .. }) => 404,
+        WriterError::Store(StoreError::NotFound { .. } | StoreError::NoApproval(_)) => 404,
+        WriterError::Store(StoreError::SameActor { .. }) => 403,
         WriterError::NotConfigured | WriterError::Stopped => 503,
         WriterError::Store(_) | WriterError::Part(_) => 500,
     }
@@ -219,6 +245,8 @@ pub struct ServiceState {
     pub business: Arc<super::business::BusinessDesk>,
     /// What the metrics read (the endpoints are registered there).
     pub telemetry: Arc<super::metrics::Telemetry>,
+    /// `[registry] require_approval`: a manual rollback waits for another actor's approval.
+    pub require_approval: bool,
 }
 
 impl ServiceState {
@@ -347,19 +375,75 @@ pub fn decode_body(endpoint: &str, body: &[u8]) -> Option<Result<(), RequestErro
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 enum ModelsOp {
     /// The pair's versions, oldest first.
-    List,
+    List {
+        #[serde(default)]
+        actor: Option<String>,
+    },
     /// One version's metadata.
-    Show { version: u64 },
-    /// Replace the live model with a stored version (recorded as a new version, reason `rollback`).
-    Rollback { version: u64 },
+    Show {
+        version: u64,
+        #[serde(default)]
+        actor: Option<String>,
+    },
+    /// Replace the live model with a stored version (recorded as a new version, reason `rollback`); under
+    /// the four-eyes rule, a request waiting for approval.
+    Rollback {
+        version: u64,
+        #[serde(default)]
+        actor: Option<String>,
+    },
     /// Mark a version to keep whatever the retention (`"keep": false` unmarks).
     Keep {
         version: u64,
         #[serde(default = "yes")]
         keep: bool,
+        #[serde(default)]
+        actor: Option<String>,
     },
     /// Write a version of this pair now (reason `manual`).
-    Checkpoint,
+    Checkpoint {
+        #[serde(default)]
+        actor: Option<String>,
+    },
+    /// Run a stored version as the pair's challenger.
+    Challenge {
+        version: u64,
+        #[serde(default)]
+        actor: Option<String>,
+    },
+    /// The pair's audit log.
+    Audit {
+        #[serde(default)]
+        actor: Option<String>,
+    },
+    /// The requests waiting for approval.
+    Approvals {
+        #[serde(default)]
+        actor: Option<String>,
+    },
+    /// Approve a pending request (by another actor than who made it) and carry it out.
+    Approve {
+        id: u64,
+        #[serde(default)]
+        actor: Option<String>,
+    },
+}
+
+impl ModelsOp {
+    /// The actor named in the body.
+    fn actor(&self) -> Option<&str> {
+        match self {
+            ModelsOp::List { actor }
+            | ModelsOp::Show { actor, .. }
+            | ModelsOp::Rollback { actor, .. }
+            | ModelsOp::Keep { actor, .. }
+            | ModelsOp::Checkpoint { actor }
+            | ModelsOp::Challenge { actor, .. }
+            | ModelsOp::Audit { actor }
+            | ModelsOp::Approvals { actor }
+            | ModelsOp::Approve { actor, .. } => actor.as_deref(),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -368,7 +452,7 @@ fn yes() -> bool {
 
 fn parse_models(body: &[u8]) -> Result<ModelsOp, RequestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(ModelsOp::List);
+        return Ok(ModelsOp::List { actor: None });
     }
     serde_json::from_slice(body).map_err(|source| RequestError::Malformed {
         source,
@@ -377,50 +461,125 @@ fn parse_models(body: &[u8]) -> Result<ModelsOp, RequestError> {
 }
 
 impl ServiceState {
-    /// Answers the model registry endpoint: list, show, rollback, keep, checkpoint.
+    /// Answers the model registry endpoint: list, show, rollback, keep, checkpoint, challenge, audit,
+    /// approvals, approve. `header_actor` is the request's `Cambio-Actor` header.
     ///
     /// # Errors
     /// [`RequestError`] for a bad subject or body, no checkpoints configured, no such version, or a
     /// failure of the writer or the rollback.
-    pub async fn models(&self, subject: &str, body: &[u8]) -> Result<Bytes, RequestError> {
+    pub async fn models(&self, subject: &str, body: &[u8], header_actor: Option<&str>) -> Result<Bytes, RequestError> {
         let pair = self.pair(subject, Kind::Models)?;
         let op = parse_models(body)?;
         let (Some(writer), Some(control)) = (&self.writer, &self.control) else {
             return Err(RequestError::NoCheckpoints);
         };
+        let named = op
+            .actor()
+            .or(header_actor)
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string);
+        let actor = named.clone().unwrap_or_else(|| "unknown".into());
         let value = match op {
-            ModelsOp::List => {
+            ModelsOp::List { .. } => {
                 let versions = writer.ask(|reply| Job::List { pair, reply }).await?;
                 to_json_vec(&ModelsReply { pair, versions })
             }
-            ModelsOp::Show { version } => {
-                let versions = writer.ask(|reply| Job::List { pair, reply }).await?;
-                let meta = versions
-                    .into_iter()
-                    .find(|m| m.version == version)
-                    .ok_or(WriterError::Store(StoreError::NotFound { pair, version }))?;
+            ModelsOp::Show { version, .. } => {
+                let meta = writer.run(move |store| store.meta(pair, version)).await?;
                 to_json_vec(&ModelVersionReply { meta })
             }
-            ModelsOp::Keep { version, keep } => {
+            ModelsOp::Keep { version, keep, .. } => {
                 let meta = writer
                     .ask(|reply| Job::Keep {
                         pair,
                         version,
                         keep,
+                        actor,
                         reply,
                     })
                     .await?;
                 to_json_vec(&ModelVersionReply { meta })
             }
-            ModelsOp::Rollback { version } => {
-                let meta = ask_consumer(control, |reply| Control::Rollback { pair, version, reply }).await??;
+            ModelsOp::Rollback { version, .. } | ModelsOp::Challenge { version, .. } if self.require_approval => {
+                let actor = named.ok_or(RequestError::NoActor)?;
+                let requested = match op {
+                    ModelsOp::Challenge { .. } => Requested::Challenge { version },
+                    _ => Requested::Rollback { version },
+                };
+                let request = writer
+                    .run(move |store| store.request_approval(pair, requested, &actor, super::router::now_us()))
+                    .await?;
+                tracing::warn!(pair = %pair, id = request.id, actor = %request.requested_by,
+                    request = %request.requested.describe(), "waits for approval by another actor");
+                to_json_vec(&ApprovalRequestReply { request })
+            }
+            ModelsOp::Rollback { version, .. } => {
+                let meta = ask_consumer(control, |reply| Control::Rollback {
+                    pair,
+                    version,
+                    actor,
+                    note: None,
+                    reply,
+                })
+                .await??;
                 to_json_vec(&ModelVersionReply { meta })
             }
-            ModelsOp::Checkpoint => {
+            ModelsOp::Approve { id, .. } => {
+                let actor = named.ok_or(RequestError::NoActor)?;
+                let approver = actor.clone();
+                let approval = writer
+                    .run(move |store| store.check_approval(id, &approver, super::router::now_us()))
+                    .await?;
+                if approval.pair != pair {
+                    return Err(RequestError::ApprovalPair {
+                        id,
+                        pair,
+                        holds: approval.pair,
+                    });
+                }
+                let meta = match approval.requested {
+                    Requested::Rollback { version } => {
+                        let note = format!(
+                            "rollback to version {version}, requested by {} and approved by {actor} (request {id})",
+                            approval.requested_by
+                        );
+                        ask_consumer(control, |reply| Control::Rollback {
+                            pair,
+                            version,
+                            actor: approval.requested_by.clone(),
+                            note: Some(note),
+                            reply,
+                        })
+                        .await??
+                    }
+                    Requested::Challenge { version } => self.challenge(pair, version, &approval.requested_by).await?,
+                };
+                // A challenge writes no version: the approval leads to none.
+                let to = matches!(approval.requested, Requested::Rollback { .. }).then_some(meta.version);
+                writer
+                    .run(move |store| store.complete_approval(&approval, &actor, super::router::now_us(), to))
+                    .await?;
+                to_json_vec(&ModelVersionReply { meta })
+            }
+            ModelsOp::Challenge { version, .. } => {
+                let meta = self.challenge(pair, version, &actor).await?;
+                to_json_vec(&ModelVersionReply { meta })
+            }
+            ModelsOp::Audit { .. } => {
+                let entries = writer.run(move |store| store.audit(Some(pair))).await?;
+                to_json_vec(&AuditReply { pair, entries })
+            }
+            ModelsOp::Approvals { .. } => {
+                let pending = writer.run(|store| store.approvals()).await?;
+                to_json_vec(&ApprovalsReply { pending })
+            }
+            ModelsOp::Checkpoint { .. } => {
                 let metas = ask_consumer(control, |reply| Control::Checkpoint {
                     pair: Some(pair),
                     reason: Reason::Manual,
                     note: None,
+                    actor: Some(actor),
                     reply: Some(reply),
                 })
                 .await??;
@@ -437,6 +596,30 @@ impl ServiceState {
             }
         };
         Ok(Bytes::from(value))
+    }
+}
+
+impl ServiceState {
+    /// Runs `version` as the pair's live challenger and records the outcome (ok or refused, with why) in
+    /// the audit log under `actor`.
+    async fn challenge(
+        &self,
+        pair: Pair,
+        version: u64,
+        actor: &str,
+    ) -> Result<crate::checkpoint::VersionMeta, RequestError> {
+        let (Some(writer), Some(control)) = (&self.writer, &self.control) else {
+            return Err(RequestError::NoCheckpoints);
+        };
+        let result = ask_consumer(control, |reply| Control::Challenge { pair, version, reply }).await?;
+        let entry =
+            AuditEntry::new(super::router::now_us(), actor, AuditOp::Challenge, pair).versions(Some(version), None);
+        let entry = match &result {
+            Ok(_) => entry.outcome(Outcome::Ok, Some("runs as the live challenger".into())),
+            Err(e) => entry.outcome(Outcome::Refused, Some(e.to_string())),
+        };
+        writer.run(move |store| store.append_audit(entry)).await?;
+        Ok(result?)
     }
 }
 
@@ -519,7 +702,12 @@ pub async fn start(client: &async_nats::Client, state: Arc<ServiceState>) -> Res
         tasks.push(tokio::spawn(async move {
             while let Some(m) = requests.next().await {
                 let started = Instant::now();
-                let result = state.answer(kind, &m.subject, &m.payload).await;
+                let actor = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(ACTOR_HEADER))
+                    .map(|v| v.as_str().to_string());
+                let result = state.answer(kind, &m.subject, &m.payload, actor.as_deref()).await;
                 if result.is_err() {
                     Counters::inc(&state.counters.request_errors);
                 }
@@ -535,11 +723,17 @@ pub async fn start(client: &async_nats::Client, state: Arc<ServiceState>) -> Res
 }
 
 impl ServiceState {
-    async fn answer(&self, kind: Kind, subject: &str, body: &[u8]) -> Result<Bytes, RequestError> {
+    async fn answer(
+        &self,
+        kind: Kind,
+        subject: &str,
+        body: &[u8],
+        header_actor: Option<&str>,
+    ) -> Result<Bytes, RequestError> {
         match kind {
             Kind::Query => self.query(subject, body),
             Kind::Status => self.status(subject, body),
-            Kind::Models => self.models(subject, body).await,
+            Kind::Models => self.models(subject, body, header_actor).await,
             Kind::BusinessStats => self.business_stats(subject, body),
         }
     }
@@ -551,14 +745,28 @@ mod tests {
 
     #[test]
     fn models_bodies() {
-        assert_eq!(parse_models(b"").unwrap(), ModelsOp::List);
+        assert_eq!(parse_models(b"").unwrap(), ModelsOp::List { actor: None });
         assert_eq!(
             parse_models(br#"{"op":"rollback","version":3}"#).unwrap(),
-            ModelsOp::Rollback { version: 3 }
+            ModelsOp::Rollback {
+                version: 3,
+                actor: None
+            }
         );
         assert_eq!(
             parse_models(br#"{"op":"keep","version":2}"#).unwrap(),
-            ModelsOp::Keep { version: 2, keep: true }
+            ModelsOp::Keep {
+                version: 2,
+                keep: true,
+                actor: None
+            }
+        );
+        assert_eq!(
+            parse_models(br#"{"op":"approve","id":4,"actor":"bob"}"#).unwrap(),
+            ModelsOp::Approve {
+                id: 4,
+                actor: Some("bob".into())
+            }
         );
         for bad in [
             &br#"{"op":"rollback"}"#[..],

@@ -54,6 +54,13 @@ pub enum ShardMsg {
     Checkpoint(Arc<super::checkpointer::Marker>),
     /// Replace the engine (a rollback or a promotion decided outside); answered once done.
     Replace(Box<Engine>, tokio::sync::oneshot::Sender<()>),
+    /// Run this stored version as the contest's challenger (an operator's `challenge`); answered with
+    /// whether the contest took it.
+    Challenge(
+        Box<Engine>,
+        u64,
+        tokio::sync::oneshot::Sender<Result<(), crate::challenger::ContestError>>,
+    ),
 }
 
 /// What queries read: the latest forecast and the latest status, replaced wholesale (never mutated in place),
@@ -202,6 +209,11 @@ struct Shard {
     /// The latest event (an adaptation, a promotion, a rollback by the guard) since the last version: the
     /// reason of the next one. Events that come before their checkpoint is cut share one version.
     event: Option<crate::checkpoint::Reason>,
+    /// The stream segment applied since the last version (its lineage's dataset and window).
+    segment: crate::checkpoint::Segment,
+    /// The registry version the live model descends from when an event replaced it (a promoted
+    /// registry challenger): the next version's parent.
+    event_parent: Option<u64>,
 }
 
 impl Shard {
@@ -245,6 +257,8 @@ impl Shard {
             accuracy_due_us: last_ts_us.map_or(i64::MIN, |t| t.saturating_add(accuracy_step_us)),
             accuracy_step_us,
             event: None,
+            segment: crate::checkpoint::Segment::default(),
+            event_parent: None,
         }
     }
 
@@ -278,19 +292,38 @@ impl Shard {
                                 let flushed =
                                     self.ctx.outbox.confirm(&self.ctx.client, Duration::from_secs(10)).await;
                                 let state = (self.pipeline.engine(), self.pipeline.contest());
-                                if m.answer(state, self.changed, self.event, flushed) {
+                                let lineage = super::checkpointer::ShardLineage {
+                                    segment: &self.segment,
+                                    parent: self.event_parent,
+                                };
+                                if m.answer(state, self.changed, self.event, flushed, lineage) {
                                     self.changed = false;
                                     self.event = None;
+                                    self.event_parent = None;
+                                    self.segment = crate::checkpoint::Segment::default();
                                 }
                             }
                             ShardMsg::Replace(engine, done) => {
                                 self.pipeline.replace(*engine);
+                                // The stored model saw none of the ticks applied since the last version: its
+                                // next version's data starts here (its parent is the version restored).
+                                self.segment = crate::checkpoint::Segment::default();
+                                self.event_parent = None;
                                 self.last_ts_us = self.pipeline.engine().last_ts_us();
                                 self.refresh_forecast();
                                 self.changed = true;
                                 self.dirty_report = true;
                                 self.refresh_status();
                                 let _ = done.send(());
+                            }
+                            ShardMsg::Challenge(engine, version, done) => {
+                                let r = self.pipeline.challenge(*engine, version);
+                                if r.is_ok() {
+                                    tracing::warn!(pair = %self.pair, version, "registry version runs as the challenger");
+                                    self.changed = true;
+                                    self.dirty_status = true;
+                                }
+                                let _ = done.send(r);
                             }
                         }
                     }
@@ -327,9 +360,15 @@ impl Shard {
         // pair's stream (both deterministic for the same input).
         let position = t.stream_seq.unwrap_or(self.pipeline.engine().ticks() + 1);
         self.out.clear();
+        let accepted_before = self.pipeline.engine().accepted();
         let verdict = self
             .pipeline
             .on_payload(&t.payload, t.arrival_us, self.ctx.max_raw_bytes, &mut self.out);
+        let engine = self.pipeline.engine();
+        let accepted_ts = (engine.accepted() != accepted_before)
+            .then(|| engine.last_ts_us())
+            .flatten();
+        self.segment.on_tick(t.stream_seq, accepted_ts, &t.payload);
         let mut out = std::mem::take(&mut self.out);
         for o in out.drain(..) {
             self.publish(o, position).await;
@@ -439,12 +478,19 @@ impl Shard {
         let reason = match v {
             Verdict::Promote(p) => {
                 PairMetrics::inc(&self.metrics.promotions);
+                // A promoted registry version is the parent of the next version; another origin (the
+                // variant, the demoted live model) descends from the pair's current version.
+                self.event_parent = match p.promoted {
+                    crate::challenger::ModelOrigin::Version(v) => Some(v),
+                    _ => None,
+                };
                 tracing::warn!(pair = %self.pair, horizon = %p.horizon, champion_rmse = p.champion_rmse,
                     challenger_rmse = p.challenger_rmse, "challenger promoted");
                 crate::checkpoint::Reason::Promotion
             }
             Verdict::Rollback(r) => {
                 PairMetrics::inc(&self.metrics.rollbacks);
+                self.event_parent = None;
                 tracing::warn!(pair = %self.pair, horizon = %r.horizon, baseline = r.baseline, after = r.after,
                     threshold = r.threshold, "errors degraded after a drift adaptation: model rolled back");
                 crate::checkpoint::Reason::Rollback
@@ -464,6 +510,7 @@ impl Shard {
                 pair: Some(self.pair),
                 reason,
                 note: None,
+                actor: None,
                 reply: None,
             };
             if control.try_send(c).is_err() {
