@@ -212,3 +212,42 @@ async fn a_damaged_file_stops_the_start_unless_fresh_is_asked_for() {
     drop(serve);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `[checkpoint] restore = false` starts every pair fresh, including a pair whose first tick arrives after
+/// the start (it used to resume from its newest stored version, as an evicted pair does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_false_starts_a_stored_pair_fresh() {
+    let dir = temp_dir("serve-norestore");
+    let server = LocalServer::start(false, None).unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let db = dir.join("models.redb");
+    let config = |restore: bool| {
+        format!(
+            "[serve]\nreport_interval_secs = 0.5\n[checkpoint]\npath = \"{}\"\nrestore = {restore}\n",
+            db.display()
+        )
+    };
+    let lines = walk_of("USDMXN", 17.0, 600, 11);
+    let mut serve = Serve::start(&server.url(), &config(true), &dir);
+    wait_ready(&client, &serve).await;
+    publish(&client, &lines[..500]).await;
+    wait_ticks(&client, &serve, 500).await;
+    assert_eq!(serve.terminate(), 0, "{}", serve.log());
+    drop(serve);
+
+    let mut serve = Serve::start(&server.url(), &config(false), &dir);
+    wait_ready(&client, &serve).await;
+    publish(&client, &lines[500..501]).await;
+    let status = status_until(
+        &client,
+        "USDMXN",
+        &serve,
+        Duration::from_secs(60),
+        "the first tick after the start",
+        |v| v["ticks"].as_u64().is_some_and(|n| n > 0),
+    )
+    .await;
+    assert_eq!(status["ticks"].as_u64(), Some(1), "fresh, not resumed: {status}");
+    assert_eq!(serve.terminate(), 0, "{}", serve.log());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -415,6 +415,7 @@ async fn serve(
             every_ticks: cfg.checkpoint.every_ticks,
             since: 0,
             last_id: 0,
+            resume_unseen: cfg.checkpoint.restore,
         });
         writer = Some(w.clone());
         writer_join = Some((w, join));

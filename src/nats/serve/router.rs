@@ -4,7 +4,7 @@
 //! The router is the only place that sees subjects and headers; shards see payloads. Per-pair order is
 //! kept because one router task forwards in arrival order into one queue per pair.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -155,6 +155,9 @@ pub struct CheckpointPlan {
     pub since: u64,
     /// The last cut number issued.
     pub last_id: u64,
+    /// Whether a pair not served since start resumes from its newest stored version (`[checkpoint]
+    /// restore`). A pair evicted during this run always resumes from its eviction's version.
+    pub resume_unseen: bool,
 }
 
 /// Routes messages to shards.
@@ -177,6 +180,9 @@ pub struct Router {
     applied: Option<AppliedSeqs>,
     /// JetStream after a restore: per pair, the sequences already in its restored state.
     skip: HashMap<Pair, AppliedSeqs>,
+    /// Pairs evicted during this run and not back yet: they resume from their eviction's version even when
+    /// `[checkpoint] restore = false` started the others fresh.
+    evicted: HashSet<Pair>,
 }
 
 impl Router {
@@ -203,6 +209,7 @@ impl Router {
             checkpoints: None,
             applied: None,
             skip: HashMap::new(),
+            evicted: HashSet::new(),
         }
     }
 
@@ -411,14 +418,21 @@ impl Router {
     }
 
     /// Starts a shard for a pair seen for the first time since start or since its eviction: from its newest
-    /// stored version when checkpoints are on and it has one, else fresh. False when `max_pairs` is reached.
+    /// stored version when checkpoints are on and it has one (for a pair not evicted in this run, only with
+    /// `[checkpoint] restore`), else fresh. False when `max_pairs` is reached.
     async fn start_pair(&mut self, pair: Pair) -> bool {
         if self.shards.is_full() {
             return false;
         }
-        let Some(writer) = self.checkpoints.as_ref().map(|p| p.writer.clone()) else {
+        let evicted = self.evicted.remove(&pair);
+        let Some(plan) = self.checkpoints.as_ref() else {
             return self.start_shard(pair);
         };
+        if !plan.resume_unseen && !evicted {
+            // `restore = false`: fresh, as at start; the stored versions stay in the registry.
+            return self.start_shard(pair);
+        }
+        let writer = plan.writer.clone();
         match writer.ask(|reply| Job::LoadLatest { pair, reply }).await {
             Ok(Some((meta, state))) if state.engine.pair() == pair => {
                 let mut engine = state.engine;
@@ -468,6 +482,9 @@ impl Router {
                 self.cut(Reason::Periodic, Some(focus), None).await;
             }
             self.shards.remove(&pair);
+            if self.checkpoints.is_some() {
+                self.evicted.insert(pair);
+            }
             if let Ok(mut reg) = self.registry.write() {
                 reg.remove(&pair);
             }
