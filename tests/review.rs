@@ -81,7 +81,12 @@ async fn quarantined_ticks_are_listed_shown_labelled_and_labels_survive_a_restar
 
     // Before serve publishes anything: no stream captures the quarantine subjects, so review creates a
     // bounded one (the archive's output stream's name), and lists nothing.
-    let empty = json(&review(&url, &["list", "--json", "--max-age", "7d", "--max-mib", "64"], "", "ops"));
+    let empty = json(&review(
+        &url,
+        &["list", "--json", "--max-age", "7d", "--max-mib", "64"],
+        "",
+        "ops",
+    ));
     assert_eq!(empty, serde_json::json!([]));
     let client = async_nats::connect(&url).await.unwrap();
     let js = jetstream::new(client.clone());
@@ -145,7 +150,10 @@ async fn quarantined_ticks_are_listed_shown_labelled_and_labels_survive_a_restar
     assert_eq!(malformed["record"]["raw"], "not json at all");
     assert_eq!(malformed["pair"], "USDMXN");
     assert!(malformed["price"].is_null());
-    assert!((spiked["price"].as_f64().unwrap() - mid(&spike)).abs() < 1e-9, "{spiked}");
+    assert!(
+        (spiked["price"].as_f64().unwrap() - mid(&spike)).abs() < 1e-9,
+        "{spiked}"
+    );
     assert!(spiked["record"]["bid"].is_number() && spiked["record"]["ask"].is_number());
     assert_eq!(spiked["record"]["seq"], 151);
     assert_eq!(dup["record"]["seq"], 201);
@@ -153,12 +161,21 @@ async fn quarantined_ticks_are_listed_shown_labelled_and_labels_survive_a_restar
     assert!(list.iter().all(|r| r["label"].is_null()));
     let id = |r: &Value| r["id"].as_u64().unwrap().to_string();
     // Filters.
-    let jumps = json(&review(&url, &["list", "--json", "--reason", "implausible_jump"], "", "ops"));
+    let jumps = json(&review(
+        &url,
+        &["list", "--json", "--reason", "implausible_jump"],
+        "",
+        "ops",
+    ));
     assert_eq!(jumps.as_array().unwrap().len(), 2);
     let other = json(&review(&url, &["list", "--json", "--pair", "EURUSD"], "", "ops"));
     assert_eq!(other, serde_json::json!([]));
     let text = review(&url, &["list"], "", "ops");
-    assert!(text.stdout.contains("implausible_jump") && text.stdout.contains("4 quarantined ticks"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("implausible_jump") && text.stdout.contains("4 quarantined ticks"),
+        "{}",
+        text.stdout
+    );
 
     // Show: the five accepted prices before and after the spike, from the input stream.
     let shown = json(&review(&url, &["show", &id(spiked), "--json"], "", "ops"));
@@ -173,16 +190,34 @@ async fn quarantined_ticks_are_listed_shown_labelled_and_labels_survive_a_restar
     assert!(close(&got(before), &want_before), "{shown}");
     assert!(close(&got(after), &want_after), "{shown}");
     let text = review(&url, &["show", &id(spiked)], "", "ops");
-    assert!(text.stdout.contains("<- quarantined") && text.stdout.contains("implausible_jump"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("<- quarantined") && text.stdout.contains("implausible_jump"),
+        "{}",
+        text.stdout
+    );
     // The duplicate's neighbours leave out the duplicate itself but keep the accepted original.
     let shown = json(&review(&url, &["show", &id(dup), "--json"], "", "ops"));
     assert_eq!(shown["before"].as_array().unwrap().len(), 5, "{shown}");
 
     // Label: with --actor, then relabelled; without --actor the OS user.
-    let l1 = json(&review(&url, &["label", &id(spiked), "good", "--actor", "alice"], "", "ops"));
+    let l1 = json(&review(
+        &url,
+        &["label", &id(spiked), "good", "--actor", "alice", "--json"],
+        "",
+        "ops",
+    ));
     let l2 = json(&review(
         &url,
-        &["label", &id(spiked), "bad", "--actor", "alice", "--note", "fat finger", "--json"],
+        &[
+            "label",
+            &id(spiked),
+            "bad",
+            "--actor",
+            "alice",
+            "--note",
+            "fat finger",
+            "--json",
+        ],
         "",
         "ops",
     ));
@@ -223,21 +258,36 @@ async fn quarantined_ticks_are_listed_shown_labelled_and_labels_survive_a_restar
     // again; `b` labels the first, `s` skips the second.
     let r = review(&url, &[], "x\nb\ns\n", "carol");
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("labelled 1, skipped 1, 2 unlabelled at start"), "{}", r.stdout);
-    assert_eq!(r.stdout.matches("[g]ood/[b]ad/[s]kip/[q]uit? ").count(), 3, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("labelled 1, skipped 1, 2 unlabelled at start"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        r.stdout.matches("[g]ood/[b]ad/[s]kip/[q]uit? ").count(),
+        3,
+        "{}",
+        r.stdout
+    );
     let left = json(&review(&url, &["list", "--json", "--unlabelled"], "", "ops"));
     assert_eq!(left.as_array().unwrap().len(), 1);
     assert_eq!(left[0]["id"], dup["id"]);
     // `q` ends at once.
     let r = review(&url, &[], "q\n", "carol");
-    assert!(r.stdout.contains("labelled 0, skipped 0, 1 unlabelled at start"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("labelled 0, skipped 0, 1 unlabelled at start"),
+        "{}",
+        r.stdout
+    );
 
     // The labels survive a restart of the server (file store) and are read back by the typed API.
     assert_eq!(serve.terminate(), 0);
     drop(client);
     server.restart().unwrap();
     let client = async_nats::connect(&server.url()).await.unwrap();
-    let labelled = cambio::nats::review::labelled(&client, &ReviewOptions::default()).await.unwrap();
+    let labelled = cambio::nats::review::labelled(&client, &ReviewOptions::default())
+        .await
+        .unwrap();
     let got: Vec<(String, Label, String)> = labelled
         .iter()
         .map(|l| (l.tick.record.reason.clone(), l.label.label, l.label.actor.clone()))

@@ -170,7 +170,11 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
                     serde_json::to_writer(&mut out, &rec)?;
                     writeln!(out)?;
                 } else {
-                    writeln!(out, "{} {} labelled {} by {} at {}", rec.pair, rec.id, rec.label, rec.actor, rec.labelled_at)?;
+                    writeln!(
+                        out,
+                        "{} {} labelled {} by {} at {}",
+                        rec.pair, rec.id, rec.label, rec.actor, rec.labelled_at
+                    )?;
                 }
             }
             None => interactive(&review, &actor, c.around, &mut out).await?,
@@ -199,14 +203,23 @@ fn write_list(out: &mut Out, list: &[Reviewed]) -> Result<(), CliError> {
                 r.tick.pair.clone(),
                 r.tick.record.reason.clone(),
                 price(r.tick.price),
-                r.label.as_ref().map_or_else(|| "-".into(), |l| format!("{} ({})", l.label, l.actor)),
+                r.label
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |l| format!("{} ({})", l.label, l.actor)),
             ]
         })
         .collect();
     write_table(
         out,
         &["id", "time", "pair", "reason", "price", "label"],
-        &[Align::Right, Align::Left, Align::Left, Align::Left, Align::Right, Align::Left],
+        &[
+            Align::Right,
+            Align::Left,
+            Align::Left,
+            Align::Left,
+            Align::Right,
+            Align::Left,
+        ],
         &rows,
     )?;
     writeln!(out, "{} quarantined ticks", list.len())?;
@@ -240,10 +253,22 @@ fn write_show(
         writeln!(out, "no accepted prices around it in the input stream")?;
         return Ok(());
     }
-    let mut rows: Vec<Vec<String>> = before.iter().map(|n| vec![n.ts.clone(), format!("{}", n.price), String::new()]).collect();
+    let mut rows: Vec<Vec<String>> = before
+        .iter()
+        .map(|n| vec![n.ts.clone(), format!("{}", n.price), String::new()])
+        .collect();
     rows.push(vec![time_of(t).to_string(), price(t.price), "<- quarantined".into()]);
-    rows.extend(after.iter().map(|n| vec![n.ts.clone(), format!("{}", n.price), String::new()]));
-    write_table(out, &["time", "price", ""], &[Align::Left, Align::Right, Align::Left], &rows)?;
+    rows.extend(
+        after
+            .iter()
+            .map(|n| vec![n.ts.clone(), format!("{}", n.price), String::new()]),
+    );
+    write_table(
+        out,
+        &["time", "price", ""],
+        &[Align::Left, Align::Right, Align::Left],
+        &rows,
+    )?;
     Ok(())
 }
 
@@ -284,6 +309,10 @@ async fn interactive(review: &Review, actor: &str, around: usize, out: &mut Out)
             continue 'ticks;
         }
     }
-    writeln!(out, "labelled {labelled}, skipped {skipped}, {} unlabelled at start", todo.len())?;
+    writeln!(
+        out,
+        "labelled {labelled}, skipped {skipped}, {} unlabelled at start",
+        todo.len()
+    )?;
     Ok(())
 }

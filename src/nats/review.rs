@@ -156,14 +156,19 @@ impl Review {
                     duplicate_window: Duration::from_secs(120),
                     ..Default::default()
                 };
-                js.get_or_create_stream(cfg).await.map_err(|e| stream_err(&opts.stream)(e.into()))?;
+                js.get_or_create_stream(cfg)
+                    .await
+                    .map_err(|e| stream_err(&opts.stream)(e.into()))?;
                 tracing::info!(stream = %opts.stream, max_age_secs = opts.max_age.as_secs(), max_bytes = opts.max_bytes,
                     "created the stream that keeps quarantined ticks");
                 opts.stream.clone()
             }
             Err(e) => return Err(stream_err(&opts.stream)(e.into())),
         };
-        let stream = js.get_stream(&stream_name).await.map_err(|e| stream_err(&stream_name)(e.into()))?;
+        let stream = js
+            .get_stream(&stream_name)
+            .await
+            .map_err(|e| stream_err(&stream_name)(e.into()))?;
         let input = match js.get_stream(&opts.input_stream).await {
             Ok(s) => Some(s),
             Err(e) => {
@@ -205,7 +210,10 @@ impl Review {
     fn to_tick(&self, m: &async_nats::jetstream::message::StreamMessage) -> Result<QuarantinedTick, ReviewError> {
         let subject = m.subject.to_string();
         let Some(pair) = subject.strip_prefix(&self.quarantine_prefix()) else {
-            return Err(ReviewError::NotQuarantine { id: m.sequence, subject });
+            return Err(ReviewError::NotQuarantine {
+                id: m.sequence,
+                subject,
+            });
         };
         let record = QuarantineRecord::from_json(&m.payload).map_err(|e| ReviewError::BadRecord {
             id: m.sequence,
@@ -286,7 +294,10 @@ impl Review {
     pub async fn list(&self, filter: &Filter) -> Result<Vec<Reviewed>, ReviewError> {
         let mut out = Vec::new();
         for tick in self.quarantined().await? {
-            if filter.pair.as_ref().is_some_and(|p| !p.eq_ignore_ascii_case(&tick.pair))
+            if filter
+                .pair
+                .as_ref()
+                .is_some_and(|p| !p.eq_ignore_ascii_case(&tick.pair))
                 || filter.reason.as_ref().is_some_and(|r| *r != tick.record.reason)
             {
                 continue;
@@ -386,7 +397,9 @@ impl Review {
                 Err(e) => return Err(stream_err(&self.opts.input_stream)(e.into())),
             };
             seq = m.sequence + 1;
-            let Ok(t) = parse_tick(&m.payload, Some(pair)) else { continue };
+            let Ok(t) = parse_tick(&m.payload, Some(pair)) else {
+                continue;
+            };
             let Some(price) = t.mid_price() else { continue };
             if !price.is_finite() || refused.contains(&(t.ts_us, t.seq, price.to_bits())) {
                 continue;

@@ -199,7 +199,13 @@ pub struct LabelledTick {
 pub fn label_key(pair: &str, id: u64) -> String {
     let pair: String = pair
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{pair}.{id}")
 }
@@ -331,8 +337,10 @@ mod tests {
         .unwrap();
         assert_eq!(r.reason, "implausible_jump");
         assert!((r.price().unwrap() - 19.1).abs() < 1e-12);
-        let u = QuarantineRecord::from_json(br#"{"type":"quarantined","subject":"fx.ticks.x","reason":"bad_subject","raw":"{}"}"#)
-            .unwrap();
+        let u = QuarantineRecord::from_json(
+            br#"{"type":"quarantined","subject":"fx.ticks.x","reason":"bad_subject","raw":"{}"}"#,
+        )
+        .unwrap();
         assert_eq!(u.raw.as_deref(), Some("{}"));
         assert_eq!(u.price(), None);
     }
