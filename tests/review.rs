@@ -4,8 +4,9 @@
 //! Ticks with a spike that reverts, a duplicate, a malformed payload and a real move the validator refuses:
 //! `review list --json` shows them with reasons and raw payloads or prices, `show` gives the accepted
 //! prices around one, `label` stores the label with its actor (a relabel keeps the previous one), the piped
-//! interactive mode labels in order, bad ids and labels are clear errors (exit 2), and the labels survive a
-//! restart of the NATS server and are read back by the typed API.
+//! interactive mode labels in order, bad ids and labels are clear errors (exit 2), the labels survive a
+//! restart of the NATS server and are read back by the typed API, and `cambio archive` started later
+//! widens the stream review created without dropping its bounds.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -302,5 +303,41 @@ async fn quarantined_ticks_are_listed_shown_labelled_and_labels_survive_a_restar
     );
     assert_eq!(labelled[0].tick.record.raw.as_deref(), Some("not json at all"));
     assert_eq!(labelled[1].label.note.as_deref(), Some("fat finger"));
+
+    // `cambio archive` started later adds its subjects to the stream review created, keeping its bounds.
+    let mut archive = Command::new(env!("CARGO_BIN_EXE_cambio"))
+        .args(["archive", "--nats", &server.url(), "--dir"])
+        .arg(dir.join("lake"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let js = jetstream::new(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cfg = loop {
+        let cfg = js
+            .get_stream("FX_OUT")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .config
+            .clone();
+        if cfg.subjects.len() > 1 || Instant::now() > deadline {
+            break cfg;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = archive.kill();
+    let _ = archive.wait();
+    assert!(cfg.subjects.contains(&"fx.pred.>".to_string()), "{:?}", cfg.subjects);
+    assert_eq!(
+        cfg.max_age,
+        Duration::from_secs(7 * 86_400),
+        "the archive kept review's bounds"
+    );
+    assert_eq!(cfg.max_bytes, 64 << 20);
     let _ = std::fs::remove_dir_all(&dir);
 }
