@@ -189,6 +189,12 @@ fn price(p: Option<f64>) -> String {
     p.map_or_else(|| "-".into(), |p| format!("{p}"))
 }
 
+/// Text from a feed, made safe for a terminal: control characters (an escape sequence in a malformed
+/// payload could rewrite the operator's screen) are shown as `?`.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
 fn time_of(t: &QuarantinedTick) -> &str {
     t.record.ts.as_deref().unwrap_or(&t.published)
 }
@@ -199,7 +205,7 @@ fn write_list(out: &mut Out, list: &[Reviewed]) -> Result<(), CliError> {
         .map(|r| {
             vec![
                 r.tick.id.to_string(),
-                time_of(&r.tick).to_string(),
+                printable(time_of(&r.tick)),
                 r.tick.pair.clone(),
                 r.tick.record.reason.clone(),
                 price(r.tick.price),
@@ -233,17 +239,17 @@ fn write_show(
     after: &[cambio::review::Neighbour],
 ) -> Result<(), CliError> {
     let t = &r.tick;
-    writeln!(out, "id {}  {}  {}", t.id, t.pair, time_of(t))?;
+    writeln!(out, "id {}  {}  {}", t.id, printable(&t.pair), printable(time_of(t)))?;
     writeln!(out, "reason   {}", t.record.reason)?;
     if let Some(d) = &t.record.detail {
-        writeln!(out, "detail   {d}")?;
+        writeln!(out, "detail   {}", printable(d))?;
     }
     if let Some(s) = &t.record.source {
-        writeln!(out, "source   {s}")?;
+        writeln!(out, "source   {}", printable(s))?;
     }
     writeln!(out, "price    {}", price(t.price))?;
     if let Some(raw) = &t.record.raw {
-        writeln!(out, "raw      {raw}")?;
+        writeln!(out, "raw      {}", printable(raw))?;
     }
     match &r.label {
         Some(l) => writeln!(out, "label    {} by {} at {}", l.label, l.actor, l.labelled_at)?,
@@ -315,4 +321,15 @@ async fn interactive(review: &Review, actor: &str, around: usize, out: &mut Out)
         todo.len()
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feed_text_cannot_drive_the_terminal() {
+        assert_eq!(printable("a\u{1b}[2Jb\n"), "a?[2Jb?");
+        assert_eq!(actor(Some("alice".into())), "alice");
+    }
 }
