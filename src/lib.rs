@@ -26,6 +26,8 @@
 //! - [`nats`]: the only async code: connection and auth, subjects and headers, a local `nats-server`, the
 //!   service (`nats::serve`: router, shards that do I/O only, micro service, checkpointer), the
 //!   operators' tools (replay to NATS, record, tail) and the load tool with its bare-NATS floor.
+//! - [`review`]: human review of quarantined ticks as plain data: records read back, labels (`good`,
+//!   `bad`) with actor and time, and the accepted prices around a refused one (`nats::review` does the I/O).
 //! - [`sources`]: the connectors (`cambio sources run`): Banxico, INEGI and FRED fetched on schedules and
 //!   published as ticks and factors, with their watermarks in a JetStream key-value bucket.
 //! - [`config`]: the whole configuration file, one table per layer; only the binary assembles it.
@@ -50,6 +52,7 @@ pub mod nats;
 pub mod pipeline;
 pub mod quality;
 pub mod replay;
+pub mod review;
 pub mod sources;
 pub mod tick;
 pub mod time;

@@ -51,6 +51,10 @@ enum Command {
     /// quarantines) from JetStream into Parquet files under --dir, partitioned by kind, pair and date.
     /// SIGINT/SIGTERM write what is held and exit 0.
     Archive(cmd::archive::Args),
+    /// Review the quarantined ticks kept in JetStream: list them by pair and reason, show one with the
+    /// accepted prices around it, label it `bad` (correctly refused) or `good` (a real price refused).
+    /// With no subcommand, walks the unlabelled ones asking on standard input.
+    Review(cmd::review::Args),
     /// Connectors: fetch Banxico, INEGI and FRED series on schedules and publish them as ticks and factors
     /// (`sources run --config FILE [--once]`), with watermarks in a JetStream key-value bucket.
     Sources(cmd::sources::Args),
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Command::Models(args) => cmd::models::run(args),
         Command::Archive(args) => cmd::archive::run(args),
         Command::Sources(args) => cmd::sources::run(args),
+        Command::Review(args) => cmd::review::run(args),
     };
     result.unwrap_or_else(|e| {
         // Not `eprintln!`: a closed stderr must not turn an error into a panic.

@@ -248,6 +248,36 @@ async fn sources_once(url: &str, config: &Path, seed: &str, ca: &Path) -> (Optio
     )
 }
 
+/// `cambio review ARGS` as the operator role: (exit code, stdout, stderr).
+async fn review_as_operator(
+    url: &str,
+    config: &Path,
+    args: &[&str],
+    seed: &str,
+    ca: &Path,
+) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cambio"))
+        .arg("review")
+        .args(args)
+        .args(["--actor", "op", "--nats", url, "--config"])
+        .arg(config)
+        .env("CAMBIO_NATS_NKEY", seed)
+        .env("CAMBIO_NATS_CA", ca)
+        .env("CAMBIO_NATS_INBOX_PREFIX", "_INBOX.operator")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("review ends")
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
 /// A request that must not be answered: the server drops the refused publication, so it times out.
 async fn unanswered(c: &RoleClient, subject: &str, body: &str) {
     let req = c.client.request(subject.to_string(), Bytes::from(body.to_string()));
@@ -461,6 +491,54 @@ async fn every_role_does_what_it_may_and_nothing_else() {
     assert_eq!(
         s["ticks"], TICKS as u64,
         "the credit system's tick did not reach cambio: {s}"
+    );
+
+    // The operator reviews a quarantined tick with `cambio review`: the archive's FX_OUT keeps it, the
+    // label goes to the bucket cambio_review, and nothing is refused.
+    let tls = dir.join("operator.toml");
+    std::fs::write(&tls, "[nats]\ntls = { required = true }\n").unwrap();
+    let op_seed = seed("operator");
+    js.publish_with_headers("fx.ticks.USDMXN", replay_header(), Bytes::from("not json"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        let (code, stdout, stderr) = review_as_operator(&url, &tls, &["list", "--json"], &op_seed, &ca).await;
+        assert_eq!(code, Some(0), "review list:\n{stdout}\n{stderr}");
+        assert!(
+            !stderr.to_lowercase().contains("permissions violation"),
+            "review needs more than the operator's grants:\n{stderr}"
+        );
+        let list: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        if let Some(first) = list.as_array().and_then(|l| l.first()) {
+            assert_eq!(first["record"]["raw"], "not json", "{list}");
+            break first["id"].as_u64().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no quarantined tick to review\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for args in [
+        vec!["show", id.as_str(), "--json"],
+        vec!["label", id.as_str(), "bad", "--json"],
+    ] {
+        let (code, stdout, stderr) = review_as_operator(&url, &tls, &args, &op_seed, &ca).await;
+        assert_eq!(code, Some(0), "review {args:?}:\n{stdout}\n{stderr}");
+        assert!(
+            !stderr.to_lowercase().contains("permissions violation"),
+            "review needs more than the operator's grants:\n{stderr}"
+        );
+    }
+    // A credit system may not read the labels.
+    let credit_js = async_nats::jetstream::new(credit.client.clone());
+    assert!(
+        credit_js.get_key_value("cambio_review").await.is_err(),
+        "credit reads the review labels"
     );
 
     // cambio itself was refused nothing, through start, serving and a graceful stop.

@@ -12,6 +12,7 @@ pub mod load;
 pub mod models;
 pub mod record;
 pub mod replay;
+pub mod review;
 pub mod serve;
 pub mod sources;
 pub mod tail;
@@ -80,6 +81,12 @@ pub enum CliError {
     /// `archive` could not archive.
     #[error(transparent)]
     Archive(#[from] cambio::nats::archive::ArchiveError),
+    /// `review` could not read or label a quarantined tick.
+    #[error(transparent)]
+    Review(#[from] cambio::nats::review::ReviewError),
+    /// `review label` was given something other than `good` or `bad`.
+    #[error(transparent)]
+    Label(#[from] cambio::review::ReviewError),
     /// `replay --archive` could not write the lake.
     #[error(transparent)]
     Lake(#[from] cambio::lake::LakeError),

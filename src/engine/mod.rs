@@ -46,6 +46,15 @@ pub struct Quarantined {
     pub reason: QuarantineReason,
     /// Why, for a person: the field and value at fault and what was expected.
     pub detail: String,
+    /// The bid as read, for a tick that was parsed (a reviewer judges the refused price itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bid: Option<f64>,
+    /// The ask as read, for a tick that was parsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ask: Option<f64>,
+    /// The single rate as read, for a parsed tick quoted with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mid: Option<f64>,
     /// The raw payload when the tick could not be parsed, so nothing is lost.
     pub raw: Option<String>,
 }
@@ -629,6 +638,9 @@ impl Engine {
                     source: Some(tick.source),
                     reason,
                     detail,
+                    bid: tick.bid,
+                    ask: tick.ask,
+                    mid: tick.mid,
                     raw: None,
                 }));
             }
@@ -657,6 +669,9 @@ impl Engine {
             source: None,
             reason,
             detail,
+            bid: None,
+            ask: None,
+            mid: None,
             raw: Some(raw),
         }));
         self.quality_transitions(out);

@@ -126,7 +126,11 @@ async fn ensure_stream(
     let mut s = js.get_or_create_stream(cfg.clone()).await.map_err(|e| err(e.into()))?;
     let info = s.info().await.map_err(|e| err(e.into()))?;
     if update && info.config.subjects != cfg.subjects {
-        js.update_stream(cfg).await.map_err(|e| err(e.into()))?;
+        // Only the subjects change: a stream created first by `cambio review` keeps its age and size
+        // bounds.
+        let mut updated = info.config.clone();
+        updated.subjects = cfg.subjects;
+        js.update_stream(updated).await.map_err(|e| err(e.into()))?;
     }
     Ok(())
 }

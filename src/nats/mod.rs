@@ -4,8 +4,9 @@
 //! over NATS: the floor does the bare NATS work, the load tool drives it and cambio alike.
 //!
 //! The operators' tools: [`publish`] (`cambio replay --nats`: a file or scenario onto the tick and factor
-//! subjects, paced), [`record`] (`cambio record`: a pair's ticks into a JSON-lines file that replay reads)
-//! and [`tail`] (`cambio tail`: a pair's outputs as readable lines).
+//! subjects, paced), [`record`] (`cambio record`: a pair's ticks into a JSON-lines file that replay reads),
+//! [`tail`] (`cambio tail`: a pair's outputs as readable lines) and [`review`] (`cambio review`: the
+//! quarantined ticks kept in JetStream and the labels people give them).
 //!
 //! [`serve`] is the service; it is the only part that calls the engine, through the same `Engine::on_tick` as
 //! replay, so the core stays pure.
@@ -19,6 +20,7 @@ pub mod local_server;
 pub mod publish;
 pub mod ready;
 pub mod record;
+pub mod review;
 pub mod serve;
 pub mod subjects;
 pub mod tail;
