@@ -267,7 +267,10 @@ async fn every_kind_is_read_back_as_published_masked_and_as_replay_writes_it() {
     let accepted = format!(
         r#"{{"ts":"2024-03-04T10:01:00Z","client":"{CLEAR_ID}","event":"accepted","rate":17.05,"amount":2500,"currency":"USD","segment":"sme"}}"#
     );
-    client.publish("fx.business.USDMXN", Bytes::from(accepted)).await.unwrap();
+    client
+        .publish("fx.business.USDMXN", Bytes::from(accepted))
+        .await
+        .unwrap();
     client.flush().await.unwrap();
 
     let preds = collect(&mut preds, 300, Duration::from_secs(60)).await;
@@ -344,7 +347,10 @@ async fn every_kind_is_read_back_as_published_masked_and_as_replay_writes_it() {
     want_b.sort();
     got_b.sort();
     assert_eq!(got_b, want_b);
-    let masked = b.iter().find(|r| r["type"] == "business_event").expect("the accepted event");
+    let masked = b
+        .iter()
+        .find(|r| r["type"] == "business_event")
+        .expect("the accepted event");
     let refused = b.iter().find(|r| r["type"] == "business_quarantined").unwrap();
     let pseudonym = masked["client"].as_str().unwrap();
     assert_eq!(pseudonym.len(), 32, "{pseudonym}");
@@ -547,7 +553,11 @@ async fn metrics_are_served_and_stream_limits_are_set_when_asked() {
         assert_eq!(cfg.max_age, Duration::from_secs(30 * 86_400), "{s}");
         assert_eq!(cfg.max_bytes, 1 << 30, "{s}");
         if s == "FX_OUT" {
-            assert!(cfg.subjects.contains(&"fx.business.masked.>".to_string()), "{:?}", cfg.subjects);
+            assert!(
+                cfg.subjects.contains(&"fx.business.masked.>".to_string()),
+                "{:?}",
+                cfg.subjects
+            );
         }
     }
     let msgs: Vec<(String, String)> = walk(TICKS, 11)
@@ -566,7 +576,10 @@ async fn metrics_are_served_and_stream_limits_are_set_when_asked() {
     assert!(metric(&text, "cambio_archive_files_total", &[("kind", "ticks")]).unwrap() >= 1.0);
     assert!(metric(&text, "cambio_archive_bytes_total", &[("kind", "ticks")]).unwrap() > 1000.0);
     assert!(metric(&text, "cambio_archive_flush_duration_seconds_count", &[]).unwrap() >= 1.0);
-    assert_eq!(metric(&text, "cambio_archive_errors_total", &[("class", "write")]), Some(0.0));
+    assert_eq!(
+        metric(&text, "cambio_archive_errors_total", &[("class", "write")]),
+        Some(0.0)
+    );
     assert_eq!(metric(&text, "cambio_archive_redelivered_total", &[]), Some(0.0));
     promtool_check_metrics(&text);
     archive.terminate();

@@ -75,7 +75,11 @@ fn parse_size(s: &str) -> Result<i64, String> {
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
         "TiB" => 1 << 40,
-        other => return Err(format!("`{s}`: unknown unit `{other}` (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")),
+        other => {
+            return Err(format!(
+                "`{s}`: unknown unit `{other}` (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ));
+        }
     };
     match n.checked_mul(mult) {
         Some(b) if b > 0 => Ok(b),
@@ -107,6 +111,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
             max_rows: usize::try_from(args.max_rows).unwrap_or(usize::MAX),
             max_bytes: usize::try_from(args.max_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
             max_age: args.max_age.max(Duration::from_millis(10)),
+            one_date_per_key: false,
         },
         stream_max_age: args.stream_max_age.filter(|d| !d.is_zero()),
         stream_max_bytes: args.stream_max_bytes,

@@ -31,8 +31,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 pub use business::{
-    BusinessDisparity, BusinessEvent, BusinessQuarantined, BusinessStatsReply, DisparityStat, PeriodStats, QuoteDistance,
-    SegmentEvents, SegmentStats,
+    BusinessDisparity, BusinessEvent, BusinessQuarantined, BusinessStatsReply, DisparityStat, PeriodStats,
+    QuoteDistance, SegmentEvents, SegmentStats,
 };
 
 pub use crate::challenger::{ContestStatus, Promotion, Rollback, Verdict};

@@ -66,6 +66,9 @@ pub struct RollPolicy {
     pub max_bytes: usize,
     /// …or its first row is this old.
     pub max_age: Duration,
+    /// Roll a partition's file as soon as a row of the same kind and key comes for another date. A replay
+    /// reads in time order, so this keeps one day per pair in memory instead of every day seen.
+    pub one_date_per_key: bool,
 }
 
 impl Default for RollPolicy {
@@ -74,6 +77,7 @@ impl Default for RollPolicy {
             max_rows: 100_000,
             max_bytes: 64 << 20,
             max_age: Duration::from_secs(10),
+            one_date_per_key: false,
         }
     }
 }
@@ -104,7 +108,7 @@ pub struct Durable {
     pub seqs: Vec<u64>,
     /// The file.
     pub path: PathBuf,
-    /// The file's size in bytes.
+    /// The file's size in bytes (0 when written in the background: not known yet).
     pub bytes: u64,
     /// Its kind.
     pub kind: Kind,
@@ -120,15 +124,43 @@ pub struct Lake {
     open: Vec<Partition>,
     last: usize,
     props: WriterProperties,
+    /// Files written by a thread of their own (offline), or by the caller (live, where a roll must be
+    /// durable before its messages are acknowledged).
+    background: Option<Background>,
     /// Messages whose subject the lake does not keep.
     pub ignored: u64,
 }
 
-/// How rows are written: one row group per file at the default roll size, Snappy (fast to write and to
-/// read, and every Parquet reader has it), dictionaries only on the few-valued text columns.
+/// A file to write.
+struct Job {
+    batch: arrow_array::RecordBatch,
+    tmp: PathBuf,
+    path: PathBuf,
+    folder: PathBuf,
+}
+
+/// The writing thread: batches in through a channel of one slot (memory stays bounded: the thread writes
+/// one file while the next fills), the first error out when it is joined.
+struct Background {
+    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    handle: Option<std::thread::JoinHandle<Result<(), LakeError>>>,
+}
+
+/// Writes `job` durably: temporary name, fsync, rename, folder fsync. Returns the file's size.
+fn write_job(job: &Job, props: WriterProperties) -> Result<u64, LakeError> {
+    let bytes = write_file(&job.tmp, &job.batch, props)?;
+    fs::rename(&job.tmp, &job.path).map_err(io_err(&job.path))?;
+    sync_dir(&job.folder)?;
+    tracing::debug!(file = %job.path.display(), rows = job.batch.num_rows(), bytes, "lake file written");
+    Ok(bytes)
+}
+
+/// How rows are written: one row group per file at the default roll size, LZ4 (`LZ4_RAW`: the fastest
+/// codec to write of those Parquet readers share; see docs/lake.md), dictionaries only on the few-valued
+/// text columns.
 fn writer_properties() -> WriterProperties {
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
+        .set_compression(Compression::LZ4_RAW)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_key_value_metadata(Some(vec![KeyValue::new(
             "schema_version".to_string(),
@@ -159,8 +191,64 @@ impl Lake {
             open: Vec::new(),
             last: 0,
             props: writer_properties(),
+            background: None,
             ignored: 0,
         })
+    }
+
+    /// Writes files on a thread of its own from now on: a roll hands its rows over and returns at once,
+    /// so encoding and compressing overlap with whatever feeds the lake (`replay --archive`). A file is
+    /// durable only once [`Lake::finish`] returned; the live archive, which acknowledges what is durable,
+    /// does not use this.
+    ///
+    /// # Errors
+    /// [`LakeError::Io`] when the thread cannot be started.
+    pub fn write_in_background(&mut self) -> Result<(), LakeError> {
+        if self.background.is_some() {
+            return Ok(());
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
+        let props = self.props.clone();
+        let handle = std::thread::Builder::new()
+            .name("lake-writer".into())
+            .spawn(move || {
+                for job in rx {
+                    write_job(&job, props.clone())?;
+                }
+                Ok(())
+            })
+            .map_err(io_err(&self.dir))?;
+        self.background = Some(Background {
+            tx: Some(tx),
+            handle: Some(handle),
+        });
+        Ok(())
+    }
+
+    /// Writes every partition held and waits for the files being written; returns what became durable.
+    ///
+    /// # Errors
+    /// [`LakeError`] when a file cannot be written.
+    pub fn finish(&mut self, now: Instant) -> Result<Vec<Durable>, LakeError> {
+        let done = self.roll_due(now, true)?;
+        self.join_background()?;
+        Ok(done)
+    }
+
+    /// Stops the writing thread, returning its first error.
+    fn join_background(&mut self) -> Result<(), LakeError> {
+        let Some(mut bg) = self.background.take() else {
+            return Ok(());
+        };
+        drop(bg.tx.take());
+        match bg.handle.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(LakeError::Io {
+                path: self.dir.clone(),
+                source: io::Error::other("the lake's writing thread panicked"),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Rows held in memory, not yet in a file.
@@ -196,7 +284,19 @@ impl Lake {
         now: Instant,
     ) -> Result<Option<Durable>, LakeError> {
         let date = date_of(fields.ts.as_deref());
-        let i = self.find(r.kind, &r.key, date, m.stream).unwrap_or_else(|| {
+        let found = self.find(r.kind, &r.key, date, m.stream);
+        if found.is_none() && self.policy.one_date_per_key {
+            let mut k = 0;
+            while k < self.open.len() {
+                let p = &self.open[k];
+                if p.kind == r.kind && p.key == r.key && p.stream == m.stream {
+                    self.roll(k)?;
+                } else {
+                    k += 1;
+                }
+            }
+        }
+        let i = found.unwrap_or_else(|| {
             self.open.push(Partition {
                 kind: r.kind,
                 key: r.key.to_string(),
@@ -257,11 +357,27 @@ impl Lake {
         let name = format!("part-{}-{first}-{last}.parquet", open.stream);
         let path = folder.join(&name);
         let tmp = folder.join(format!(".{name}.tmp"));
-        let batch = open.cols.finish()?;
-        let bytes = write_file(&tmp, &batch, self.props.clone())?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        sync_dir(&folder)?;
-        tracing::debug!(file = %path.display(), rows = batch.num_rows(), bytes, "lake file written");
+        let job = Job {
+            batch: open.cols.finish()?,
+            tmp,
+            path: path.clone(),
+            folder,
+        };
+        let bytes = match &mut self.background {
+            Some(bg) => {
+                let sent = bg.tx.as_ref().map(|tx| tx.send(job));
+                if !matches!(sent, Some(Ok(()))) {
+                    // The thread stopped: its error says why.
+                    self.join_background()?;
+                    return Err(LakeError::Io {
+                        path,
+                        source: io::Error::other("the lake's writing thread stopped"),
+                    });
+                }
+                0
+            }
+            None => write_job(&job, self.props.clone())?,
+        };
         Ok(Durable {
             stream: open.stream,
             seqs: open.seqs,

@@ -3,7 +3,8 @@
 //! Each output is turned into the message `serve` would publish for it (the same subject, the same JSON),
 //! and that message into its row, so the rows equal the live archive's except for three columns: `stream`
 //! is `replay`, `stream_seq` is the message's position among the replay's archived messages (from 1), and
-//! `arrival` is null. Files roll by size only, so the same input gives the same files.
+//! `arrival` is null. Files roll by size and when a pair's rows move to another date (never by age), so
+//! the same input gives the same files; they are written by a thread of their own while the replay goes on.
 //!
 //! A forecast's columns are taken from the forecast itself and from the spans of the JSON just written
 //! (its `ts` and `horizons` text), not by parsing that JSON back: the values are the ones the live archive
@@ -38,10 +39,13 @@ impl OfflineLake {
     pub fn new(dir: &std::path::Path, prefix: &str) -> Result<OfflineLake, LakeError> {
         let policy = RollPolicy {
             max_age: Duration::MAX,
+            one_date_per_key: true,
             ..RollPolicy::default()
         };
+        let mut lake = Lake::new(dir, prefix, policy)?;
+        lake.write_in_background()?;
         Ok(OfflineLake {
-            lake: Lake::new(dir, prefix, policy)?,
+            lake,
             prefix: prefix.to_string(),
             seq: 0,
             buf: Vec::with_capacity(1024),
@@ -103,7 +107,7 @@ impl OfflineLake {
     /// # Errors
     /// [`LakeError`] when a file cannot be written.
     pub fn finish(mut self) -> Result<u64, LakeError> {
-        self.lake.roll_due(self.started, true)?;
+        self.lake.finish(self.started)?;
         Ok(self.seq)
     }
 }
@@ -167,8 +171,16 @@ mod tests {
                 let cols = |x: &Fields<'_>| {
                     format!(
                         "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
-                        x.pair, x.ts, x.seq, x.mid.map(f64::to_bits), x.model_name, x.model_config,
-                        x.model_version, x.quality, x.warming_up, x.horizons
+                        x.pair,
+                        x.ts,
+                        x.seq,
+                        x.mid.map(f64::to_bits),
+                        x.model_name,
+                        x.model_config,
+                        x.model_version,
+                        x.quality,
+                        x.warming_up,
+                        x.horizons
                     )
                 };
                 assert_eq!(cols(&typed), cols(&read));

@@ -107,11 +107,7 @@ fn partition_value(raw: &str) -> Cow<'_, str> {
     if !raw.is_empty() && raw.len() <= 64 && raw.chars().all(safe) {
         return Cow::Borrowed(raw);
     }
-    let v: String = raw
-        .chars()
-        .take(64)
-        .map(|c| if safe(c) { c } else { '_' })
-        .collect();
+    let v: String = raw.chars().take(64).map(|c| if safe(c) { c } else { '_' }).collect();
     if v.is_empty() { "_".into() } else { v.into() }
 }
 
@@ -605,9 +601,13 @@ mod tests {
 
     #[test]
     fn the_fast_decode_gives_the_values_of_the_slow_one() {
-        same(r#"{"type":"forecast","pair":"USDMXN","ts":"2024-01-02T10:00:00Z","seq":3,"mid":17.05,"horizons":[{"horizon":"1step","mean":17.1}],"model":{"name":"rls","version":2,"config":"abcd0123"},"quality":"ok","flags":[],"drift":"stable","warming_up":false}"#);
+        same(
+            r#"{"type":"forecast","pair":"USDMXN","ts":"2024-01-02T10:00:00Z","seq":3,"mid":17.05,"horizons":[{"horizon":"1step","mean":17.1}],"model":{"name":"rls","version":2,"config":"abcd0123"},"quality":"ok","flags":[],"drift":"stable","warming_up":false}"#,
+        );
         same(r#"{"pair":"USDMXN","ts":"2024-01-02T10:00:00Z","bid":17,"ask":17.1,"source":"a\"b"}"#);
-        same(r#"{"type":"business_event","pair":"USDMXN","ts":"2024-03-04T10:00:00Z","client":"0123456789abcdef0123456789abcdef","event":"offered","rate":17.1,"amount":null,"segment":"sme"}"#);
+        same(
+            r#"{"type":"business_event","pair":"USDMXN","ts":"2024-03-04T10:00:00Z","client":"0123456789abcdef0123456789abcdef","event":"offered","rate":17.1,"amount":null,"segment":"sme"}"#,
+        );
         same(r#"{"type":"quarantined","reason":"malformed","detail":"x","raw":"not json"}"#);
         same(r#"{"horizons":null,"model":null}"#);
         let f = Fields::decode(br#"{"pair":"USDMXN","source":"a\"b"}"#);
@@ -619,7 +619,8 @@ mod tests {
     fn a_field_of_another_type_leaves_the_others_readable() {
         // `seq` as a float and `mid` as a string: the fast decode refuses the payload, the slow path
         // keeps every other field, as before.
-        let f = Fields::decode(br#"{"pair":"USDMXN","seq":1.5,"mid":"17","ts":"2024-01-02T10:00:00Z","horizons":[1, 2]}"#);
+        let f =
+            Fields::decode(br#"{"pair":"USDMXN","seq":1.5,"mid":"17","ts":"2024-01-02T10:00:00Z","horizons":[1, 2]}"#);
         assert_eq!(f.pair.as_deref(), Some("USDMXN"));
         assert_eq!(f.ts.as_deref(), Some("2024-01-02T10:00:00Z"));
         assert_eq!((f.seq, f.mid), (None, None));

@@ -90,9 +90,17 @@ impl ArchiveMetrics {
     /// A registry holding these metrics (`cambio_archive_*`).
     pub fn registry(&self) -> Registry {
         let mut r = Registry::default();
-        r.register("cambio_archive_rows", "Rows written to durable files.", self.rows.clone());
+        r.register(
+            "cambio_archive_rows",
+            "Rows written to durable files.",
+            self.rows.clone(),
+        );
         r.register("cambio_archive_files", "Parquet files written.", self.files.clone());
-        r.register("cambio_archive_bytes", "Bytes of the Parquet files written.", self.bytes.clone());
+        r.register(
+            "cambio_archive_bytes",
+            "Bytes of the Parquet files written.",
+            self.bytes.clone(),
+        );
         r.register(
             "cambio_archive_pending_messages",
             "Messages delivered and held in memory, acknowledged once their file is durable.",

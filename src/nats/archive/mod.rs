@@ -162,13 +162,20 @@ async fn ensure_stream(
         || want.max_bytes != info.config.max_bytes;
     if changed {
         js.update_stream(want.clone()).await.map_err(|e| err(e.into()))?;
-        tracing::info!(stream = name, max_age_secs = want.max_age.as_secs(), max_bytes = want.max_bytes,
-            "stream's subjects or limits updated");
-    } else if !update && (opts.stream_max_age.is_some() || opts.stream_max_bytes.is_some())
+        tracing::info!(
+            stream = name,
+            max_age_secs = want.max_age.as_secs(),
+            max_bytes = want.max_bytes,
+            "stream's subjects or limits updated"
+        );
+    } else if !update
+        && (opts.stream_max_age.is_some() || opts.stream_max_bytes.is_some())
         && (info.config.max_age != cfg.max_age || info.config.max_bytes != cfg.max_bytes)
     {
-        tracing::info!(stream = name,
-            "the stream existed before the archive: its limits are left as they are (nats stream edit changes them)");
+        tracing::info!(
+            stream = name,
+            "the stream existed before the archive: its limits are left as they are (nats stream edit changes them)"
+        );
     }
     Ok(())
 }
@@ -259,7 +266,8 @@ pub async fn run(
     let mut summary = ArchiveSummary::default();
     let m = &opts.metrics;
     tokio::pin!(shutdown);
-    let mut timer = tokio::time::interval((opts.policy.max_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
+    let mut timer =
+        tokio::time::interval((opts.policy.max_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     let mut pruned = Instant::now();
     let mut backoff = Duration::from_millis(100);
     'outer: loop {
@@ -419,7 +427,11 @@ async fn ack_durable(sources: &mut [Source], done: Vec<Durable>, summary: &mut A
 fn set_pending(sources: &[Source], m: &ArchiveMetrics) {
     for s in sources {
         let n = i64::try_from(s.pending.len()).unwrap_or(i64::MAX);
-        m.pending.get_or_create(&StreamLabel { stream: s.stream.clone() }).set(n);
+        m.pending
+            .get_or_create(&StreamLabel {
+                stream: s.stream.clone(),
+            })
+            .set(n);
     }
 }
 
@@ -433,7 +445,11 @@ async fn prune(sources: &mut [Source], m: &ArchiveMetrics) {
                 let floor = info.ack_floor.stream_sequence;
                 s.durable.retain(|&q| q > floor);
                 let lag = i64::try_from(info.num_pending).unwrap_or(i64::MAX);
-                m.lag.get_or_create(&StreamLabel { stream: s.stream.clone() }).set(lag);
+                m.lag
+                    .get_or_create(&StreamLabel {
+                        stream: s.stream.clone(),
+                    })
+                    .set(lag);
             }
             Err(e) => {
                 m.error("consumer_info");

@@ -447,7 +447,10 @@ mod tests {
         ] {
             // A counted event comes back only in its masked form (published for the data lake).
             let out = d.on_message(pair, body.as_bytes(), q);
-            assert!(matches!(&out[..], [BusinessOutput::Accepted(e)] if !e.client.contains("CLIENT")), "{out:?}");
+            assert!(
+                matches!(&out[..], [BusinessOutput::Accepted(e)] if !e.client.contains("CLIENT")),
+                "{out:?}"
+            );
         }
         d.on_message(pair, b"{oops", q);
         d.on_message(None, b"{}", q);
