@@ -30,9 +30,12 @@ use cambio::tick::Pair;
 /// file for a pair rolled every 10 s at 2,000 ticks/s.
 const N: usize = 20_000;
 
-/// The messages of a synthetic USD/MXN stream as the archive receives them (subject, payload, stream),
-/// and the engine's outputs for the replay's path.
-fn stream() -> (Vec<(String, Vec<u8>, &'static str)>, Vec<Output>) {
+/// A message as the archive receives it: subject, payload, stream.
+type Msg = (String, Vec<u8>, &'static str);
+
+/// The messages of a synthetic USD/MXN stream as the archive receives them, and the engine's outputs for
+/// the replay's path.
+fn stream() -> (Vec<Msg>, Vec<Output>) {
     let pair = Pair::parse("USDMXN").expect("pair");
     let spec: SynthSpec = toml::from_str(&format!(
         "seed = 20261127\nticks = {N}\ninterval_ms = 1000\nvol = 1e-4\nstudent_t_df = 4\ngarch = true"
