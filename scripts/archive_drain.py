@@ -11,6 +11,7 @@ the rate while it was draining (rows between the first and last file, over the t
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -47,10 +48,11 @@ def main():
     ap.add_argument("--times", type=int, default=2)
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="cambio-drain-")
-    port, mport = free_port(), free_port()
+    port, mport, sport = free_port(), free_port(), free_port()
     url = f"nats://127.0.0.1:{port}"
     server = subprocess.Popen(
-        ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", os.path.join(tmp, "store")],
+        ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-m", str(sport), "-sd",
+         os.path.join(tmp, "store")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1)
@@ -62,11 +64,23 @@ def main():
         a.send_signal(signal.SIGTERM)
         a.wait(timeout=30)
         total = 0
+        t_pub = time.monotonic()
         for _ in range(args.times):
             out = subprocess.run([args.cambio, "replay", args.scenario, "--nats", url, "--max"],
                                  check=True, capture_output=True, text=True).stdout
             total += int(re.search(r"published (\d+) ticks", out).group(1))
-        print(f"published {total} ticks into FX")
+        print(f"published {total} ticks in {time.monotonic() - t_pub:.1f} s", flush=True)
+        # A publisher flat out on core NATS can outrun the stream's ingest: what counts is what it holds.
+        def held():
+            jsz = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sport}/jsz?streams=true", timeout=5))
+            return sum(sd["state"]["messages"] for a in jsz["account_details"] for sd in a["stream_detail"]
+                       if sd["name"] == "FX")
+        total, before = held(), -1
+        while total != before:
+            # The server may still be storing what was published: wait until the count holds still.
+            time.sleep(1)
+            before, total = total, held()
+        print(f"the FX stream holds {total} messages", flush=True)
         murl = f"http://127.0.0.1:{mport}/metrics"
         start = time.monotonic()
         a = subprocess.Popen([args.cambio, "archive", "--dir", lake, "--nats", url, "--metrics",
@@ -79,6 +93,8 @@ def main():
             t = time.monotonic() - start
             if n is not None:
                 samples.append((t, n))
+                if len(samples) % 10 == 0:
+                    print(f"  {t:.1f} s: {n} rows", flush=True)
                 if n >= total:
                     break
             time.sleep(0.1)
