@@ -1,8 +1,12 @@
 //! `cambio archive`: a real nats-server with JetStream, a real `cambio serve` in JetStream mode and the
 //! archive as child processes; the Parquet files are read back with pyarrow (another implementation).
 //!
-//! - every kind's rows equal what was published, and a business client's clear identifier is nowhere in
-//!   the lake's bytes; `cambio replay --archive` on the same ticks writes the same forecast rows;
+//! - every kind's rows equal what was published; a business event accepted by serve is archived in its
+//!   masked form, and the client's clear identifier is nowhere in the lake (neither in the files' bytes nor
+//!   in any value read back), its pseudonym is; `cambio replay --archive` on the same ticks writes the same
+//!   forecast rows;
+//! - `--metrics` serves the archive's Prometheus metrics, and `--stream-max-age`/`--stream-max-bytes` set
+//!   the streams' limits (kept when a later run does not ask for any);
 //! - SIGKILL: the archive killed with `kill -9` several times while ticks flow ends with exactly one row
 //!   per stream message (none lost, none twice) and no temporary file.
 
@@ -70,6 +74,10 @@ struct Archive {
 
 impl Archive {
     fn start(url: &str, lake: &Path, dir: &Path, n: usize) -> Archive {
+        Archive::start_with(url, lake, dir, n, &[])
+    }
+
+    fn start_with(url: &str, lake: &Path, dir: &Path, n: usize, extra: &[&str]) -> Archive {
         let log = dir.join(format!("archive-{n}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_cambio"))
             .args([
@@ -83,6 +91,7 @@ impl Archive {
                 "--dir",
             ])
             .arg(lake)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -229,6 +238,7 @@ async fn every_kind_is_read_back_as_published_masked_and_as_replay_writes_it() {
     let mut preds = client.subscribe("fx.pred.>").await.unwrap();
     let mut quars = client.subscribe("fx.quarantine.>").await.unwrap();
     let mut bizq = client.subscribe("fx.business.quarantine.>").await.unwrap();
+    let mut bizm = client.subscribe("fx.business.masked.>").await.unwrap();
 
     let ticks = walk(300, 7);
     let mut msgs: Vec<(String, String)> = ticks
@@ -253,12 +263,26 @@ async fn every_kind_is_read_back_as_published_masked_and_as_replay_writes_it() {
         r#"{{"ts":"2024-03-04T10:00:00Z","client":"{CLEAR_ID}","event":"offered","rate":-5,"amount":1000,"currency":"USD","segment":"sme"}}"#
     );
     client.publish("fx.business.USDMXN", Bytes::from(event)).await.unwrap();
+    // And one accepted: serve publishes it in its masked form, which the archive keeps.
+    let accepted = format!(
+        r#"{{"ts":"2024-03-04T10:01:00Z","client":"{CLEAR_ID}","event":"accepted","rate":17.05,"amount":2500,"currency":"USD","segment":"sme"}}"#
+    );
+    client
+        .publish("fx.business.USDMXN", Bytes::from(accepted))
+        .await
+        .unwrap();
     client.flush().await.unwrap();
 
     let preds = collect(&mut preds, 300, Duration::from_secs(60)).await;
     let quars = collect(&mut quars, 2, Duration::from_secs(30)).await;
     let bizq = collect(&mut bizq, 1, Duration::from_secs(30)).await;
-    assert_eq!((preds.len(), quars.len(), bizq.len()), (300, 2, 1), "{}", serve.log());
+    let bizm = collect(&mut bizm, 1, Duration::from_secs(30)).await;
+    assert_eq!(
+        (preds.len(), quars.len(), bizq.len(), bizm.len()),
+        (300, 2, 1, 1),
+        "{}",
+        serve.log()
+    );
     wait_drained(&js, &archive).await;
     archive.terminate();
 
@@ -312,17 +336,41 @@ async fn every_kind_is_read_back_as_published_masked_and_as_replay_writes_it() {
     assert_eq!(live[0]["config_hash"], v["model"]["config"]);
     assert_eq!(live[0]["model_version"], v["model"]["version"]);
     assert!(live[0]["arrival"].is_string());
-    // Business: the refused event, with the pseudonym; the clear identifier nowhere in the lake.
+    // Business: the accepted event in its masked form and the refused one's record, both with the
+    // pseudonym; the clear identifier nowhere in the lake.
     let b = read_kind(&lake, "business");
-    assert_eq!(
-        payloads(&b),
-        vec![String::from_utf8_lossy(&bizq[0].payload).into_owned()]
+    let mut want_b = vec![
+        String::from_utf8_lossy(&bizm[0].payload).into_owned(),
+        String::from_utf8_lossy(&bizq[0].payload).into_owned(),
+    ];
+    let mut got_b = payloads(&b);
+    want_b.sort();
+    got_b.sort();
+    assert_eq!(got_b, want_b);
+    let masked = b
+        .iter()
+        .find(|r| r["type"] == "business_event")
+        .expect("the accepted event");
+    let refused = b.iter().find(|r| r["type"] == "business_quarantined").unwrap();
+    let pseudonym = masked["client"].as_str().unwrap();
+    assert_eq!(pseudonym.len(), 32, "{pseudonym}");
+    assert!(pseudonym.bytes().all(|c| c.is_ascii_hexdigit()), "{pseudonym}");
+    assert_eq!(refused["client"], pseudonym);
+    assert_eq!(masked["pair"], "USDMXN");
+    assert_eq!(masked["ts"], "2024-03-04T10:01:00.000Z");
+    assert_eq!(masked["event"], "accepted");
+    assert_eq!(masked["rate"], 17.05);
+    assert_eq!(masked["amount"], 2500.0);
+    assert_eq!(masked["segment"], "sme");
+    assert!(
+        masked["_file"]
+            .as_str()
+            .unwrap()
+            .contains("/kind=business/pair=USDMXN/date=2024-03-04/part-FX_OUT-")
     );
-    let client_col = b[0]["client"].as_str().unwrap();
-    assert_eq!(client_col.len(), 32, "{client_col}");
     let mut all = Vec::new();
     files_with(&lake, &|_| true, &mut all);
-    assert!(all.len() >= 4);
+    assert!(all.len() >= 5);
     for file in &all {
         let bytes = std::fs::read(file).unwrap();
         assert!(
@@ -331,6 +379,14 @@ async fn every_kind_is_read_back_as_published_masked_and_as_replay_writes_it() {
             file.display()
         );
     }
+    // The files are compressed, so their bytes alone prove little: every value of every kind, read back,
+    // holds the pseudonym where the client was and never the identifier.
+    let mut text = String::new();
+    for kind in ["ticks", "factors", "forecasts", "alerts", "business"] {
+        text.push_str(&serde_json::to_string(&read_kind(&lake, kind)).unwrap());
+    }
+    assert!(!text.contains(CLEAR_ID));
+    assert!(text.matches(pseudonym).count() >= 4, "in the columns and the payloads");
 
     // The same ticks replayed offline: the same forecast rows, apart from stream, sequence and arrival.
     let input = dir.join("ticks.jsonl");
@@ -464,4 +520,82 @@ async fn sigkill_while_a_stream_flows_loses_nothing_and_writes_nothing_twice() {
     );
     assert!(out >= TICKS as u64, "a forecast per tick at least: {out}");
     drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_and_stream_limits_are_set_when_asked() {
+    const TICKS: usize = 500;
+    let dir = temp_dir("archive-metrics");
+    let lake = dir.join("lake");
+    let server = LocalServer::start(true, Some(&dir.join("store"))).unwrap();
+    let url = server.url().to_string();
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut archive = Archive::start_with(
+        &url,
+        &lake,
+        &dir,
+        0,
+        &[
+            "--metrics",
+            &addr,
+            "--stream-max-age",
+            "30days",
+            "--stream-max-bytes",
+            "1GiB",
+        ],
+    );
+    wait_consumers(&js, &archive).await;
+    for s in ["FX", "FX_OUT"] {
+        let cfg = js.get_stream(s).await.unwrap().get_info().await.unwrap().config;
+        assert_eq!(cfg.max_age, Duration::from_secs(30 * 86_400), "{s}");
+        assert_eq!(cfg.max_bytes, 1 << 30, "{s}");
+        if s == "FX_OUT" {
+            assert!(
+                cfg.subjects.contains(&"fx.business.masked.>".to_string()),
+                "{:?}",
+                cfg.subjects
+            );
+        }
+    }
+    let msgs: Vec<(String, String)> = walk(TICKS, 11)
+        .into_iter()
+        .map(|t| ("fx.ticks.USDMXN".to_string(), t))
+        .collect();
+    publish_js(&js, &msgs, 0).await;
+    wait_drained(&js, &archive).await;
+    let url_m = format!("http://{addr}/metrics");
+    let text = metrics_until(&url_m, Duration::from_secs(30), "every tick written and no lag", |t| {
+        metric(t, "cambio_archive_rows_total", &[("kind", "ticks")]) == Some(TICKS as f64)
+            && metric(t, "cambio_archive_lag_messages", &[("stream", "FX")]) == Some(0.0)
+            && metric(t, "cambio_archive_pending_messages", &[("stream", "FX")]) == Some(0.0)
+    })
+    .await;
+    assert!(metric(&text, "cambio_archive_files_total", &[("kind", "ticks")]).unwrap() >= 1.0);
+    assert!(metric(&text, "cambio_archive_bytes_total", &[("kind", "ticks")]).unwrap() > 1000.0);
+    assert!(metric(&text, "cambio_archive_flush_duration_seconds_count", &[]).unwrap() >= 1.0);
+    assert_eq!(
+        metric(&text, "cambio_archive_errors_total", &[("class", "write")]),
+        Some(0.0)
+    );
+    assert_eq!(metric(&text, "cambio_archive_redelivered_total", &[]), Some(0.0));
+    promtool_check_metrics(&text);
+    archive.terminate();
+
+    // A later run that asks for no limit keeps the ones set, and says what it wrote on its way out.
+    let mut again = Archive::start(&url, &lake, &dir, 1);
+    wait_consumers(&js, &again).await;
+    again.terminate();
+    for s in ["FX", "FX_OUT"] {
+        let cfg = js.get_stream(s).await.unwrap().get_info().await.unwrap().config;
+        assert_eq!(
+            (cfg.max_age, cfg.max_bytes),
+            (Duration::from_secs(30 * 86_400), 1 << 30),
+            "{s}"
+        );
+    }
+    let rows = read_kind(&lake, "ticks");
+    assert_eq!(rows.len(), TICKS);
 }

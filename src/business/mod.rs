@@ -28,7 +28,7 @@ pub use mask::{MaskError, MaskKey, Pseudonym};
 use self::book::PairBook;
 use self::disparity::DisparityRule;
 use self::event::{Refusal, parse_event};
-use crate::contract::{BusinessDisparity, BusinessQuarantined, BusinessStatsReply};
+use crate::contract::{BusinessDisparity, BusinessEvent, BusinessQuarantined, BusinessStatsReply};
 use crate::forecast::Forecast;
 use crate::horizon::Horizon;
 use crate::tick::Pair;
@@ -74,6 +74,8 @@ impl QuoteRef {
 /// What an event produced besides its counts.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BusinessOutput {
+    /// The event was counted: its masked form, for `<prefix>.business.masked.<PAIR>` (the data lake).
+    Accepted(BusinessEvent),
     /// The event was refused: the record to publish on `<prefix>.business.quarantine.<PAIR>`.
     Quarantined(BusinessQuarantined),
     /// A segment's disparity alarm, for `<prefix>.alert.<PAIR>`.
@@ -216,6 +218,15 @@ impl Business {
             );
         }
         let segment = self.setup.segment_of(event.segment.as_deref());
+        out.push(BusinessOutput::Accepted(BusinessEvent {
+            pair,
+            ts: crate::time::format_ts(event.ts_us),
+            client: event.client.to_string(),
+            event: event.kind.name(),
+            rate: event.rate,
+            amount: event.amount,
+            segment: self.setup.segment_name(segment).to_string(),
+        }));
         let setup = &self.setup;
         let book = self.books.entry(pair).or_insert_with(|| PairBook::new(setup));
         let mut alarms = Vec::new();

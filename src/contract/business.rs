@@ -6,6 +6,28 @@ use serde::Serialize;
 
 use crate::tick::Pair;
 
+/// An accepted deal event in its masked form, published on `<prefix>.business.masked.<PAIR>` so the data
+/// lake keeps business events: the client is its pseudonym, the segment the one it was counted under.
+/// The clear identifier, the raw segment and any other field of the event are not in it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "business_event")]
+pub struct BusinessEvent {
+    /// The pair the subject names.
+    pub pair: Pair,
+    /// The event's time (RFC 3339).
+    pub ts: String,
+    /// The client's pseudonym (hex of a keyed hash).
+    pub client: String,
+    /// `offered`, `accepted` or `rejected`.
+    pub event: &'static str,
+    /// The rate quoted.
+    pub rate: f64,
+    /// The deal's amount, when the event gave one.
+    pub amount: Option<f64>,
+    /// The segment it was counted under: one of `[business] segments`, or `other`.
+    pub segment: String,
+}
+
 /// A refused deal event, published on `<prefix>.business.quarantine.<PAIR>`. Never the payload: its
 /// length, the reason, and the client's pseudonym when the client field could be read.
 #[derive(Debug, Clone, PartialEq, Serialize)]

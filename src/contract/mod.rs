@@ -15,6 +15,7 @@
 //! | `status` | status replies | [`StatusReply`] |
 //! | `models`, `model_version` | registry replies | [`ModelsReply`], [`ModelVersionReply`] |
 //! | `error` | any failed request | [`ErrorReply`] |
+//! | `business_event` | `<prefix>.business.masked.<PAIR>` | [`BusinessEvent`] |
 //! | `business_quarantined` | `<prefix>.business.quarantine.<PAIR>` | [`BusinessQuarantined`] |
 //! | `business_disparity` | `<prefix>.alert.<PAIR>` | [`BusinessDisparity`] |
 //! | `business_stats` | `<prefix>.business.stats.<PAIR>` replies | [`BusinessStatsReply`] |
@@ -30,8 +31,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 pub use business::{
-    BusinessDisparity, BusinessQuarantined, BusinessStatsReply, DisparityStat, PeriodStats, QuoteDistance,
-    SegmentEvents, SegmentStats,
+    BusinessDisparity, BusinessEvent, BusinessQuarantined, BusinessStatsReply, DisparityStat, PeriodStats,
+    QuoteDistance, SegmentEvents, SegmentStats,
 };
 
 pub use crate::challenger::{ContestStatus, Promotion, Rollback, Verdict};

@@ -11,7 +11,7 @@
 pub mod offline;
 pub mod rows;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -20,10 +20,11 @@ use std::time::{Duration, Instant};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
-use rows::{Columns, Parsed, date_of, route};
-pub use rows::{Kind, Message, Route, SCHEMA_VERSION};
+use rows::{Columns, PLAIN_COLUMNS, date_of};
+pub use rows::{Fields, Kind, Message, Route, SCHEMA_VERSION, route};
 
 /// Why the lake could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,9 @@ pub struct RollPolicy {
     pub max_bytes: usize,
     /// …or its first row is this old.
     pub max_age: Duration,
+    /// Roll a partition's file as soon as a row of the same kind and key comes for another date. A replay
+    /// reads in time order, so this keeps one day per pair in memory instead of every day seen.
+    pub one_date_per_key: bool,
 }
 
 impl Default for RollPolicy {
@@ -73,24 +77,26 @@ impl Default for RollPolicy {
             max_rows: 100_000,
             max_bytes: 64 << 20,
             max_age: Duration::from_secs(10),
+            one_date_per_key: false,
         }
     }
 }
 
-/// A partition: kind, key (pair) and date.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct PartKey {
+/// A partition: kind, key (pair), date and stream, and its rows not yet in a file.
+struct Partition {
     kind: Kind,
     key: String,
     date: String,
     stream: String,
-}
-
-/// The rows of a partition not yet in a file.
-struct Open {
     cols: Columns,
     seqs: Vec<u64>,
     since: Instant,
+}
+
+impl Partition {
+    fn is(&self, kind: Kind, key: &str, date: &str, stream: &str) -> bool {
+        self.kind == kind && self.key == key && self.date == date && self.stream == stream
+    }
 }
 
 /// A file made durable: the stream and the sequences it holds (to acknowledge).
@@ -102,6 +108,10 @@ pub struct Durable {
     pub seqs: Vec<u64>,
     /// The file.
     pub path: PathBuf,
+    /// The file's size in bytes (0 when written in the background: not known yet).
+    pub bytes: u64,
+    /// Its kind.
+    pub kind: Kind,
 }
 
 /// The lake writer.
@@ -109,11 +119,63 @@ pub struct Lake {
     dir: PathBuf,
     prefix: String,
     policy: RollPolicy,
-    open: BTreeMap<PartKey, Open>,
+    /// The open partitions: a few per pair and day, looked up by a scan from the last one used (a stream
+    /// brings runs of one partition; a map keyed by owned strings would allocate a key per message).
+    open: Vec<Partition>,
+    last: usize,
     props: WriterProperties,
+    /// Files written by a thread of their own (offline), or by the caller (live, where a roll must be
+    /// durable before its messages are acknowledged).
+    background: Option<Background>,
     /// Messages whose subject the lake does not keep.
     pub ignored: u64,
 }
+
+/// A file to write.
+struct Job {
+    batch: arrow_array::RecordBatch,
+    tmp: PathBuf,
+    path: PathBuf,
+    folder: PathBuf,
+}
+
+/// The writing thread: batches in through a channel of one slot (memory stays bounded: the thread writes
+/// one file while the next fills), the first error out when it is joined.
+struct Background {
+    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    handle: Option<std::thread::JoinHandle<Result<(), LakeError>>>,
+}
+
+/// Writes `job` durably: temporary name, fsync, rename, folder fsync. Returns the file's size.
+fn write_job(job: &Job, props: WriterProperties) -> Result<u64, LakeError> {
+    let bytes = write_file(&job.tmp, &job.batch, props)?;
+    fs::rename(&job.tmp, &job.path).map_err(io_err(&job.path))?;
+    sync_dir(&job.folder)?;
+    tracing::debug!(file = %job.path.display(), rows = job.batch.num_rows(), bytes, "lake file written");
+    Ok(bytes)
+}
+
+/// How rows are written: one row group per file at the default roll size, Snappy (every Parquet reader
+/// has it; LZ4 measured no faster here, see docs/lake.md), dictionaries only on the few-valued text
+/// columns.
+fn writer_properties() -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            "schema_version".to_string(),
+            SCHEMA_VERSION.to_string(),
+        )]));
+    for c in PLAIN_COLUMNS {
+        b = b
+            .set_column_dictionary_enabled(ColumnPath::from(c), false)
+            .set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::None);
+    }
+    b.build()
+}
+
+/// Rows per row group: a file of the default roll size (100,000 rows) is one group.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 impl Lake {
     /// A writer into `dir` (created when missing) for subjects under `prefix`.
@@ -122,26 +184,76 @@ impl Lake {
     /// [`LakeError::Io`] when `dir` cannot be created.
     pub fn new(dir: &Path, prefix: &str, policy: RollPolicy) -> Result<Lake, LakeError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_key_value_metadata(Some(vec![KeyValue::new(
-                "schema_version".to_string(),
-                SCHEMA_VERSION.to_string(),
-            )]))
-            .build();
         Ok(Lake {
             dir: dir.to_path_buf(),
             prefix: prefix.to_string(),
             policy,
-            open: BTreeMap::new(),
-            props,
+            open: Vec::new(),
+            last: 0,
+            props: writer_properties(),
+            background: None,
             ignored: 0,
         })
     }
 
+    /// Writes files on a thread of its own from now on: a roll hands its rows over and returns at once,
+    /// so encoding and compressing overlap with whatever feeds the lake (`replay --archive`). A file is
+    /// durable only once [`Lake::finish`] returned; the live archive, which acknowledges what is durable,
+    /// does not use this.
+    ///
+    /// # Errors
+    /// [`LakeError::Io`] when the thread cannot be started.
+    pub fn write_in_background(&mut self) -> Result<(), LakeError> {
+        if self.background.is_some() {
+            return Ok(());
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
+        let props = self.props.clone();
+        let handle = std::thread::Builder::new()
+            .name("lake-writer".into())
+            .spawn(move || {
+                for job in rx {
+                    write_job(&job, props.clone())?;
+                }
+                Ok(())
+            })
+            .map_err(io_err(&self.dir))?;
+        self.background = Some(Background {
+            tx: Some(tx),
+            handle: Some(handle),
+        });
+        Ok(())
+    }
+
+    /// Writes every partition held and waits for the files being written; returns what became durable.
+    ///
+    /// # Errors
+    /// [`LakeError`] when a file cannot be written.
+    pub fn finish(&mut self, now: Instant) -> Result<Vec<Durable>, LakeError> {
+        let done = self.roll_due(now, true)?;
+        self.join_background()?;
+        Ok(done)
+    }
+
+    /// Stops the writing thread, returning its first error.
+    fn join_background(&mut self) -> Result<(), LakeError> {
+        let Some(mut bg) = self.background.take() else {
+            return Ok(());
+        };
+        drop(bg.tx.take());
+        match bg.handle.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(LakeError::Io {
+                path: self.dir.clone(),
+                source: io::Error::other("the lake's writing thread panicked"),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Rows held in memory, not yet in a file.
     pub fn pending_rows(&self) -> usize {
-        self.open.values().map(|o| o.cols.rows()).sum()
+        self.open.iter().map(|o| o.cols.rows()).sum()
     }
 
     /// Adds `m`; returns false when its subject is not kept (the caller acknowledges it at once).
@@ -154,24 +266,63 @@ impl Lake {
             self.ignored += 1;
             return Ok((false, None));
         };
-        let parsed = Parsed::new(m.payload);
-        let key = PartKey {
-            kind: r.kind,
-            key: r.key.clone(),
-            date: date_of(parsed.str("ts")),
-            stream: m.stream.to_string(),
-        };
-        let open = self.open.entry(key.clone()).or_insert_with(|| Open {
-            cols: Columns::new(r.kind),
-            seqs: Vec::new(),
-            since: now,
+        let fields = Fields::decode(m.payload);
+        Ok((true, self.push_row(m, &r, &fields, now)?))
+    }
+
+    /// Adds the row of `m`, routed as `r`, with the fields `fields` (read from its payload, or known
+    /// already, as a replay knows its outputs). Rolls the partition's file when it reaches the size
+    /// limits, returning what became durable.
+    ///
+    /// # Errors
+    /// [`LakeError`] when a rolled file cannot be written.
+    pub fn push_row(
+        &mut self,
+        m: &Message<'_>,
+        r: &Route<'_>,
+        fields: &Fields<'_>,
+        now: Instant,
+    ) -> Result<Option<Durable>, LakeError> {
+        let date = date_of(fields.ts.as_deref());
+        let found = self.find(r.kind, &r.key, date, m.stream);
+        if found.is_none() && self.policy.one_date_per_key {
+            let mut k = 0;
+            while k < self.open.len() {
+                let p = &self.open[k];
+                if p.kind == r.kind && p.key == r.key && p.stream == m.stream {
+                    self.roll(k)?;
+                } else {
+                    k += 1;
+                }
+            }
+        }
+        let i = found.unwrap_or_else(|| {
+            self.open.push(Partition {
+                kind: r.kind,
+                key: r.key.to_string(),
+                date: date.to_string(),
+                stream: m.stream.to_string(),
+                cols: Columns::new(r.kind),
+                seqs: Vec::new(),
+                since: now,
+            });
+            self.open.len() - 1
         });
-        open.cols.push(m, &r, &parsed);
+        self.last = i;
+        let open = &mut self.open[i];
+        open.cols.push(m, r, fields);
         open.seqs.push(m.seq);
         if open.cols.rows() >= self.policy.max_rows || open.cols.bytes() >= self.policy.max_bytes {
-            return Ok((true, Some(self.roll(&key)?)));
+            return Ok(Some(self.roll(i)?));
         }
-        Ok((true, None))
+        Ok(None)
+    }
+
+    fn find(&self, kind: Kind, key: &str, date: &str, stream: &str) -> Option<usize> {
+        let n = self.open.len();
+        (0..n)
+            .map(|k| (self.last + k) % n)
+            .find(|&i| self.open[i].is(kind, key, date, stream))
     }
 
     /// Rolls every partition whose first row is older than the policy's age (every one with `all`).
@@ -179,49 +330,66 @@ impl Lake {
     /// # Errors
     /// [`LakeError`] when a file cannot be written.
     pub fn roll_due(&mut self, now: Instant, all: bool) -> Result<Vec<Durable>, LakeError> {
-        let due: Vec<PartKey> = self
-            .open
-            .iter()
-            .filter(|(_, o)| all || now.saturating_duration_since(o.since) >= self.policy.max_age)
-            .map(|(k, _)| k.clone())
-            .collect();
-        due.iter().map(|k| self.roll(k)).collect()
+        let mut done = Vec::new();
+        let mut i = 0;
+        while i < self.open.len() {
+            if all || now.saturating_duration_since(self.open[i].since) >= self.policy.max_age {
+                done.push(self.roll(i)?);
+            } else {
+                i += 1;
+            }
+        }
+        Ok(done)
     }
 
     /// Writes a partition's rows to their file, durably.
-    fn roll(&mut self, key: &PartKey) -> Result<Durable, LakeError> {
-        let Some(mut open) = self.open.remove(key) else {
-            return Err(LakeError::Io {
-                path: self.dir.clone(),
-                source: io::Error::other("no open partition to roll"),
-            });
-        };
+    fn roll(&mut self, i: usize) -> Result<Durable, LakeError> {
+        let mut open = self.open.swap_remove(i);
+        self.last = 0;
         let folder = self
             .dir
-            .join(format!("kind={}", key.kind.name()))
-            .join(format!("pair={}", key.key))
-            .join(format!("date={}", key.date));
+            .join(format!("kind={}", open.kind.name()))
+            .join(format!("pair={}", open.key))
+            .join(format!("date={}", open.date));
         fs::create_dir_all(&folder).map_err(io_err(&folder))?;
         let first = open.seqs.iter().min().copied().unwrap_or(0);
         let last = open.seqs.iter().max().copied().unwrap_or(0);
-        let name = format!("part-{}-{first}-{last}.parquet", key.stream);
+        let name = format!("part-{}-{first}-{last}.parquet", open.stream);
         let path = folder.join(&name);
         let tmp = folder.join(format!(".{name}.tmp"));
-        let batch = open.cols.finish()?;
-        write_file(&tmp, &batch, self.props.clone())?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        sync_dir(&folder)?;
-        tracing::debug!(file = %path.display(), rows = batch.num_rows(), "lake file written");
+        let job = Job {
+            batch: open.cols.finish()?,
+            tmp,
+            path: path.clone(),
+            folder,
+        };
+        let bytes = match &mut self.background {
+            Some(bg) => {
+                let sent = bg.tx.as_ref().map(|tx| tx.send(job));
+                if !matches!(sent, Some(Ok(()))) {
+                    // The thread stopped: its error says why.
+                    self.join_background()?;
+                    return Err(LakeError::Io {
+                        path,
+                        source: io::Error::other("the lake's writing thread stopped"),
+                    });
+                }
+                0
+            }
+            None => write_job(&job, self.props.clone())?,
+        };
         Ok(Durable {
-            stream: key.stream.clone(),
+            stream: open.stream,
             seqs: open.seqs,
             path,
+            bytes,
+            kind: open.kind,
         })
     }
 }
 
-/// Writes `batch` to `path` and fsyncs it.
-fn write_file(path: &Path, batch: &arrow_array::RecordBatch, props: WriterProperties) -> Result<(), LakeError> {
+/// Writes `batch` to `path` and fsyncs it; returns the file's size.
+fn write_file(path: &Path, batch: &arrow_array::RecordBatch, props: WriterProperties) -> Result<u64, LakeError> {
     let pq = |source| LakeError::Parquet {
         path: path.to_path_buf(),
         source,
@@ -230,7 +398,8 @@ fn write_file(path: &Path, batch: &arrow_array::RecordBatch, props: WriterProper
     let mut w = ArrowWriter::try_new(&mut file, batch.schema(), Some(props)).map_err(pq)?;
     w.write(batch).map_err(pq)?;
     w.close().map_err(pq)?;
-    file.sync_all().map_err(io_err(path))
+    file.sync_all().map_err(io_err(path))?;
+    Ok(file.metadata().map_err(io_err(path))?.len())
 }
 
 /// Fsyncs a folder, so a rename in it survives a crash.

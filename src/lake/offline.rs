@@ -3,12 +3,20 @@
 //! Each output is turned into the message `serve` would publish for it (the same subject, the same JSON),
 //! and that message into its row, so the rows equal the live archive's except for three columns: `stream`
 //! is `replay`, `stream_seq` is the message's position among the replay's archived messages (from 1), and
-//! `arrival` is null. Files roll by size only, so the same input gives the same files.
+//! `arrival` is null. Files roll by size and when a pair's rows move to another date (never by age), so
+//! the same input gives the same files; they are written by a thread of their own while the replay goes on.
+//!
+//! A forecast's columns are taken from the forecast itself and from the spans of the JSON just written
+//! (its `ts` and `horizons` text), not by parsing that JSON back: the values are the ones the live archive
+//! reads from the same bytes (a test compares the two), at a fraction of the cost.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-use super::{Lake, LakeError, Message, RollPolicy};
+use super::{Fields, Lake, LakeError, Message, RollPolicy, route};
 use crate::engine::Output;
+use crate::forecast::Forecast;
+use crate::quality::Status;
 
 /// The stream name of rows written offline.
 pub const OFFLINE_STREAM: &str = "replay";
@@ -31,10 +39,13 @@ impl OfflineLake {
     pub fn new(dir: &std::path::Path, prefix: &str) -> Result<OfflineLake, LakeError> {
         let policy = RollPolicy {
             max_age: Duration::MAX,
+            one_date_per_key: true,
             ..RollPolicy::default()
         };
+        let mut lake = Lake::new(dir, prefix, policy)?;
+        lake.write_in_background()?;
         Ok(OfflineLake {
-            lake: Lake::new(dir, prefix, policy)?,
+            lake,
             prefix: prefix.to_string(),
             seq: 0,
             buf: Vec::with_capacity(1024),
@@ -56,7 +67,13 @@ impl OfflineLake {
             Output::QualityChanged(_) => return Ok(()),
         };
         self.buf.clear();
-        crate::contract::write_output(o, &mut self.buf);
+        let spans = match o {
+            Output::Forecast(f) => Some(f.write_json_spans(&mut self.buf)),
+            other => {
+                crate::contract::write_output(other, &mut self.buf);
+                None
+            }
+        };
         self.subject.clear();
         self.subject.push_str(&self.prefix);
         self.subject.push('.');
@@ -71,7 +88,17 @@ impl OfflineLake {
             subject: &self.subject,
             payload: &self.buf,
         };
-        self.lake.push(&m, self.started)?;
+        match (o, spans) {
+            (Output::Forecast(f), Some(spans)) => {
+                let fields = forecast_fields(f, &self.buf, &spans);
+                if let Some(r) = route(&self.prefix, &self.subject) {
+                    self.lake.push_row(&m, &r, &fields, self.started)?;
+                }
+            }
+            _ => {
+                self.lake.push(&m, self.started)?;
+            }
+        }
         Ok(())
     }
 
@@ -80,7 +107,86 @@ impl OfflineLake {
     /// # Errors
     /// [`LakeError`] when a file cannot be written.
     pub fn finish(mut self) -> Result<u64, LakeError> {
-        self.lake.roll_due(self.started, true)?;
+        self.lake.finish(self.started)?;
         Ok(self.seq)
+    }
+}
+
+/// The columns of a forecast's row, as [`Fields::decode`] reads them from `json` (the forecast's JSON,
+/// written with `spans`): numbers as the JSON rounds them, text as it spells it.
+fn forecast_fields<'a>(f: &'a Forecast, json: &'a [u8], spans: &crate::forecast::wire::JsonSpans) -> Fields<'a> {
+    let text = |r: &std::ops::Range<usize>| {
+        json.get(r.clone())
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(Cow::Borrowed)
+    };
+    let mid = crate::forecast::round_price(f.mid);
+    Fields {
+        pair: Some(Cow::Borrowed(f.pair.as_str())),
+        ts: text(&spans.ts),
+        seq: f.seq,
+        mid: mid.is_finite().then_some(mid),
+        model_name: Some(Cow::Borrowed(f.model.name.as_str())),
+        model_config: Some(Cow::Borrowed(f.model.config.as_str())),
+        model_version: Some(f.model.version),
+        quality: Some(Cow::Borrowed(match f.quality {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+        })),
+        warming_up: Some(f.warming_up),
+        horizons: text(&spans.horizons),
+        ..Fields::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::Item;
+    use crate::replay::synth::{SynthSpec, SynthTicks};
+    use crate::tick::Pair;
+
+    #[test]
+    fn a_forecast_row_from_the_forecast_equals_the_row_read_from_its_json() {
+        let pair = Pair::parse("USDMXN").unwrap();
+        let spec: SynthSpec = toml::from_str("seed = 5\nticks = 400\ninterval_ms = 1000\nvol = 1e-4").unwrap();
+        let cfg = crate::engine::EngineConfig {
+            horizons: ["1step", "10step", "1m"].iter().map(|h| h.parse().unwrap()).collect(),
+            ..crate::engine::EngineConfig::default()
+        };
+        let mut engine = crate::engine::Engine::new(pair, &cfg).unwrap();
+        let mut out = Vec::new();
+        let mut n = 0;
+        for item in SynthTicks::new(spec, pair).unwrap() {
+            let Item::Tick(t) = item else { continue };
+            engine.on_tick(&t, &mut out);
+            for o in out.drain(..) {
+                let Output::Forecast(f) = o else { continue };
+                let mut json = Vec::new();
+                let spans = f.write_json_spans(&mut json);
+                assert_eq!(json, f.to_json_vec());
+                let typed = forecast_fields(&f, &json, &spans);
+                let read = Fields::decode(&json);
+                let cols = |x: &Fields<'_>| {
+                    format!(
+                        "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                        x.pair,
+                        x.ts,
+                        x.seq,
+                        x.mid.map(f64::to_bits),
+                        x.model_name,
+                        x.model_config,
+                        x.model_version,
+                        x.quality,
+                        x.warming_up,
+                        x.horizons
+                    )
+                };
+                assert_eq!(cols(&typed), cols(&read));
+                n += 1;
+            }
+        }
+        assert!(n > 300, "{n}");
     }
 }

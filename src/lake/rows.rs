@@ -3,14 +3,21 @@
 //!
 //! A row depends only on the message's subject and payload (plus its stream position and arrival time), so
 //! the live archive and `replay --archive`, which see the same payloads, write the same rows.
+//!
+//! The archive reads hundreds of thousands of messages a second, so a payload is decoded once, into
+//! [`Fields`] that borrow from it (no tree of JSON values, no string copied unless it holds an escape);
+//! the rare payload whose fields have unexpected types takes a slower path that gives the same values.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow_array::builder::TimestampMicrosecondBuilder;
 use arrow_array::builder::{BinaryBuilder, BooleanBuilder, Float64Builder, StringBuilder, UInt64Builder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// The kinds of data in the lake, one top-level folder each (`kind=<name>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,7 +30,8 @@ pub enum Kind {
     Forecasts,
     /// Alarms, adaptations, promotions, rollbacks and disparity alarms (`<prefix>.alert.<PAIR>`).
     Alerts,
-    /// Refused business events, with the client's pseudonym only (`<prefix>.business.quarantine.<PAIR>`).
+    /// Business events, with the client's pseudonym only: the accepted ones in their masked form
+    /// (`<prefix>.business.masked.<PAIR>`) and the refused ones' records (`<prefix>.business.quarantine.<PAIR>`).
     Business,
 }
 
@@ -51,17 +59,18 @@ impl Kind {
 
 /// What a subject is, for the lake.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
+pub struct Route<'a> {
     /// The kind.
     pub kind: Kind,
     /// The partition key: the pair (a factor's name for factors; `_unrouted` for unrouted quarantines).
-    pub key: String,
+    /// Borrowed from the subject when it is already safe as a folder name (the usual case).
+    pub key: Cow<'a, str>,
     /// For ticks: whether this is the quarantine record (else the tick as received).
     pub quarantined: bool,
 }
 
 /// The kind and partition key of `subject` under `prefix`; `None` for subjects the lake does not keep.
-pub fn route(prefix: &str, subject: &str) -> Option<Route> {
+pub fn route<'a>(prefix: &str, subject: &'a str) -> Option<Route<'a>> {
     let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
     let (kind, quarantined, key) = if let Some(k) = rest.strip_prefix("ticks.") {
         (Kind::Ticks, false, k)
@@ -75,6 +84,8 @@ pub fn route(prefix: &str, subject: &str) -> Option<Route> {
         (Kind::Alerts, false, k)
     } else if let Some(k) = rest.strip_prefix("business.quarantine.") {
         (Kind::Business, false, k)
+    } else if let Some(k) = rest.strip_prefix("business.masked.") {
+        (Kind::Business, false, k)
     } else {
         return None;
     };
@@ -85,26 +96,24 @@ pub fn route(prefix: &str, subject: &str) -> Option<Route> {
     })
 }
 
+/// Whether a character is kept as it is in a partition value.
+fn safe(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
 /// A partition value safe as a folder name: letters, digits, `_` and `-` kept, anything else `_`, at most
 /// 64 characters (a publisher chooses subjects; a subject must not name a path outside the lake).
-fn partition_value(raw: &str) -> String {
-    let v: String = raw
-        .chars()
-        .take(64)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if v.is_empty() { "_".into() } else { v }
+fn partition_value(raw: &str) -> Cow<'_, str> {
+    if !raw.is_empty() && raw.len() <= 64 && raw.chars().all(safe) {
+        return Cow::Borrowed(raw);
+    }
+    let v: String = raw.chars().take(64).map(|c| if safe(c) { c } else { '_' }).collect();
+    if v.is_empty() { "_".into() } else { v.into() }
 }
 
 /// The date partition of a payload: the `YYYY-MM-DD` of its `ts` (event time, so a replay of the same
 /// ticks lands in the same folders), or `unknown` when it has none that reads as a date.
-pub fn date_of(ts: Option<&str>) -> String {
+pub fn date_of(ts: Option<&str>) -> &str {
     match ts.and_then(|t| t.get(..10)) {
         Some(d)
             if d.bytes().enumerate().all(|(i, b)| {
@@ -115,9 +124,9 @@ pub fn date_of(ts: Option<&str>) -> String {
                 }
             }) =>
         {
-            d.to_string()
+            d
         }
-        _ => "unknown".into(),
+        _ => "unknown",
     }
 }
 
@@ -136,35 +145,187 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
 }
 
-/// The fields a payload's JSON gives (all absent when it is not a JSON object).
-pub struct Parsed(Option<serde_json::Map<String, Value>>);
+/// A JSON string borrowed from the payload when it holds no escape (serde copies an `Option<Cow<str>>`
+/// always; through this newtype it borrows).
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
-impl Parsed {
-    /// Parses `payload`.
-    pub fn new(payload: &[u8]) -> Parsed {
-        match serde_json::from_slice::<Value>(payload) {
-            Ok(Value::Object(m)) => Parsed(Some(m)),
-            _ => Parsed(None),
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    Ok(Option::<Text<'de>>::deserialize(d)?.map(|t| t.0))
+}
+
+/// The model stamp of a forecast.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ModelFields<'a> {
+    #[serde(borrow, default, deserialize_with = "text")]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    config: Option<Cow<'a, str>>,
+    #[serde(default)]
+    version: Option<u64>,
+}
+
+/// The fields a row reads from a payload, every kind's together: each absent (null in its column) when
+/// the payload lacks it or is not a JSON object. Strings borrow from the payload when they can.
+#[derive(Debug, Default, Deserialize)]
+pub struct Fields<'a> {
+    /// `type`.
+    #[serde(borrow, default, deserialize_with = "text", rename = "type")]
+    pub kind: Option<Cow<'a, str>>,
+    /// `pair`.
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub pair: Option<Cow<'a, str>>,
+    /// `ts`.
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub ts: Option<Cow<'a, str>>,
+    /// `seq`.
+    #[serde(default)]
+    pub seq: Option<u64>,
+    /// `source`.
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub source: Option<Cow<'a, str>>,
+    /// `bid`.
+    #[serde(default)]
+    pub bid: Option<f64>,
+    /// `ask`.
+    #[serde(default)]
+    pub ask: Option<f64>,
+    /// `mid`.
+    #[serde(default)]
+    pub mid: Option<f64>,
+    /// `reason`.
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub reason: Option<Cow<'a, str>>,
+    /// `detail`.
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub detail: Option<Cow<'a, str>>,
+    /// `raw`.
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub raw: Option<Cow<'a, str>>,
+    /// `name`.
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub name: Option<Cow<'a, str>>,
+    /// `value`.
+    #[serde(default)]
+    pub value: Option<f64>,
+    /// `model.name`.
+    #[serde(skip)]
+    pub model_name: Option<Cow<'a, str>>,
+    /// `model.config`.
+    #[serde(skip)]
+    pub model_config: Option<Cow<'a, str>>,
+    /// `model.version`.
+    #[serde(skip)]
+    pub model_version: Option<u64>,
+    #[serde(borrow, default)]
+    pub(super) model: Option<ModelFields<'a>>,
+    /// `quality`.
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub quality: Option<Cow<'a, str>>,
+    /// `warming_up`.
+    #[serde(default)]
+    pub warming_up: Option<bool>,
+    /// `horizons`, its JSON text exactly as in the payload.
+    #[serde(skip)]
+    pub horizons: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "horizons")]
+    pub(super) horizons_raw: Option<&'a RawValue>,
+    /// `client`.
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub client: Option<Cow<'a, str>>,
+    /// `event`.
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub event: Option<Cow<'a, str>>,
+    /// `rate`.
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// `amount`.
+    #[serde(default)]
+    pub amount: Option<f64>,
+    /// `segment`.
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub segment: Option<Cow<'a, str>>,
+}
+
+impl<'a> Fields<'a> {
+    /// Reads `payload`'s fields.
+    pub fn decode(payload: &'a [u8]) -> Fields<'a> {
+        // Only an object has fields (serde would read an array positionally into the struct).
+        if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Fields::default();
+        }
+        match serde_json::from_slice::<Fields<'a>>(payload) {
+            Ok(mut f) => {
+                if let Some(m) = f.model.take() {
+                    f.model_name = m.name;
+                    f.model_config = m.config;
+                    f.model_version = m.version;
+                }
+                f.horizons = f.horizons_raw.take().and_then(|r| {
+                    let text = r.get();
+                    // `null` reads as absent, as every other field.
+                    (text != "null").then_some(Cow::Borrowed(text))
+                });
+                f
+            }
+            // A field of another type than expected (or a duplicate key): each field read on its own,
+            // as JSON values, so the other fields are still kept.
+            Err(_) => Fields::from_value(payload),
         }
     }
-    fn get(&self, k: &str) -> Option<&Value> {
-        self.0.as_ref()?.get(k)
-    }
-    /// A string field.
-    pub fn str(&self, k: &str) -> Option<&str> {
-        self.get(k)?.as_str()
-    }
-    fn f64(&self, k: &str) -> Option<f64> {
-        self.get(k)?.as_f64()
-    }
-    fn u64(&self, k: &str) -> Option<u64> {
-        self.get(k)?.as_u64()
-    }
-    fn bool(&self, k: &str) -> Option<bool> {
-        self.get(k)?.as_bool()
-    }
-    fn json(&self, k: &str) -> Option<String> {
-        self.get(k).map(Value::to_string)
+
+    /// The slow path: the payload as a JSON value, each field read by itself.
+    fn from_value(payload: &[u8]) -> Fields<'static> {
+        let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(payload) else {
+            return Fields::default();
+        };
+        let get = |k: &str| m.get(k);
+        let s = |k: &str| get(k).and_then(Value::as_str).map(|v| Cow::Owned(v.to_string()));
+        let f = |k: &str| get(k).and_then(Value::as_f64);
+        let u = |k: &str| get(k).and_then(Value::as_u64);
+        let model = |k: &str| get("model").and_then(|v| v.get(k));
+        // The text of a raw field re-read from the payload keeps its bytes; a value re-serialised would
+        // not (key order, number spelling), so the horizons are taken from a second, raw-only decode.
+        #[derive(Deserialize)]
+        struct RawHorizons<'b> {
+            #[serde(borrow, default)]
+            horizons: Option<&'b RawValue>,
+        }
+        let horizons = serde_json::from_slice::<RawHorizons<'_>>(payload)
+            .ok()
+            .and_then(|r| r.horizons.map(|h| h.get().to_string()))
+            .filter(|t| t != "null")
+            .map(Cow::Owned);
+        Fields {
+            kind: s("type"),
+            pair: s("pair"),
+            ts: s("ts"),
+            seq: u("seq"),
+            source: s("source"),
+            bid: f("bid"),
+            ask: f("ask"),
+            mid: f("mid"),
+            reason: s("reason"),
+            detail: s("detail"),
+            raw: s("raw"),
+            name: s("name"),
+            value: f("value"),
+            model_name: model("name").and_then(Value::as_str).map(|v| Cow::Owned(v.to_string())),
+            model_config: model("config")
+                .and_then(Value::as_str)
+                .map(|v| Cow::Owned(v.to_string())),
+            model_version: model("version").and_then(Value::as_u64),
+            model: None,
+            quality: s("quality"),
+            warming_up: get("warming_up").and_then(Value::as_bool),
+            horizons,
+            horizons_raw: None,
+            client: s("client"),
+            event: s("event"),
+            rate: f("rate"),
+            amount: f("amount"),
+            segment: s("segment"),
+        }
     }
 }
 
@@ -186,6 +347,24 @@ fn common_fields() -> Vec<Field> {
         Field::new("payload", DataType::Binary, false),
     ]
 }
+
+/// Columns whose values are mostly distinct (payloads, JSON, numbers, sequences): written without a
+/// dictionary and without page statistics, which would cost time and save nothing.
+pub const PLAIN_COLUMNS: [&str; 13] = [
+    "stream_seq",
+    "arrival",
+    "payload",
+    "tick_seq",
+    "bid",
+    "ask",
+    "mid",
+    "detail",
+    "raw",
+    "value",
+    "horizons",
+    "rate",
+    "amount",
+];
 
 /// The Arrow schema of a kind's files.
 pub fn schema(kind: Kind) -> SchemaRef {
@@ -229,6 +408,11 @@ pub fn schema(kind: Kind) -> SchemaRef {
             s("pair"),
             s("reason"),
             s("client"),
+            s("ts"),
+            s("event"),
+            f("rate"),
+            f("amount"),
+            s("segment"),
         ],
     });
     Arc::new(Schema::new(fields))
@@ -263,8 +447,8 @@ fn shape(kind: Kind) -> (usize, usize, usize, usize) {
         Kind::Forecasts => (6, 1, 2, 1),
         // type pair ts
         Kind::Alerts => (3, 0, 0, 0),
-        // type pair reason client
-        Kind::Business => (4, 0, 0, 0),
+        // type pair reason client ts event segment | rate amount
+        Kind::Business => (7, 2, 0, 0),
     }
 }
 
@@ -299,8 +483,8 @@ impl Columns {
         self.bytes
     }
 
-    /// Appends the row of `m` (routed as `route`, its payload parsed as `p`).
-    pub fn push(&mut self, m: &Message<'_>, route: &Route, p: &Parsed) {
+    /// Appends the row of `m` (routed as `route`, its payload's fields `p`).
+    pub fn push(&mut self, m: &Message<'_>, route: &Route<'_>, p: &Fields<'_>) {
         self.rows += 1;
         self.bytes += m.payload.len() + m.subject.len() + 48;
         self.stream.append_value(m.stream);
@@ -314,48 +498,51 @@ impl Columns {
             Kind::Ticks => {
                 let status = if route.quarantined { "quarantined" } else { "received" };
                 t[0].append_value(status);
-                t[1].append_option(p.str("pair"));
-                t[2].append_option(p.str("ts"));
-                t[3].append_option(p.str("source"));
-                t[4].append_option(p.str("reason"));
-                t[5].append_option(p.str("detail"));
+                t[1].append_option(p.pair.as_deref());
+                t[2].append_option(p.ts.as_deref());
+                t[3].append_option(p.source.as_deref());
+                t[4].append_option(p.reason.as_deref());
+                t[5].append_option(p.detail.as_deref());
                 // A received tick's raw form is its payload; a quarantine record carries the raw payload
                 // of a tick that could not be read.
-                t[6].append_option(p.str("raw"));
-                self.floats[0].append_option(p.f64("bid"));
-                self.floats[1].append_option(p.f64("ask"));
-                self.floats[2].append_option(p.f64("mid"));
-                self.uints[0].append_option(p.u64("seq"));
+                t[6].append_option(p.raw.as_deref());
+                self.floats[0].append_option(p.bid);
+                self.floats[1].append_option(p.ask);
+                self.floats[2].append_option(p.mid);
+                self.uints[0].append_option(p.seq);
             }
             Kind::Factors => {
-                t[0].append_option(p.str("name"));
-                t[1].append_option(p.str("ts"));
-                self.floats[0].append_option(p.f64("value"));
+                t[0].append_option(p.name.as_deref());
+                t[1].append_option(p.ts.as_deref());
+                self.floats[0].append_option(p.value);
             }
             Kind::Forecasts => {
-                let model = p.get("model");
-                let field = |k: &str| model.and_then(|m| m.get(k));
-                t[0].append_option(p.str("pair"));
-                t[1].append_option(p.str("ts"));
-                t[2].append_option(field("name").and_then(Value::as_str));
-                t[3].append_option(field("config").and_then(Value::as_str));
-                t[4].append_option(p.str("quality"));
-                t[5].append_option(p.json("horizons"));
-                self.floats[0].append_option(p.f64("mid"));
-                self.uints[0].append_option(p.u64("seq"));
-                self.uints[1].append_option(field("version").and_then(Value::as_u64));
-                self.bools[0].append_option(p.bool("warming_up"));
+                t[0].append_option(p.pair.as_deref());
+                t[1].append_option(p.ts.as_deref());
+                t[2].append_option(p.model_name.as_deref());
+                t[3].append_option(p.model_config.as_deref());
+                t[4].append_option(p.quality.as_deref());
+                t[5].append_option(p.horizons.as_deref());
+                self.floats[0].append_option(p.mid);
+                self.uints[0].append_option(p.seq);
+                self.uints[1].append_option(p.model_version);
+                self.bools[0].append_option(p.warming_up);
             }
             Kind::Alerts => {
-                t[0].append_option(p.str("type"));
-                t[1].append_option(p.str("pair"));
-                t[2].append_option(p.str("ts"));
+                t[0].append_option(p.kind.as_deref());
+                t[1].append_option(p.pair.as_deref());
+                t[2].append_option(p.ts.as_deref());
             }
             Kind::Business => {
-                t[0].append_option(p.str("type"));
-                t[1].append_option(p.str("pair"));
-                t[2].append_option(p.str("reason"));
-                t[3].append_option(p.str("client"));
+                t[0].append_option(p.kind.as_deref());
+                t[1].append_option(p.pair.as_deref());
+                t[2].append_option(p.reason.as_deref());
+                t[3].append_option(p.client.as_deref());
+                t[4].append_option(p.ts.as_deref());
+                t[5].append_option(p.event.as_deref());
+                t[6].append_option(p.segment.as_deref());
+                self.floats[0].append_option(p.rate);
+                self.floats[1].append_option(p.amount);
             }
         }
     }
@@ -383,7 +570,7 @@ impl Columns {
             Kind::Factors => b"TTF",
             Kind::Forecasts => b"TTUFTUTTBT",
             Kind::Alerts => b"TTT",
-            Kind::Business => b"TTTT",
+            Kind::Business => b"TTTTTTFFT",
         };
         for c in order {
             let next = match c {
@@ -397,5 +584,59 @@ impl Columns {
         self.rows = 0;
         self.bytes = 0;
         RecordBatch::try_new(schema(self.kind), cols)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast decode and the value-by-value one agree, whatever the payload.
+    fn same(payload: &str) {
+        let fast = Fields::decode(payload.as_bytes());
+        let slow = Fields::from_value(payload.as_bytes());
+        let norm = |f: &Fields<'_>| format!("{f:?}").replace("Owned(", "Borrowed(");
+        assert_eq!(norm(&fast), norm(&slow), "{payload}");
+    }
+
+    #[test]
+    fn the_fast_decode_gives_the_values_of_the_slow_one() {
+        same(
+            r#"{"type":"forecast","pair":"USDMXN","ts":"2024-01-02T10:00:00Z","seq":3,"mid":17.05,"horizons":[{"horizon":"1step","mean":17.1}],"model":{"name":"rls","version":2,"config":"abcd0123"},"quality":"ok","flags":[],"drift":"stable","warming_up":false}"#,
+        );
+        same(r#"{"pair":"USDMXN","ts":"2024-01-02T10:00:00Z","bid":17,"ask":17.1,"source":"a\"b"}"#);
+        same(
+            r#"{"type":"business_event","pair":"USDMXN","ts":"2024-03-04T10:00:00Z","client":"0123456789abcdef0123456789abcdef","event":"offered","rate":17.1,"amount":null,"segment":"sme"}"#,
+        );
+        same(r#"{"type":"quarantined","reason":"malformed","detail":"x","raw":"not json"}"#);
+        same(r#"{"horizons":null,"model":null}"#);
+        let f = Fields::decode(br#"{"pair":"USDMXN","source":"a\"b"}"#);
+        assert!(matches!(f.pair, Some(Cow::Borrowed("USDMXN"))), "{f:?}");
+        assert_eq!(f.source.as_deref(), Some("a\"b"));
+    }
+
+    #[test]
+    fn a_field_of_another_type_leaves_the_others_readable() {
+        // `seq` as a float and `mid` as a string: the fast decode refuses the payload, the slow path
+        // keeps every other field, as before.
+        let f =
+            Fields::decode(br#"{"pair":"USDMXN","seq":1.5,"mid":"17","ts":"2024-01-02T10:00:00Z","horizons":[1, 2]}"#);
+        assert_eq!(f.pair.as_deref(), Some("USDMXN"));
+        assert_eq!(f.ts.as_deref(), Some("2024-01-02T10:00:00Z"));
+        assert_eq!((f.seq, f.mid), (None, None));
+        assert_eq!(f.horizons.as_deref(), Some("[1, 2]"));
+        // Not an object: nothing, not the array's elements taken as fields.
+        let a = Fields::decode(br#"["forecast","USDMXN"]"#);
+        assert!(a.pair.is_none() && a.kind.is_none());
+        assert!(Fields::decode(b"not json").pair.is_none());
+    }
+
+    #[test]
+    fn partition_values_borrow_when_safe() {
+        assert!(matches!(partition_value("USDMXN"), Cow::Borrowed("USDMXN")));
+        assert_eq!(partition_value("../x"), "___x");
+        assert_eq!(partition_value(""), "_");
+        assert_eq!(date_of(Some("2024-01-02T10:00:00Z")), "2024-01-02");
+        assert_eq!(date_of(Some("2024/01/02")), "unknown");
     }
 }

@@ -105,6 +105,11 @@ impl Subjects {
     pub fn business_quarantine(&self, pair: Pair) -> String {
         self.one("business.quarantine", pair)
     }
+    /// Accepted business events in their masked form: `<prefix>.business.masked.<PAIR>` (for the data
+    /// lake; two tokens after `business`, so serve's own `<prefix>.business.*` does not read them back).
+    pub fn business_masked(&self, pair: Pair) -> String {
+        self.one("business.masked", pair)
+    }
     /// Business stats requests: `<prefix>.business.stats.<PAIR>`.
     pub fn business_stats(&self, pair: Pair) -> String {
         self.one("business.stats", pair)

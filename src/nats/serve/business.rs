@@ -1,5 +1,5 @@
 //! Business events on NATS: the subscription to `<prefix>.business.*`, the masking key's loading, the
-//! quarantine and alarm publications, the stats the micro service answers, and the Prometheus collector.
+//! masked-event, quarantine and alarm publications, the stats the micro service answers, and the Prometheus collector.
 //!
 //! What runs where: business events are read by a task of their own, on the service's main connection
 //! (ticks in core mode have their own), and counted in the one [`Business`] every pair's book lives in,
@@ -206,6 +206,7 @@ pub async fn start(t: BusinessTask) -> Result<tokio::task::JoinHandle<()>, (Stri
             });
             for o in t.desk.on_message(pair, &m.payload, quote) {
                 let (subject, body) = match o {
+                    BusinessOutput::Accepted(e) => (t.subjects.business_masked(e.pair), to_json_vec(&e)),
                     BusinessOutput::Quarantined(q) => {
                         if q.reason == "no_mask_key" {
                             if t.desk.no_key_log_due() {
@@ -444,7 +445,12 @@ mod tests {
             ),
             format!(r#"{{"ts":"{T0}","client":"CLIENT-2","event":"offered","rate":17.0,"amount":300}}"#),
         ] {
-            assert!(d.on_message(pair, body.as_bytes(), q).is_empty());
+            // A counted event comes back only in its masked form (published for the data lake).
+            let out = d.on_message(pair, body.as_bytes(), q);
+            assert!(
+                matches!(&out[..], [BusinessOutput::Accepted(e)] if !e.client.contains("CLIENT")),
+                "{out:?}"
+            );
         }
         d.on_message(pair, b"{oops", q);
         d.on_message(None, b"{}", q);

@@ -5,12 +5,18 @@
 //! - the input stream (`FX`, the one `serve` reads in JetStream mode: `<prefix>.ticks.>` and
 //!   `<prefix>.factors.>`), created with serve's settings when missing;
 //! - the output stream (`FX_OUT`), created or updated here over `<prefix>.pred.>`, `<prefix>.quarantine.>`,
-//!   `<prefix>.alert.>` and `<prefix>.business.quarantine.>`. Incoming business events
-//!   (`<prefix>.business.<PAIR>`) carry clear client identifiers and are not captured: the lake keeps what
-//!   serve publishes about them, with the client's pseudonym only.
+//!   `<prefix>.alert.>`, `<prefix>.business.masked.>` and `<prefix>.business.quarantine.>`. Incoming
+//!   business events (`<prefix>.business.<PAIR>`) carry clear client identifiers and are not captured: the
+//!   lake keeps what serve publishes about them (each accepted event in its masked form, each refused one's
+//!   record), with the client's pseudonym only.
+//!
+//! Size and age limits (`max_age`, `max_bytes`) are set on a stream only when asked for: on the output
+//! stream when it is created or updated, on the input stream when the archive creates it.
 //!
 //! A message is acknowledged only once the file holding it is durable; one delivered again whose sequence
 //! is already in a file (the acknowledgement was lost in a crash) is acknowledged and skipped.
+
+pub mod metrics;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -21,6 +27,8 @@ use futures_util::StreamExt;
 
 use crate::lake::{self, Durable, Lake, LakeError, Message, RollPolicy};
 use crate::nats::Subjects;
+pub use metrics::ArchiveMetrics;
+use metrics::{KindLabel, StreamLabel};
 
 /// Why the archive stopped.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +71,12 @@ pub struct ArchiveOptions {
     pub durable: String,
     /// When files roll.
     pub policy: RollPolicy,
+    /// The streams' age limit, when one is asked for (none by default).
+    pub stream_max_age: Option<Duration>,
+    /// The streams' size limit in bytes, when one is asked for (none by default).
+    pub stream_max_bytes: Option<i64>,
+    /// Updated as the archive runs.
+    pub metrics: ArchiveMetrics,
 }
 
 impl Default for ArchiveOptions {
@@ -74,6 +88,9 @@ impl Default for ArchiveOptions {
             output_stream: "FX_OUT".into(),
             durable: "cambio-archive".into(),
             policy: RollPolicy::default(),
+            stream_max_age: None,
+            stream_max_bytes: None,
+            metrics: ArchiveMetrics::default(),
         }
     }
 }
@@ -106,17 +123,22 @@ struct Source {
     durable: HashSet<u64>,
 }
 
+/// Creates stream `name` when missing (with the limits asked for); with `update`, an existing one gets the
+/// subjects and the limits asked for, its other settings (and limits not asked for) kept as they are.
 async fn ensure_stream(
     js: &jetstream::Context,
     name: &str,
     subjects: Vec<String>,
     update: bool,
+    opts: &ArchiveOptions,
 ) -> Result<(), ArchiveError> {
     let cfg = jetstream::stream::Config {
         name: name.to_string(),
         subjects,
         storage: jetstream::stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
+        max_age: opts.stream_max_age.unwrap_or_default(),
+        max_bytes: opts.stream_max_bytes.unwrap_or(-1),
         ..Default::default()
     };
     let err = |source: async_nats::Error| ArchiveError::Stream {
@@ -125,12 +147,37 @@ async fn ensure_stream(
     };
     let mut s = js.get_or_create_stream(cfg.clone()).await.map_err(|e| err(e.into()))?;
     let info = s.info().await.map_err(|e| err(e.into()))?;
-    if update && info.config.subjects != cfg.subjects {
-        // Only the subjects change: a stream created first by `cambio review` keeps its age and size
-        // bounds.
-        let mut updated = info.config.clone();
-        updated.subjects = cfg.subjects;
-        js.update_stream(updated).await.map_err(|e| err(e.into()))?;
+    // Only the subjects and the limits asked for change: a stream created first by `cambio review` keeps
+    // its age and size bounds.
+    let mut want = info.config.clone();
+    if update {
+        want.subjects.clone_from(&cfg.subjects);
+        if let Some(age) = opts.stream_max_age {
+            want.max_age = age;
+        }
+        if let Some(bytes) = opts.stream_max_bytes {
+            want.max_bytes = bytes;
+        }
+    }
+    let changed = want.subjects != info.config.subjects
+        || want.max_age != info.config.max_age
+        || want.max_bytes != info.config.max_bytes;
+    if changed {
+        js.update_stream(want.clone()).await.map_err(|e| err(e.into()))?;
+        tracing::info!(
+            stream = name,
+            max_age_secs = want.max_age.as_secs(),
+            max_bytes = want.max_bytes,
+            "stream's subjects or limits updated"
+        );
+    } else if !update
+        && (opts.stream_max_age.is_some() || opts.stream_max_bytes.is_some())
+        && (info.config.max_age != cfg.max_age || info.config.max_bytes != cfg.max_bytes)
+    {
+        tracing::info!(
+            stream = name,
+            "the stream existed before the archive: its limits are left as they are (nats stream edit changes them)"
+        );
     }
     Ok(())
 }
@@ -198,15 +245,17 @@ pub async fn run(
         &opts.input_stream,
         vec![subjects.all_ticks(), subjects.all_factors()],
         false,
+        opts,
     )
     .await?;
     let out_subjects = vec![
         format!("{p}.pred.>"),
         format!("{p}.quarantine.>"),
         format!("{p}.alert.>"),
+        format!("{p}.business.masked.>"),
         format!("{p}.business.quarantine.>"),
     ];
-    ensure_stream(&js, &opts.output_stream, out_subjects, true).await?;
+    ensure_stream(&js, &opts.output_stream, out_subjects, true, opts).await?;
     let removed = lake::remove_temp_files(&opts.dir)?;
     if removed > 0 {
         tracing::info!(files = removed, "removed temporary files left by an interrupted run");
@@ -217,8 +266,10 @@ pub async fn run(
         source(&js, &opts.output_stream, opts).await?,
     ];
     let mut summary = ArchiveSummary::default();
+    let m = &opts.metrics;
     tokio::pin!(shutdown);
-    let mut timer = tokio::time::interval((opts.policy.max_age / 4).max(Duration::from_millis(50)));
+    let mut timer =
+        tokio::time::interval((opts.policy.max_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     let mut pruned = Instant::now();
     let mut backoff = Duration::from_millis(100);
     'outer: loop {
@@ -227,6 +278,7 @@ pub async fn run(
             match s.consumer.stream().max_messages_per_batch(1024).messages().await {
                 Ok(m) => streams.push(m.map(move |r| (i, r)).boxed()),
                 Err(e) => {
+                    m.error("pull");
                     tracing::warn!(stream = %s.stream, error = %e, "cannot pull: retrying");
                     tokio::select! {
                         () = &mut shutdown => break 'outer,
@@ -243,18 +295,23 @@ pub async fn run(
             tokio::select! {
                 () = &mut shutdown => break 'outer,
                 _ = timer.tick() => {
-                    let done = lake.roll_due(Instant::now(), false)?;
-                    ack_durable(&mut sources, done, &mut summary).await;
-                    if pruned.elapsed() >= Duration::from_secs(10) {
-                        prune(&mut sources).await;
+                    let started = Instant::now();
+                    let done = flushed(lake.roll_due(started, false), m)?;
+                    if !done.is_empty() {
+                        m.flush_seconds.observe(started.elapsed().as_secs_f64());
+                    }
+                    ack_durable(&mut sources, done, &mut summary, m).await;
+                    if pruned.elapsed() >= Duration::from_secs(1) {
+                        prune(&mut sources, m).await;
                         pruned = Instant::now();
                     }
                 }
                 next = merged.next() => match next {
-                    Some((i, Ok(m))) => {
-                        on_message(&mut lake, &mut sources, i, m, &mut summary).await?;
+                    Some((i, Ok(msg))) => {
+                        on_message(&mut lake, &mut sources, i, msg, &mut summary, m).await?;
                     }
                     Some((i, Err(e))) => {
+                        m.error("pull");
                         tracing::warn!(stream = %sources[i].stream, error = %e, "pull interrupted: pulling again");
                         continue 'outer;
                     }
@@ -263,8 +320,12 @@ pub async fn run(
             }
         }
     }
-    let done = lake.roll_due(Instant::now(), true)?;
-    ack_durable(&mut sources, done, &mut summary).await;
+    let started = Instant::now();
+    let done = flushed(lake.roll_due(started, true), m)?;
+    if !done.is_empty() {
+        m.flush_seconds.observe(started.elapsed().as_secs_f64());
+    }
+    ack_durable(&mut sources, done, &mut summary, m).await;
     summary.ignored = lake.ignored;
     if let Err(e) = client.flush().await {
         tracing::warn!(error = %e, "flushing the last acknowledgements");
@@ -272,25 +333,36 @@ pub async fn run(
     Ok(summary)
 }
 
+/// A flush's result, its failure counted.
+fn flushed<T>(r: Result<T, LakeError>, m: &ArchiveMetrics) -> Result<T, LakeError> {
+    if r.is_err() {
+        m.error("write");
+    }
+    r
+}
+
 async fn on_message(
     lake: &mut Lake,
     sources: &mut [Source],
     i: usize,
-    m: jetstream::Message,
+    msg: jetstream::Message,
     summary: &mut ArchiveSummary,
+    m: &ArchiveMetrics,
 ) -> Result<(), ArchiveError> {
-    let seq = match m.info() {
+    let seq = match msg.info() {
         Ok(info) => info.stream_sequence,
         Err(e) => {
+            m.error("no_metadata");
             tracing::warn!(error = %e, "a message without JetStream metadata: not archived");
             return Ok(());
         }
     };
-    let (msg, acker) = m.split();
+    let (msg, acker) = msg.split();
     let src = &mut sources[i];
     if src.durable.contains(&seq) {
         summary.skipped += 1;
-        ack(&acker).await;
+        m.redelivered.inc();
+        ack(&acker, m).await;
         return Ok(());
     }
     if let Some(a) = src.pending.get_mut(&seq) {
@@ -309,51 +381,82 @@ async fn on_message(
         subject: msg.subject.as_str(),
         payload: &msg.payload,
     };
-    let (kept, rolled) = lake.push(&message, Instant::now())?;
+    let started = Instant::now();
+    let (kept, rolled) = flushed(lake.push(&message, started), m)?;
     if kept {
         src.pending.insert(seq, acker);
     } else {
-        ack(&acker).await;
+        m.ignored.inc();
+        ack(&acker, m).await;
     }
     if let Some(d) = rolled {
-        ack_durable(sources, vec![d], summary).await;
+        m.flush_seconds.observe(started.elapsed().as_secs_f64());
+        ack_durable(sources, vec![d], summary, m).await;
     }
     Ok(())
 }
 
-async fn ack(acker: &Acker) {
+async fn ack(acker: &Acker, m: &ArchiveMetrics) {
     if let Err(e) = acker.ack_with(AckKind::Ack).await {
         // Not fatal: the message comes again and is skipped as already durable.
+        m.error("ack");
         tracing::warn!(error = %e, "acknowledgement not sent");
     }
 }
 
 /// Acknowledges the messages of files that became durable.
-async fn ack_durable(sources: &mut [Source], done: Vec<Durable>, summary: &mut ArchiveSummary) {
+async fn ack_durable(sources: &mut [Source], done: Vec<Durable>, summary: &mut ArchiveSummary, m: &ArchiveMetrics) {
     for d in done {
         summary.files += 1;
         summary.rows += d.seqs.len() as u64;
+        let kind = KindLabel { kind: d.kind.name() };
+        m.rows.get_or_create(&kind).inc_by(d.seqs.len() as u64);
+        m.files.get_or_create(&kind).inc();
+        m.bytes.get_or_create(&kind).inc_by(d.bytes);
         let Some(src) = sources.iter_mut().find(|s| s.stream == d.stream) else {
             continue;
         };
         for seq in d.seqs {
             src.durable.insert(seq);
             if let Some(a) = src.pending.remove(&seq) {
-                ack(&a).await;
+                ack(&a, m).await;
             }
         }
     }
+    set_pending(sources, m);
 }
 
-/// Forgets durable sequences at or below each consumer's acknowledged floor (never delivered again).
-async fn prune(sources: &mut [Source]) {
+fn set_pending(sources: &[Source], m: &ArchiveMetrics) {
+    for s in sources {
+        let n = i64::try_from(s.pending.len()).unwrap_or(i64::MAX);
+        m.pending
+            .get_or_create(&StreamLabel {
+                stream: s.stream.clone(),
+            })
+            .set(n);
+    }
+}
+
+/// Reads each consumer's state: its lag (messages not yet delivered) for the metrics, and its
+/// acknowledged floor, below which durable sequences are forgotten (never delivered again).
+async fn prune(sources: &mut [Source], m: &ArchiveMetrics) {
+    set_pending(sources, m);
     for s in sources {
         match s.consumer.info().await {
             Ok(info) => {
                 let floor = info.ack_floor.stream_sequence;
                 s.durable.retain(|&q| q > floor);
+                let lag = i64::try_from(info.num_pending).unwrap_or(i64::MAX);
+                m.lag
+                    .get_or_create(&StreamLabel {
+                        stream: s.stream.clone(),
+                    })
+                    .set(lag);
             }
-            Err(e) => tracing::debug!(stream = %s.stream, error = %e, "consumer info"),
+            Err(e) => {
+                m.error("consumer_info");
+                tracing::debug!(stream = %s.stream, error = %e, "consumer info");
+            }
         }
     }
 }
