@@ -122,7 +122,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         let stop = shutdown_signal();
         // Bound before connecting, so an address in use stops the command at start.
         let endpoint = match &args.metrics {
-            Some(addr) => Some(cambio::nats::serve::metrics::http::bind(addr).await?),
+            Some(addr) => Some(cambio::nats::metrics_http::bind(addr).await?),
             None => None,
         };
         let endpoint = endpoint.map(|l| cambio::nats::archive::metrics::spawn(l, opts.metrics.registry()));

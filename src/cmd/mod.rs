@@ -101,7 +101,7 @@ pub enum CliError {
     Sources(#[from] cambio::sources::runner::RunError),
     /// The metrics endpoint could not listen.
     #[error(transparent)]
-    Metrics(#[from] cambio::nats::serve::metrics::http::MetricsError),
+    Metrics(#[from] cambio::nats::metrics_http::MetricsError),
     /// The async runtime could not be started.
     #[error("starting the async runtime: {0}")]
     Runtime(io::Error),

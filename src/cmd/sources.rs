@@ -57,7 +57,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
     let result = runtime()?.block_on(async {
         // Bound before connecting, so an address in use stops the command at start.
         let endpoint = match &metrics {
-            Some(addr) => Some(cambio::nats::serve::metrics::http::bind(addr).await?),
+            Some(addr) => Some(cambio::nats::metrics_http::bind(addr).await?),
             None => None,
         };
         let endpoint = endpoint.map(|l| cambio::sources::metrics::spawn(l, counts.clone()));

@@ -17,6 +17,7 @@ pub mod floor;
 pub mod headers;
 pub mod load;
 pub mod local_server;
+pub mod metrics_http;
 pub mod publish;
 pub mod ready;
 pub mod record;

@@ -3,13 +3,6 @@
 //! by class. Updated by the archive loop (atomics), served on `/metrics` (the classic text format, or
 //! OpenMetrics to a client that asks for it) with `/healthz`.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::Duration;
-
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -137,64 +130,5 @@ impl ArchiveMetrics {
 
 /// Serves `registry` on `listener` (`/metrics`, `/healthz`) until the returned task is aborted.
 pub fn spawn(listener: TcpListener, registry: Registry) -> tokio::task::JoinHandle<()> {
-    let registry = Arc::new(registry);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let registry = registry.clone();
-            tokio::spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let r = respond(&registry, &req);
-                    async move { Ok::<_, Infallible>(r) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(io, service)
-                    .await;
-            });
-        }
-    })
-}
-
-fn respond(registry: &Registry, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-    let plain = |status: StatusCode, body: &'static str| {
-        let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-        *r.status_mut() = status;
-        r
-    };
-    match req.uri().path() {
-        "/metrics" => {
-            let open = req
-                .headers()
-                .get_all(hyper::header::ACCEPT)
-                .iter()
-                .any(|v| v.to_str().is_ok_and(|s| s.contains("application/openmetrics-text")));
-            let mut body = String::new();
-            let (encoded, content_type) = if open {
-                (
-                    prometheus_client::encoding::text::encode(&mut body, registry),
-                    crate::nats::serve::metrics::http::OPENMETRICS,
-                )
-            } else {
-                (
-                    prometheus_client::encoding::prometheus_text::encode(&mut body, registry),
-                    prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-                )
-            };
-            match encoded {
-                Ok(()) => Response::builder()
-                    .header(hyper::header::CONTENT_TYPE, content_type)
-                    .body(Full::new(Bytes::from(body)))
-                    .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n")),
-                Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
-            }
-        }
-        "/healthz" => plain(StatusCode::OK, "ok\n"),
-        _ => plain(StatusCode::NOT_FOUND, "not found: /metrics or /healthz\n"),
-    }
+    crate::nats::metrics_http::spawn(listener, crate::nats::metrics_http::Endpoint::new(registry))
 }

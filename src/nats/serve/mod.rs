@@ -83,7 +83,7 @@ pub enum ServeError {
     Service(#[from] service::ServiceError),
     /// The metrics endpoint could not listen on its address.
     #[error(transparent)]
-    Metrics(#[from] metrics::http::MetricsError),
+    Metrics(#[from] crate::nats::metrics_http::MetricsError),
     /// The checkpoint file cannot be opened (damaged, locked, newer), and nothing was changed.
     #[error(
         "checkpoints: {0}. Nothing was changed. Repair or replace the file (cambio models import can load \
@@ -205,7 +205,7 @@ pub async fn run(
 
     // Before anything else starts: an address in use stops serve here, with nothing to undo.
     let metrics_listener = match &cfg.metrics.listen {
-        Some(addr) => Some(metrics::http::bind(addr).await?),
+        Some(addr) => Some(crate::nats::metrics_http::bind(addr).await?),
         None => None,
     };
     let telemetry = Arc::new(metrics::Telemetry::new(cfg.metrics.accuracy_window_secs));
@@ -446,12 +446,10 @@ async fn serve(
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(addr = %addr, "metrics endpoint: /metrics, /healthz, /readyz");
         }
-        AbortOnDrop(metrics::http::spawn(
+        let ready = collector.clone();
+        AbortOnDrop(crate::nats::metrics_http::spawn(
             listener,
-            metrics::http::Endpoint {
-                registry: reg,
-                collector: collector.clone(),
-            },
+            crate::nats::metrics_http::Endpoint::new(reg).with_ready(move || ready.ready()),
         ))
     });
     let _instances = AbortOnDrop(metrics::instances::spawn(

@@ -8,7 +8,6 @@
 
 pub mod collect;
 pub mod config;
-pub mod http;
 pub mod instances;
 pub mod pair;
 pub mod process;

@@ -1,6 +1,7 @@
-//! The HTTP endpoint Prometheus and an orchestrator ask: `/metrics` (OpenMetrics or Prometheus text), `/healthz` (the
-//! process answers) and `/readyz` (connected, state restored, consuming). The listener is bound before
-//! serve connects to NATS, so an address in use stops it at start with a clear error.
+//! The HTTP endpoint Prometheus and an orchestrator ask, shared by `serve`, `archive` and `sources run`:
+//! `/metrics` (OpenMetrics or Prometheus text), `/healthz` (the process answers) and, where the command
+//! has a notion of readiness, `/readyz` (for serve: connected, state restored, consuming). The listener is
+//! bound before the command connects to NATS, so an address in use stops it at start with a clear error.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,8 +12,6 @@ use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-
-use super::collect::ServeCollector;
 
 /// The OpenMetrics text format's content type, which Prometheus reads.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -47,15 +46,29 @@ pub async fn bind(addr: &str) -> Result<TcpListener, MetricsError> {
     })
 }
 
+/// Whether the process is ready to do its work (`/readyz`).
+type Ready = Box<dyn Fn() -> bool + Send + Sync>;
+
 /// What the endpoint answers from.
 pub struct Endpoint {
     /// The registry scraped.
-    pub registry: Registry,
-    /// Readiness.
-    pub collector: Arc<ServeCollector>,
+    registry: Registry,
+    /// Readiness, for commands that have it; without it `/readyz` is not served.
+    ready: Option<Ready>,
 }
 
 impl Endpoint {
+    /// An endpoint serving `registry` on `/metrics`, and `/healthz`.
+    pub fn new(registry: Registry) -> Endpoint {
+        Endpoint { registry, ready: None }
+    }
+
+    /// Also serves `/readyz`: 200 while `ready` says so, 503 otherwise.
+    pub fn with_ready(mut self, ready: impl Fn() -> bool + Send + Sync + 'static) -> Endpoint {
+        self.ready = Some(Box::new(ready));
+        self
+    }
+
     fn respond(&self, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
@@ -90,17 +103,16 @@ impl Endpoint {
                 }
             }
             "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/readyz" => {
-                if self.collector.ready() {
-                    text(StatusCode::OK, "ready\n")
-                } else {
-                    text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "not ready: not connected to NATS, still restoring state, or shutting down\n",
-                    )
-                }
-            }
-            _ => text(StatusCode::NOT_FOUND, "not found: /metrics, /healthz or /readyz\n"),
+            "/readyz" => match &self.ready {
+                Some(ready) if ready() => text(StatusCode::OK, "ready\n"),
+                Some(_) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: not connected to NATS, still restoring state, or shutting down\n",
+                ),
+                None => text(StatusCode::NOT_FOUND, "not found: /metrics or /healthz\n"),
+            },
+            _ if self.ready.is_some() => text(StatusCode::NOT_FOUND, "not found: /metrics, /healthz or /readyz\n"),
+            _ => text(StatusCode::NOT_FOUND, "not found: /metrics or /healthz\n"),
         }
     }
 }
