@@ -8,10 +8,26 @@ use bytes::Bytes;
 use cambio::nats::{LocalServer, NatsConfig, NatsError, connect};
 use futures_util::StreamExt;
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
+/// A test's folder of keys and configuration files, removed when the test ends (passed or failed).
+struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!("cambio-auth-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
 }
 
 /// A publish-subscribe round trip through the connection.
