@@ -8,6 +8,8 @@ use bytes::Bytes;
 use cambio::nats::{LocalServer, NatsConfig, NatsError, connect};
 use futures_util::StreamExt;
 
+mod common;
+
 /// A test's folder of keys and configuration files, removed when the test ends (passed or failed).
 struct TempDir(std::path::PathBuf);
 
@@ -93,18 +95,7 @@ async fn nkey() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_private_authority() {
     let dir = temp_dir("tls");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    let (ca_pem, cert_pem, key_pem) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server-key.pem"));
-    std::fs::write(&ca_pem, ca.pem()).unwrap();
-    std::fs::write(&cert_pem, leaf.pem()).unwrap();
-    std::fs::write(&key_pem, leaf_key.serialize_pem()).unwrap();
+    let (ca_pem, cert_pem, key_pem) = common::certificates(&dir);
     let server = LocalServer::start_with_args(
         false,
         None,

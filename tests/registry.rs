@@ -406,6 +406,23 @@ fn pre_lineage_copy(dir: &Path) -> PathBuf {
     db
 }
 
+/// Each audit entry as `"<op> <actor> <outcome>"`.
+fn audit_ops(entries: &Value) -> Vec<String> {
+    entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["op"].as_str().unwrap(),
+                e["actor"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 fn ok(args: &[&str]) -> String {
     let out = cambio(args);
     let (stdout, stderr) = text(&out);
@@ -516,19 +533,7 @@ fn offline_four_eyes_a_rollback_waits_for_another_actor() {
     assert_eq!(store.challenges().unwrap().values().copied().collect::<Vec<_>>(), [1]);
     drop(store);
     let audit: Value = serde_json::from_str(&ok(&["models", "audit", "--db", db_s, "--json"])).unwrap();
-    let ops: Vec<String> = audit
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {} {}",
-                e["op"].as_str().unwrap(),
-                e["actor"].as_str().unwrap(),
-                e["outcome"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let ops = audit_ops(&audit);
     assert_eq!(
         ops,
         [
@@ -729,21 +734,7 @@ async fn a_challenged_version_is_promoted_by_the_contest_and_audited() {
     assert_eq!(shown["lineage"], promoted["lineage"], "{shown}");
     let audit = models_req(&client, r#"{"op":"audit"}"#).await.1;
     assert_eq!(audit["type"], "audit", "{audit}");
-    let ops = |audit: &Value| -> Vec<String> {
-        audit
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                format!(
-                    "{} {} {}",
-                    e["op"].as_str().unwrap(),
-                    e["actor"].as_str().unwrap(),
-                    e["outcome"].as_str().unwrap()
-                )
-            })
-            .collect()
-    };
+    let ops = audit_ops;
     let live = ops(&audit["entries"]);
     assert_eq!(
         live,
@@ -851,19 +842,7 @@ async fn four_eyes_over_nats_a_rollback_waits_for_another_actor_across_a_restart
     let status = request(&client, "fx.status.USDMXN", "").await.1;
     assert_eq!(status["model"]["version"], 1, "the live model is version 1: {status}");
     let audit = models_req(&client, r#"{"op":"audit"}"#).await.1;
-    let ops: Vec<String> = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {} {}",
-                e["op"].as_str().unwrap(),
-                e["actor"].as_str().unwrap(),
-                e["outcome"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let ops = audit_ops(&audit["entries"]);
     assert_eq!(
         ops,
         [
