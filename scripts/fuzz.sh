@@ -20,7 +20,9 @@ shift || true
 fuzz_dir=tests/fuzz
 target_dir=target/fuzz
 rss_mb=${FUZZ_RSS_MB:-1024}
-flags=(--fuzz-dir "$fuzz_dir" -s none --target-dir "$target_dir")
+# 16 codegen units: the build (every dependency, instrumented) takes minutes on a small machine; the
+# targets run slightly slower, which a 30-second smoke does not mind.
+flags=(--fuzz-dir "$fuzz_dir" -s none --target-dir "$target_dir" --codegen-units 16)
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   echo "== installing cargo-fuzz"

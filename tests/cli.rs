@@ -295,7 +295,20 @@ fn a_closed_pipe_ends_the_output_quietly() {
          [[expect]]\nkind = \"accepted_at_least\"\ncount = 1000\n",
     )
     .unwrap();
-    for (args, code) in [(vec!["demo"], 0), (vec!["replay", dir.to_str().unwrap()], 1)] {
+    // `cambio models list | true`: a registry file written by an earlier serve (a copy: redb may write).
+    let db = dir.join("registry.redb");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/registry/pre_lineage.redb"),
+        &db,
+    )
+    .unwrap();
+    let db = db.to_str().unwrap();
+    for (args, code) in [
+        (vec!["demo"], 0),
+        (vec!["replay", dir.to_str().unwrap()], 1),
+        (vec!["models", "list", "--db", db], 0),
+        (vec!["models", "list", "--json", "--db", db], 0),
+    ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cambio"))
             .args(&args)
             .stdout(Stdio::piped())
@@ -350,19 +363,32 @@ fn replay_outputs_into_a_closed_pipe_end_quietly() {
     );
 }
 
-/// `cambio demo > /dev/full`: a failed write is an error (exit 2, one `error:` line), not a panic and not a
+/// `cambio demo > /dev/full` and `cambio models list > /dev/full`: a failed write is an error (exit 2, one `error:` line), not a panic and not a
 /// silent success.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_failed_write_is_an_error() {
-    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cambio"))
-        .arg("demo")
-        .stdout(full)
-        .output()
-        .expect("run cambio demo");
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.starts_with("error: writing to standard output:"), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let dir = scratch("full");
+    let db = dir.join("registry.redb");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/registry/pre_lineage.redb"),
+        &db,
+    )
+    .unwrap();
+    let db = db.to_str().unwrap();
+    for args in [vec!["demo"], vec!["models", "list", "--db", db]] {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_cambio"))
+            .args(&args)
+            .stdout(full)
+            .output()
+            .expect("run cambio");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: writing to standard output:"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
 }

@@ -1,6 +1,6 @@
 //! The layers import only downward: no import cycle between the top-level modules of `src/`, and the pure
-//! core (`time`, `horizon`, `tick`, `quality`, `model`, `drift`, `eval`, `forecast`, `engine`) names none of
-//! the modules that do I/O.
+//! core (`time`, `evolve`, `horizon`, `tick`, `quality`, `model`, `drift`, `eval`, `forecast`, `engine`)
+//! names no module above it (every other top-level module: the service, the registry, the contest, I/O).
 //!
 //! A module's dependencies are the `crate::<module>` paths its files name outside their test modules (the
 //! same rule as `../shared/tools/import_cycles.py`).
@@ -127,9 +127,15 @@ fn the_core_does_not_reach_the_io_layers() {
     let core = [
         "time", "evolve", "horizon", "tick", "quality", "model", "drift", "eval", "forecast", "engine",
     ];
-    let io = ["nats", "checkpoint", "replay", "config", "pipeline", "contract"];
     for c in core {
-        for i in io {
+        assert!(g.contains_key(c), "the core module {c} is not in src/");
+    }
+    // Every other top-level module is above the core (the service, the registry, the connectors, the lake,
+    // the contest...): a module added later is held to the rule without being listed here.
+    let above: Vec<&String> = g.keys().filter(|m| !core.contains(&m.as_str())).collect();
+    assert!(above.len() >= 10, "modules above the core: {above:?}");
+    for c in core {
+        for i in &above {
             assert!(!reaches(&g, c, i), "the core module {c} depends on {i}");
         }
     }

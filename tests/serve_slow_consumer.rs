@@ -69,3 +69,50 @@ async fn a_burst_over_the_subscription_capacity_is_counted_exactly() {
     drop(serve);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A burst the buffer holds: nothing is dropped, so nothing is ever counted or logged as dropped, even while
+/// the buffer is full of ticks waiting (a reading taken when the task has only run out of its scheduling
+/// budget once counted the waiting ticks as dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_the_buffer_holds_counts_no_drop() {
+    let dir = temp_dir("no-drop");
+    let server = LocalServer::start(false, None).unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    // The default shard queue: the tick loop reads many buffered ticks in a row, as in production.
+    let config = "[serve]\nsubscription_capacity = 100000\nreport_interval_secs = 0.2\n";
+    let serve = Serve::start(&server.url(), config, &dir);
+    wait_ready(&client, &serve).await;
+    let n = 20_000u64;
+    for l in &walk(n as usize, 5) {
+        client
+            .publish_with_headers("fx.ticks.USDMXN", replay_header(), Bytes::from(l.clone()))
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut readings = 0;
+    loop {
+        let m = request_message(&client, "$SRV.STATS.cambio", "").await;
+        let stats: Value = serde_json::from_slice(&m.payload).unwrap();
+        let c = &stats["data"]["counters"];
+        let (ticks, dropped) = (c["ticks"].as_u64().unwrap(), c["ticks_dropped"].as_u64().unwrap_or(0));
+        assert_eq!(dropped, 0, "nothing was dropped, after {ticks} ticks: {stats}");
+        readings += 1;
+        if ticks == n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ticks {ticks} < {n}: {stats}\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("{readings} readings of STATS while the burst was processed");
+    let log = serve.log();
+    assert!(!log.contains("ticks dropped"), "{log}");
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1119,7 +1119,10 @@ impl PostgresSource {
                     Kind::Factor => format!("{}.factors.{}", sink.prefix, r.name),
                 };
                 let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", r.msg_id(&self.name, per_row_name).as_str());
+                headers.insert(
+                    crate::nats::headers::MSG_ID,
+                    r.msg_id(&self.name, per_row_name).as_str(),
+                );
                 let in_stream = match captured.get(&subject) {
                     Some(&c) => c,
                     None => {

@@ -326,7 +326,7 @@ fn commit(store: &CheckpointStore, id: u64, p: Pending, counters: &Counters) {
             let ms = took.as_secs_f64() * 1e3;
             for m in metas {
                 tracing::info!(pair = %m.pair, version = m.version, reason = m.reason.name(), ticks = m.ticks,
-                    stream_seq = ?m.stream_seq, bytes = m.bytes, "checkpoint written");
+                    stream_seq = m.stream_seq, bytes = m.bytes, "checkpoint written");
             }
             tracing::debug!(cut = id, versions = metas.len(), ms, "checkpoint cut committed");
         }

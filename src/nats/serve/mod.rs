@@ -566,7 +566,7 @@ async fn serve(
             let service = service::start(&client, state.clone()).await?;
             telemetry.set_consuming();
             tracing::info!(url = %url, mode = "jetstream", stream = %cfg.serve.jetstream.stream,
-                durable = %cfg.serve.jetstream.durable, ack_floor = floor, resume_from = ?start, "serving");
+                durable = %cfg.serve.jetstream.durable, ack_floor = floor, resume_from = start, "serving");
             let loops = Loops {
                 control: &mut control_rx,
                 cuts: &mut cuts,
@@ -735,7 +735,7 @@ fn restore_into(
     for p in pairs {
         let m = &p.meta;
         tracing::info!(pair = %m.pair, version = m.version, reason = m.reason.name(), created = %m.created,
-            ticks = m.ticks, last_tick = ?m.last_tick_ts, stream_seq = ?p.applied.as_ref().map(AppliedSeqs::floor),
+            ticks = m.ticks, last_tick = m.last_tick_ts.as_deref(), stream_seq = p.applied.as_ref().map(AppliedSeqs::floor),
             current = p.current, "restored checkpoint");
         if !p.current {
             tracing::warn!(pair = %m.pair, version = m.version,

@@ -437,7 +437,7 @@ impl Shard {
             }
             o @ Output::QualityChanged(_) => {
                 if let Output::QualityChanged(q) = &o {
-                    tracing::info!(pair = %self.pair, overall = ?q.report.overall, ts = ?q.ts, "quality status changed");
+                    tracing::info!(pair = %self.pair, overall = q.report.overall.name(), ts = q.ts.as_deref(), "quality status changed");
                 }
                 self.send(self.outlets.quality.clone(), to_bytes(&o)).await;
             }

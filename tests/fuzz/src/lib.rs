@@ -11,6 +11,8 @@
 use std::io::Cursor;
 use std::path::Path;
 
+use cambio::business::event::parse_event;
+use cambio::business::mask::MaskKey;
 use cambio::checkpoint::format;
 use cambio::config::Config;
 use cambio::nats::publish::{factor_json, tick_json};
@@ -32,6 +34,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("request_body", request_body),
     ("checkpoint", checkpoint),
     ("config", config),
+    ("business_event", business_event),
 ];
 
 fn usdmxn() -> Pair {
@@ -247,4 +250,28 @@ pub fn config(data: &[u8]) {
         pipeline.on_tick(&tick, &mut out);
         out.clear();
     }
+}
+
+/// A business deal event (`<prefix>.business.<PAIR>`) read and masked with a fixed key. An event that
+/// reads has a finite positive rate (and amount, when given), and its pseudonym is the key's pseudonym of
+/// the client the payload names: the masking never sees another string than the one sent.
+pub fn business_event(data: &[u8]) {
+    let key = MaskKey::new(&[7; 32]).expect("a 32-byte key is a key");
+    let Ok(event) = parse_event(data, &key) else {
+        return;
+    };
+    assert!(
+        event.rate.is_finite() && event.rate > 0.0,
+        "an event with rate {} was accepted",
+        event.rate
+    );
+    if let Some(a) = event.amount {
+        assert!(a.is_finite() && a > 0.0, "an event with amount {a} was accepted");
+    }
+    let value: serde_json::Value = serde_json::from_slice(data).expect("an accepted event is JSON");
+    let client = value["client"].as_str().expect("an accepted event names its client");
+    assert!(
+        event.client == key.pseudonym(client),
+        "the pseudonym is not the key's pseudonym of the client sent"
+    );
 }
