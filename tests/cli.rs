@@ -401,7 +401,10 @@ fn the_summary_names_the_failing_quality_dimension() {
         .unwrap_or_else(|| panic!("no quality line in\n{stdout}"));
     let want = format!("quality fail (timeliness fail, score {score:.3}");
     assert!(line.starts_with(&want), "{line:?} does not start with {want:?}");
-    assert!(line.contains("stale_factor"), "the flag behind the failure is named: {line}");
+    assert!(
+        line.contains("stale_factor"),
+        "the flag behind the failure is named: {line}"
+    );
     assert!(
         stdout.contains("PASS timeliness status fail or worse at some point"),
         "the scenario pins the verdict:\n{stdout}"

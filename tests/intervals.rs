@@ -75,13 +75,20 @@ impl Scores {
         self.cov95 += u32::from(b[2] <= y && y <= b[3]);
         self.w80 += winkler(b[0], b[1], y, 0.20);
         self.w95 += winkler(b[2], b[3], y, 0.05);
-        self.pinball += (pinball(b[0], y, 0.10) + pinball(b[1], y, 0.90) + pinball(b[2], y, 0.025) + pinball(b[3], y, 0.975)) / 4.0;
+        self.pinball +=
+            (pinball(b[0], y, 0.10) + pinball(b[1], y, 0.90) + pinball(b[2], y, 0.025) + pinball(b[3], y, 0.975)) / 4.0;
     }
 
     /// `[cov80, cov95, winkler80, winkler95, pinball]`, means.
     fn means(&self) -> [f64; 5] {
         let n = f64::from(self.n);
-        [f64::from(self.cov80) / n, f64::from(self.cov95) / n, self.w80 / n, self.w95 / n, self.pinball / n]
+        [
+            f64::from(self.cov80) / n,
+            f64::from(self.cov95) / n,
+            self.w80 / n,
+            self.w95 / n,
+            self.pinball / n,
+        ]
     }
 }
 
@@ -90,7 +97,10 @@ fn fixture(series: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/intervals/arch_daily.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let v: Value = serde_json::from_str(&text).expect("the fixture is JSON");
-    assert_eq!(v["versions"]["arch"], "8.0.0", "the fixture was written with arch 8.0.0");
+    assert_eq!(
+        v["versions"]["arch"], "8.0.0",
+        "the fixture was written with arch 8.0.0"
+    );
     v["series"][series].clone()
 }
 
@@ -147,9 +157,17 @@ fn check(name: &str, series: &str) {
     // arch's EWMAVariance against cambio's EwmaVol, per observation, at RiskMetrics' decay and at the fast
     // and slow decays of the interval scale.
     let ewv = &reference["ewma_variance"];
-    let dates: Vec<&str> = ewv["dates"].as_array().expect("dates").iter().map(|d| d.as_str().expect("a date")).collect();
+    let dates: Vec<&str> = ewv["dates"]
+        .as_array()
+        .expect("dates")
+        .iter()
+        .map(|d| d.as_str().expect("a date"))
+        .collect();
     let lambdas = ewv["lambda"].as_object().expect("decays");
-    assert!(lambdas.contains_key("0.94") && !dates.is_empty(), "{name}: the fixture has EWMA(0.94) variances");
+    assert!(
+        lambdas.contains_key("0.94") && !dates.is_empty(),
+        "{name}: the fixture has EWMA(0.94) variances"
+    );
     for (lambda, wanted) in lambdas {
         let cfg = EwmaVolConfig {
             decay: VolDecay::PerObservation {
@@ -168,11 +186,21 @@ fn check(name: &str, series: &str) {
                 let want = v.as_f64().expect("a variance");
                 let e = rel(vol.var_per_obs(), want);
                 worst = worst.max(e);
-                assert!(e < VAR_RTOL, "{name} {d}: EwmaVol({lambda}) {} against arch's {want}", vol.var_per_obs());
+                assert!(
+                    e < VAR_RTOL,
+                    "{name} {d}: EwmaVol({lambda}) {} against arch's {want}",
+                    vol.var_per_obs()
+                );
             }
         }
-        assert!(next.peek().is_none(), "{name}: EWMA({lambda}) fixture dates not all met");
-        eprintln!("{name}: EwmaVol({lambda}) against arch's EWMAVariance: {} dates, worst relative error {worst:.1e}", dates.len());
+        assert!(
+            next.peek().is_none(),
+            "{name}: EWMA({lambda}) fixture dates not all met"
+        );
+        eprintln!(
+            "{name}: EwmaVol({lambda}) against arch's EWMAVariance: {} dates, worst relative error {worst:.1e}",
+            dates.len()
+        );
     }
 
     // Scored from the 500th observation (two years), as the reference script does.
@@ -217,15 +245,27 @@ fn check(name: &str, series: &str) {
         assert_eq!(fx["from"].as_str(), Some(from.as_str()), "{name} {h}: first origin");
         let methods = &fx["methods"];
         let get = |m: &str, k: &str| methods[m][k].as_f64().unwrap_or_else(|| panic!("{name} {h}: {m}.{k}"));
-        for (key, value) in ["cov80", "cov95", "winkler80", "winkler95", "pinball"].iter().zip(ewma.means()) {
+        for (key, value) in ["cov80", "cov95", "winkler80", "winkler95", "pinball"]
+            .iter()
+            .zip(ewma.means())
+        {
             let want = get("ewma", key);
             eprintln!("{name} {h}: ewma {key} recomputed {value:.6}, arch fixture {want:.6}");
-            assert!(rel(value, want) < SCORE_RTOL, "{name} {h}: EWMA(0.94) {key} {value} against the fixture's {want}");
+            assert!(
+                rel(value, want) < SCORE_RTOL,
+                "{name} {h}: EWMA(0.94) {key} {value} against the fixture's {want}"
+            );
         }
         for m in ["fhs", "gjr_t"] {
             let theirs = get(m, "winkler95");
-            eprintln!("{name} {h}: winkler95 {w95:.5} against {m} {theirs:.5} ({:+.2}%)", 100.0 * (w95 / theirs - 1.0));
-            assert!(w95 < theirs, "{name} {h}: Winkler95 {w95:.5} not below {m}'s {theirs:.5}");
+            eprintln!(
+                "{name} {h}: winkler95 {w95:.5} against {m} {theirs:.5} ({:+.2}%)",
+                100.0 * (w95 / theirs - 1.0)
+            );
+            assert!(
+                w95 < theirs,
+                "{name} {h}: Winkler95 {w95:.5} not below {m}'s {theirs:.5}"
+            );
         }
 
         // The report's baseline, over all forecasts, is the same RiskMetrics interval.
