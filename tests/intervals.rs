@@ -13,8 +13,10 @@
 //! (refitted yearly), scored on the same origins as here, and `arch`'s `EWMAVariance` at the decays
 //! cambio uses. Against it: the published 95% interval scores below filtered historical simulation's and
 //! GJR-GARCH-t's at every horizon; this file's own EWMA(0.94) recomputation reproduces the fixture's EWMA
-//! scores; and cambio's `EwmaVol` (the engine's RiskMetrics volatility, and the recursion of the fast and
-//! slow EWMAs inside the interval scale, `AsymVol`) reproduces `arch`'s EWMA variance.
+//! scores; and cambio's `EwmaVol`, the engine's RiskMetrics volatility, reproduces `arch`'s EWMA variance
+//! at 0.94 and at 0.85 and 0.99, the decays of the interval scale's fast and slow EWMAs (`AsymVol` keeps
+//! each as the same normalised recursion split by the sign of the return; its sums are private, so the
+//! recursion is checked through `EwmaVol`).
 
 use std::io::Write;
 use std::path::Path;
