@@ -392,3 +392,48 @@ fn a_failed_write_is_an_error() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// A replay that ends with quality `fail` says which dimension failed, its score and the flag behind it
+/// (issue 12, point 6): on the Banxico FIX scenario the Fed funds file ends in March 2023, so the model's
+/// foreign rate goes stale (`stale_factor`) and timeliness fails; the summary's quality line names all
+/// three, with the score the report holds.
+#[test]
+fn the_summary_names_the_failing_quality_dimension() {
+    let dir = scratch("banxico-quality");
+    let report = dir.join("report.json");
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/usdmxn_banxico_fix");
+    let out = cambio(&[
+        "replay",
+        scenario.to_str().unwrap(),
+        "--no-timing",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(v["quality"]["overall"], "fail", "{stdout}");
+    let timeliness = v["quality"]["dimensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "timeliness")
+        .expect("a timeliness dimension");
+    assert_eq!(timeliness["status"], "fail");
+    let score = timeliness["score"].as_f64().unwrap();
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("quality "))
+        .unwrap_or_else(|| panic!("no quality line in\n{stdout}"));
+    let want = format!("quality fail (timeliness fail, score {score:.3}");
+    assert!(line.starts_with(&want), "{line:?} does not start with {want:?}");
+    assert!(
+        line.contains("stale_factor"),
+        "the flag behind the failure is named: {line}"
+    );
+    assert!(
+        stdout.contains("PASS timeliness status fail or worse at some point"),
+        "the scenario pins the verdict:\n{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

