@@ -4,9 +4,11 @@
 //! consumer must at least do), `floor/read_lines` only splits the buffer into lines. Stages: `parse`
 //! (`parse_tick`), `validate` (quality checks), `model` (Kalman + EWMA + RLS), `drift` (one signal
 //! monitor), `engine/on_tick` (parsed ticks through the whole engine) and `engine/from_json_lines`
-//! (parse + engine, the figure docs/measurements.md reports as ticks/s). Inputs are real EUR/USD ticks when
-//! `../shared/data` is present, else a seeded synthetic stream (with a loud warning on stderr naming the
-//! missing file, since those figures are not comparable); setup is outside the timing.
+//! (parse + engine, the figure docs/measurements.md reports as ticks/s); `contract/forecast_hand` and
+//! `contract/forecast_serde` encode the same forecasts with the hand-written writer and with serde. Inputs
+//! are real EUR/USD ticks when `../shared/data` is present, else a seeded synthetic stream (with a loud
+//! warning on stderr naming the missing file, since those figures are not comparable); setup is outside the
+//! timing.
 //!
 //! Run: `cargo bench --bench pipeline` (criterion prints time per batch of `BATCH` ticks; ticks/s is
 //! reported as throughput).
@@ -19,6 +21,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use cambio::config::EngineConfig;
 use cambio::drift::{DriftConfig, Signal, SignalMonitor};
 use cambio::engine::{Engine, Output};
+use cambio::forecast::Forecast;
 use cambio::model::{EwmaVol, EwmaVolConfig, LocalLevel, LocalLevelConfig, Rls, RlsConfig, RlsInit, VolDecay};
 use cambio::nats::serve::metrics::PairMetrics;
 use cambio::quality::{QualityConfig, Validator};
@@ -236,6 +239,49 @@ fn bench(c: &mut Criterion) {
             },
             BatchSize::LargeInput,
         )
+    });
+    g.finish();
+
+    // The forecast's wire encoding (one per accepted tick, on serve's shard): the hand-written writer
+    // against serde's derived `Serialize`, which give the same bytes (checked here on every input, and in
+    // `forecast::wire`'s tests). Inputs: the engine's last 1,000 forecasts over the ticks above, with the
+    // default horizons, each encoded into a reused buffer.
+    let forecasts: Vec<Forecast> = {
+        let mut e = Engine::new(pair, &cfg).unwrap();
+        let (mut out, mut all) = (Vec::new(), Vec::new());
+        for t in &ticks {
+            e.on_tick(t, &mut out);
+            all.extend(out.drain(..).filter_map(|o| match o {
+                Output::Forecast(f) => Some(f),
+                _ => None,
+            }));
+        }
+        all.split_off(all.len().saturating_sub(1_000))
+    };
+    for f in &forecasts {
+        assert_eq!(f.to_json_vec(), serde_json::to_vec(f).unwrap(), "the writers disagree");
+    }
+    let mut g = c.benchmark_group("contract");
+    g.throughput(Throughput::Elements(forecasts.len() as u64));
+    g.bench_function("forecast_hand", |b| {
+        let mut buf = Vec::with_capacity(1024);
+        b.iter(|| {
+            for f in &forecasts {
+                buf.clear();
+                f.write_json(&mut buf);
+                black_box(buf.len());
+            }
+        })
+    });
+    g.bench_function("forecast_serde", |b| {
+        let mut buf = Vec::with_capacity(1024);
+        b.iter(|| {
+            for f in &forecasts {
+                buf.clear();
+                serde_json::to_writer(&mut buf, f).unwrap();
+                black_box(buf.len());
+            }
+        })
     });
     g.finish();
 

@@ -42,7 +42,7 @@ enum Command {
     /// `floor`). Runs until SIGTERM or Ctrl-C.
     Floor(cmd::floor::Args),
     /// Measure cambio over NATS against the floor: tick-to-forecast latency, query latency and throughput,
-    /// each target a child process of this binary. Exits 1 when cambio misses a target of the issue.
+    /// each target a child process of this binary. Exits 1 when cambio misses a target the tool checks.
     Load(cmd::load::Args),
     /// The model registry: list, show, roll back, keep, export and import checkpoint versions in a redb
     /// file written by `serve --checkpoint` (offline: while serve runs, use the `fx.models.<PAIR>` endpoint).

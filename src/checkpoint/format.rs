@@ -25,7 +25,7 @@
 //! | postcard 1  | 130,898 | 142 µs  | 120 µs           |
 //! | bincode 1.3 | 167,375 | 33 µs   | 51 µs            |
 //!
-//! JSON would take 131 ms to restore 100 such pairs, over the 100 ms budget; postcard is 2.5×
+//! JSON would take 131 ms to restore 100 such pairs, over a 100 ms budget; postcard is 2.5×
 //! smaller than JSON and restores 11× faster. bincode 1 is faster still but 28% larger and no longer
 //! maintained, while postcard's wire format is specified and stable since 1.0, which matters for files
 //! kept for years. Both binary formats restore engines whose outputs are byte-identical to the original's

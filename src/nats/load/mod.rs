@@ -5,7 +5,7 @@
 //! - [`ticks`]: the seeded stream of valid ticks and the `seq` scan of answers.
 //! - [`target`]: the floor or `cambio serve` as a child process of this binary.
 //! - [`measure`]: latency, query and throughput measurements and the readiness probe.
-//! - [`report`]: plain-data results, the comparison against the targets, the table.
+//! - [`report`]: plain-data results, the comparison against the targets, the table.
 //!
 //! Each measurement gets a fresh target process (and, in JetStream mode on the tool's own server, a fresh
 //! stream), so neither target inherits the other's backlog or state.

@@ -1,4 +1,4 @@
-//! Plain-data results of a load run, the floor-vs-cambio comparison against the issue's targets, and the
+//! Plain-data results of a load run, the floor-vs-cambio comparison against the targets it checks, and the
 //! printed table. No I/O here except formatting, so it is tested without a server.
 
 use std::fmt::Write as _;
@@ -209,9 +209,9 @@ pub fn median_of_rounds(rounds: &[Vec<Comparison>]) -> Vec<Comparison> {
         .collect()
 }
 
-/// Highest cambio/floor latency ratio the issue accepts.
+/// Highest cambio/floor latency ratio a load run accepts.
 pub const MAX_LATENCY_RATIO: f64 = 1.25;
-/// Lowest cambio/floor throughput ratio the issue accepts.
+/// Lowest cambio/floor throughput ratio a load run accepts.
 pub const MIN_THROUGHPUT_RATIO: f64 = 0.8;
 
 fn ratio(cambio: f64, floor: f64) -> f64 {
@@ -443,7 +443,7 @@ mod tests {
     }
 
     #[test]
-    fn comparisons_apply_the_issue_targets() {
+    fn comparisons_apply_the_targets() {
         let floor = TargetResult {
             target: "floor".into(),
             latency: Some(lat(100, 400)),
