@@ -504,7 +504,10 @@ mod tests {
             assert!(rel(filter.forecast(1).mean, *f) < 1e-9, "in-sample one-step forecast");
             filter.update(*y);
         }
-        assert_eq!(filter, ours, "the window replayed from its start ends at the fitted state");
+        assert_eq!(
+            filter, ours,
+            "the window replayed from its start ends at the fitted state"
+        );
         let horizon = 30;
         for level in [0.8, 0.95] {
             let p = theirs.predict(horizon, level).unwrap();
@@ -559,7 +562,10 @@ mod tests {
             assert!(agrees_with_augurs(&obs, None).is_some());
         }
         eprintln!("fitted per form (ANN, AAN, AAdN): {fitted:?}");
-        assert!(fitted.iter().all(|&n| n >= 2), "each form is checked on at least two series: {fitted:?}");
+        assert!(
+            fitted.iter().all(|&n| n >= 2),
+            "each form is checked on at least two series: {fitted:?}"
+        );
     }
 
     #[test]
@@ -594,7 +600,10 @@ mod tests {
             sum += pj;
             let fc = f.forecast(h);
             assert!((fc.mean - (3.0 + sum * 0.01)).abs() < 1e-12, "mean at {h}");
-            assert!((fc.var - f.sigma2 * (1.0 + acc)).abs() < 1e-12 * f.sigma2 * (1.0 + acc), "var at {h}");
+            assert!(
+                (fc.var - f.sigma2 * (1.0 + acc)).abs() < 1e-12 * f.sigma2 * (1.0 + acc),
+                "var at {h}"
+            );
             let c = f.alpha + f.beta * f.phi * (1.0 - pj) / (1.0 - f.phi);
             acc += c * c;
         }
