@@ -234,7 +234,7 @@ fn fit_with(
         worst = worst.max((ours - theirs).abs() / theirs.abs().max(1.0));
         out.update(*y);
     }
-    if !(worst <= RECOVERY_TOLERANCE) {
+    if worst.is_nan() || worst > RECOVERY_TOLERANCE {
         return Err(EtsError::Recovery(format!(
             "the recovered {} filter departs from the fitted values by {worst:e} (relative)",
             form.name()
@@ -343,7 +343,7 @@ impl EtsFit {
         if !(self.phi > 0.0 && self.phi <= 1.0 + slack) {
             return Err(format!("phi {} is not in (0, 1]", self.phi));
         }
-        if !(self.sigma2 > 0.0) {
+        if self.sigma2 <= 0.0 {
             return Err(format!("sigma2 {} is not positive", self.sigma2));
         }
         match self.form {
