@@ -185,6 +185,28 @@ fn bench(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // The same ticks through an engine of kind `ets`, fitted on the first 5,000 log mids: the ETS filter
+    // and closed-form intervals replace the RLS and the adaptive intervals.
+    let window: Vec<f64> = ticks
+        .iter()
+        .take(5_000)
+        .filter_map(|t| t.mid_price())
+        .map(f64::ln)
+        .collect();
+    let ets_cfg = cambio::engine::ets_engine_config(&cfg, cambio::model::ets::fit(&window).unwrap().at_window_start());
+    g.bench_function("engine/on_tick_ets", |b| {
+        b.iter_batched_ref(
+            || (Engine::new(pair, &ets_cfg).unwrap(), Vec::with_capacity(16)),
+            |(e, out)| {
+                for t in &ticks {
+                    e.on_tick(t, out);
+                    black_box(out.len());
+                    out.clear();
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
     // What serve's shard adds per tick for its Prometheus metrics (atomics it owns, and the rolling
     // accuracy refreshed with the status snapshot, at most every 100 ms: every 2,000 ticks at 20,000 a
     // second). Compare with engine/on_tick above, in the same run.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::drift::{DetectorId, DriftConfig};
 use crate::horizon::Horizon;
+use crate::model::{EtsFit, ModelKind};
 use crate::quality::QualityConfig;
 
 /// Model settings.
@@ -38,6 +39,17 @@ pub struct ModelConfig {
     pub domestic_rate: Option<String>,
     /// Name of the foreign policy-rate factor (e.g. `FED_FUNDS`).
     pub foreign_rate: Option<String>,
+    /// Which model makes the published forecasts: `online` (the default: Kalman level, RLS signal,
+    /// adaptive intervals) or `ets` (the batch-fitted exponential smoothing model in `ets`). Validation,
+    /// quality, drift and evaluation are the same for both.
+    #[serde(default, deserialize_with = "crate::evolve::since_v3")]
+    pub kind: ModelKind,
+    /// The fitted ETS model that `kind = "ets"` runs (`[engine.model.ets]`): form, parameters, residual
+    /// variance and the state to start from. Configuration, not state: it is what the batch path
+    /// produced, so it is part of the version's lineage and of the configuration hash every forecast
+    /// carries, and a refit is a new configuration. The engine filters its own copy from this state.
+    #[serde(default, deserialize_with = "crate::evolve::since_v3")]
+    pub ets: Option<EtsFit>,
 }
 
 impl Default for ModelConfig {
@@ -56,6 +68,8 @@ impl Default for ModelConfig {
             kalman: Default::default(),
             domestic_rate: None,
             foreign_rate: None,
+            kind: ModelKind::Online,
+            ets: None,
         }
     }
 }
@@ -166,8 +180,35 @@ impl EngineConfig {
             return Err("model.rls_delta > 0, model.weight_prior >= 0, 0 < model.interval_gamma < 1".into());
         }
         m.kalman.validate().map_err(|e| format!("model.kalman: {e}"))?;
+        match (&m.kind, &m.ets) {
+            (ModelKind::Ets, None) => return Err("model.kind = \"ets\" needs a fitted model in model.ets".into()),
+            (_, Some(fit)) => fit.check().map_err(|e| format!("model.ets: {e}"))?,
+            (ModelKind::Online, None) => {}
+        }
         self.quality.validate().map_err(|e| format!("quality: {e}"))?;
         self.drift.validate().map_err(|e| format!("drift: {e}"))?;
         Ok(())
     }
+}
+
+/// The configuration of an engine that runs the ETS model `fit` (`[engine.model] kind = "ets"`), with
+/// everything else as in `base`: the batch path (`cambio retrain`) calls it after fitting
+/// ([`crate::model::ets::fit`]) on the training window's log mids, one per accepted tick in order.
+///
+/// The engine starts filtering from `fit.state`, the state after the window's last observation, so
+/// its first forecast is for the observation after the window: warm it on ticks after the window. To
+/// warm it on the window itself (so that the validator, volatility, detectors and scores are warm too),
+/// pass `fit.at_window_start()` instead: replaying the window then ends the filter exactly at the
+/// fitted state.
+///
+/// The model's name gains an `-ets` suffix (unless it has one), so its forecasts, and a contest
+/// between it and an online model of the same base configuration, tell the two apart.
+pub fn ets_engine_config(base: &EngineConfig, fit: EtsFit) -> EngineConfig {
+    let mut cfg = base.clone();
+    if !cfg.model.name.ends_with("-ets") {
+        cfg.model.name.push_str("-ets");
+    }
+    cfg.model.kind = ModelKind::Ets;
+    cfg.model.ets = Some(fit);
+    cfg
 }

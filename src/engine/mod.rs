@@ -24,11 +24,13 @@ use crate::forecast::features::{FeatureState, N_FEATURES};
 use crate::forecast::interval::{AdaptiveQuantile, SidedInterval};
 use crate::forecast::{DriftStatus, Forecast, HorizonForecast, ModelId, ModelStamp, WARMUP_SCORED};
 use crate::horizon::Horizon;
-use crate::model::{AsymVol, EwmaVol, EwmaVolConfig, LocalLevel, ModelError, Rls, RlsConfig, RlsInit, VolDecay};
+use crate::model::{
+    AsymVol, EtsFit, EwmaVol, EwmaVolConfig, LocalLevel, ModelError, ModelKind, Rls, RlsConfig, RlsInit, VolDecay,
+};
 use crate::quality::{Dimension, Flags, MoveJudge, QualityReport, QuarantineReason, Status, Validator, Verdict};
 use crate::tick::{Factor, Pair, Source, Tick};
 use crate::time::format_ts;
-pub use config::{EngineConfig, ModelConfig, SignalDetectors};
+pub use config::{EngineConfig, ModelConfig, SignalDetectors, ets_engine_config};
 
 /// A tick that never reached the model, with its reason (subject `fx.quarantine.<PAIR>`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -302,6 +304,10 @@ pub struct Engine {
     /// the intervals fall back on `vol` until it has seen a return).
     #[serde(default, deserialize_with = "crate::evolve::since_v3")]
     ivol: AsymVol,
+    /// The ETS model's running copy when the configured kind is `ets` (its state moves on every accepted
+    /// tick; the configuration keeps the fitted one). `None` for an online engine.
+    #[serde(default, deserialize_with = "crate::evolve::since_v3")]
+    ets: Option<EtsFit>,
     #[serde(skip)]
     alarm_buf: Vec<Alarm>,
     /// What forecasts say produced them. Not checkpointed (it is derived): made
@@ -385,6 +391,36 @@ const Z95: f64 = 1.959_963_984_540_054;
 /// The one-step volatility assumed before any return has been seen (log units): wide on purpose, so the
 /// first intervals are conservative; the EWMA replaces it within a few ticks.
 const PRIOR_STEP_VOL: f64 = 5e-3;
+
+/// Most steps an ETS forecast looks ahead (a time horizon on a stream far faster than it: the count
+/// only has to be finite and exact enough for the closed forms).
+const MAX_ETS_STEPS: f64 = 1e9;
+
+/// The whole number of observations an ETS forecast looks ahead for a horizon spanning `steps`
+/// observations ([`Engine::horizon_steps`]: exact for a step horizon, the number of typical spacings for a
+/// time horizon), rounded to the nearest, at least one.
+fn ets_horizon_steps(steps: f64) -> u64 {
+    if steps.is_finite() {
+        steps.round().clamp(1.0, MAX_ETS_STEPS) as u64
+    } else {
+        1
+    }
+}
+
+/// An ETS forecast `steps` observations ahead of the log mid `y` (`mid`), in the shape of
+/// [`HorizonState::predict`]'s: no regression prediction (0), the mean's shift from the random walk in
+/// `sigma`s (what the prediction and residual detectors watch), and `[mean, lo80, hi80, lo95, hi95]` in
+/// price from the model's analytic intervals.
+fn ets_predict(model: &EtsFit, steps: u64, sigma: f64, y: f64, mid: f64) -> (f64, f64, [f64; 5]) {
+    let f = model.log_interval(steps).map(f64::exp);
+    if f.iter().any(|v| !v.is_finite() || *v <= 0.0) {
+        // Only a model far outside any exchange rate's range gets here: publish the random walk rather
+        // than a NaN or an infinity.
+        return (0.0, 0.0, [mid; 5]);
+    }
+    let shift = (f[0].ln() - y) / sigma;
+    (0.0, if shift.is_finite() { shift } else { 0.0 }, f)
+}
 
 /// A pair's summary for reports and status replies.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -493,6 +529,10 @@ impl Engine {
             quality_worst: [Status::Ok; Dimension::ALL.len()],
             shock: ShockDetector::new(&cfg.drift.shock),
             ivol: AsymVol::default(),
+            ets: match m.kind {
+                ModelKind::Online => None,
+                ModelKind::Ets => m.ets.clone(),
+            },
             alarm_buf: Vec::new(),
             stamp: None,
             cfg: cfg.clone(),
@@ -527,6 +567,12 @@ impl Engine {
         if self.factors.len() > MAX_FACTORS {
             return Err(format!("{} factors (at most {MAX_FACTORS})", self.factors.len()));
         }
+        match (self.cfg.model.kind, &self.ets) {
+            (ModelKind::Online, None) => {}
+            (ModelKind::Ets, Some(fit)) => fit.check().map_err(|e| format!("its ETS model is invalid: {e}"))?,
+            (ModelKind::Ets, None) => return Err("an ETS engine without its ETS model".into()),
+            (ModelKind::Online, Some(_)) => return Err("an online engine with an ETS model".into()),
+        }
         Ok(())
     }
 
@@ -559,6 +605,10 @@ impl Engine {
             name: self.model_id.name.clone(),
             version,
             config: config_hash(&self.cfg),
+            kind: match self.cfg.model.kind {
+                ModelKind::Online => None,
+                kind => Some(kind),
+            },
         }
     }
 
@@ -763,6 +813,7 @@ impl Engine {
         let learn = !flags.contains(Flags::UNCHANGED);
 
         // 1. Realise due forecasts: score them, then learn from them (predict-then-learn).
+        let ets = self.ets.is_some();
         let mean_dt_secs = self.mean_dt_secs;
         let max_pending = self.cfg.max_pending;
         for (k, h) in self.horizons.iter_mut().enumerate() {
@@ -789,6 +840,14 @@ impl Engine {
                     continue;
                 }
                 let y_std = (y - p.origin_log_mid) / p.sigma;
+                if ets {
+                    // The ETS model learns only by filtering (step 2); its forecasts' residuals still feed
+                    // the residual detectors, in the same unit.
+                    if k == 0 {
+                        self.monitors[2].update(ts, y_std - p.shift, &mut self.alarm_buf);
+                    }
+                    continue;
+                }
                 h.rls.update(&SVector::from(p.x), y_std.clamp(-10.0, 10.0));
                 // Overlapping forecasts' errors cluster, so each counts less. The weight must not depend on
                 // the current number pending: busy periods (many pending) are when misses happen, and
@@ -819,6 +878,11 @@ impl Engine {
         self.last_ts_us = Some(ts);
         if learn {
             self.kalman.update(ts, y);
+        }
+        // The ETS model filters every accepted tick, a repeated quote included: it was fitted on the
+        // series of accepted mids, one observation per accepted tick, as its step horizons count them.
+        if let Some(model) = &mut self.ets {
+            model.update(y);
         }
         if let Some(r) = ret {
             let z = r / step_sigma;
@@ -856,8 +920,17 @@ impl Engine {
             *s = self.horizon_sigmas(h.horizon, var_obs, ivar);
         }
         let mut first_pred = 0.0;
+        let mut ets_steps = [0u64; MAX_HORIZONS];
+        if self.ets.is_some() {
+            for (s, h) in ets_steps.iter_mut().zip(&self.horizons) {
+                *s = ets_horizon_steps(self.horizon_steps(h.horizon));
+            }
+        }
         for (k, (h, &(sigma, isigma))) in self.horizons.iter_mut().zip(&sigmas).enumerate() {
-            let (p, shift, f) = h.predict(&xv, sigma, isigma, mid);
+            let (p, shift, f) = match &self.ets {
+                None => h.predict(&xv, sigma, isigma, mid),
+                Some(model) => ets_predict(model, ets_steps[k], sigma, y, mid),
+            };
             if k == 0 {
                 first_pred = shift;
             }

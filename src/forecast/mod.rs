@@ -142,6 +142,10 @@ pub struct ModelStamp {
     /// A short hash (8 hex digits) of the engine configuration, so two forecasts with the same version
     /// and configuration come from the same model definition.
     pub config: String,
+    /// The kind of model, when it is not the online one (`"ets"`); absent for the online models, so their
+    /// forecasts read as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::model::ModelKind>,
 }
 
 /// The model's name and configured release label, kept in the engine's checkpointed state.

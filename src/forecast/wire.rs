@@ -64,6 +64,10 @@ impl Forecast {
         out.extend_from_slice(itoa::Buffer::new().format(self.model.version).as_bytes());
         out.extend_from_slice(b",\"config\":");
         write_str(&self.model.config, out);
+        if let Some(kind) = self.model.kind {
+            out.extend_from_slice(b",\"kind\":");
+            write_str(kind.name(), out);
+        }
         out.extend_from_slice(b"},\"quality\":\"");
         out.extend_from_slice(match self.quality {
             Status::Ok => b"ok".as_slice(),
@@ -175,11 +179,19 @@ mod tests {
                 name: "cambio".into(),
                 version: 3,
                 config: "0a1b2c3d".into(),
+                kind: None,
             }),
             Arc::new(ModelStamp {
                 name: "quote\"back\\slash\ttab".into(),
                 version: u64::MAX,
                 config: "ñ-é \u{1}".into(),
+                kind: None,
+            }),
+            Arc::new(ModelStamp {
+                name: "cambio-ets".into(),
+                version: 4,
+                config: "0a1b2c3d".into(),
+                kind: Some(crate::model::ModelKind::Ets),
             }),
         ];
         let mut x = 0x2545_f491_4f6c_dd1d_u64;

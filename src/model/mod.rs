@@ -11,17 +11,21 @@
 //!   observation, the RiskMetrics scale of the drift detectors' standardized returns.
 //! - [`asym_vol`]: [`AsymVol`], a fast/slow EWMA mixture with a learned sign asymmetry, the scale of the
 //!   published intervals.
+//! - [`ets`]: the batch model kind: [`EtsFit`], exponential smoothing selected and fitted by augurs-ets's
+//!   AutoETS on a training window, then run by its own filtering equations.
 //!
 //! Every state struct is plain serde data so that checkpoints round-trip to an identical model. Hot-path
 //! outcomes (a skipped non-finite input, a warm-up step) are fields of the returned step values, not errors;
 //! [`ModelError`] is only for configuration mistakes.
 
 pub mod asym_vol;
+pub mod ets;
 pub mod kalman;
 pub mod rls;
 pub mod volatility;
 
 pub use asym_vol::AsymVol;
+pub use ets::{EtsError, EtsFit, EtsForm, EtsState, ModelKind};
 pub use kalman::{KalmanStep, LocalLevel, LocalLevelConfig, NoiseAdaptation, TimeBase};
 pub use rls::{Rls, RlsConfig, RlsInit, RlsStep};
 pub use volatility::{EwmaVol, EwmaVolConfig, VolDecay, VolStep};
