@@ -74,10 +74,16 @@ fn assert_lineage(meta: &Value, kind: &str, actor: &str) {
     let l = &meta["lineage"];
     assert_eq!(l["actor"], actor, "{meta:#}");
     assert_eq!(l["dataset"]["kind"], format!("retrain:{kind}"), "{meta:#}");
-    assert!(l["dataset"]["hash"].as_str().unwrap().starts_with("fnv1a64:"), "{meta:#}");
+    assert!(
+        l["dataset"]["hash"].as_str().unwrap().starts_with("fnv1a64:"),
+        "{meta:#}"
+    );
     assert!(l["dataset"]["ticks"].as_u64().unwrap() > 0);
     assert!(l["dataset"]["source"].is_string());
-    assert!(l["window"]["first"].is_string() && l["window"]["last"].is_string(), "{meta:#}");
+    assert!(
+        l["window"]["first"].is_string() && l["window"]["last"].is_string(),
+        "{meta:#}"
+    );
     assert!(l["window"]["reason"].as_str().unwrap().contains("hold-out"), "{meta:#}");
     assert!(l["config"].is_object() && l["config_hash"].is_string());
     assert!(l["code"]["crate_version"].is_string());
@@ -143,7 +149,10 @@ fn from_a_scenario_a_version_with_reason_retrain_and_full_lineage() {
     assert_eq!(r["holdout"]["ticks"], 600);
     assert!(r["window"]["why"].as_str().unwrap().len() > 10, "{r:#}");
     assert!(r["window"]["span"]["ticks"].as_u64().unwrap() >= 300);
-    assert!(r["champion_note"].as_str().unwrap().contains("no USDMXN version"), "{r:#}");
+    assert!(
+        r["champion_note"].as_str().unwrap().contains("no USDMXN version"),
+        "{r:#}"
+    );
     assert!(!r["candidates"].as_array().unwrap().is_empty());
     assert!(r["null"]["thresholds"].as_array().unwrap().len() >= 3, "{r:#}");
     assert_lineage(&show(&db, 1), "scenario", "alice");
@@ -165,9 +174,16 @@ fn from_a_scenario_a_version_with_reason_retrain_and_full_lineage() {
     assert!(r2["champion"]["scores"][0]["n"].as_u64().unwrap() > 0, "{r2:#}");
     let m2 = show(&db, 2);
     assert_eq!(m2["lineage"]["parent"], 1);
-    assert!(m2["lineage"]["scores"]["champion.holdout.1step.rmse_ratio"].is_f64(), "{m2:#}");
+    assert!(
+        m2["lineage"]["scores"]["champion.holdout.1step.rmse_ratio"].is_f64(),
+        "{m2:#}"
+    );
     let audit = cambio(&["models", "audit", "--db", db.to_str().unwrap(), "--json"]);
-    assert!(String::from_utf8_lossy(&audit.stdout).contains("retrain"), "{}", text(&audit));
+    assert!(
+        String::from_utf8_lossy(&audit.stdout).contains("retrain"),
+        "{}",
+        text(&audit)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -68,7 +68,9 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
     let holdout = retrain::parse_share(&args.holdout).map_err(usage)?;
     let until_us = args.until.as_deref().map(data::until_us).transpose().map_err(usage)?;
     if !(args.search_secs > 0.0 && args.search_secs.is_finite()) {
-        return Err(CliError::Usage("--search-secs: give a positive number of seconds".into()));
+        return Err(CliError::Usage(
+            "--search-secs: give a positive number of seconds".into(),
+        ));
     }
     let history = data::load(&args.from, pair).map_err(usage)?;
     let store = CheckpointStore::open(&args.db, Retention::default())?;

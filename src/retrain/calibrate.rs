@@ -253,8 +253,7 @@ impl NullSim<'_> {
         let drift = cfg.drift.restricted_to(&detectors);
         let ids = detectors;
         let any_monitor = !ids.is_empty();
-        let mut monitor =
-            SignalMonitor::new(Signal::Input, &drift).map_err(|e| RetrainError::Engine(e.to_string()))?;
+        let mut monitor = SignalMonitor::new(Signal::Input, &drift).map_err(|e| RetrainError::Engine(e.to_string()))?;
         let mut shock_det = shock.then(|| ShockDetector::new(&cfg.drift.shock));
         let mut rng = SplitMix64::new(self.seed);
         let n = self.returns.len();

@@ -73,7 +73,10 @@ pub struct History {
 /// Parquet file cannot be read, [`RetrainError::WrongPair`] when a scenario is for another pair.
 pub fn load(path: &Path, pair: Pair) -> Result<History, RetrainError> {
     if !path.exists() {
-        return Err(RetrainError::Input(format!("{}: no such file or folder", path.display())));
+        return Err(RetrainError::Input(format!(
+            "{}: no such file or folder",
+            path.display()
+        )));
     }
     if is_lake(path) {
         return load_lake(path, pair);
@@ -212,7 +215,9 @@ fn load_lake(dir: &Path, pair: Pair) -> Result<History, RetrainError> {
                 };
                 for i in 0..batch.num_rows() {
                     let t = (!ts.is_null(i)).then(|| parse_ts_us(ts.value(i)).ok()).flatten();
-                    let m = (!mid.is_null(i)).then(|| mid.value(i)).filter(|m| m.is_finite() && *m > 0.0);
+                    let m = (!mid.is_null(i))
+                        .then(|| mid.value(i))
+                        .filter(|m| m.is_finite() && *m > 0.0);
                     match (t, m) {
                         (Some(ts_us), Some(m)) => rows.push((
                             seq.value(i),

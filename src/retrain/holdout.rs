@@ -159,7 +159,12 @@ impl Scored {
     /// Whether `self` did better on the hold-out than `other`: a lower first-horizon RMSE ratio, ties
     /// broken by the 95% Winkler score. Nothing scored is worst.
     pub fn better_than(&self, other: &Scored) -> bool {
-        let key = |s: &Scored| s.scores.first().filter(|h| h.n > 0).map(|h| (h.rmse_ratio, h.winkler95));
+        let key = |s: &Scored| {
+            s.scores
+                .first()
+                .filter(|h| h.n > 0)
+                .map(|h| (h.rmse_ratio, h.winkler95))
+        };
         match (key(self), key(other)) {
             (Some(a), Some(b)) => {
                 if (a.0 - b.0).abs() <= 1e-12 {

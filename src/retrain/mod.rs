@@ -27,8 +27,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::checkpoint::lineage::{Dataset, Window};
-use crate::checkpoint::{CheckpointStore, PairState, Segment, StoreError, VersionMeta};
 use crate::checkpoint::store::{NewCheckpoint, Reason};
+use crate::checkpoint::{CheckpointStore, PairState, Segment, StoreError, VersionMeta};
 use crate::engine::{Engine, EngineConfig, config_hash};
 use crate::tick::Pair;
 use crate::time::format_ts;
@@ -309,8 +309,16 @@ pub fn run(
     configured.validate().map_err(RetrainError::Engine)?;
     let returns = log_returns(win);
     let spacing = median_spacing_us(win);
-    let (with_thresholds, null) = calibrate::null_thresholds(&configured, &returns, spacing, opts.null_ticks, opts.seed)?;
-    let (calibrated, search) = calibrate::search(pair, &with_thresholds, win, &history.factors, opts.max_evals, out_of_time)?;
+    let (with_thresholds, null) =
+        calibrate::null_thresholds(&configured, &returns, spacing, opts.null_ticks, opts.seed)?;
+    let (calibrated, search) = calibrate::search(
+        pair,
+        &with_thresholds,
+        win,
+        &history.factors,
+        opts.max_evals,
+        out_of_time,
+    )?;
 
     // 3. Every candidate warmed on the window, scored on the hold-out.
     let mut scored: Vec<Scored> = Vec::new();
@@ -344,7 +352,10 @@ pub fn run(
                 None,
             )
         }
-        None => (None, Some(format!("the registry has no {pair} version: no champion to compare"))),
+        None => (
+            None,
+            Some(format!("the registry has no {pair} version: no champion to compare")),
+        ),
     };
     let candidates_report = scored
         .iter()
@@ -358,7 +369,11 @@ pub fn run(
     let winner = scored.swap_remove(best);
 
     // 4. The data's fingerprint: every tick used (window and hold-out), in order.
-    let used = &pre[choice.start..].iter().chain(hold.iter()).copied().collect::<Vec<_>>();
+    let used = &pre[choice.start..]
+        .iter()
+        .chain(hold.iter())
+        .copied()
+        .collect::<Vec<_>>();
     let mut seg = Segment::default();
     for t in used {
         let bytes = serde_json::to_vec(t).unwrap_or_default();
@@ -394,7 +409,12 @@ pub fn run(
     })
 }
 
-fn window_report(choice: &WindowChoice, pre: &[crate::tick::Tick], win: &[crate::tick::Tick], min: usize) -> WindowReport {
+fn window_report(
+    choice: &WindowChoice,
+    pre: &[crate::tick::Tick],
+    win: &[crate::tick::Tick],
+    min: usize,
+) -> WindowReport {
     let cp_ts = choice.changepoint.and_then(|i| pre.get(i)).map(|t| format_ts(t.ts_us));
     let why = match (choice.reason, &cp_ts) {
         (WindowReason::Changepoint, Some(at)) => format!("after the last structural change, at {at}"),
@@ -418,7 +438,11 @@ fn window_report(choice: &WindowChoice, pre: &[crate::tick::Tick], win: &[crate:
 fn log_returns(ticks: &[crate::tick::Tick]) -> Vec<f64> {
     let mut out = Vec::with_capacity(ticks.len());
     let mut prev: Option<f64> = None;
-    for m in ticks.iter().filter_map(|t| t.mid_price()).filter(|m| m.is_finite() && *m > 0.0) {
+    for m in ticks
+        .iter()
+        .filter_map(|t| t.mid_price())
+        .filter(|m| m.is_finite() && *m > 0.0)
+    {
         if let Some(p) = prev {
             out.push((m / p).ln());
         }
@@ -429,7 +453,11 @@ fn log_returns(ticks: &[crate::tick::Tick]) -> Vec<f64> {
 
 /// The median spacing between consecutive ticks (µs; 1 s when unknown).
 fn median_spacing_us(ticks: &[crate::tick::Tick]) -> i64 {
-    let mut d: Vec<i64> = ticks.windows(2).map(|w| w[1].ts_us - w[0].ts_us).filter(|&d| d > 0).collect();
+    let mut d: Vec<i64> = ticks
+        .windows(2)
+        .map(|w| w[1].ts_us - w[0].ts_us)
+        .filter(|&d| d > 0)
+        .collect();
     if d.is_empty() {
         return 1_000_000;
     }
@@ -488,7 +516,12 @@ pub fn write(
     let rep = &r.report;
     ckpt.meta.note = Some(format!(
         "retrain from {} ({}): {} ticks from {} to {}; candidate {}",
-        rep.source.path, rep.source.kind, rep.source.used.ticks, rep.source.used.first, rep.source.used.last, rep.chosen
+        rep.source.path,
+        rep.source.kind,
+        rep.source.used.ticks,
+        rep.source.used.first,
+        rep.source.used.last,
+        rep.chosen
     ));
     if let Some(l) = &mut ckpt.meta.lineage {
         l.actor = Some(actor.to_string());
