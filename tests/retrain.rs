@@ -143,10 +143,14 @@ fn from_a_scenario_a_version_with_reason_retrain_and_full_lineage() {
         "alice",
         "--min-window",
         "300",
+        "--until",
+        "2024-01-01T00:33:19Z",
     ]);
     assert_eq!(r["version"], 1, "{r:#}");
     assert_eq!(r["source"]["kind"], "scenario");
-    assert_eq!(r["holdout"]["ticks"], 600);
+    // The first 2,000 ticks (one a second from midnight), 20% held out.
+    assert_eq!(r["source"]["after_until"], 1_000, "{r:#}");
+    assert_eq!(r["holdout"]["ticks"], 400);
     assert!(r["window"]["why"].as_str().unwrap().len() > 10, "{r:#}");
     assert!(r["window"]["span"]["ticks"].as_u64().unwrap() >= 300);
     assert!(
@@ -157,7 +161,8 @@ fn from_a_scenario_a_version_with_reason_retrain_and_full_lineage() {
     assert!(r["null"]["thresholds"].as_array().unwrap().len() >= 3, "{r:#}");
     assert_lineage(&show(&db, 1), "scenario", "alice");
 
-    // A second run has the first version as its champion, scored on the same hold-out, and as parent.
+    // A second run, on all 3,000 ticks, has the first version (which has not seen its hold-out) as its
+    // champion, scored on the same hold-out, and as parent.
     let r2 = retrain_ok(&[
         "--from",
         scn.to_str().unwrap(),
@@ -177,6 +182,24 @@ fn from_a_scenario_a_version_with_reason_retrain_and_full_lineage() {
     assert!(
         m2["lineage"]["scores"]["champion.holdout.1step.rmse_ratio"].is_f64(),
         "{m2:#}"
+    );
+    // A third run: version 2 has seen this hold-out (its state is warmed on it), so it is not scored,
+    // and the report says why.
+    let r3 = retrain_ok(&[
+        "--from",
+        scn.to_str().unwrap(),
+        "--pair",
+        "USDMXN",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert!(r3["champion"].is_null(), "{r3:#}");
+    assert!(
+        r3["champion_note"]
+            .as_str()
+            .unwrap()
+            .contains("version 2 has seen ticks"),
+        "{r3:#}"
     );
     let audit = cambio(&["models", "audit", "--db", db.to_str().unwrap(), "--json"]);
     assert!(

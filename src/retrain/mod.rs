@@ -340,6 +340,22 @@ pub fn run(
         }
     }
     let (champion, champion_note) = match champion {
+        // A champion that has seen the hold-out already (its last tick is at or past the hold-out's
+        // first) would quarantine the hold-out as old ticks: it cannot be scored on it.
+        Some((version, engine))
+            if engine
+                .last_ts_us()
+                .zip(hold.first())
+                .is_some_and(|(seen, first)| seen >= first.ts_us) =>
+        {
+            let seen = engine.last_ts_us().map(format_ts).unwrap_or_default();
+            (
+                None,
+                Some(format!(
+                    "{pair} version {version} has seen ticks up to {seen}, past the hold-out's start: not scored"
+                )),
+            )
+        }
         Some((version, mut engine)) => {
             let hash = config_hash(engine.config());
             let (scores, _) = holdout::score(&mut engine, hold, &history.factors);
