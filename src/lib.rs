@@ -26,6 +26,9 @@
 //! - [`nats`]: the only async code: connection and auth, subjects and headers, a local `nats-server`, the
 //!   service (`nats::serve`: router, shards that do I/O only, micro service, checkpointer), the
 //!   operators' tools (replay to NATS, record, tail) and the load tool with its bare-NATS floor.
+//! - [`retrain`]: batch retraining (`cambio retrain`): a training window from the last structural change,
+//!   detector thresholds and model settings calibrated on it, candidates scored on a held-out tail beside
+//!   the champion and the random walk, and the best written to the registry with its lineage.
 //! - [`review`]: human review of quarantined ticks as plain data: records read back, labels (`good`,
 //!   `bad`) with actor and time, and the accepted prices around a refused one (`nats::review` does the I/O).
 //! - [`sources`]: the connectors (`cambio sources run`): Banxico, INEGI and FRED fetched on schedules and
@@ -52,6 +55,7 @@ pub mod nats;
 pub mod pipeline;
 pub mod quality;
 pub mod replay;
+pub mod retrain;
 pub mod review;
 pub mod sources;
 pub mod tick;

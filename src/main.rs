@@ -47,6 +47,11 @@ enum Command {
     /// The model registry: list, show, roll back, keep, export and import checkpoint versions in a redb
     /// file written by `serve --checkpoint` (offline: while serve runs, use the `fx.models.<PAIR>` endpoint).
     Models(cmd::models::Args),
+    /// Build a model version offline from a pair's history (lake, scenario, CSV or JSON lines): a training
+    /// window from the last structural change, calibration, a hold-out score against the champion and the
+    /// random walk; written to the registry with reason `retrain`, not promoted (`models challenge` is how
+    /// it enters service).
+    Retrain(cmd::retrain::Args),
     /// Archive every input and output (ticks, quarantines, factors, forecasts, alerts, business
     /// quarantines) from JetStream into Parquet files under --dir, partitioned by kind, pair and date.
     /// SIGINT/SIGTERM write what is held and exit 0.
@@ -72,6 +77,7 @@ fn main() -> ExitCode {
         Command::Floor(args) => cmd::floor::run(args),
         Command::Load(args) => cmd::load::run(args),
         Command::Models(args) => cmd::models::run(args),
+        Command::Retrain(args) => cmd::retrain::run(args),
         Command::Archive(args) => cmd::archive::run(args),
         Command::Sources(args) => cmd::sources::run(args),
         Command::Review(args) => cmd::review::run(args),

@@ -30,6 +30,8 @@ pub enum AuditOp {
     Approve,
     /// A checkpoint file stored as a new version.
     Import,
+    /// A version built by `cambio retrain` (not promoted: `challenge` puts it in the contest).
+    Retrain,
 }
 
 impl AuditOp {
@@ -44,6 +46,7 @@ impl AuditOp {
             AuditOp::Request => "request",
             AuditOp::Approve => "approve",
             AuditOp::Import => "import",
+            AuditOp::Retrain => "retrain",
         }
     }
 }

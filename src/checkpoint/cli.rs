@@ -149,7 +149,13 @@ fn dataset_text(d: Option<&Dataset>) -> String {
 }
 
 fn window_text(w: Option<&Window>) -> String {
-    w.map_or_else(|| UNKNOWN.into(), |w| format!("{} to {}", w.first, w.last))
+    w.map_or_else(
+        || UNKNOWN.into(),
+        |w| match &w.reason {
+            Some(r) => format!("{} to {} ({r})", w.first, w.last),
+            None => format!("{} to {}", w.first, w.last),
+        },
+    )
 }
 
 fn code_text(l: &Lineage) -> String {

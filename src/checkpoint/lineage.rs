@@ -62,6 +62,10 @@ pub struct Window {
     pub first: String,
     /// Time of the last tick.
     pub last: String,
+    /// Why the data starts where it does (a batch job's training window: the changepoint found, or its
+    /// minimum length); absent for a stream segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Where a registry version came from. Every field is optional: versions written before lineage existed
@@ -164,6 +168,7 @@ impl Segment {
             (Some(a), Some(b)) => Some(Window {
                 first: format_ts(a),
                 last: format_ts(b),
+                reason: None,
             }),
             _ => None,
         };

@@ -85,6 +85,9 @@ pub enum Reason {
     Import,
     /// The pair was idle and its shard stopped (`serve.idle_evict_secs`); it resumes from this version.
     Evicted,
+    /// Built offline by `cambio retrain` (a training window, calibration and a hold-out score); it enters
+    /// service only through `cambio models challenge` and the contest. Last, so older names keep their place.
+    Retrain,
 }
 
 impl Reason {
@@ -99,6 +102,7 @@ impl Reason {
             Reason::Rollback => "rollback",
             Reason::Import => "import",
             Reason::Evicted => "evicted",
+            Reason::Retrain => "retrain",
         }
     }
 }
@@ -746,6 +750,7 @@ impl CheckpointStore {
             Reason::Rollback => Some(AuditOp::Rollback),
             Reason::Promotion => Some(AuditOp::Promotion),
             Reason::Import => Some(AuditOp::Import),
+            Reason::Retrain => Some(AuditOp::Retrain),
             Reason::Periodic | Reason::Shutdown | Reason::DriftAdaptation | Reason::Evicted => None,
         };
         if let Some(op) = op {

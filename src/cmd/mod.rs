@@ -12,6 +12,7 @@ pub mod load;
 pub mod models;
 pub mod record;
 pub mod replay;
+pub mod retrain;
 pub mod review;
 pub mod serve;
 pub mod sources;
