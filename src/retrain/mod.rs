@@ -29,7 +29,8 @@ use serde::Serialize;
 use crate::checkpoint::lineage::{Dataset, Window};
 use crate::checkpoint::store::{NewCheckpoint, Reason};
 use crate::checkpoint::{CheckpointStore, PairState, Segment, StoreError, VersionMeta};
-use crate::engine::{Engine, EngineConfig, config_hash};
+use crate::engine::{Engine, EngineConfig, config_hash, ets_engine_config};
+use crate::model::ets::{self, EtsFit};
 use crate::tick::Pair;
 use crate::time::format_ts;
 
@@ -231,7 +232,7 @@ pub struct Retrained {
 /// The candidates offered: the calibrated configuration, and the configuration it started from (the
 /// scenario's, the champion's or the default), so a calibration that overfits the window loses on the
 /// hold-out. A new model kind is one more entry here.
-pub fn candidates(configured: &EngineConfig, calibrated: &EngineConfig) -> Vec<Candidate> {
+pub fn candidates(configured: &EngineConfig, calibrated: &EngineConfig, ets: Option<EtsFit>) -> Vec<Candidate> {
     let mut v = vec![Candidate {
         name: "calibrated".into(),
         description: "detector thresholds from the window's null, model settings by prequential search".into(),
@@ -242,6 +243,17 @@ pub fn candidates(configured: &EngineConfig, calibrated: &EngineConfig) -> Vec<C
             name: "configured".into(),
             description: "the configuration the calibration started from".into(),
             config: configured.clone(),
+        });
+    }
+    if let Some(fit) = ets {
+        // The candidates are warmed by filtering the window: the fit starts from the window's start.
+        v.push(Candidate {
+            name: "ets".into(),
+            description: format!(
+                "augurs AutoETS ({}) fitted on the window's log prices, the calibrated detectors",
+                fit.form.name()
+            ),
+            config: ets_engine_config(calibrated, fit.at_window_start()),
         });
     }
     v
@@ -322,7 +334,20 @@ pub fn run(
 
     // 3. Every candidate warmed on the window, scored on the hold-out.
     let mut scored: Vec<Scored> = Vec::new();
-    for c in candidates(&configured, &calibrated) {
+    let log_mids: Vec<f64> = win
+        .iter()
+        .filter_map(|t| t.mid_price())
+        .filter(|m| m.is_finite() && *m > 0.0)
+        .map(f64::ln)
+        .collect();
+    let ets = match ets::fit(&log_mids) {
+        Ok(fit) => Some(fit),
+        Err(e) => {
+            tracing::warn!(error = %e, "no ETS candidate");
+            None
+        }
+    };
+    for c in candidates(&configured, &calibrated, ets) {
         let mut engine = Engine::new(pair, &c.config).map_err(|e| RetrainError::Engine(e.to_string()))?;
         Feeder::default().feed(&mut engine, win, &history.factors);
         let (scores, random_walk) = holdout::score(&mut engine, hold, &history.factors);
