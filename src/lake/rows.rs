@@ -452,24 +452,58 @@ fn shape(kind: Kind) -> (usize, usize, usize, usize) {
     }
 }
 
+/// How large a batch grew: the next batch of the kind starts with room for as much, so its columns are
+/// not copied each time they double.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sizes {
+    /// Rows.
+    pub rows: usize,
+    /// Bytes of the `stream`, `subject`, `payload` and `key` values.
+    pub common: [usize; 4],
+    /// Bytes of each text column after `key`.
+    pub text: Vec<usize>,
+}
+
 impl Columns {
     /// An empty batch of `kind`.
     pub fn new(kind: Kind) -> Columns {
+        Columns::with_sizes(kind, &Sizes::default())
+    }
+
+    /// An empty batch of `kind` with room for `sizes`.
+    pub fn with_sizes(kind: Kind, sizes: &Sizes) -> Columns {
         let (t, f, u, b) = shape(kind);
+        let n = sizes.rows;
+        let c = &sizes.common;
+        let text = |i: usize| StringBuilder::with_capacity(n, sizes.text.get(i).copied().unwrap_or(0));
         Columns {
             kind,
-            stream: StringBuilder::new(),
-            seq: UInt64Builder::new(),
-            arrival: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-            subject: StringBuilder::new(),
-            payload: BinaryBuilder::new(),
-            key: StringBuilder::new(),
-            text: (0..t).map(|_| StringBuilder::new()).collect(),
-            floats: (0..f).map(|_| Float64Builder::new()).collect(),
-            uints: (0..u).map(|_| UInt64Builder::new()).collect(),
-            bools: (0..b).map(|_| BooleanBuilder::new()).collect(),
+            stream: StringBuilder::with_capacity(n, c[0]),
+            seq: UInt64Builder::with_capacity(n),
+            arrival: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            subject: StringBuilder::with_capacity(n, c[1]),
+            payload: BinaryBuilder::with_capacity(n, c[2]),
+            key: StringBuilder::with_capacity(n, c[3]),
+            text: (0..t).map(text).collect(),
+            floats: (0..f).map(|_| Float64Builder::with_capacity(n)).collect(),
+            uints: (0..u).map(|_| UInt64Builder::with_capacity(n)).collect(),
+            bools: (0..b).map(|_| BooleanBuilder::with_capacity(n)).collect(),
             rows: 0,
             bytes: 0,
+        }
+    }
+
+    /// The sizes of the rows held (to size the next batch of the kind).
+    pub fn sizes(&self) -> Sizes {
+        Sizes {
+            rows: self.rows,
+            common: [
+                self.stream.values_slice().len(),
+                self.subject.values_slice().len(),
+                self.payload.values_slice().len(),
+                self.key.values_slice().len(),
+            ],
+            text: self.text.iter().map(|b| b.values_slice().len()).collect(),
         }
     }
 
