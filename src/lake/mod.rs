@@ -24,7 +24,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use rows::{Columns, PLAIN_COLUMNS, Sizes, date_of};
-pub use rows::{Fields, Kind, Message, Route, SCHEMA_VERSION, route};
+pub use rows::{Fields, HorizonFields, Kind, Message, Route, SCHEMA_VERSION, route};
 
 /// Why the lake could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -170,9 +170,10 @@ fn writer_properties() -> WriterProperties {
             SCHEMA_VERSION.to_string(),
         )]));
     for c in PLAIN_COLUMNS {
+        let path = || ColumnPath::new(c.split('.').map(String::from).collect());
         b = b
-            .set_column_dictionary_enabled(ColumnPath::from(c), false)
-            .set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::None);
+            .set_column_dictionary_enabled(path(), false)
+            .set_column_statistics_enabled(path(), EnabledStatistics::None);
     }
     b.build()
 }
