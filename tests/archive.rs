@@ -28,19 +28,19 @@ const CLEAR_ID: &str = "CLEAR-CLIENT-4242-ZQX";
 const KEY: &str = "archive-test-masking-key-0123456789";
 
 /// Reads a kind's rows with pyarrow: a JSON list of objects sorted by (stream, stream_seq); binary
-/// columns as text, timestamps as their ISO text.
+/// columns as text, timestamps as their ISO text, lists of structs as arrays of objects.
 const READ: &str = r#"
 import sys, json, glob, pyarrow.parquet as pq
 rows = []
 for f in sorted(glob.glob(sys.argv[1] + '/kind=' + sys.argv[2] + '/**/*.parquet', recursive=True)):
     t = pq.read_table(f)
     meta = pq.ParquetFile(f).metadata.metadata or {}
-    assert meta.get(b'schema_version') == b'1', (f, meta)
+    assert meta.get(b'schema_version') == b'2', (f, meta)
     for r in t.to_pylist():
         for k, v in list(r.items()):
             if isinstance(v, bytes):
                 r[k] = v.decode('utf-8', 'replace')
-            elif v is not None and not isinstance(v, (str, int, float, bool)):
+            elif v is not None and not isinstance(v, (str, int, float, bool, list)):
                 r[k] = str(v)
         r['_file'] = f
         rows.append(r)
@@ -335,6 +335,12 @@ async fn every_kind_is_read_back_as_published_masked_and_as_replay_writes_it() {
     assert_eq!(live[0]["model"], v["model"]["name"]);
     assert_eq!(live[0]["config_hash"], v["model"]["config"]);
     assert_eq!(live[0]["model_version"], v["model"]["version"]);
+    // The horizons as typed values: each element's fields equal the payload's.
+    for (row, p) in live.iter().zip(&want_p) {
+        let v: Value = serde_json::from_str(p).unwrap();
+        assert!(v["horizons"].as_array().is_some_and(|a| !a.is_empty()), "{p}");
+        assert_eq!(row["horizons"], v["horizons"], "{p}");
+    }
     assert!(live[0]["arrival"].is_string());
     // Business: the accepted event in its masked form and the refused one's record, both with the
     // pseudonym; the clear identifier nowhere in the lake.
@@ -598,4 +604,74 @@ async fn metrics_are_served_and_stream_limits_are_set_when_asked() {
     }
     let rows = read_kind(&lake, "ticks");
     assert_eq!(rows.len(), TICKS);
+}
+
+/// An archive of an earlier version left a consumer that is acknowledged message by message: it is
+/// replaced by one acknowledged up to a durable floor (one acknowledgement for all the messages before
+/// it), and every message is archived once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_acknowledged_message_by_message_is_replaced_and_every_message_archived_once() {
+    use jetstream::consumer::AckPolicy;
+    const TICKS: usize = 3_000;
+    let dir = temp_dir("archive-ack-all");
+    let lake = dir.join("lake");
+    let server = LocalServer::start(true, Some(&dir.join("store"))).unwrap();
+    let url = server.url().to_string();
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: "FX".into(),
+            subjects: vec!["fx.ticks.>".into(), "fx.factors.>".into()],
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("cambio-archive".into()),
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let msgs: Vec<(String, String)> = walk(2 * TICKS, 21)
+        .into_iter()
+        .map(|t| ("fx.ticks.USDMXN".to_string(), t))
+        .collect();
+    publish_js(&js, &msgs[..TICKS], 0).await;
+    let mut archive = Archive::start(&url, &lake, &dir, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut all = true;
+        for s in ["FX", "FX_OUT"] {
+            all &= match js.get_stream(s).await {
+                Ok(st) => st
+                    .consumer_info("cambio-archive")
+                    .await
+                    .is_ok_and(|c| c.config.ack_policy == AckPolicy::All),
+                Err(_) => false,
+            };
+        }
+        if all {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the consumers never acknowledged up to a floor:\n{}",
+            archive.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_drained(&js, &archive).await;
+    // More while it runs.
+    publish_js(&js, &msgs[TICKS..], TICKS).await;
+    wait_drained(&js, &archive).await;
+    archive.terminate();
+    let seqs: Vec<u64> = read_kind(&lake, "ticks")
+        .iter()
+        .map(|r| r["stream_seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=2 * TICKS as u64).collect::<Vec<_>>());
 }

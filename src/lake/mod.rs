@@ -23,8 +23,8 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use rows::{Columns, PLAIN_COLUMNS, date_of};
-pub use rows::{Fields, Kind, Message, Route, SCHEMA_VERSION, route};
+use rows::{Columns, PLAIN_COLUMNS, Sizes, date_of};
+pub use rows::{Fields, HorizonFields, Kind, Message, Route, SCHEMA_VERSION, route};
 
 /// Why the lake could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +123,9 @@ pub struct Lake {
     /// brings runs of one partition; a map keyed by owned strings would allocate a key per message).
     open: Vec<Partition>,
     last: usize,
+    /// The sizes of the last file of a kind and key (the most recent [`SIZES_KEPT`]): a new partition of
+    /// the same kind and key starts with room for as much, so its columns are not copied as they grow.
+    sizes: Vec<(Kind, String, Sizes)>,
     props: WriterProperties,
     /// Files written by a thread of their own (offline), or by the caller (live, where a roll must be
     /// durable before its messages are acknowledged).
@@ -167,12 +170,16 @@ fn writer_properties() -> WriterProperties {
             SCHEMA_VERSION.to_string(),
         )]));
     for c in PLAIN_COLUMNS {
+        let path = || ColumnPath::new(c.split('.').map(String::from).collect());
         b = b
-            .set_column_dictionary_enabled(ColumnPath::from(c), false)
-            .set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::None);
+            .set_column_dictionary_enabled(path(), false)
+            .set_column_statistics_enabled(path(), EnabledStatistics::None);
     }
     b.build()
 }
+
+/// Partitions (kind and key) whose last file's sizes are kept.
+const SIZES_KEPT: usize = 64;
 
 /// Rows per row group: a file of the default roll size (100,000 rows) is one group.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
@@ -190,6 +197,7 @@ impl Lake {
             policy,
             open: Vec::new(),
             last: 0,
+            sizes: Vec::new(),
             props: writer_properties(),
             background: None,
             ignored: 0,
@@ -302,7 +310,10 @@ impl Lake {
                 key: r.key.to_string(),
                 date: date.to_string(),
                 stream: m.stream.to_string(),
-                cols: Columns::new(r.kind),
+                cols: match self.sizes.iter().find(|(k, key, _)| *k == r.kind && *key == r.key) {
+                    Some((_, _, sizes)) => Columns::with_sizes(r.kind, sizes),
+                    None => Columns::new(r.kind),
+                },
                 seqs: Vec::new(),
                 since: now,
             });
@@ -357,6 +368,12 @@ impl Lake {
         let name = format!("part-{}-{first}-{last}.parquet", open.stream);
         let path = folder.join(&name);
         let tmp = folder.join(format!(".{name}.tmp"));
+        let sizes = open.cols.sizes();
+        self.sizes.retain(|(k, key, _)| !(*k == open.kind && *key == open.key));
+        if self.sizes.len() >= SIZES_KEPT {
+            self.sizes.remove(0);
+        }
+        self.sizes.push((open.kind, open.key.clone(), sizes));
         let job = Job {
             batch: open.cols.finish()?,
             tmp,

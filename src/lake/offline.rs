@@ -6,16 +6,17 @@
 //! `arrival` is null. Files roll by size and when a pair's rows move to another date (never by age), so
 //! the same input gives the same files; they are written by a thread of their own while the replay goes on.
 //!
-//! A forecast's columns are taken from the forecast itself and from the spans of the JSON just written
-//! (its `ts` and `horizons` text), not by parsing that JSON back: the values are the ones the live archive
+//! A forecast's columns are taken from the forecast itself and from the span of the JSON just written
+//! that holds its `ts`, not by parsing that JSON back: the values are the ones the live archive
 //! reads from the same bytes (a test compares the two), at a fraction of the cost.
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-use super::{Fields, Lake, LakeError, Message, RollPolicy, route};
+use super::{Fields, HorizonFields, Lake, LakeError, Message, RollPolicy, route};
 use crate::engine::Output;
 use crate::forecast::Forecast;
+use crate::horizon::Horizon;
 use crate::quality::Status;
 
 /// The stream name of rows written offline.
@@ -28,6 +29,8 @@ pub struct OfflineLake {
     seq: u64,
     buf: Vec<u8>,
     subject: String,
+    /// The horizons' labels, spelled once (a replay's horizons are few and fixed).
+    labels: Vec<(Horizon, String)>,
     started: Instant,
 }
 
@@ -50,6 +53,7 @@ impl OfflineLake {
             seq: 0,
             buf: Vec::with_capacity(1024),
             subject: String::with_capacity(32),
+            labels: Vec::new(),
             started: Instant::now(),
         })
     }
@@ -90,7 +94,12 @@ impl OfflineLake {
         };
         match (o, spans) {
             (Output::Forecast(f), Some(spans)) => {
-                let fields = forecast_fields(f, &self.buf, &spans);
+                for h in &f.horizons {
+                    if !self.labels.iter().any(|(l, _)| *l == h.horizon) {
+                        self.labels.push((h.horizon, h.horizon.to_string()));
+                    }
+                }
+                let fields = forecast_fields(f, &self.buf, &spans, &self.labels);
                 if let Some(r) = route(&self.prefix, &self.subject) {
                     self.lake.push_row(&m, &r, &fields, self.started)?;
                 }
@@ -113,19 +122,45 @@ impl OfflineLake {
 }
 
 /// The columns of a forecast's row, as [`Fields::decode`] reads them from `json` (the forecast's JSON,
-/// written with `spans`): numbers as the JSON rounds them, text as it spells it.
-fn forecast_fields<'a>(f: &'a Forecast, json: &'a [u8], spans: &crate::forecast::wire::JsonSpans) -> Fields<'a> {
+/// written with `spans`): numbers as the JSON rounds them, text as it spells it (a horizon's label from
+/// `labels`).
+fn forecast_fields<'a>(
+    f: &'a Forecast,
+    json: &'a [u8],
+    spans: &crate::forecast::wire::JsonSpans,
+    labels: &'a [(Horizon, String)],
+) -> Fields<'a> {
     let text = |r: &std::ops::Range<usize>| {
         json.get(r.clone())
             .and_then(|b| std::str::from_utf8(b).ok())
             .map(Cow::Borrowed)
     };
-    let mid = crate::forecast::round_price(f.mid);
+    // A price as the JSON writes it: rounded, null when not finite.
+    let price = |v: f64| {
+        let r = crate::forecast::round_price(v);
+        r.is_finite().then_some(r)
+    };
+    let horizons = f
+        .horizons
+        .iter()
+        .map(|h| HorizonFields {
+            horizon: labels
+                .iter()
+                .find(|(l, _)| *l == h.horizon)
+                .map(|(_, s)| Cow::Borrowed(s.as_str())),
+            mean: price(h.mean),
+            lo80: price(h.lo80),
+            hi80: price(h.hi80),
+            lo95: price(h.lo95),
+            hi95: price(h.hi95),
+            warming_up: Some(h.warming_up),
+        })
+        .collect();
     Fields {
         pair: Some(Cow::Borrowed(f.pair.as_str())),
         ts: text(&spans.ts),
         seq: f.seq,
-        mid: mid.is_finite().then_some(mid),
+        mid: price(f.mid),
         model_name: Some(Cow::Borrowed(f.model.name.as_str())),
         model_config: Some(Cow::Borrowed(f.model.config.as_str())),
         model_version: Some(f.model.version),
@@ -135,7 +170,7 @@ fn forecast_fields<'a>(f: &'a Forecast, json: &'a [u8], spans: &crate::forecast:
             Status::Fail => "fail",
         })),
         warming_up: Some(f.warming_up),
-        horizons: text(&spans.horizons),
+        horizons: Some(horizons),
         ..Fields::default()
     }
 }
@@ -166,7 +201,9 @@ mod tests {
                 let mut json = Vec::new();
                 let spans = f.write_json_spans(&mut json);
                 assert_eq!(json, f.to_json_vec());
-                let typed = forecast_fields(&f, &json, &spans);
+                let labels: Vec<(Horizon, String)> =
+                    f.horizons.iter().map(|h| (h.horizon, h.horizon.to_string())).collect();
+                let typed = forecast_fields(&f, &json, &spans, &labels);
                 let read = Fields::decode(&json);
                 let cols = |x: &Fields<'_>| {
                     format!(

@@ -12,12 +12,15 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow_array::builder::TimestampMicrosecondBuilder;
-use arrow_array::builder::{BinaryBuilder, BooleanBuilder, Float64Builder, StringBuilder, UInt64Builder};
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::builder::{
+    ArrayBuilder, BinaryBuilder, BooleanBuilder, Float64Builder, NullBufferBuilder, StringBuilder, UInt64Builder,
+};
+use arrow_array::{ArrayRef, ListArray, RecordBatch, StructArray};
+use arrow_buffer::OffsetBuffer;
+use arrow_schema::Fields as ArrowFields;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::Deserialize;
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 /// The kinds of data in the lake, one top-level folder each (`kind=<name>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -165,6 +168,51 @@ pub(super) struct ModelFields<'a> {
     version: Option<u64>,
 }
 
+/// One horizon of a forecast (an element of its `horizons` array), as the row's `horizons` list keeps it.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+pub struct HorizonFields<'a> {
+    /// `horizon`, its label (`1step`, `1m`, …).
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub horizon: Option<Cow<'a, str>>,
+    /// `mean`.
+    #[serde(default)]
+    pub mean: Option<f64>,
+    /// `lo80`.
+    #[serde(default)]
+    pub lo80: Option<f64>,
+    /// `hi80`.
+    #[serde(default)]
+    pub hi80: Option<f64>,
+    /// `lo95`.
+    #[serde(default)]
+    pub lo95: Option<f64>,
+    /// `hi95`.
+    #[serde(default)]
+    pub hi95: Option<f64>,
+    /// `warming_up`.
+    #[serde(default)]
+    pub warming_up: Option<bool>,
+}
+
+impl HorizonFields<'static> {
+    /// An element read by itself: its fields when it is an object, all absent otherwise.
+    fn from_value(v: &Value) -> HorizonFields<'static> {
+        let f = |k: &str| v.get(k).and_then(Value::as_f64);
+        HorizonFields {
+            horizon: v
+                .get("horizon")
+                .and_then(Value::as_str)
+                .map(|s| Cow::Owned(s.to_string())),
+            mean: f("mean"),
+            lo80: f("lo80"),
+            hi80: f("hi80"),
+            lo95: f("lo95"),
+            hi95: f("hi95"),
+            warming_up: v.get("warming_up").and_then(Value::as_bool),
+        }
+    }
+}
+
 /// The fields a row reads from a payload, every kind's together: each absent (null in its column) when
 /// the payload lacks it or is not a JSON object. Strings borrow from the payload when they can.
 #[derive(Debug, Default, Deserialize)]
@@ -225,11 +273,9 @@ pub struct Fields<'a> {
     /// `warming_up`.
     #[serde(default)]
     pub warming_up: Option<bool>,
-    /// `horizons`, its JSON text exactly as in the payload.
-    #[serde(skip)]
-    pub horizons: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "horizons")]
-    pub(super) horizons_raw: Option<&'a RawValue>,
+    /// `horizons`, each element's fields.
+    #[serde(borrow, default)]
+    pub horizons: Option<Vec<HorizonFields<'a>>>,
     /// `client`.
     #[serde(borrow, default, deserialize_with = "text")]
     pub client: Option<Cow<'a, str>>,
@@ -261,11 +307,6 @@ impl<'a> Fields<'a> {
                     f.model_config = m.config;
                     f.model_version = m.version;
                 }
-                f.horizons = f.horizons_raw.take().and_then(|r| {
-                    let text = r.get();
-                    // `null` reads as absent, as every other field.
-                    (text != "null").then_some(Cow::Borrowed(text))
-                });
                 f
             }
             // A field of another type than expected (or a duplicate key): each field read on its own,
@@ -284,18 +325,11 @@ impl<'a> Fields<'a> {
         let f = |k: &str| get(k).and_then(Value::as_f64);
         let u = |k: &str| get(k).and_then(Value::as_u64);
         let model = |k: &str| get("model").and_then(|v| v.get(k));
-        // The text of a raw field re-read from the payload keeps its bytes; a value re-serialised would
-        // not (key order, number spelling), so the horizons are taken from a second, raw-only decode.
-        #[derive(Deserialize)]
-        struct RawHorizons<'b> {
-            #[serde(borrow, default)]
-            horizons: Option<&'b RawValue>,
-        }
-        let horizons = serde_json::from_slice::<RawHorizons<'_>>(payload)
-            .ok()
-            .and_then(|r| r.horizons.map(|h| h.get().to_string()))
-            .filter(|t| t != "null")
-            .map(Cow::Owned);
+        // An array's elements one by one (one that is not an object gives an element of nulls); anything
+        // else than an array, none.
+        let horizons = get("horizons")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(HorizonFields::from_value).collect());
         Fields {
             kind: s("type"),
             pair: s("pair"),
@@ -319,7 +353,6 @@ impl<'a> Fields<'a> {
             quality: s("quality"),
             warming_up: get("warming_up").and_then(Value::as_bool),
             horizons,
-            horizons_raw: None,
             client: s("client"),
             event: s("event"),
             rate: f("rate"),
@@ -331,7 +364,8 @@ impl<'a> Fields<'a> {
 
 /// The version of the lake's schema, written as the `schema_version` key of every file's metadata.
 /// Bumped when a column is renamed, removed or changes type (adding a nullable column at the end is not).
-pub const SCHEMA_VERSION: &str = "1";
+/// Version 2: a forecast's `horizons` is a list of typed structs (version 1: the array's JSON text).
+pub const SCHEMA_VERSION: &str = "2";
 
 /// The columns every kind starts with.
 fn common_fields() -> Vec<Field> {
@@ -349,8 +383,9 @@ fn common_fields() -> Vec<Field> {
 }
 
 /// Columns whose values are mostly distinct (payloads, JSON, numbers, sequences): written without a
-/// dictionary and without page statistics, which would cost time and save nothing.
-pub const PLAIN_COLUMNS: [&str; 13] = [
+/// dictionary and without page statistics, which would cost time and save nothing. Nested ones by their
+/// Parquet path.
+pub const PLAIN_COLUMNS: [&str; 17] = [
     "stream_seq",
     "arrival",
     "payload",
@@ -361,10 +396,33 @@ pub const PLAIN_COLUMNS: [&str; 13] = [
     "detail",
     "raw",
     "value",
-    "horizons",
+    "horizons.list.element.mean",
+    "horizons.list.element.lo80",
+    "horizons.list.element.hi80",
+    "horizons.list.element.lo95",
+    "horizons.list.element.hi95",
     "rate",
     "amount",
 ];
+
+/// The fields of a forecast's horizon.
+fn horizon_fields() -> ArrowFields {
+    let f = |n: &str| Field::new(n, DataType::Float64, true);
+    ArrowFields::from(vec![
+        Field::new("horizon", DataType::Utf8, true),
+        f("mean"),
+        f("lo80"),
+        f("hi80"),
+        f("lo95"),
+        f("hi95"),
+        Field::new("warming_up", DataType::Boolean, true),
+    ])
+}
+
+/// The element of the `horizons` list (named `element`, as the Parquet format's lists name it).
+fn horizon_element() -> Arc<Field> {
+    Arc::new(Field::new("element", DataType::Struct(horizon_fields()), true))
+}
 
 /// The Arrow schema of a kind's files.
 pub fn schema(kind: Kind) -> SchemaRef {
@@ -399,7 +457,7 @@ pub fn schema(kind: Kind) -> SchemaRef {
             s("config_hash"),
             s("quality"),
             Field::new("warming_up", DataType::Boolean, true),
-            s("horizons"),
+            Field::new("horizons", DataType::List(horizon_element()), true),
         ],
         Kind::Alerts => vec![Field::new("key", DataType::Utf8, false), s("type"), s("pair"), s("ts")],
         Kind::Business => vec![
@@ -432,8 +490,62 @@ pub struct Columns {
     floats: Vec<Float64Builder>,
     uints: Vec<UInt64Builder>,
     bools: Vec<BooleanBuilder>,
+    /// Forecasts' `horizons`.
+    horizons: HorizonColumns,
     rows: usize,
     bytes: usize,
+}
+
+/// The `horizons` list: its elements' columns, where each row's elements end, which rows have a list.
+struct HorizonColumns {
+    ends: Vec<i32>,
+    valid: NullBufferBuilder,
+    label: StringBuilder,
+    /// mean lo80 hi80 lo95 hi95
+    values: [Float64Builder; 5],
+    warming_up: BooleanBuilder,
+}
+
+impl HorizonColumns {
+    fn with_capacity(rows: usize, elements: usize) -> HorizonColumns {
+        let mut ends = Vec::with_capacity(rows + 1);
+        ends.push(0);
+        HorizonColumns {
+            ends,
+            valid: NullBufferBuilder::new(rows),
+            label: StringBuilder::with_capacity(elements, elements * 6),
+            values: std::array::from_fn(|_| Float64Builder::with_capacity(elements)),
+            warming_up: BooleanBuilder::with_capacity(elements),
+        }
+    }
+
+    fn push(&mut self, hs: Option<&[HorizonFields<'_>]>) {
+        for h in hs.unwrap_or_default() {
+            self.label.append_option(h.horizon.as_deref());
+            for (b, v) in self.values.iter_mut().zip([h.mean, h.lo80, h.hi80, h.lo95, h.hi95]) {
+                b.append_option(v);
+            }
+            self.warming_up.append_option(h.warming_up);
+        }
+        // A batch holds at most a roll's rows, each a few horizons: far below i32::MAX elements.
+        self.ends.push(i32::try_from(self.label.len()).unwrap_or(i32::MAX));
+        self.valid.append(hs.is_some());
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef, arrow_schema::ArrowError> {
+        let mut children: Vec<ArrayRef> = vec![Arc::new(self.label.finish())];
+        children.extend(self.values.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        children.push(Arc::new(self.warming_up.finish()));
+        let elements = StructArray::try_new(horizon_fields(), children, None)?;
+        let ends = std::mem::replace(&mut self.ends, vec![0]);
+        let offsets = OffsetBuffer::new(ends.into());
+        Ok(Arc::new(ListArray::try_new(
+            horizon_element(),
+            offsets,
+            Arc::new(elements),
+            self.valid.finish(),
+        )?))
+    }
 }
 
 /// How many text, float, unsigned and boolean columns a kind has after `key`.
@@ -443,8 +555,8 @@ fn shape(kind: Kind) -> (usize, usize, usize, usize) {
         Kind::Ticks => (7, 3, 1, 0),
         // name ts | value
         Kind::Factors => (2, 1, 0, 0),
-        // pair ts model config_hash quality horizons | mid | tick_seq model_version | warming_up
-        Kind::Forecasts => (6, 1, 2, 1),
+        // pair ts model config_hash quality | mid | tick_seq model_version | warming_up (and horizons)
+        Kind::Forecasts => (5, 1, 2, 1),
         // type pair ts
         Kind::Alerts => (3, 0, 0, 0),
         // type pair reason client ts event segment | rate amount
@@ -452,24 +564,62 @@ fn shape(kind: Kind) -> (usize, usize, usize, usize) {
     }
 }
 
+/// How large a batch grew: the next batch of the kind starts with room for as much, so its columns are
+/// not copied each time they double.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sizes {
+    /// Rows.
+    pub rows: usize,
+    /// Bytes of the `stream`, `subject`, `payload` and `key` values.
+    pub common: [usize; 4],
+    /// Bytes of each text column after `key`.
+    pub text: Vec<usize>,
+    /// Elements of the `horizons` lists.
+    pub horizons: usize,
+}
+
 impl Columns {
     /// An empty batch of `kind`.
     pub fn new(kind: Kind) -> Columns {
+        Columns::with_sizes(kind, &Sizes::default())
+    }
+
+    /// An empty batch of `kind` with room for `sizes`.
+    pub fn with_sizes(kind: Kind, sizes: &Sizes) -> Columns {
         let (t, f, u, b) = shape(kind);
+        let n = sizes.rows;
+        let c = &sizes.common;
+        let text = |i: usize| StringBuilder::with_capacity(n, sizes.text.get(i).copied().unwrap_or(0));
         Columns {
             kind,
-            stream: StringBuilder::new(),
-            seq: UInt64Builder::new(),
-            arrival: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-            subject: StringBuilder::new(),
-            payload: BinaryBuilder::new(),
-            key: StringBuilder::new(),
-            text: (0..t).map(|_| StringBuilder::new()).collect(),
-            floats: (0..f).map(|_| Float64Builder::new()).collect(),
-            uints: (0..u).map(|_| UInt64Builder::new()).collect(),
-            bools: (0..b).map(|_| BooleanBuilder::new()).collect(),
+            stream: StringBuilder::with_capacity(n, c[0]),
+            seq: UInt64Builder::with_capacity(n),
+            arrival: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            subject: StringBuilder::with_capacity(n, c[1]),
+            payload: BinaryBuilder::with_capacity(n, c[2]),
+            key: StringBuilder::with_capacity(n, c[3]),
+            text: (0..t).map(text).collect(),
+            floats: (0..f).map(|_| Float64Builder::with_capacity(n)).collect(),
+            uints: (0..u).map(|_| UInt64Builder::with_capacity(n)).collect(),
+            bools: (0..b).map(|_| BooleanBuilder::with_capacity(n)).collect(),
+            horizons: HorizonColumns::with_capacity(if kind == Kind::Forecasts { n } else { 0 }, sizes.horizons),
             rows: 0,
             bytes: 0,
+        }
+    }
+
+    /// The sizes of the rows held (to size the next batch of the kind).
+    pub fn sizes(&self) -> Sizes {
+        Sizes {
+            rows: self.rows,
+            common: [
+                self.stream.values_slice().len(),
+                self.subject.values_slice().len(),
+                self.payload.values_slice().len(),
+                self.key.values_slice().len(),
+            ],
+            text: self.text.iter().map(|b| b.values_slice().len()).collect(),
+            horizons: self.horizons.label.len(),
         }
     }
 
@@ -522,7 +672,7 @@ impl Columns {
                 t[2].append_option(p.model_name.as_deref());
                 t[3].append_option(p.model_config.as_deref());
                 t[4].append_option(p.quality.as_deref());
-                t[5].append_option(p.horizons.as_deref());
+                self.horizons.push(p.horizons.as_deref());
                 self.floats[0].append_option(p.mid);
                 self.uints[0].append_option(p.seq);
                 self.uints[1].append_option(p.model_version);
@@ -564,11 +714,11 @@ impl Columns {
         let mut floats = self.floats.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef);
         let mut uints = self.uints.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef);
         let mut bools = self.bools.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef);
-        // Schema order, kind by kind: T = text, F = float, U = unsigned, B = boolean.
+        // Schema order, kind by kind: T = text, F = float, U = unsigned, B = boolean, H = horizons.
         let order: &[u8] = match self.kind {
             Kind::Ticks => b"TTTUTFFFTTT",
             Kind::Factors => b"TTF",
-            Kind::Forecasts => b"TTUFTUTTBT",
+            Kind::Forecasts => b"TTUFTUTTBH",
             Kind::Alerts => b"TTT",
             Kind::Business => b"TTTTTTFFT",
         };
@@ -577,6 +727,7 @@ impl Columns {
                 b'T' => text.next(),
                 b'F' => floats.next(),
                 b'U' => uints.next(),
+                b'H' => Some(self.horizons.finish()?),
                 _ => bools.next(),
             };
             cols.extend(next);
@@ -624,7 +775,11 @@ mod tests {
         assert_eq!(f.pair.as_deref(), Some("USDMXN"));
         assert_eq!(f.ts.as_deref(), Some("2024-01-02T10:00:00Z"));
         assert_eq!((f.seq, f.mid), (None, None));
-        assert_eq!(f.horizons.as_deref(), Some("[1, 2]"));
+        // Elements that are not objects: one element of nulls each.
+        assert_eq!(
+            f.horizons,
+            Some(vec![HorizonFields::default(), HorizonFields::default()])
+        );
         // Not an object: nothing, not the array's elements taken as fields.
         let a = Fields::decode(br#"["forecast","USDMXN"]"#);
         assert!(a.pair.is_none() && a.kind.is_none());

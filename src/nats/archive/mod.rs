@@ -14,11 +14,18 @@
 //! stream when it is created or updated, on the input stream when the archive creates it.
 //!
 //! A message is acknowledged only once the file holding it is durable; one delivered again whose sequence
-//! is already in a file (the acknowledgement was lost in a crash) is acknowledged and skipped.
+//! is already in a file (the acknowledgement was lost in a crash) is skipped.
+//!
+//! The consumers acknowledge with `AckPolicy::All`: one acknowledgement covers every message up to it, so
+//! the archive sends one per stream when the messages it holds become durable up to a new floor (every
+//! message delivered up to that sequence is in a durable file), instead of one per message: a message's
+//! acknowledgement costs the server and the client about as much as its delivery. A delivery missed on
+//! the way (a gap in the consumer's delivery sequence) stops the floor before it: the archive writes what
+//! it holds and reads again from the acknowledged floor.
 
 pub mod metrics;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -108,19 +115,37 @@ pub struct ArchiveSummary {
     pub ignored: u64,
 }
 
-/// Unacknowledged messages a consumer may hold: above the rows a roll interval buffers at full rate.
+/// Unacknowledged messages a consumer may hold.
 const MAX_ACK_PENDING: i64 = 1_000_000;
+/// Messages held above a stream's acknowledged floor at which every partition is written: a partition
+/// that rolls by age holds the floor back for up to `--max-age`, and the server must never stop
+/// delivering for want of acknowledgements.
+const FLOOR_HELD: usize = 500_000;
 /// How long the server waits for an acknowledgement before delivering again: well above the roll age.
 const ACK_WAIT: Duration = Duration::from_secs(120);
+
+/// A message delivered and not acknowledged yet.
+struct Held {
+    /// Its acknowledgement handle (only the floor's is used: it acknowledges every message up to it).
+    acker: Acker,
+    /// Whether it is in a durable file (or needs none: skipped, or of a subject the lake does not keep).
+    durable: bool,
+}
 
 /// One stream's consumer and what is known of its sequences.
 struct Source {
     stream: String,
     consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
-    /// Delivered, in no file yet: acknowledged when their file is durable.
-    pending: HashMap<u64, Acker>,
-    /// In a durable file, above the consumer's acknowledged floor: skipped when delivered again.
+    /// Delivered and not acknowledged, by stream sequence: acknowledged all at once, by the highest, when
+    /// every one up to it is durable.
+    held: BTreeMap<u64, Held>,
+    /// The `held` entries in no file yet.
+    pending: usize,
+    /// In a durable file of an earlier run, above the consumer's acknowledged floor: skipped when
+    /// delivered again.
     durable: HashSet<u64>,
+    /// The consumer sequence of the last delivery: the next one must follow it.
+    last_delivery: Option<u64>,
 }
 
 /// Creates stream `name` when missing (with the limits asked for); with `update`, an existing one gets the
@@ -194,7 +219,7 @@ async fn source(js: &jetstream::Context, stream: &str, opts: &ArchiveOptions) ->
     })?;
     let config = |deliver_policy| jetstream::consumer::pull::Config {
         durable_name: Some(opts.durable.clone()),
-        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_policy: jetstream::consumer::AckPolicy::All,
         ack_wait: ACK_WAIT,
         max_ack_pending: MAX_ACK_PENDING,
         deliver_policy,
@@ -206,10 +231,11 @@ async fn source(js: &jetstream::Context, stream: &str, opts: &ArchiveOptions) ->
         .map_err(|e| cerr(e.into()))?;
     let info = consumer.info().await.map_err(|e| cerr(e.into()))?;
     let floor = info.ack_floor.stream_sequence;
-    if info.num_ack_pending > 0 {
+    if info.num_ack_pending > 0 || info.config.ack_policy != jetstream::consumer::AckPolicy::All {
         // Messages delivered to a run that stopped before acknowledging them would come again only after
         // ack_wait: the consumer is recreated at the acknowledged floor instead, so they come at once
-        // (those already in a file are skipped).
+        // (those already in a file are skipped). A consumer of an earlier version (one acknowledgement
+        // per message) is recreated the same way: a consumer's acknowledgement policy cannot change.
         s.delete_consumer(&opts.durable).await.map_err(|e| cerr(e.into()))?;
         let from = jetstream::consumer::DeliverPolicy::ByStartSequence {
             start_sequence: floor + 1,
@@ -223,8 +249,10 @@ async fn source(js: &jetstream::Context, stream: &str, opts: &ArchiveOptions) ->
     Ok(Source {
         stream: stream.to_string(),
         consumer,
-        pending: HashMap::new(),
+        held: BTreeMap::new(),
+        pending: 0,
         durable,
+        last_delivery: None,
     })
 }
 
@@ -308,7 +336,21 @@ pub async fn run(
                 }
                 next = merged.next() => match next {
                     Some((i, Ok(msg))) => {
-                        on_message(&mut lake, &mut sources, i, msg, &mut summary, m).await?;
+                        if on_message(&mut lake, &mut sources, i, msg, &mut summary, m).await? == Delivery::Gap {
+                            // Everything held is written and acknowledged up to the gap, and the
+                            // consumers are read again from their acknowledged floors.
+                            let done = flushed(lake.roll_due(Instant::now(), true), m)?;
+                            ack_durable(&mut sources, done, &mut summary, m).await;
+                            if let Err(e) = client.flush().await {
+                                tracing::warn!(error = %e, "flushing the acknowledgements");
+                            }
+                            drop(merged);
+                            sources = vec![
+                                source(&js, &opts.input_stream, opts).await?,
+                                source(&js, &opts.output_stream, opts).await?,
+                            ];
+                            continue 'outer;
+                        }
                     }
                     Some((i, Err(e))) => {
                         m.error("pull");
@@ -341,6 +383,16 @@ fn flushed<T>(r: Result<T, LakeError>, m: &ArchiveMetrics) -> Result<T, LakeErro
     r
 }
 
+/// What became of a delivery.
+#[derive(Debug, PartialEq, Eq)]
+enum Delivery {
+    /// Held, skipped or ignored.
+    Taken,
+    /// It does not follow the last delivery: one was missed on the way, which the floor must not pass.
+    /// Not taken.
+    Gap,
+}
+
 async fn on_message(
     lake: &mut Lake,
     sources: &mut [Source],
@@ -348,63 +400,92 @@ async fn on_message(
     msg: jetstream::Message,
     summary: &mut ArchiveSummary,
     m: &ArchiveMetrics,
-) -> Result<(), ArchiveError> {
-    let seq = match msg.info() {
-        Ok(info) => info.stream_sequence,
+) -> Result<Delivery, ArchiveError> {
+    let (seq, delivery) = match msg.info() {
+        Ok(info) => (info.stream_sequence, info.consumer_sequence),
         Err(e) => {
             m.error("no_metadata");
             tracing::warn!(error = %e, "a message without JetStream metadata: not archived");
-            return Ok(());
+            return Ok(Delivery::Taken);
         }
     };
-    let (msg, acker) = msg.split();
     let src = &mut sources[i];
-    if src.durable.contains(&seq) {
+    if let Some(last) = src.last_delivery
+        && delivery != last + 1
+    {
+        m.error("delivery_gap");
+        tracing::warn!(stream = %src.stream, expected = last + 1, delivered = delivery,
+            "a delivery was missed: writing what is held and reading again from the acknowledged floor");
+        return Ok(Delivery::Gap);
+    }
+    src.last_delivery = Some(delivery);
+    let (msg, acker) = msg.split();
+    if let Some(h) = src.held.get_mut(&seq) {
+        // Delivered again before the floor passed it (a roll slower than ack_wait): one row, the newest
+        // handle.
+        h.acker = acker;
+        return Ok(Delivery::Taken);
+    }
+    let kept = if src.durable.contains(&seq) {
         summary.skipped += 1;
         m.redelivered.inc();
-        ack(&acker, m).await;
-        return Ok(());
-    }
-    if let Some(a) = src.pending.get_mut(&seq) {
-        // Delivered again before its file rolled (a slow roll beyond ack_wait): one row, the newest handle.
-        *a = acker;
-        return Ok(());
-    }
-    let arrival_us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_micros()).ok());
-    let message = Message {
-        stream: &src.stream,
-        seq,
-        arrival_us,
-        subject: msg.subject.as_str(),
-        payload: &msg.payload,
-    };
-    let started = Instant::now();
-    let (kept, rolled) = flushed(lake.push(&message, started), m)?;
-    if kept {
-        src.pending.insert(seq, acker);
+        None
     } else {
-        m.ignored.inc();
-        ack(&acker, m).await;
+        let arrival_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_micros()).ok());
+        let message = Message {
+            stream: &src.stream,
+            seq,
+            arrival_us,
+            subject: msg.subject.as_str(),
+            payload: &msg.payload,
+        };
+        let started = Instant::now();
+        let (kept, rolled) = flushed(lake.push(&message, started), m)?;
+        if !kept {
+            m.ignored.inc();
+        }
+        Some((kept, rolled, started))
+    };
+    // A skipped or ignored message is held too, as durable: acknowledging it alone would acknowledge
+    // every message before it.
+    let durable = !matches!(kept, Some((true, _, _)));
+    src.held.insert(seq, Held { acker, durable });
+    let mut done = Vec::new();
+    match kept {
+        Some((true, rolled, started)) => {
+            src.pending += 1;
+            done.extend(rolled);
+            if src.held.len() >= FLOOR_HELD {
+                // A partition rolling by age holds the floor back: every one is written now.
+                done.extend(flushed(lake.roll_due(started, true), m)?);
+            }
+            if !done.is_empty() {
+                m.flush_seconds.observe(started.elapsed().as_secs_f64());
+            }
+        }
+        // Nothing waits for a file: the floor moves at once.
+        _ if src.pending == 0 => {}
+        _ => return Ok(Delivery::Taken),
     }
-    if let Some(d) = rolled {
-        m.flush_seconds.observe(started.elapsed().as_secs_f64());
-        ack_durable(sources, vec![d], summary, m).await;
+    if !done.is_empty() || sources[i].pending == 0 {
+        ack_durable(sources, done, summary, m).await;
     }
-    Ok(())
+    Ok(Delivery::Taken)
 }
 
 async fn ack(acker: &Acker, m: &ArchiveMetrics) {
     if let Err(e) = acker.ack_with(AckKind::Ack).await {
-        // Not fatal: the message comes again and is skipped as already durable.
+        // Not fatal: the messages come again and are skipped as already durable.
         m.error("ack");
         tracing::warn!(error = %e, "acknowledgement not sent");
     }
 }
 
-/// Acknowledges the messages of files that became durable.
+/// Marks the messages of files that became durable, and acknowledges each stream's new floor: the
+/// highest sequence with every message held up to it durable (one acknowledgement covers them all).
 async fn ack_durable(sources: &mut [Source], done: Vec<Durable>, summary: &mut ArchiveSummary, m: &ArchiveMetrics) {
     for d in done {
         summary.files += 1;
@@ -417,10 +498,24 @@ async fn ack_durable(sources: &mut [Source], done: Vec<Durable>, summary: &mut A
             continue;
         };
         for seq in d.seqs {
-            src.durable.insert(seq);
-            if let Some(a) = src.pending.remove(&seq) {
-                ack(&a, m).await;
+            if let Some(h) = src.held.get_mut(&seq)
+                && !h.durable
+            {
+                h.durable = true;
+                src.pending -= 1;
             }
+        }
+    }
+    for src in sources.iter_mut() {
+        let mut floor = None;
+        while let Some(e) = src.held.first_entry() {
+            if !e.get().durable {
+                break;
+            }
+            floor = Some(e.remove());
+        }
+        if let Some(h) = floor {
+            ack(&h.acker, m).await;
         }
     }
     set_pending(sources, m);
@@ -428,7 +523,7 @@ async fn ack_durable(sources: &mut [Source], done: Vec<Durable>, summary: &mut A
 
 fn set_pending(sources: &[Source], m: &ArchiveMetrics) {
     for s in sources {
-        let n = i64::try_from(s.pending.len()).unwrap_or(i64::MAX);
+        let n = i64::try_from(s.pending).unwrap_or(i64::MAX);
         m.pending
             .get_or_create(&StreamLabel {
                 stream: s.stream.clone(),
