@@ -160,13 +160,8 @@ fn load_lake(dir: &Path, pair: Pair) -> Result<History, RetrainError> {
     let mut rows: Vec<(u64, Tick)> = Vec::new();
     let mut skipped = 0u64;
     for f in &files {
-        let file = File::open(f).map_err(|e| RetrainError::Input(format!("{}: {e}", f.display())))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(pq(f))?
-            .build()
-            .map_err(pq(f))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| RetrainError::Lake(format!("{}: {e}", f.display())))?;
+        for batch in batches(f)? {
+            let batch = batch?;
             let (Some(status), Some(payload), Some(seq)) = (
                 column::<StringArray>(&batch, "status"),
                 column::<BinaryArray>(&batch, "payload"),
@@ -195,13 +190,8 @@ fn load_lake(dir: &Path, pair: Pair) -> Result<History, RetrainError> {
         parquet_files(&dir.join("kind=forecasts").join(&key), &mut files)?;
         let source = Source::new("lake").unwrap_or(Source::UNKNOWN);
         for f in &files {
-            let file = File::open(f).map_err(|e| RetrainError::Input(format!("{}: {e}", f.display())))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(pq(f))?
-                .build()
-                .map_err(pq(f))?;
-            for batch in reader {
-                let batch = batch.map_err(|e| RetrainError::Lake(format!("{}: {e}", f.display())))?;
+            for batch in batches(f)? {
+                let batch = batch?;
                 let (Some(ts), Some(mid), Some(tick_seq), Some(seq)) = (
                     column::<StringArray>(&batch, "ts"),
                     column::<Float64Array>(&batch, "mid"),
@@ -251,6 +241,18 @@ fn load_lake(dir: &Path, pair: Pair) -> Result<History, RetrainError> {
         skipped,
         note: Some(note.to_string()),
     })
+}
+
+/// The record batches of one Parquet file of the lake, each read error naming the file.
+fn batches(
+    f: &Path,
+) -> Result<impl Iterator<Item = Result<arrow_array::RecordBatch, RetrainError>> + '_, RetrainError> {
+    let file = File::open(f).map_err(|e| RetrainError::Input(format!("{}: {e}", f.display())))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(pq(f))?
+        .build()
+        .map_err(pq(f))?;
+    Ok(reader.map(move |b| b.map_err(|e| RetrainError::Lake(format!("{}: {e}", f.display())))))
 }
 
 fn column<'a, T: 'static>(batch: &'a arrow_array::RecordBatch, name: &str) -> Option<&'a T> {
