@@ -18,6 +18,17 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// A copy in `dir` of a registry file written by an earlier serve (a copy: redb may write to it).
+fn registry_copy(dir: &Path) -> PathBuf {
+    let db = dir.join("registry.redb");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/registry/pre_lineage.redb"),
+        &db,
+    )
+    .unwrap();
+    db
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -295,13 +306,8 @@ fn a_closed_pipe_ends_the_output_quietly() {
          [[expect]]\nkind = \"accepted_at_least\"\ncount = 1000\n",
     )
     .unwrap();
-    // `cambio models list | true`: a registry file written by an earlier serve (a copy: redb may write).
-    let db = dir.join("registry.redb");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/registry/pre_lineage.redb"),
-        &db,
-    )
-    .unwrap();
+    // `cambio models list | true`, on a registry file written by an earlier serve.
+    let db = registry_copy(&dir);
     let db = db.to_str().unwrap();
     for (args, code) in [
         (vec!["demo"], 0),
@@ -369,12 +375,7 @@ fn replay_outputs_into_a_closed_pipe_end_quietly() {
 #[test]
 fn a_failed_write_is_an_error() {
     let dir = scratch("full");
-    let db = dir.join("registry.redb");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/registry/pre_lineage.redb"),
-        &db,
-    )
-    .unwrap();
+    let db = registry_copy(&dir);
     let db = db.to_str().unwrap();
     for args in [vec!["demo"], vec!["models", "list", "--db", db]] {
         let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();

@@ -10,24 +10,34 @@ use serde_json::Value;
 mod common;
 use common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_over_the_subscription_capacity_is_counted_exactly() {
-    let dir = temp_dir("slow-consumer");
+/// Starts a core-mode serve with `config` on a server of its own and publishes a burst of 20,000 replayed
+/// ticks (a seeded walk) as fast as the client takes them: the folder, server, client, serve and count.
+async fn burst(
+    name: &str,
+    config: &str,
+    seed: u64,
+) -> (std::path::PathBuf, LocalServer, async_nats::Client, Serve, u64) {
+    let dir = temp_dir(name);
     let server = LocalServer::start(false, None).unwrap();
     let client = async_nats::connect(server.url()).await.unwrap();
-    // A small buffer and a one-slot shard queue: the consumer falls behind the burst at once.
-    let config = "[serve]\nsubscription_capacity = 32\nshard_queue = 1\nreport_interval_secs = 0.2\n";
     let serve = Serve::start(&server.url(), config, &dir);
     wait_ready(&client, &serve).await;
     let n = 20_000u64;
-    let lines = walk(n as usize, 3);
-    for l in &lines {
+    for l in &walk(n as usize, seed) {
         client
             .publish_with_headers("fx.ticks.USDMXN", replay_header(), Bytes::from(l.clone()))
             .await
             .unwrap();
     }
     client.flush().await.unwrap();
+    (dir, server, client, serve, n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_the_subscription_capacity_is_counted_exactly() {
+    // A small buffer and a one-slot shard queue: the consumer falls behind the burst at once.
+    let config = "[serve]\nsubscription_capacity = 32\nshard_queue = 1\nreport_interval_secs = 0.2\n";
+    let (dir, _server, client, serve, n) = burst("slow-consumer", config, 3).await;
 
     // Quiet again: every published tick was either processed or counted as dropped.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -75,21 +85,9 @@ async fn a_burst_over_the_subscription_capacity_is_counted_exactly() {
 /// budget once counted the waiting ticks as dropped).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_the_buffer_holds_counts_no_drop() {
-    let dir = temp_dir("no-drop");
-    let server = LocalServer::start(false, None).unwrap();
-    let client = async_nats::connect(server.url()).await.unwrap();
     // The default shard queue: the tick loop reads many buffered ticks in a row, as in production.
     let config = "[serve]\nsubscription_capacity = 100000\nreport_interval_secs = 0.2\n";
-    let serve = Serve::start(&server.url(), config, &dir);
-    wait_ready(&client, &serve).await;
-    let n = 20_000u64;
-    for l in &walk(n as usize, 5) {
-        client
-            .publish_with_headers("fx.ticks.USDMXN", replay_header(), Bytes::from(l.clone()))
-            .await
-            .unwrap();
-    }
-    client.flush().await.unwrap();
+    let (dir, _server, client, serve, n) = burst("no-drop", config, 5).await;
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut readings = 0;
