@@ -12,18 +12,10 @@ use crate::quality::Status;
 impl Forecast {
     /// Appends the forecast's JSON to `out`: byte for byte what its `Serialize` implementation gives.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        self.write_json_spans(out);
-    }
-
-    /// [`Forecast::write_json`], saying where the `ts` text and the `horizons` array are in `out`: the
-    /// data lake's offline writer takes those columns from the bytes it archives instead of parsing them.
-    pub fn write_json_spans(&self, out: &mut Vec<u8>) -> JsonSpans {
         out.extend_from_slice(b"{\"type\":\"forecast\",\"pair\":\"");
         out.extend_from_slice(self.pair.as_str().as_bytes());
         out.extend_from_slice(b"\",\"ts\":\"");
-        let ts_start = out.len();
         crate::time::write_ts(self.ts_us, out);
-        let ts = ts_start..out.len();
         out.extend_from_slice(b"\",\"seq\":");
         match self.seq {
             Some(seq) => out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes()),
@@ -32,7 +24,6 @@ impl Forecast {
         out.extend_from_slice(b",\"mid\":");
         write_f64(super::round_price(self.mid), out);
         out.extend_from_slice(b",\"horizons\":");
-        let horizons_start = out.len();
         out.push(b'[');
         for (i, h) in self.horizons.iter().enumerate() {
             if i > 0 {
@@ -57,7 +48,6 @@ impl Forecast {
             });
         }
         out.push(b']');
-        let horizons = horizons_start..out.len();
         out.extend_from_slice(b",\"model\":{\"name\":");
         write_str(&self.model.name, out);
         out.extend_from_slice(b",\"version\":");
@@ -93,7 +83,6 @@ impl Forecast {
         } else {
             b"\",\"warming_up\":false}"
         });
-        JsonSpans { ts, horizons }
     }
 
     /// The forecast's JSON in a buffer sized for it (one allocation).
@@ -102,15 +91,6 @@ impl Forecast {
         self.write_json(&mut out);
         out
     }
-}
-
-/// Where [`Forecast::write_json_spans`] wrote two of the forecast's fields, as byte ranges of its buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonSpans {
-    /// The `ts` string's text (without its quotes).
-    pub ts: std::ops::Range<usize>,
-    /// The `horizons` array, brackets included.
-    pub horizons: std::ops::Range<usize>,
 }
 
 /// A float as serde_json writes it: shortest round-trip digits, `null` when not finite.

@@ -274,7 +274,7 @@ impl Lake {
             self.ignored += 1;
             return Ok((false, None));
         };
-        let fields = Fields::decode(m.payload);
+        let fields = Fields::decode_kind(r.kind, m.payload);
         Ok((true, self.push_row(m, &r, &fields, now)?))
     }
 

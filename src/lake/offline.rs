@@ -6,16 +6,16 @@
 //! `arrival` is null. Files roll by size and when a pair's rows move to another date (never by age), so
 //! the same input gives the same files; they are written by a thread of their own while the replay goes on.
 //!
-//! A forecast's columns are taken from the forecast itself and from the span of the JSON just written
-//! that holds its `ts`, not by parsing that JSON back: the values are the ones the live archive
-//! reads from the same bytes (a test compares the two), at a fraction of the cost.
+//! A forecast's row is taken from the forecast itself, without writing its JSON: the live archive leaves
+//! `payload` null on a forecast's row (its columns hold every field), and its columns hold the values the
+//! live archive reads from the JSON serve publishes (a test compares the two).
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use super::{Fields, HorizonFields, Lake, LakeError, Message, RollPolicy, route};
 use crate::engine::Output;
-use crate::forecast::Forecast;
+use crate::forecast::{DriftStatus, Forecast};
 use crate::horizon::Horizon;
 use crate::quality::Status;
 
@@ -71,13 +71,11 @@ impl OfflineLake {
             Output::QualityChanged(_) => return Ok(()),
         };
         self.buf.clear();
-        let spans = match o {
-            Output::Forecast(f) => Some(f.write_json_spans(&mut self.buf)),
-            other => {
-                crate::contract::write_output(other, &mut self.buf);
-                None
-            }
-        };
+        match o {
+            // The row needs only the time's text; the rest is typed.
+            Output::Forecast(f) => crate::time::write_ts(f.ts_us, &mut self.buf),
+            other => crate::contract::write_output(other, &mut self.buf),
+        }
         self.subject.clear();
         self.subject.push_str(&self.prefix);
         self.subject.push('.');
@@ -85,26 +83,34 @@ impl OfflineLake {
         self.subject.push('.');
         self.subject.push_str(pair.as_str());
         self.seq += 1;
-        let m = Message {
-            stream: OFFLINE_STREAM,
-            seq: self.seq,
-            arrival_us: None,
-            subject: &self.subject,
-            payload: &self.buf,
-        };
-        match (o, spans) {
-            (Output::Forecast(f), Some(spans)) => {
+        match o {
+            Output::Forecast(f) => {
                 for h in &f.horizons {
                     if !self.labels.iter().any(|(l, _)| *l == h.horizon) {
                         self.labels.push((h.horizon, h.horizon.to_string()));
                     }
                 }
-                let fields = forecast_fields(f, &self.buf, &spans, &self.labels);
+                let m = Message {
+                    stream: OFFLINE_STREAM,
+                    seq: self.seq,
+                    arrival_us: None,
+                    subject: &self.subject,
+                    payload: &[],
+                };
+                let ts = std::str::from_utf8(&self.buf).ok();
+                let fields = forecast_fields(f, ts, &self.labels);
                 if let Some(r) = route(&self.prefix, &self.subject) {
                     self.lake.push_row(&m, &r, &fields, self.started)?;
                 }
             }
             _ => {
+                let m = Message {
+                    stream: OFFLINE_STREAM,
+                    seq: self.seq,
+                    arrival_us: None,
+                    subject: &self.subject,
+                    payload: &self.buf,
+                };
                 self.lake.push(&m, self.started)?;
             }
         }
@@ -121,20 +127,10 @@ impl OfflineLake {
     }
 }
 
-/// The columns of a forecast's row, as [`Fields::decode`] reads them from `json` (the forecast's JSON,
-/// written with `spans`): numbers as the JSON rounds them, text as it spells it (a horizon's label from
+/// The columns of a forecast's row, as [`Fields::decode_forecast`] reads them from the forecast's JSON:
+/// numbers as the JSON rounds them, text as it spells it (`ts` as written, a horizon's label from
 /// `labels`).
-fn forecast_fields<'a>(
-    f: &'a Forecast,
-    json: &'a [u8],
-    spans: &crate::forecast::wire::JsonSpans,
-    labels: &'a [(Horizon, String)],
-) -> Fields<'a> {
-    let text = |r: &std::ops::Range<usize>| {
-        json.get(r.clone())
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .map(Cow::Borrowed)
-    };
+fn forecast_fields<'a>(f: &'a Forecast, ts: Option<&'a str>, labels: &'a [(Horizon, String)]) -> Fields<'a> {
     // A price as the JSON writes it: rounded, null when not finite.
     let price = |v: f64| {
         let r = crate::forecast::round_price(v);
@@ -157,13 +153,15 @@ fn forecast_fields<'a>(
         })
         .collect();
     Fields {
+        kind: Some(Cow::Borrowed("forecast")),
         pair: Some(Cow::Borrowed(f.pair.as_str())),
-        ts: text(&spans.ts),
+        ts: ts.map(Cow::Borrowed),
         seq: f.seq,
         mid: price(f.mid),
         model_name: Some(Cow::Borrowed(f.model.name.as_str())),
         model_config: Some(Cow::Borrowed(f.model.config.as_str())),
         model_version: Some(f.model.version),
+        model_kind: f.model.kind.map(|k| Cow::Borrowed(k.name())),
         quality: Some(Cow::Borrowed(match f.quality {
             Status::Ok => "ok",
             Status::Warn => "warn",
@@ -171,6 +169,12 @@ fn forecast_fields<'a>(
         })),
         warming_up: Some(f.warming_up),
         horizons: Some(horizons),
+        flags: Some(f.flags.names().map(Cow::Borrowed).collect()),
+        drift: Some(Cow::Borrowed(match f.drift {
+            DriftStatus::Stable => "stable",
+            DriftStatus::Adapting => "adapting",
+        })),
+        restated: true,
         ..Fields::default()
     }
 }
@@ -198,16 +202,17 @@ mod tests {
             engine.on_tick(&t, &mut out);
             for o in out.drain(..) {
                 let Output::Forecast(f) = o else { continue };
-                let mut json = Vec::new();
-                let spans = f.write_json_spans(&mut json);
-                assert_eq!(json, f.to_json_vec());
+                let json = f.to_json_vec();
                 let labels: Vec<(Horizon, String)> =
                     f.horizons.iter().map(|h| (h.horizon, h.horizon.to_string())).collect();
-                let typed = forecast_fields(&f, &json, &spans, &labels);
-                let read = Fields::decode(&json);
+                let mut ts = Vec::new();
+                crate::time::write_ts(f.ts_us, &mut ts);
+                let typed = forecast_fields(&f, std::str::from_utf8(&ts).ok(), &labels);
+                let read = Fields::decode_forecast(&json);
                 let cols = |x: &Fields<'_>| {
                     format!(
-                        "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                        "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                        x.kind,
                         x.pair,
                         x.ts,
                         x.seq,
@@ -215,9 +220,13 @@ mod tests {
                         x.model_name,
                         x.model_config,
                         x.model_version,
+                        x.model_kind,
                         x.quality,
                         x.warming_up,
-                        x.horizons
+                        x.horizons,
+                        x.flags,
+                        x.drift,
+                        x.restated
                     )
                 };
                 assert_eq!(cols(&typed), cols(&read));

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use arrow_array::builder::TimestampMicrosecondBuilder;
 use arrow_array::builder::{
-    ArrayBuilder, BinaryBuilder, BooleanBuilder, Float64Builder, NullBufferBuilder, StringBuilder, UInt64Builder,
+    ArrayBuilder, BinaryBuilder, BooleanBuilder, Float64Builder, ListBuilder, NullBufferBuilder, StringBuilder,
+    UInt64Builder,
 };
 use arrow_array::{ArrayRef, ListArray, RecordBatch, StructArray};
 use arrow_buffer::OffsetBuffer;
@@ -157,8 +158,15 @@ fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>,
     Ok(Option::<Text<'de>>::deserialize(d)?.map(|t| t.0))
 }
 
-/// The model stamp of a forecast.
+/// A JSON array of strings, each borrowed when it can be.
+fn text_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Cow<'de, str>>>, D::Error> {
+    Ok(Option::<Vec<Text<'de>>>::deserialize(d)?.map(|v| v.into_iter().map(|t| t.0).collect()))
+}
+
+/// The model stamp of a forecast. A key it does not know refuses the fast decode (the slow path reads
+/// the same values), so a forecast that decodes through [`ForecastFields`] has no field the columns miss.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct ModelFields<'a> {
     #[serde(borrow, default, deserialize_with = "text")]
     name: Option<Cow<'a, str>>,
@@ -166,10 +174,44 @@ pub(super) struct ModelFields<'a> {
     config: Option<Cow<'a, str>>,
     #[serde(default)]
     version: Option<u64>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    kind: Option<Cow<'a, str>>,
+}
+
+/// A forecast as cambio publishes it, and nothing else: every key is one the forecast columns hold (an
+/// unknown key, here or in a horizon or the model stamp, refuses it). A payload that reads this way is
+/// restated by its row's columns, which is why its row leaves `payload` null.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForecastFields<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Text<'a>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    pair: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    ts: Option<Cow<'a, str>>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    mid: Option<f64>,
+    #[serde(borrow, default)]
+    horizons: Option<Vec<HorizonFields<'a>>>,
+    #[serde(borrow, default)]
+    model: Option<ModelFields<'a>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    quality: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text_list")]
+    flags: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    drift: Option<Cow<'a, str>>,
+    #[serde(default)]
+    warming_up: Option<bool>,
 }
 
 /// One horizon of a forecast (an element of its `horizons` array), as the row's `horizons` list keeps it.
+/// An unknown key refuses the fast decode, as in [`ModelFields`].
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HorizonFields<'a> {
     /// `horizon`, its label (`1step`, `1m`, …).
     #[serde(borrow, default, deserialize_with = "text")]
@@ -265,6 +307,9 @@ pub struct Fields<'a> {
     /// `model.version`.
     #[serde(skip)]
     pub model_version: Option<u64>,
+    /// `model.kind`.
+    #[serde(skip)]
+    pub model_kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub(super) model: Option<ModelFields<'a>>,
     /// `quality`.
@@ -276,6 +321,16 @@ pub struct Fields<'a> {
     /// `horizons`, each element's fields.
     #[serde(borrow, default)]
     pub horizons: Option<Vec<HorizonFields<'a>>>,
+    /// `flags`.
+    #[serde(borrow, default, deserialize_with = "text_list")]
+    pub flags: Option<Vec<Cow<'a, str>>>,
+    /// `drift`.
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub drift: Option<Cow<'a, str>>,
+    /// The payload is a forecast whose every field is in these fields ([`Fields::decode_forecast`]): its
+    /// row leaves `payload` null.
+    #[serde(skip)]
+    pub restated: bool,
     /// `client`.
     #[serde(borrow, default, deserialize_with = "text")]
     pub client: Option<Cow<'a, str>>,
@@ -294,6 +349,43 @@ pub struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// Reads the fields of a payload of `kind`.
+    pub fn decode_kind(kind: Kind, payload: &'a [u8]) -> Fields<'a> {
+        match kind {
+            Kind::Forecasts => Fields::decode_forecast(payload),
+            _ => Fields::decode(payload),
+        }
+    }
+
+    /// Reads a forecast's fields: [`Fields::restated`] when the payload is a forecast with no key the
+    /// columns miss (every forecast cambio publishes), else what [`Fields::decode`] reads, the payload kept.
+    pub fn decode_forecast(payload: &'a [u8]) -> Fields<'a> {
+        match serde_json::from_slice::<ForecastFields<'a>>(payload) {
+            Ok(f) if f.kind.0 == "forecast" => {
+                let m = f.model.unwrap_or_default();
+                Fields {
+                    kind: Some(f.kind.0),
+                    pair: f.pair,
+                    ts: f.ts,
+                    seq: f.seq,
+                    mid: f.mid,
+                    model_name: m.name,
+                    model_config: m.config,
+                    model_version: m.version,
+                    model_kind: m.kind,
+                    quality: f.quality,
+                    warming_up: f.warming_up,
+                    horizons: f.horizons,
+                    flags: f.flags,
+                    drift: f.drift,
+                    restated: true,
+                    ..Fields::default()
+                }
+            }
+            _ => Fields::decode(payload),
+        }
+    }
+
     /// Reads `payload`'s fields.
     pub fn decode(payload: &'a [u8]) -> Fields<'a> {
         // Only an object has fields (serde would read an array positionally into the struct).
@@ -306,6 +398,7 @@ impl<'a> Fields<'a> {
                     f.model_name = m.name;
                     f.model_config = m.config;
                     f.model_version = m.version;
+                    f.model_kind = m.kind;
                 }
                 f
             }
@@ -349,10 +442,19 @@ impl<'a> Fields<'a> {
                 .and_then(Value::as_str)
                 .map(|v| Cow::Owned(v.to_string())),
             model_version: model("version").and_then(Value::as_u64),
+            model_kind: model("kind").and_then(Value::as_str).map(|v| Cow::Owned(v.to_string())),
             model: None,
             quality: s("quality"),
             warming_up: get("warming_up").and_then(Value::as_bool),
             horizons,
+            flags: get("flags").and_then(Value::as_array).map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(|v| Cow::Owned(v.to_string()))
+                    .collect()
+            }),
+            drift: s("drift"),
+            restated: false,
             client: s("client"),
             event: s("event"),
             rate: f("rate"),
@@ -364,8 +466,10 @@ impl<'a> Fields<'a> {
 
 /// The version of the lake's schema, written as the `schema_version` key of every file's metadata.
 /// Bumped when a column is renamed, removed or changes type (adding a nullable column at the end is not).
-/// Version 2: a forecast's `horizons` is a list of typed structs (version 1: the array's JSON text).
-pub const SCHEMA_VERSION: &str = "2";
+/// Version 3: `payload` may be null, and is on a forecast's row when the columns hold every field of the
+/// message (new forecast columns `model_kind`, `flags`, `drift`). Version 2: a forecast's `horizons` is a
+/// list of typed structs (version 1: the array's JSON text).
+pub const SCHEMA_VERSION: &str = "3";
 
 /// The columns every kind starts with.
 fn common_fields() -> Vec<Field> {
@@ -378,7 +482,7 @@ fn common_fields() -> Vec<Field> {
             true,
         ),
         Field::new("subject", DataType::Utf8, false),
-        Field::new("payload", DataType::Binary, false),
+        Field::new("payload", DataType::Binary, true),
     ]
 }
 
@@ -424,6 +528,11 @@ fn horizon_element() -> Arc<Field> {
     Arc::new(Field::new("element", DataType::Struct(horizon_fields()), true))
 }
 
+/// The element of a forecast's `flags` list.
+fn flag_element() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::Utf8, true))
+}
+
 /// The Arrow schema of a kind's files.
 pub fn schema(kind: Kind) -> SchemaRef {
     let s = |n: &str| Field::new(n, DataType::Utf8, true);
@@ -458,6 +567,9 @@ pub fn schema(kind: Kind) -> SchemaRef {
             s("quality"),
             Field::new("warming_up", DataType::Boolean, true),
             Field::new("horizons", DataType::List(horizon_element()), true),
+            s("model_kind"),
+            Field::new("flags", DataType::List(flag_element()), true),
+            s("drift"),
         ],
         Kind::Alerts => vec![Field::new("key", DataType::Utf8, false), s("type"), s("pair"), s("ts")],
         Kind::Business => vec![
@@ -492,6 +604,8 @@ pub struct Columns {
     bools: Vec<BooleanBuilder>,
     /// Forecasts' `horizons`.
     horizons: HorizonColumns,
+    /// Forecasts' `flags`.
+    flags: ListBuilder<StringBuilder>,
     rows: usize,
     bytes: usize,
 }
@@ -555,8 +669,9 @@ fn shape(kind: Kind) -> (usize, usize, usize, usize) {
         Kind::Ticks => (7, 3, 1, 0),
         // name ts | value
         Kind::Factors => (2, 1, 0, 0),
-        // pair ts model config_hash quality | mid | tick_seq model_version | warming_up (and horizons)
-        Kind::Forecasts => (5, 1, 2, 1),
+        // pair ts model config_hash quality model_kind drift | mid | tick_seq model_version | warming_up
+        // (and horizons, flags)
+        Kind::Forecasts => (7, 1, 2, 1),
         // type pair ts
         Kind::Alerts => (3, 0, 0, 0),
         // type pair reason client ts event segment | rate amount
@@ -603,6 +718,8 @@ impl Columns {
             uints: (0..u).map(|_| UInt64Builder::with_capacity(n)).collect(),
             bools: (0..b).map(|_| BooleanBuilder::with_capacity(n)).collect(),
             horizons: HorizonColumns::with_capacity(if kind == Kind::Forecasts { n } else { 0 }, sizes.horizons),
+            flags: ListBuilder::with_capacity(StringBuilder::new(), if kind == Kind::Forecasts { n } else { 0 })
+                .with_field(flag_element()),
             rows: 0,
             bytes: 0,
         }
@@ -636,12 +753,18 @@ impl Columns {
     /// Appends the row of `m` (routed as `route`, its payload's fields `p`).
     pub fn push(&mut self, m: &Message<'_>, route: &Route<'_>, p: &Fields<'_>) {
         self.rows += 1;
-        self.bytes += m.payload.len() + m.subject.len() + 48;
         self.stream.append_value(m.stream);
         self.seq.append_value(m.seq);
         self.arrival.append_option(m.arrival_us);
         self.subject.append_value(m.subject);
-        self.payload.append_value(m.payload);
+        if p.restated {
+            // What the typed columns hold: a ts, a few numbers per horizon.
+            self.bytes += m.subject.len() + 96 + 56 * p.horizons.as_ref().map_or(0, Vec::len);
+            self.payload.append_null();
+        } else {
+            self.bytes += m.payload.len() + m.subject.len() + 48;
+            self.payload.append_value(m.payload);
+        }
         self.key.append_value(&route.key);
         let t = &mut self.text;
         match self.kind {
@@ -672,6 +795,17 @@ impl Columns {
                 t[2].append_option(p.model_name.as_deref());
                 t[3].append_option(p.model_config.as_deref());
                 t[4].append_option(p.quality.as_deref());
+                t[5].append_option(p.model_kind.as_deref());
+                t[6].append_option(p.drift.as_deref());
+                match &p.flags {
+                    Some(flags) => {
+                        for f in flags {
+                            self.flags.values().append_value(f);
+                        }
+                        self.flags.append(true);
+                    }
+                    None => self.flags.append(false),
+                }
                 self.horizons.push(p.horizons.as_deref());
                 self.floats[0].append_option(p.mid);
                 self.uints[0].append_option(p.seq);
@@ -718,7 +852,7 @@ impl Columns {
         let order: &[u8] = match self.kind {
             Kind::Ticks => b"TTTUTFFFTTT",
             Kind::Factors => b"TTF",
-            Kind::Forecasts => b"TTUFTUTTBH",
+            Kind::Forecasts => b"TTUFTUTTBHTLT",
             Kind::Alerts => b"TTT",
             Kind::Business => b"TTTTTTFFT",
         };
@@ -728,6 +862,7 @@ impl Columns {
                 b'F' => floats.next(),
                 b'U' => uints.next(),
                 b'H' => Some(self.horizons.finish()?),
+                b'L' => Some(Arc::new(self.flags.finish()) as ArrayRef),
                 _ => bools.next(),
             };
             cols.extend(next);
@@ -764,6 +899,34 @@ mod tests {
         let f = Fields::decode(br#"{"pair":"USDMXN","source":"a\"b"}"#);
         assert!(matches!(f.pair, Some(Cow::Borrowed("USDMXN"))), "{f:?}");
         assert_eq!(f.source.as_deref(), Some("a\"b"));
+    }
+
+    #[test]
+    fn a_forecast_is_restated_only_when_the_columns_hold_every_field() {
+        let cambio = r#"{"type":"forecast","pair":"USDMXN","ts":"2024-01-02T10:00:00Z","seq":null,"mid":17.05,"horizons":[{"horizon":"1step","mean":17.1,"lo80":17,"hi80":17.2,"lo95":16.9,"hi95":17.3,"warming_up":false}],"model":{"name":"rls","version":2,"config":"abcd0123","kind":"ets"},"quality":"ok","flags":["seq_gap"],"drift":"stable","warming_up":false}"#;
+        let f = Fields::decode_forecast(cambio.as_bytes());
+        assert!(f.restated);
+        assert_eq!(f.model_kind.as_deref(), Some("ets"));
+        assert_eq!(f.flags, Some(vec![Cow::Borrowed("seq_gap")]));
+        assert_eq!(f.drift.as_deref(), Some("stable"));
+        assert_eq!(f.horizons.as_ref().map(Vec::len), Some(1));
+        // The same values as the general decode, which keeps the payload.
+        let g = Fields::decode(cambio.as_bytes());
+        assert!(!g.restated);
+        assert_eq!(format!("{:?}", Fields { restated: true, ..g }), format!("{f:?}"));
+        // A key the columns do not hold, at the top, in a horizon or in the model stamp; another type;
+        // not a forecast: the payload is kept.
+        for other in [
+            cambio.replace(r#""drift""#, r#""note":"x","drift""#),
+            cambio.replace(r#""warming_up":false}]"#, r#""warming_up":false,"p50":17.1}]"#),
+            cambio.replace(r#""kind":"ets""#, r#""kind":"ets","owner":"desk""#),
+            cambio.replace(r#""seq":null"#, r#""seq":-1"#),
+            cambio.replace(r#""type":"forecast""#, r#""type":"quote""#),
+        ] {
+            let f = Fields::decode_forecast(other.as_bytes());
+            assert!(!f.restated, "{other}");
+            assert_eq!(f.pair.as_deref(), Some("USDMXN"), "{other}");
+        }
     }
 
     #[test]
