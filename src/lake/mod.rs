@@ -15,6 +15,8 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parquet::arrow::ArrowWriter;
@@ -100,7 +102,7 @@ impl Partition {
 }
 
 /// A file made durable: the stream and the sequences it holds (to acknowledge).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Durable {
     /// The stream.
     pub stream: String,
@@ -108,11 +110,17 @@ pub struct Durable {
     pub seqs: Vec<u64>,
     /// The file.
     pub path: PathBuf,
-    /// The file's size in bytes (0 when written in the background: not known yet).
+    /// The file's size in bytes.
     pub bytes: u64,
     /// Its kind.
     pub kind: Kind,
+    /// Seconds it took to write, fsync and rename.
+    pub seconds: f64,
 }
+
+/// Told, on the writing thread, of each file it made durable, in the order the files were handed over, or
+/// of the error that stopped it (nothing after that).
+pub type OnDurable = Box<dyn FnMut(Result<Durable, LakeError>) + Send>;
 
 /// The lake writer.
 pub struct Lake {
@@ -127,8 +135,7 @@ pub struct Lake {
     /// the same kind and key starts with room for as much, so its columns are not copied as they grow.
     sizes: Vec<(Kind, String, Sizes)>,
     props: WriterProperties,
-    /// Files written by a thread of their own (offline), or by the caller (live, where a roll must be
-    /// durable before its messages are acknowledged).
+    /// Files written by a thread of their own, or by the caller.
     background: Option<Background>,
     /// Messages whose subject the lake does not keep.
     pub ignored: u64,
@@ -142,20 +149,26 @@ struct Job {
     folder: PathBuf,
 }
 
-/// The writing thread: batches in through a channel of one slot (memory stays bounded: the thread writes
-/// one file while the next fills), the first error out when it is joined.
+/// The writing thread: files in through a channel of one slot (memory stays bounded: the thread writes
+/// one file while the next fills), each told to `on_durable` when written, the first error out when it
+/// is joined (or told to `on_durable`).
 struct Background {
-    tx: Option<std::sync::mpsc::SyncSender<Job>>,
-    handle: Option<std::thread::JoinHandle<Result<(), LakeError>>>,
+    tx: Option<std::sync::mpsc::SyncSender<(Job, Durable)>>,
+    handle: Option<std::thread::JoinHandle<(Option<OnDurable>, Result<(), LakeError>)>>,
+    /// Files handed over and not yet written.
+    in_flight: Arc<AtomicUsize>,
 }
 
-/// Writes `job` durably: temporary name, fsync, rename, folder fsync. Returns the file's size.
-fn write_job(job: &Job, props: WriterProperties) -> Result<u64, LakeError> {
+/// Writes `job` durably: temporary name, fsync, rename, folder fsync. Fills in `durable`'s size and time.
+fn write_job(job: &Job, durable: &mut Durable, props: WriterProperties) -> Result<(), LakeError> {
+    let started = Instant::now();
     let bytes = write_file(&job.tmp, &job.batch, props)?;
     fs::rename(&job.tmp, &job.path).map_err(io_err(&job.path))?;
     sync_dir(&job.folder)?;
     tracing::debug!(file = %job.path.display(), rows = job.batch.num_rows(), bytes, "lake file written");
-    Ok(bytes)
+    durable.bytes = bytes;
+    durable.seconds = started.elapsed().as_secs_f64();
+    Ok(())
 }
 
 /// How rows are written: one row group per file at the default roll size, Snappy (every Parquet reader
@@ -204,36 +217,58 @@ impl Lake {
         })
     }
 
-    /// Writes files on a thread of its own from now on: a roll hands its rows over and returns at once,
-    /// so encoding and compressing overlap with whatever feeds the lake (`replay --archive`). A file is
-    /// durable only once [`Lake::finish`] returned; the live archive, which acknowledges what is durable,
-    /// does not use this.
+    /// Writes files on a thread of their own from now on: a roll hands its rows over and returns at once
+    /// (no [`Durable`] returned), so encoding, compressing and fsyncing overlap with whatever feeds the
+    /// lake. Each file written is told to `on_durable` (the live archive acknowledges its messages then);
+    /// without it, files are durable once [`Lake::finish`] returned (`replay --archive`).
     ///
     /// # Errors
     /// [`LakeError::Io`] when the thread cannot be started.
-    pub fn write_in_background(&mut self) -> Result<(), LakeError> {
+    pub fn write_in_background(&mut self, on_durable: Option<OnDurable>) -> Result<(), LakeError> {
         if self.background.is_some() {
             return Ok(());
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Job, Durable)>(1);
         let props = self.props.clone();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&in_flight);
         let handle = std::thread::Builder::new()
             .name("lake-writer".into())
             .spawn(move || {
-                for job in rx {
-                    write_job(&job, props.clone())?;
+                let mut on_durable = on_durable;
+                for (job, mut durable) in rx {
+                    let written = write_job(&job, &mut durable, props.clone());
+                    count.fetch_sub(1, Ordering::AcqRel);
+                    match (written, on_durable.as_mut()) {
+                        (Ok(()), Some(tell)) => tell(Ok(durable)),
+                        (Ok(()), None) => {}
+                        (Err(e), Some(tell)) => {
+                            tell(Err(e));
+                            return (on_durable, Ok(()));
+                        }
+                        (Err(e), None) => return (on_durable, Err(e)),
+                    }
                 }
-                Ok(())
+                (on_durable, Ok(()))
             })
             .map_err(io_err(&self.dir))?;
         self.background = Some(Background {
             tx: Some(tx),
             handle: Some(handle),
+            in_flight,
         });
         Ok(())
     }
 
-    /// Writes every partition held and waits for the files being written; returns what became durable.
+    /// Files handed to the writing thread and not yet written.
+    pub fn in_flight(&self) -> usize {
+        self.background
+            .as_ref()
+            .map_or(0, |bg| bg.in_flight.load(Ordering::Acquire))
+    }
+
+    /// Writes every partition held and waits for the files being written; returns what became durable
+    /// (with a writing thread, what it was handed is told to its `on_durable` instead).
     ///
     /// # Errors
     /// [`LakeError`] when a file cannot be written.
@@ -243,19 +278,33 @@ impl Lake {
         Ok(done)
     }
 
-    /// Stops the writing thread, returning its first error.
-    fn join_background(&mut self) -> Result<(), LakeError> {
+    /// Writes every partition held and waits until the writing thread has written every file handed to
+    /// it (each told to its `on_durable`); the thread goes on afterwards.
+    ///
+    /// # Errors
+    /// [`LakeError`] when a file cannot be written or the thread cannot be started again.
+    pub fn flush_and_wait(&mut self, now: Instant) -> Result<Vec<Durable>, LakeError> {
+        let done = self.roll_due(now, true)?;
+        if self.background.is_some() {
+            let on_durable = self.join_background()?;
+            self.write_in_background(on_durable)?;
+        }
+        Ok(done)
+    }
+
+    /// Stops the writing thread: its first error, or its `on_durable` back.
+    fn join_background(&mut self) -> Result<Option<OnDurable>, LakeError> {
         let Some(mut bg) = self.background.take() else {
-            return Ok(());
+            return Ok(None);
         };
         drop(bg.tx.take());
         match bg.handle.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(r)) => r,
+            Some(Ok((on_durable, r))) => r.map(|()| on_durable),
             Some(Err(_)) => Err(LakeError::Io {
                 path: self.dir.clone(),
                 source: io::Error::other("the lake's writing thread panicked"),
             }),
-            None => Ok(()),
+            None => Ok(None),
         }
     }
 
@@ -291,6 +340,7 @@ impl Lake {
         fields: &Fields<'_>,
         now: Instant,
     ) -> Result<Option<Durable>, LakeError> {
+        let mut done = None;
         let date = date_of(fields.ts.as_deref());
         let found = self.find(r.kind, &r.key, date, m.stream);
         if found.is_none() && self.policy.one_date_per_key {
@@ -298,7 +348,7 @@ impl Lake {
             while k < self.open.len() {
                 let p = &self.open[k];
                 if p.kind == r.kind && p.key == r.key && p.stream == m.stream {
-                    self.roll(k)?;
+                    done = self.roll(k)?;
                 } else {
                     k += 1;
                 }
@@ -324,9 +374,9 @@ impl Lake {
         open.cols.push(m, r, fields);
         open.seqs.push(m.seq);
         if open.cols.rows() >= self.policy.max_rows || open.cols.bytes() >= self.policy.max_bytes {
-            return Ok(Some(self.roll(i)?));
+            return self.roll(i);
         }
-        Ok(None)
+        Ok(done)
     }
 
     fn find(&self, kind: Kind, key: &str, date: &str, stream: &str) -> Option<usize> {
@@ -345,7 +395,7 @@ impl Lake {
         let mut i = 0;
         while i < self.open.len() {
             if all || now.saturating_duration_since(self.open[i].since) >= self.policy.max_age {
-                done.push(self.roll(i)?);
+                done.extend(self.roll(i)?);
             } else {
                 i += 1;
             }
@@ -353,8 +403,8 @@ impl Lake {
         Ok(done)
     }
 
-    /// Writes a partition's rows to their file, durably.
-    fn roll(&mut self, i: usize) -> Result<Durable, LakeError> {
+    /// Writes a partition's rows to their file, durably, or hands them to the writing thread (`None`).
+    fn roll(&mut self, i: usize) -> Result<Option<Durable>, LakeError> {
         let mut open = self.open.swap_remove(i);
         self.last = 0;
         let folder = self
@@ -380,28 +430,30 @@ impl Lake {
             path: path.clone(),
             folder,
         };
-        let bytes = match &mut self.background {
-            Some(bg) => {
-                let sent = bg.tx.as_ref().map(|tx| tx.send(job));
-                if !matches!(sent, Some(Ok(()))) {
-                    // The thread stopped: its error says why.
-                    self.join_background()?;
-                    return Err(LakeError::Io {
-                        path,
-                        source: io::Error::other("the lake's writing thread stopped"),
-                    });
-                }
-                0
-            }
-            None => write_job(&job, self.props.clone())?,
-        };
-        Ok(Durable {
+        let mut durable = Durable {
             stream: open.stream,
             seqs: open.seqs,
             path,
-            bytes,
+            bytes: 0,
             kind: open.kind,
-        })
+            seconds: 0.0,
+        };
+        let Some(bg) = &mut self.background else {
+            write_job(&job, &mut durable, self.props.clone())?;
+            return Ok(Some(durable));
+        };
+        bg.in_flight.fetch_add(1, Ordering::AcqRel);
+        let path = durable.path.clone();
+        let sent = bg.tx.as_ref().map(|tx| tx.send((job, durable)));
+        if !matches!(sent, Some(Ok(()))) {
+            // The thread stopped: its error says why.
+            self.join_background()?;
+            return Err(LakeError::Io {
+                path,
+                source: io::Error::other("the lake's writing thread stopped"),
+            });
+        }
+        Ok(None)
     }
 }
 

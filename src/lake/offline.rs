@@ -46,7 +46,7 @@ impl OfflineLake {
             ..RollPolicy::default()
         };
         let mut lake = Lake::new(dir, prefix, policy)?;
-        lake.write_in_background()?;
+        lake.write_in_background(None)?;
         Ok(OfflineLake {
             lake,
             prefix: prefix.to_string(),

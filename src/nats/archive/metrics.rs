@@ -1,5 +1,5 @@
 //! Prometheus metrics of `cambio archive --metrics ADDR`: rows, files and bytes written per kind, messages
-//! held unacknowledged, how long each flush takes, how far behind each stream the consumer is, and errors
+//! held unacknowledged, how long each file takes to write, how far behind each stream the consumer is, and errors
 //! by class. Updated by the archive loop (atomics), served on `/metrics` (the classic text format, or
 //! OpenMetrics to a client that asks for it) with `/healthz`.
 
@@ -47,7 +47,7 @@ pub struct ArchiveMetrics {
     pub pending: Family<StreamLabel, Gauge>,
     /// The consumer's `num_pending`: messages in the stream not yet delivered to the archive, per stream.
     pub lag: Family<StreamLabel, Gauge>,
-    /// Seconds a flush took (one or more files written, fsynced and renamed).
+    /// Seconds a file took to write, fsync and rename.
     pub flush_seconds: Histogram,
     /// Messages delivered again whose rows were already in a file (skipped).
     pub redelivered: Counter,
@@ -106,7 +106,7 @@ impl ArchiveMetrics {
         );
         r.register(
             "cambio_archive_flush_duration_seconds",
-            "Time to write, fsync and rename the files of one flush.",
+            "Time to write, fsync and rename one file.",
             self.flush_seconds.clone(),
         );
         r.register(

@@ -289,6 +289,13 @@ pub async fn run(
         tracing::info!(files = removed, "removed temporary files left by an interrupted run");
     }
     let mut lake = Lake::new(&opts.dir, p, opts.policy)?;
+    // Files are written by a thread of their own, so reading goes on while one is compressed and
+    // fsynced; each file written comes back here, and only then are its messages acknowledged.
+    let (durable_tx, mut durable_rx) = tokio::sync::mpsc::unbounded_channel();
+    lake.write_in_background(Some(Box::new(move |r| {
+        // The receiver goes only when the archive stops, after the thread is joined.
+        let _ = durable_tx.send(r);
+    })))?;
     let mut sources = vec![
         source(&js, &opts.input_stream, opts).await?,
         source(&js, &opts.output_stream, opts).await?,
@@ -322,12 +329,15 @@ pub async fn run(
         loop {
             tokio::select! {
                 () = &mut shutdown => break 'outer,
-                _ = timer.tick() => {
-                    let started = Instant::now();
-                    let done = flushed(lake.roll_due(started, false), m)?;
-                    if !done.is_empty() {
-                        m.flush_seconds.observe(started.elapsed().as_secs_f64());
+                Some(first) = durable_rx.recv() => {
+                    let mut done = vec![flushed(first, m)?];
+                    while let Ok(r) = durable_rx.try_recv() {
+                        done.push(flushed(r, m)?);
                     }
+                    ack_durable(&mut sources, done, &mut summary, m).await;
+                }
+                _ = timer.tick() => {
+                    let done = flushed(lake.roll_due(Instant::now(), false), m)?;
                     ack_durable(&mut sources, done, &mut summary, m).await;
                     if pruned.elapsed() >= Duration::from_secs(1) {
                         prune(&mut sources, m).await;
@@ -339,7 +349,10 @@ pub async fn run(
                         if on_message(&mut lake, &mut sources, i, msg, &mut summary, m).await? == Delivery::Gap {
                             // Everything held is written and acknowledged up to the gap, and the
                             // consumers are read again from their acknowledged floors.
-                            let done = flushed(lake.roll_due(Instant::now(), true), m)?;
+                            let mut done = flushed(lake.flush_and_wait(Instant::now()), m)?;
+                            while let Ok(r) = durable_rx.try_recv() {
+                                done.push(flushed(r, m)?);
+                            }
                             ack_durable(&mut sources, done, &mut summary, m).await;
                             if let Err(e) = client.flush().await {
                                 tracing::warn!(error = %e, "flushing the acknowledgements");
@@ -362,10 +375,9 @@ pub async fn run(
             }
         }
     }
-    let started = Instant::now();
-    let done = flushed(lake.roll_due(started, true), m)?;
-    if !done.is_empty() {
-        m.flush_seconds.observe(started.elapsed().as_secs_f64());
+    let mut done = flushed(lake.finish(Instant::now()), m)?;
+    while let Ok(r) = durable_rx.try_recv() {
+        done.push(flushed(r, m)?);
     }
     ack_durable(&mut sources, done, &mut summary, m).await;
     summary.ignored = lake.ignored;
@@ -458,12 +470,10 @@ async fn on_message(
         Some((true, rolled, started)) => {
             src.pending += 1;
             done.extend(rolled);
-            if src.held.len() >= FLOOR_HELD {
-                // A partition rolling by age holds the floor back: every one is written now.
+            if src.held.len() >= FLOOR_HELD && lake.in_flight() == 0 {
+                // A partition rolling by age holds the floor back: every one is written now (once the
+                // files being written are done, which may already move the floor).
                 done.extend(flushed(lake.roll_due(started, true), m)?);
-            }
-            if !done.is_empty() {
-                m.flush_seconds.observe(started.elapsed().as_secs_f64());
             }
         }
         // Nothing waits for a file: the floor moves at once.
@@ -488,6 +498,7 @@ async fn ack(acker: &Acker, m: &ArchiveMetrics) {
 /// highest sequence with every message held up to it durable (one acknowledgement covers them all).
 async fn ack_durable(sources: &mut [Source], done: Vec<Durable>, summary: &mut ArchiveSummary, m: &ArchiveMetrics) {
     for d in done {
+        m.flush_seconds.observe(d.seconds);
         summary.files += 1;
         summary.rows += d.seqs.len() as u64;
         let kind = KindLabel { kind: d.kind.name() };
