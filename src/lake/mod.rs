@@ -154,10 +154,13 @@ struct Job {
 /// is joined (or told to `on_durable`).
 struct Background {
     tx: Option<std::sync::mpsc::SyncSender<(Job, Durable)>>,
-    handle: Option<std::thread::JoinHandle<(Option<OnDurable>, Result<(), LakeError>)>>,
+    handle: Option<std::thread::JoinHandle<WriterExit>>,
     /// Files handed over and not yet written.
     in_flight: Arc<AtomicUsize>,
 }
+
+/// What the writing thread ends with: its `on_durable` (to start it again) and its first error.
+type WriterExit = (Option<OnDurable>, Result<(), LakeError>);
 
 /// Writes `job` durably: temporary name, fsync, rename, folder fsync. Fills in `durable`'s size and time.
 fn write_job(job: &Job, durable: &mut Durable, props: WriterProperties) -> Result<(), LakeError> {
@@ -444,8 +447,8 @@ impl Lake {
         };
         bg.in_flight.fetch_add(1, Ordering::AcqRel);
         let path = durable.path.clone();
-        let sent = bg.tx.as_ref().map(|tx| tx.send((job, durable)));
-        if !matches!(sent, Some(Ok(()))) {
+        let sent = bg.tx.as_ref().is_some_and(|tx| tx.send((job, durable)).is_ok());
+        if !sent {
             // The thread stopped: its error says why.
             self.join_background()?;
             return Err(LakeError::Io {
