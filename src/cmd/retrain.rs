@@ -36,16 +36,16 @@ pub struct Args {
     #[arg(long, default_value = "20%")]
     holdout: String,
     /// Fewest ticks in the training window (500: two years of daily fixings).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = retrain::DEFAULT_MIN_WINDOW)]
     min_window: usize,
     /// Ticks simulated under the window's null to set the detectors' thresholds.
-    #[arg(long, default_value_t = 2_000_000)]
+    #[arg(long, default_value_t = retrain::DEFAULT_NULL_TICKS)]
     null_ticks: u64,
     /// Most replays of the window in the settings search.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = retrain::DEFAULT_MAX_EVALS)]
     max_evals: usize,
     /// Time bound of the settings search in seconds (the search stops early, and says so, when reached).
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = retrain::DEFAULT_SEARCH_SECS)]
     search_secs: f64,
     /// Seed of the null's bootstrap.
     #[arg(long, default_value_t = 1)]
@@ -72,11 +72,6 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
             "--search-secs: give a positive number of seconds".into(),
         ));
     }
-    let history = data::load(&args.from, pair).map_err(usage)?;
-    let store = CheckpointStore::open(&args.db, Retention::default())?;
-    let champion = store
-        .latest_good(pair)?
-        .map(|(meta, state)| (meta.version, state.engine));
     let opts = Options {
         pair,
         until_us,
@@ -86,10 +81,24 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         max_evals: args.max_evals.max(1),
         seed: args.seed,
     };
-    let search_started = Instant::now();
+    // The registry is opened (created when missing) only once the data has been read.
+    let mut opened = None;
+    let champion = || {
+        let store = CheckpointStore::open(&args.db, Retention::default())?;
+        let champion = store
+            .latest_good(pair)?
+            .map(|(meta, state)| (meta.version, state.engine));
+        opened = Some(store);
+        Ok(champion)
+    };
     let bound = Duration::from_secs_f64(args.search_secs);
-    let out_of_time = move || search_started.elapsed() >= bound;
-    let mut retrained = retrain::run(&history, champion, &opts, &out_of_time).map_err(usage)?;
+    // The bound is the search's: its clock starts at the search's first question.
+    let search_started = std::cell::OnceCell::new();
+    let out_of_time = || search_started.get_or_init(Instant::now).elapsed() >= bound;
+    let mut retrained = retrain::from_path(&args.from, &opts, champion, &out_of_time).map_err(usage)?;
+    let Some(store) = opened else {
+        return Err(CliError::Usage("the registry was not opened".into()));
+    };
     let actor = args.actor.clone().unwrap_or_else(os_user);
     let meta = retrain::write(&store, &mut retrained, &actor, now_us()).map_err(usage)?;
     let secs = started.elapsed().as_secs_f64();

@@ -78,6 +78,15 @@ pub enum RetrainError {
 /// Fewest ticks in the window (below it no horizon is scored often enough to compare settings).
 pub const MIN_TICKS: usize = 30;
 
+/// Default fewest ticks in the training window (two years of daily fixings).
+pub const DEFAULT_MIN_WINDOW: usize = 500;
+/// Default ticks simulated under the window's null to set the detectors' thresholds.
+pub const DEFAULT_NULL_TICKS: u64 = 2_000_000;
+/// Default most window replays of the settings search.
+pub const DEFAULT_MAX_EVALS: usize = 40;
+/// Default time bound of the settings search, seconds.
+pub const DEFAULT_SEARCH_SECS: f64 = 30.0;
+
 /// How to retrain.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -265,6 +274,24 @@ fn span(ticks: &[crate::tick::Tick]) -> Span {
         first: ticks.first().map(|t| format_ts(t.ts_us)).unwrap_or_default(),
         last: ticks.last().map(|t| format_ts(t.ts_us)).unwrap_or_default(),
     }
+}
+
+/// Reads the pair's history from `from` (a lake folder, a scenario, a CSV or JSON-lines tick file) and
+/// retrains on it: the one entry point of the batch path, shared by `cambio retrain` and serve's periodic
+/// retraining (`[retrain]`), so both build a version the same way. `champion` reads the registry's latest
+/// version of the pair (its number and engine); it is asked only once the data has been read, so bad input
+/// is refused before the registry is touched.
+///
+/// # Errors
+/// As [`data::load`] and [`run`], and `champion`'s error.
+pub fn from_path(
+    from: &std::path::Path,
+    opts: &Options,
+    champion: impl FnOnce() -> Result<Option<(u64, Engine)>, RetrainError>,
+    out_of_time: &dyn Fn() -> bool,
+) -> Result<Retrained, RetrainError> {
+    let history = data::load(from, opts.pair)?;
+    run(&history, champion()?, opts, out_of_time)
 }
 
 /// Retrains on `history` (see the module docs). `champion` is the registry's latest version of the pair
@@ -537,17 +564,12 @@ pub fn lineage_scores(r: &Report) -> BTreeMap<String, f64> {
     m
 }
 
-/// Stores the retrained engine as a new version of its pair with reason `retrain` and its lineage; sets
-/// `report.version`. Nothing is promoted.
+/// The retrained engine as a new version to store, with reason `retrain` and its lineage (data
+/// fingerprint, window, configuration, scores, `actor`). Nothing is promoted.
 ///
 /// # Errors
-/// [`RetrainError::Format`] when the state cannot be encoded, [`RetrainError::Store`] when the write fails.
-pub fn write(
-    store: &CheckpointStore,
-    r: &mut Retrained,
-    actor: &str,
-    created_us: i64,
-) -> Result<VersionMeta, RetrainError> {
+/// [`RetrainError::Format`] when the state cannot be encoded.
+pub fn checkpoint(r: &Retrained, actor: &str, created_us: i64) -> Result<NewCheckpoint, RetrainError> {
     let state = PairState {
         engine: r.engine.clone(),
         applied: None,
@@ -584,7 +606,21 @@ pub fn write(
         });
         l.scores = Some(lineage_scores(rep));
     }
-    let meta = store.put(ckpt)?;
+    Ok(ckpt)
+}
+
+/// Stores the retrained engine as a new version of its pair ([`checkpoint`]); sets `report.version`.
+/// Nothing is promoted.
+///
+/// # Errors
+/// [`RetrainError::Format`] when the state cannot be encoded, [`RetrainError::Store`] when the write fails.
+pub fn write(
+    store: &CheckpointStore,
+    r: &mut Retrained,
+    actor: &str,
+    created_us: i64,
+) -> Result<VersionMeta, RetrainError> {
+    let meta = store.put(checkpoint(r, actor, created_us)?)?;
     r.report.version = Some(meta.version);
     tracing::info!(pair = %meta.pair, version = meta.version, actor, "retrained version stored");
     Ok(meta)
