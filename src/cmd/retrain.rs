@@ -11,6 +11,7 @@ use cambio::checkpoint::lineage::os_user;
 use cambio::checkpoint::{CheckpointStore, Retention};
 use cambio::nats::serve::router::now_us;
 use cambio::retrain::holdout::HorizonScores;
+use cambio::retrain::labels::ValidatorReport;
 use cambio::retrain::{self, Options, Report, RetrainError, data};
 
 use super::{CliError, Out, parse_pair};
@@ -50,6 +51,10 @@ pub struct Args {
     /// Seed of the null's bootstrap.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Review labels: the output of `cambio review list --json`. The validator's precision on the labelled
+    /// ticks is reported, and its jump band tuned to accept the jumps labelled good.
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
     /// Your name for the lineage and the audit log (default: $USER, else $LOGNAME).
     #[arg(long)]
     actor: Option<String>,
@@ -80,6 +85,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         null_ticks: args.null_ticks,
         max_evals: args.max_evals.max(1),
         seed: args.seed,
+        labels: args.labels.clone(),
     };
     // The registry is opened (created when missing) only once the data has been read.
     let mut opened = None;
@@ -210,6 +216,9 @@ fn print_report(out: &mut Out, r: &Report, secs: f64) -> std::io::Result<()> {
         None => writeln!(out, "    ({})", r.champion_note.as_deref().unwrap_or("no champion"))?,
     }
     rows(out, "random walk", &r.random_walk)?;
+    if let Some(v) = &r.validator {
+        print_validator(out, v)?;
+    }
     writeln!(
         out,
         "  chosen: {} (* above), written as version {} in {:.1} s",
@@ -217,5 +226,30 @@ fn print_report(out: &mut Out, r: &Report, secs: f64) -> std::io::Result<()> {
         r.version.map_or_else(|| "none".to_string(), |v| v.to_string()),
         secs
     )?;
+    Ok(())
+}
+
+fn print_validator(out: &mut Out, v: &ValidatorReport) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "  review labels ({}): {} labelled, {} bad (rightly refused), {} good (real prices refused); precision {}",
+        v.labels,
+        v.labelled,
+        v.bad,
+        v.good,
+        v.precision.map_or_else(|| "-".to_string(), |p| format!("{p:.4}"))
+    )?;
+    writeln!(out, "    recall: not computed ({})", v.recall_note)?;
+    writeln!(out, "    {:<24} {:>6} {:>6} {:>10}", "reason", "bad", "good", "precision")?;
+    for r in &v.by_reason {
+        writeln!(out, "    {:<24} {:>6} {:>6} {:>10.4}", r.reason, r.bad, r.good, r.precision)?;
+    }
+    if let Some(j) = &v.jump {
+        writeln!(
+            out,
+            "    {} {} -> {}: {} (labelled jumps in the data: {} good, {} bad, {} not found; with it {} good accepted, {} bad refused)",
+            j.setting, j.before, j.value, j.why, j.found_good, j.found_bad, j.not_found, j.good_accepted, j.bad_refused
+        )?;
+    }
     Ok(())
 }

@@ -20,6 +20,7 @@
 pub mod calibrate;
 pub mod data;
 pub mod holdout;
+pub mod labels;
 pub mod window;
 
 use std::collections::BTreeMap;
@@ -104,6 +105,9 @@ pub struct Options {
     pub max_evals: usize,
     /// Seed of the null bootstrap.
     pub seed: u64,
+    /// Review labels (`cambio review list --json`): the validator's precision is reported and its jump
+    /// band tuned from them.
+    pub labels: Option<std::path::PathBuf>,
 }
 
 /// `--holdout`: `20%` or `0.2`, strictly between 0 and 1.
@@ -224,6 +228,8 @@ pub struct Report {
     pub champion_note: Option<String>,
     /// The random walk (with the RiskMetrics interval) on the chosen candidate's hold-out forecasts.
     pub random_walk: Vec<HorizonScores>,
+    /// What the review labels say about the validator, and its tuned jump band (with `--labels`).
+    pub validator: Option<labels::ValidatorReport>,
     /// The registry version written (set by [`write`]).
     pub version: Option<u64>,
 }
@@ -291,10 +297,17 @@ pub fn from_path(
     out_of_time: &dyn Fn() -> bool,
 ) -> Result<Retrained, RetrainError> {
     let history = data::load(from, opts.pair)?;
-    run(&history, champion()?, opts, out_of_time)
+    let labelled = match &opts.labels {
+        Some(p) => Some((p.display().to_string(), labels::load(p, opts.pair)?)),
+        None => None,
+    };
+    let labelled = labelled.as_ref().map(|(p, l)| (p.as_str(), l.as_slice()));
+    run(&history, labelled, champion()?, opts, out_of_time)
 }
 
-/// Retrains on `history` (see the module docs). `champion` is the registry's latest version of the pair
+/// Retrains on `history` (see the module docs). `labelled` are review labels (the file's name and the
+/// pair's labelled ticks): they measure the validator and tune its jump band, which every candidate then
+/// carries. `champion` is the registry's latest version of the pair
 /// (its number and engine), scored on the hold-out beside the candidates; `out_of_time` bounds the
 /// search.
 ///
@@ -303,6 +316,7 @@ pub fn from_path(
 /// [`RetrainError::Engine`] when a configuration is refused.
 pub fn run(
     history: &History,
+    labelled: Option<(&str, &[labels::LabelledTick])>,
     champion: Option<(u64, Engine)>,
     opts: &Options,
     out_of_time: &dyn Fn() -> bool,
@@ -346,6 +360,19 @@ pub fn run(
         .or_else(|| champion.as_ref().map(|(_, e)| e.config().clone()))
         .unwrap_or_default();
     configured.validate().map_err(RetrainError::Engine)?;
+    // Review labels: the validator's precision, and its jump band tuned (a threshold of every candidate).
+    let mut configured = configured;
+    let validator = match labelled {
+        Some((path, l)) => {
+            let mut rep = labels::measure(path, l);
+            if let Some((tuned, jump)) = labels::tune_jump(pair, &configured, &ticks, l)? {
+                configured = tuned;
+                rep.jump = Some(jump);
+            }
+            Some(rep)
+        }
+        None => None,
+    };
     let returns = log_returns(win);
     let spacing = median_spacing_us(win);
     let (with_thresholds, null) =
@@ -469,6 +496,7 @@ pub fn run(
         champion,
         champion_note,
         random_walk: winner.random_walk.clone(),
+        validator,
         version: None,
     };
     Ok(Retrained {
@@ -561,6 +589,13 @@ pub fn lineage_scores(r: &Report) -> BTreeMap<String, f64> {
     m.insert("window.first_horizon.rmse".into(), r.search.best.rmse);
     m.insert("null.simulated_ticks".into(), r.null.simulated_ticks as f64);
     m.insert("null.alarms".into(), r.null.alarms as f64);
+    if let Some(v) = &r.validator {
+        m.insert("labels.bad".into(), v.bad as f64);
+        m.insert("labels.good".into(), v.good as f64);
+        if let Some(p) = v.precision {
+            m.insert("labels.precision".into(), p);
+        }
+    }
     m
 }
 

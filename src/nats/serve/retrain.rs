@@ -60,6 +60,8 @@ pub struct RetrainConfig {
     pub search_secs: f64,
     /// Seed of the null's bootstrap (the same data and seed give the same version).
     pub seed: u64,
+    /// Review labels exported by `cambio review list --json` (read at every run when set).
+    pub labels: Option<PathBuf>,
 }
 
 impl Default for RetrainConfig {
@@ -76,6 +78,7 @@ impl Default for RetrainConfig {
             max_evals: retrain::DEFAULT_MAX_EVALS,
             search_secs: retrain::DEFAULT_SEARCH_SECS,
             seed: 1,
+            labels: None,
         }
     }
 }
@@ -105,6 +108,8 @@ pub struct RetrainPlan {
     pub max_evals: usize,
     /// As [`RetrainConfig::seed`].
     pub seed: u64,
+    /// As [`RetrainConfig::labels`].
+    pub labels: Option<PathBuf>,
 }
 
 impl RetrainConfig {
@@ -152,6 +157,7 @@ impl RetrainConfig {
             null_ticks: self.null_ticks,
             max_evals: self.max_evals,
             seed: self.seed,
+            labels: self.labels.clone(),
         }))
     }
 
@@ -326,6 +332,7 @@ impl RetrainTask {
                     null_ticks: plan.null_ticks,
                     max_evals: plan.max_evals,
                     seed: plan.seed,
+                    labels: plan.labels.clone(),
                 };
                 let champion = || latest(&writer, pair);
                 let search_started = std::cell::OnceCell::new();
