@@ -296,3 +296,70 @@ pub fn tune_jump(
     c.quality.jump_k = k;
     Ok(Some((c, tuning)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tick::Source;
+
+    /// A calm walk one second apart, with `jumps` (index, factor) applied to single ticks.
+    fn ticks(n: usize, jumps: &[(usize, f64)]) -> Vec<Tick> {
+        let pair = Pair::parse("USDMXN").unwrap();
+        (0..n)
+            .map(|i| {
+                let wiggle = if i % 2 == 0 { 1.00002 } else { 0.99998 };
+                let k = jumps.iter().find(|(j, _)| *j == i).map_or(1.0, |(_, f)| *f);
+                Tick {
+                    pair,
+                    ts_us: 1_700_000_000_000_000 + i as i64 * 1_000_000,
+                    bid: None,
+                    ask: None,
+                    mid: Some(17.0 * wiggle * k),
+                    source: Source::new("t").unwrap(),
+                    seq: Some(i as u64 + 1),
+                    arrival_us: None,
+                }
+            })
+            .collect()
+    }
+
+    fn label(t: &Tick, label: Label) -> LabelledTick {
+        LabelledTick {
+            id: 0,
+            reason: "implausible_jump".into(),
+            label,
+            ts_us: Some(t.ts_us),
+            seq: t.seq,
+            price: t.mid,
+        }
+    }
+
+    #[test]
+    fn when_a_bad_jump_is_smaller_than_a_good_one_the_band_stops_before_accepting_it() {
+        let pair = Pair::parse("USDMXN").unwrap();
+        // 1% (40 sigmas of the band's floor) labelled good, 0.5% (20 sigmas) labelled bad.
+        let t = ticks(300, &[(100, 1.01), (200, 1.005)]);
+        let labels = [label(&t[100], Label::Good), label(&t[200], Label::Bad)];
+        let cfg = EngineConfig::default();
+        let (tuned, j) = tune_jump(pair, &cfg, &t, &labels).unwrap().unwrap();
+        assert!(j.value >= 10.0 && j.value < 40.0, "{j:?}");
+        assert_eq!((j.good_accepted, j.bad_refused), (0, 1), "{j:?}");
+        assert!(j.why.starts_with("no band"), "{}", j.why);
+        assert_eq!(tuned.quality.jump_k, j.value);
+        let m = measure("l.json", &labels);
+        assert_eq!((m.bad, m.good, m.precision), (1, 1, Some(0.5)));
+        assert_eq!(m.recall, None);
+    }
+
+    #[test]
+    fn labels_of_ticks_not_in_the_data_change_nothing() {
+        let pair = Pair::parse("USDMXN").unwrap();
+        let t = ticks(300, &[(100, 1.005)]);
+        let mut far = label(&t[100], Label::Good);
+        far.ts_us = Some(0);
+        let (tuned, j) = tune_jump(pair, &EngineConfig::default(), &t, &[far]).unwrap().unwrap();
+        assert_eq!((j.not_found, j.value), (1, 10.0), "{j:?}");
+        assert_eq!(tuned, EngineConfig::default());
+        assert!(tune_jump(pair, &EngineConfig::default(), &t, &[]).unwrap().is_none());
+    }
+}
