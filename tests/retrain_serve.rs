@@ -255,3 +255,54 @@ async fn a_run_without_data_is_alerted_as_failed_and_tried_again() {
     assert_eq!(serve.terminate(), 0, "{}", serve.log());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `cambio retrain` (offline) into the registry serve uses.
+fn retrain_offline(db: &Path, lake: &Path) {
+    let o = Command::new(env!("CARGO_BIN_EXE_cambio"))
+        .args(["retrain", "--from", lake.to_str().unwrap(), "--pair", PAIR, "--db", db.to_str().unwrap()])
+        .args(["--min-window", "300", "--null-ticks", "50000", "--max-evals", "4", "--actor", "alice"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A retrained version is a candidate: a restart resumes the live model, never the retrained one, and a
+/// pair whose only version is retrained starts fresh with it as the challenger once it is challenged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrained_version_is_never_restored_as_the_live_model() {
+    let dir = temp_dir("retrain-serve-restore");
+    let lines = bounce(3_200);
+    let lake = lake_of(&dir, &lines[..3_000]);
+    let server = LocalServer::start(false, None).unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+
+    // The champion's version 1, then a retrained version 2: serve resumes version 1.
+    let db = dir.join("m.redb");
+    champion_session(&server, &client, &dir, &base(&db, ""), &lines).await;
+    retrain_offline(&db, &lake);
+    let mut serve = Serve::start(&server.url(), &base(&db, ""), &dir);
+    wait_ready(&client, &serve).await;
+    let status = request(&client, &format!("fx.status.{PAIR}"), "").await.1;
+    assert_eq!(status["model"]["version"], 1, "{status}\n{}", serve.log());
+    assert_eq!(status["ticks"], 100, "{status}");
+    assert_eq!(serve.terminate(), 0, "{}", serve.log());
+
+    // Only a retrained version, challenged offline: the pair starts fresh, the version is its challenger.
+    let db = dir.join("fresh.redb");
+    retrain_offline(&db, &lake);
+    let o = Command::new(env!("CARGO_BIN_EXE_cambio"))
+        .args(["models", "challenge", "--db", db.to_str().unwrap(), PAIR, "1", "--actor", "alice"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut serve = Serve::start(&server.url(), &base(&db, ""), &dir);
+    wait_ready(&client, &serve).await;
+    publish_replayed(&client, PAIR, &lines[3_000..3_100]).await;
+    let status = status_until(&client, PAIR, &serve, Duration::from_secs(60), "the challenger", |s| {
+        s["ticks"] == 100 && s["contest"]["challenger"]["origin"]["version"] == 1
+    })
+    .await;
+    assert_ne!(status["model"]["version"], 1, "{status}");
+    assert_eq!(serve.terminate(), 0, "{}", serve.log());
+    let _ = std::fs::remove_dir_all(&dir);
+}
