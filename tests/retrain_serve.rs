@@ -41,15 +41,16 @@ fn lake_of(dir: &Path, lines: &[String]) -> PathBuf {
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
     let lake = dir.join("lake");
     let o = Command::new(env!("CARGO_BIN_EXE_cambio"))
-        .args(["replay", file.to_str().unwrap(), "--archive", lake.to_str().unwrap(), "--no-timing"])
+        .args([
+            "replay",
+            file.to_str().unwrap(),
+            "--archive",
+            lake.to_str().unwrap(),
+            "--no-timing",
+        ])
         .output()
         .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     lake
 }
 
@@ -99,7 +100,14 @@ fn audit_ops(entries: &Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| format!("{} {} {}", e["op"].as_str().unwrap(), e["actor"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["op"].as_str().unwrap(),
+                e["actor"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -109,7 +117,10 @@ async fn champion_session(server: &LocalServer, client: &async_nats::Client, dir
     let mut serve = Serve::start(&server.url(), cfg, dir);
     wait_ready(client, &serve).await;
     publish_replayed(client, PAIR, &lines[..100]).await;
-    status_until(client, PAIR, &serve, Duration::from_secs(60), "100 ticks", |s| s["ticks"] == 100).await;
+    status_until(client, PAIR, &serve, Duration::from_secs(60), "100 ticks", |s| {
+        s["ticks"] == 100
+    })
+    .await;
     assert_eq!(serve.terminate(), 0, "{}", serve.log());
 }
 
@@ -137,9 +148,14 @@ async fn serve_retrains_challenges_and_the_contest_promotes_the_retrained_versio
     let holdout = alert["holdout"].as_array().expect("holdout");
     assert_eq!(holdout.len(), 2, "{alert}");
     assert!(holdout.iter().all(|h| h["n"].as_u64().unwrap() > 0), "{alert}");
-    status_until(&client, PAIR, &serve, Duration::from_secs(10), "the retrained challenger", |s| {
-        s["contest"]["challenger"]["origin"]["version"] == version
-    })
+    status_until(
+        &client,
+        PAIR,
+        &serve,
+        Duration::from_secs(10),
+        "the retrained challenger",
+        |s| s["contest"]["challenger"]["origin"]["version"] == version,
+    )
     .await;
     let list = models_req(&client, r#"{"op":"list"}"#).await.1;
     let v = list["versions"]
@@ -165,7 +181,11 @@ async fn serve_retrains_challenges_and_the_contest_promotes_the_retrained_versio
         let audit = models_req(&client, r#"{"op":"audit"}"#).await.1;
         let ops = audit_ops(&audit["entries"]);
         let ops: Vec<&str> = ops.iter().map(String::as_str).collect();
-        if ops.ends_with(&["retrain serve-retrain ok", "challenge serve-retrain ok", "promotion serve ok"]) {
+        if ops.ends_with(&[
+            "retrain serve-retrain ok",
+            "challenge serve-retrain ok",
+            "promotion serve ok",
+        ]) {
             break;
         }
         assert!(Instant::now() < deadline, "{ops:?}\n{}", serve.log());
@@ -215,9 +235,14 @@ async fn under_four_eyes_a_retrain_files_an_approval_request() {
     // Another actor approves: the retrained version runs as the challenger.
     let (is_err, reply) = models_req(&client, &format!(r#"{{"op":"approve","id":{id},"actor":"bob"}}"#)).await;
     assert!(!is_err, "{reply}\n{}", serve.log());
-    status_until(&client, PAIR, &serve, Duration::from_secs(10), "the approved challenger", |s| {
-        s["contest"]["challenger"]["origin"]["version"] == version
-    })
+    status_until(
+        &client,
+        PAIR,
+        &serve,
+        Duration::from_secs(10),
+        "the approved challenger",
+        |s| s["contest"]["challenger"]["origin"]["version"] == version,
+    )
     .await;
     assert_eq!(serve.terminate(), 0, "{}", serve.log());
     let _ = std::fs::remove_dir_all(&dir);
@@ -245,7 +270,10 @@ async fn a_run_without_data_is_alerted_as_failed_and_tried_again() {
     }
     // Serve goes on: ticks are still served, and the failures are in the audit log.
     publish_replayed(&client, PAIR, &lines[100..]).await;
-    status_until(&client, PAIR, &serve, Duration::from_secs(60), "200 ticks", |s| s["ticks"] == 200).await;
+    status_until(&client, PAIR, &serve, Duration::from_secs(60), "200 ticks", |s| {
+        s["ticks"] == 200
+    })
+    .await;
     let audit = models_req(&client, r#"{"op":"audit"}"#).await.1;
     let failed = audit_ops(&audit["entries"])
         .iter()
@@ -259,8 +287,25 @@ async fn a_run_without_data_is_alerted_as_failed_and_tried_again() {
 /// `cambio retrain` (offline) into the registry serve uses.
 fn retrain_offline(db: &Path, lake: &Path) {
     let o = Command::new(env!("CARGO_BIN_EXE_cambio"))
-        .args(["retrain", "--from", lake.to_str().unwrap(), "--pair", PAIR, "--db", db.to_str().unwrap()])
-        .args(["--min-window", "300", "--null-ticks", "50000", "--max-evals", "4", "--actor", "alice"])
+        .args([
+            "retrain",
+            "--from",
+            lake.to_str().unwrap(),
+            "--pair",
+            PAIR,
+            "--db",
+            db.to_str().unwrap(),
+        ])
+        .args([
+            "--min-window",
+            "300",
+            "--null-ticks",
+            "50000",
+            "--max-evals",
+            "4",
+            "--actor",
+            "alice",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
@@ -291,7 +336,16 @@ async fn a_retrained_version_is_never_restored_as_the_live_model() {
     let db = dir.join("fresh.redb");
     retrain_offline(&db, &lake);
     let o = Command::new(env!("CARGO_BIN_EXE_cambio"))
-        .args(["models", "challenge", "--db", db.to_str().unwrap(), PAIR, "1", "--actor", "alice"])
+        .args([
+            "models",
+            "challenge",
+            "--db",
+            db.to_str().unwrap(),
+            PAIR,
+            "1",
+            "--actor",
+            "alice",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));

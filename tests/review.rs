@@ -404,7 +404,12 @@ async fn labels_exported_from_review_tune_the_jump_band_in_retrain() {
     };
     let seqs: Vec<(u64, &str)> = list
         .iter()
-        .map(|r| (r["record"]["seq"].as_u64().unwrap(), r["record"]["reason"].as_str().unwrap()))
+        .map(|r| {
+            (
+                r["record"]["seq"].as_u64().unwrap(),
+                r["record"]["reason"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         seqs,
@@ -422,7 +427,12 @@ async fn labels_exported_from_review_tune_the_jump_band_in_retrain() {
         let seq = r["record"]["seq"].as_u64().unwrap() as usize - 1;
         let label = if good_at.contains(&seq) { "good" } else { "bad" };
         let id = r["id"].as_u64().unwrap().to_string();
-        let _ = json(&review(&url, &["label", &id, label, "--actor", "alice", "--json"], "", "ops"));
+        let _ = json(&review(
+            &url,
+            &["label", &id, label, "--actor", "alice", "--json"],
+            "",
+            "ops",
+        ));
     }
     let export = review(&url, &["list", "--json", "--pair", "USDMXN"], "", "ops");
     let labels = dir.join("labels.json");
@@ -434,19 +444,38 @@ async fn labels_exported_from_review_tune_the_jump_band_in_retrain() {
     std::fs::write(&file, msgs.join("\n") + "\n").unwrap();
     let retrain = |db: &str, extra: &[&str]| -> Value {
         let out = Command::new(env!("CARGO_BIN_EXE_cambio"))
-            .args(["retrain", "--from", file.to_str().unwrap(), "--pair", "USDMXN", "--json"])
+            .args([
+                "retrain",
+                "--from",
+                file.to_str().unwrap(),
+                "--pair",
+                "USDMXN",
+                "--json",
+            ])
             .args(["--db", dir.join(db).to_str().unwrap()])
             .args(["--min-window", "100", "--null-ticks", "20000", "--max-evals", "4"])
             .args(extra)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_str(&stdout).unwrap()
     };
     let jump_k = |db: &str| -> f64 {
         let out = Command::new(env!("CARGO_BIN_EXE_cambio"))
-            .args(["models", "show", "USDMXN", "--json", "--db", dir.join(db).to_str().unwrap()])
+            .args([
+                "models",
+                "show",
+                "USDMXN",
+                "--json",
+                "--db",
+                dir.join(db).to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -454,7 +483,11 @@ async fn labels_exported_from_review_tune_the_jump_band_in_retrain() {
     };
     let r = retrain("labelled.redb", &["--labels", labels.to_str().unwrap()]);
     let v = &r["validator"];
-    assert_eq!((v["labelled"].as_u64(), v["bad"].as_u64(), v["good"].as_u64()), (Some(5), Some(3), Some(2)), "{v:#}");
+    assert_eq!(
+        (v["labelled"].as_u64(), v["bad"].as_u64(), v["good"].as_u64()),
+        (Some(5), Some(3), Some(2)),
+        "{v:#}"
+    );
     assert_eq!(v["precision"].as_f64(), Some(0.6), "{v:#}");
     assert!(v["recall"].is_null(), "{v:#}");
     assert_eq!(
@@ -469,16 +502,28 @@ async fn labels_exported_from_review_tune_the_jump_band_in_retrain() {
     assert_eq!(j["setting"], "quality.jump_k");
     assert_eq!(j["before"].as_f64(), Some(10.0), "{j:#}");
     assert_eq!(
-        (j["found_good"].as_u64(), j["found_bad"].as_u64(), j["not_found"].as_u64()),
+        (
+            j["found_good"].as_u64(),
+            j["found_bad"].as_u64(),
+            j["not_found"].as_u64()
+        ),
         (Some(2), Some(2), Some(0)),
         "{j:#}"
     );
-    assert_eq!((j["good_accepted"].as_u64(), j["bad_refused"].as_u64()), (Some(2), Some(2)), "{j:#}");
+    assert_eq!(
+        (j["good_accepted"].as_u64(), j["bad_refused"].as_u64()),
+        (Some(2), Some(2)),
+        "{j:#}"
+    );
     // A 0.5% move is 19.95 sigmas of the band's floor (`jump_min_sigma`): 20 is the smallest band tried
     // that accepts it; a 3% one stays far outside.
     let tuned = j["value"].as_f64().unwrap();
     assert_eq!(tuned, 20.0, "{j:#}");
-    assert_eq!(jump_k("labelled.redb"), tuned, "the version's configuration carries the tuned band");
+    assert_eq!(
+        jump_k("labelled.redb"),
+        tuned,
+        "the version's configuration carries the tuned band"
+    );
     // Without labels: no validator report, the band as configured.
     let r = retrain("plain.redb", &[]);
     assert!(r["validator"].is_null(), "{r:#}");

@@ -240,9 +240,17 @@ fn print_validator(out: &mut Out, v: &ValidatorReport) -> std::io::Result<()> {
         v.precision.map_or_else(|| "-".to_string(), |p| format!("{p:.4}"))
     )?;
     writeln!(out, "    recall: not computed ({})", v.recall_note)?;
-    writeln!(out, "    {:<24} {:>6} {:>6} {:>10}", "reason", "bad", "good", "precision")?;
+    writeln!(
+        out,
+        "    {:<24} {:>6} {:>6} {:>10}",
+        "reason", "bad", "good", "precision"
+    )?;
     for r in &v.by_reason {
-        writeln!(out, "    {:<24} {:>6} {:>6} {:>10.4}", r.reason, r.bad, r.good, r.precision)?;
+        writeln!(
+            out,
+            "    {:<24} {:>6} {:>6} {:>10.4}",
+            r.reason, r.bad, r.good, r.precision
+        )?;
     }
     if let Some(j) = &v.jump {
         writeln!(

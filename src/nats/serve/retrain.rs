@@ -140,7 +140,10 @@ impl RetrainConfig {
             return Err("retrain.actor: a name".into());
         }
         if !(self.search_secs.is_finite() && self.search_secs > 0.0) {
-            return Err(format!("retrain.search_secs {}: a positive number of seconds", self.search_secs));
+            return Err(format!(
+                "retrain.search_secs {}: a positive number of seconds",
+                self.search_secs
+            ));
         }
         if self.null_ticks == 0 || self.max_evals == 0 {
             return Err("retrain.null_ticks and retrain.max_evals must be positive".into());
@@ -298,7 +301,10 @@ impl RetrainTask {
         match self.state.challenge_or_request(pair, meta.version, &plan.actor).await {
             Ok(Challenged::Running(_)) => {
                 verdict.outcome = "challenged";
-                verdict.detail = format!("version {} runs as the live challenger; the contest decides", meta.version);
+                verdict.detail = format!(
+                    "version {} runs as the live challenger; the contest decides",
+                    meta.version
+                );
             }
             Ok(Challenged::AwaitingApproval(req)) => {
                 verdict.outcome = "awaiting_approval";

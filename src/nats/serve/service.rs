@@ -599,7 +599,7 @@ impl ServiceState {
 #[derive(Debug, Clone)]
 pub enum Challenged {
     /// The version runs as the pair's live challenger.
-    Running(crate::checkpoint::VersionMeta),
+    Running(Box<crate::checkpoint::VersionMeta>),
     /// Under `[registry] require_approval`: a request waiting for another actor's approval.
     AwaitingApproval(crate::checkpoint::Approval),
 }
@@ -611,14 +611,21 @@ impl ServiceState {
     ///
     /// # Errors
     /// As the `challenge` request: no checkpoints, no such version, challengers off, the pair not served.
-    pub async fn challenge_or_request(&self, pair: Pair, version: u64, actor: &str) -> Result<Challenged, RequestError> {
+    pub async fn challenge_or_request(
+        &self,
+        pair: Pair,
+        version: u64,
+        actor: &str,
+    ) -> Result<Challenged, RequestError> {
         if self.require_approval {
             let request = self
                 .file_request(pair, Requested::Challenge { version }, actor.to_string())
                 .await?;
             return Ok(Challenged::AwaitingApproval(request));
         }
-        Ok(Challenged::Running(self.challenge(pair, version, actor).await?))
+        Ok(Challenged::Running(Box::new(
+            self.challenge(pair, version, actor).await?,
+        )))
     }
 
     /// Files a request waiting for another actor's approval (recorded in the audit log as pending).
