@@ -260,7 +260,9 @@ async fn a_run_without_data_is_alerted_as_failed_and_tried_again() {
     let mut alerts = client.subscribe(format!("fx.alert.{PAIR}")).await.unwrap();
     client.flush().await.unwrap();
     let missing = dir.join("no-lake-yet");
-    let mut serve = Serve::start(&server.url(), &base(&db, &retrain_table(&missing, "1s")), &dir);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = base(&db, &retrain_table(&missing, "1s"));
+    let mut serve = Serve::start_with(&server.url(), &cfg, &dir, &["--metrics", &addr]);
     wait_ready(&client, &serve).await;
     for _ in 0..2 {
         let alert = next_of(&mut alerts, &serve, "retrain", 60).await;
@@ -274,6 +276,23 @@ async fn a_run_without_data_is_alerted_as_failed_and_tried_again() {
         s["ticks"] == 200
     })
     .await;
+    // Counted by outcome, with the last run's duration.
+    let text = metrics_until(
+        &format!("http://{addr}/metrics"),
+        Duration::from_secs(30),
+        "two failed runs",
+        |t| metric(t, "cambio_retrain_runs_total", &[("outcome", "failed")]).is_some_and(|n| n >= 2.0),
+    )
+    .await;
+    assert_eq!(
+        metric(&text, "cambio_retrain_runs_total", &[("outcome", "challenged")]),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "cambio_retrain_last_duration_seconds", &[]).is_some_and(|s| s > 0.0),
+        "{text}"
+    );
     let audit = models_req(&client, r#"{"op":"audit"}"#).await.1;
     let failed = audit_ops(&audit["entries"])
         .iter()
