@@ -27,6 +27,8 @@ pub struct Config {
     pub business: crate::business::BusinessConfig,
     /// The Prometheus endpoint of `cambio serve` (`[metrics]`).
     pub metrics: crate::nats::serve::metrics::MetricsConfig,
+    /// Periodic batch retraining inside `cambio serve` (`[retrain]`).
+    pub retrain: crate::nats::serve::retrain::RetrainConfig,
 }
 
 impl From<Config> for crate::nats::serve::ServeSettings {
@@ -40,6 +42,7 @@ impl From<Config> for crate::nats::serve::ServeSettings {
             challenger: c.challenger,
             business: c.business,
             metrics: c.metrics,
+            retrain: c.retrain,
         }
     }
 }
@@ -94,6 +97,7 @@ impl Config {
             .and_then(|()| cfg.checkpoint.validate())
             .and_then(|()| cfg.challenger.validate(&cfg.engine))
             .and_then(|()| cfg.business.validate())
+            .and_then(|()| cfg.retrain.validate())
             .map_err(|message| ConfigError::Invalid {
                 path: path.into(),
                 message,
@@ -141,7 +145,8 @@ mod tests {
                 .and_then(|()| c.serve.validate())
                 .and_then(|()| c.checkpoint.validate())
                 .and_then(|()| c.challenger.validate(&c.engine))
-                .and_then(|()| c.business.validate());
+                .and_then(|()| c.business.validate())
+                .and_then(|()| c.retrain.validate());
             if let Err(e) = valid {
                 panic!("{e}\n{b}");
             }

@@ -341,3 +341,192 @@ async fn quarantined_ticks_are_listed_shown_labelled_and_labels_survive_a_restar
     assert_eq!(cfg.max_bytes, 64 << 20);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The operator's path from review to retraining: jumps refused by the validator are labelled with
+/// `cambio review label` (two real moves `good`, two fat fingers `bad`, a crossed quote `bad`), exported
+/// with `cambio review list --json`, and `cambio retrain --labels` reports the validator's precision with
+/// the exact counts and writes a version whose jump band accepts the good jumps and still refuses the bad
+/// ones. Without labels the validator's configuration is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_exported_from_review_tune_the_jump_band_in_retrain() {
+    let dir = temp_dir("review-retrain");
+    let server = LocalServer::start(true, Some(&dir.join("store"))).unwrap();
+    let url = server.url().to_string();
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let _ = json(&review(&url, &["list", "--json"], "", "ops"));
+    let mut serve = Serve::start(&url, SERVE, &dir);
+    wait_ready(&client, &serve).await;
+
+    // A walk (moves of at most 0.005%) with 0.5% moves that revert (real, labelled good), 3% fat fingers
+    // (labelled bad) and a crossed quote (labelled bad).
+    let ticks = walk(600, 5);
+    let good_at = [150usize, 350];
+    let bad_at = [250usize, 450];
+    let crossed_at = 520usize;
+    let msgs: Vec<String> = ticks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if good_at.contains(&i) {
+                scaled(&ticks, i, 1.005)
+            } else if bad_at.contains(&i) {
+                scaled(&ticks, i, 1.03)
+            } else if i == crossed_at {
+                let mut v: Value = serde_json::from_str(t).unwrap();
+                let (b, a) = (v["bid"].clone(), v["ask"].clone());
+                v["bid"] = a;
+                v["ask"] = b;
+                v.to_string()
+            } else {
+                t.clone()
+            }
+        })
+        .collect();
+    let mut acks = Vec::new();
+    for m in &msgs {
+        acks.push(
+            js.publish_with_headers("fx.ticks.USDMXN", replay_header(), Bytes::from(m.clone()))
+                .await
+                .unwrap(),
+        );
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let list = loop {
+        let l = json(&review(&url, &["list", "--json", "--pair", "USDMXN"], "", "ops"));
+        if l.as_array().unwrap().len() >= 5 || Instant::now() > deadline {
+            break l.as_array().unwrap().clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let seqs: Vec<(u64, &str)> = list
+        .iter()
+        .map(|r| {
+            (
+                r["record"]["seq"].as_u64().unwrap(),
+                r["record"]["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        [
+            (151, "implausible_jump"),
+            (251, "implausible_jump"),
+            (351, "implausible_jump"),
+            (451, "implausible_jump"),
+            (521, "crossed_quote")
+        ],
+        "{list:?}\n{}",
+        serve.log()
+    );
+    for r in &list {
+        let seq = r["record"]["seq"].as_u64().unwrap() as usize - 1;
+        let label = if good_at.contains(&seq) { "good" } else { "bad" };
+        let id = r["id"].as_u64().unwrap().to_string();
+        let _ = json(&review(
+            &url,
+            &["label", &id, label, "--actor", "alice", "--json"],
+            "",
+            "ops",
+        ));
+    }
+    let export = review(&url, &["list", "--json", "--pair", "USDMXN"], "", "ops");
+    let labels = dir.join("labels.json");
+    std::fs::write(&labels, &export.stdout).unwrap();
+    assert_eq!(serve.terminate(), 0, "{}", serve.log());
+
+    // The same ticks as a file, retrained with and without the labels.
+    let file = dir.join("ticks.jsonl");
+    std::fs::write(&file, msgs.join("\n") + "\n").unwrap();
+    let retrain = |db: &str, extra: &[&str]| -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_cambio"))
+            .args([
+                "retrain",
+                "--from",
+                file.to_str().unwrap(),
+                "--pair",
+                "USDMXN",
+                "--json",
+            ])
+            .args(["--db", dir.join(db).to_str().unwrap()])
+            .args(["--min-window", "100", "--null-ticks", "20000", "--max-evals", "4"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&stdout).unwrap()
+    };
+    let jump_k = |db: &str| -> f64 {
+        let out = Command::new(env!("CARGO_BIN_EXE_cambio"))
+            .args([
+                "models",
+                "show",
+                "USDMXN",
+                "--json",
+                "--db",
+                dir.join(db).to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["lineage"]["config"]["quality"]["jump_k"].as_f64().unwrap_or(f64::NAN)
+    };
+    let r = retrain("labelled.redb", &["--labels", labels.to_str().unwrap()]);
+    let v = &r["validator"];
+    assert_eq!(
+        (v["labelled"].as_u64(), v["bad"].as_u64(), v["good"].as_u64()),
+        (Some(5), Some(3), Some(2)),
+        "{v:#}"
+    );
+    assert_eq!(v["precision"].as_f64(), Some(0.6), "{v:#}");
+    assert!(v["recall"].is_null(), "{v:#}");
+    assert_eq!(
+        v["by_reason"],
+        serde_json::json!([
+            {"reason": "crossed_quote", "bad": 1, "good": 0, "precision": 1.0},
+            {"reason": "implausible_jump", "bad": 2, "good": 2, "precision": 0.5}
+        ]),
+        "{v:#}"
+    );
+    let j = &v["jump"];
+    assert_eq!(j["setting"], "quality.jump_k");
+    assert_eq!(j["before"].as_f64(), Some(10.0), "{j:#}");
+    assert_eq!(
+        (
+            j["found_good"].as_u64(),
+            j["found_bad"].as_u64(),
+            j["not_found"].as_u64()
+        ),
+        (Some(2), Some(2), Some(0)),
+        "{j:#}"
+    );
+    assert_eq!(
+        (j["good_accepted"].as_u64(), j["bad_refused"].as_u64()),
+        (Some(2), Some(2)),
+        "{j:#}"
+    );
+    // A 0.5% move is 19.95 sigmas of the band's floor (`jump_min_sigma`): 20 is the smallest band tried
+    // that accepts it; a 3% one stays far outside.
+    let tuned = j["value"].as_f64().unwrap();
+    assert_eq!(tuned, 20.0, "{j:#}");
+    assert_eq!(
+        jump_k("labelled.redb"),
+        tuned,
+        "the version's configuration carries the tuned band"
+    );
+    // Without labels: no validator report, the band as configured.
+    let r = retrain("plain.redb", &[]);
+    assert!(r["validator"].is_null(), "{r:#}");
+    assert_eq!(jump_k("plain.redb"), 10.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -611,7 +611,8 @@ impl CheckpointStore {
             let cut = read_cut(&tx.open_table(CUTS).map_err(db)?)?;
             let head = head_of(&tx, cut.as_ref(), ckpt.meta.pair)?;
             let meta = self.put_in(&tx, ckpt, head)?;
-            if let Some(mut cut) = cut {
+            // A retrained version is a candidate, not the pair's state: the cut keeps naming the live one.
+            if let Some(mut cut) = cut.filter(|_| meta.reason != Reason::Retrain) {
                 cut.heads.insert(meta.pair.to_string(), meta.version);
                 write_cut(&tx, &cut)?;
             }
@@ -682,7 +683,7 @@ impl CheckpointStore {
                 ..Restore::default()
             };
             for pair in self.pairs()? {
-                match self.latest_good(pair) {
+                match self.latest_restorable(pair) {
                     Ok(Some((meta, state))) => {
                         let current = cut
                             .as_ref()
@@ -914,6 +915,36 @@ impl CheckpointStore {
     pub fn latest_good(&self, pair: Pair) -> Result<Option<(VersionMeta, PairState)>, StoreError> {
         self.guard(|| {
             let metas = self.list(Some(pair))?;
+            if metas.is_empty() {
+                return Ok(None);
+            }
+            for meta in metas.into_iter().rev() {
+                match self.get(pair, meta.version) {
+                    Ok(state) => return Ok(Some((meta, state))),
+                    Err(e @ (StoreError::Format { .. } | StoreError::NotFound { .. })) => {
+                        tracing::warn!(pair = %pair, version = meta.version, error = %e, "checkpoint unreadable; trying an older version");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(StoreError::NoGoodVersion(pair))
+        })
+    }
+
+    /// The newest readable version of `pair` a service may resume from: as [`CheckpointStore::latest_good`],
+    /// skipping versions with reason `retrain`. A retrained version reaches service only through the
+    /// contest (a challenge), never by being restored as the live model; a pair with retrained versions
+    /// only starts fresh.
+    ///
+    /// # Errors
+    /// As [`CheckpointStore::latest_good`].
+    pub fn latest_restorable(&self, pair: Pair) -> Result<Option<(VersionMeta, PairState)>, StoreError> {
+        self.guard(|| {
+            let metas: Vec<VersionMeta> = self
+                .list(Some(pair))?
+                .into_iter()
+                .filter(|m| m.reason != Reason::Retrain)
+                .collect();
             if metas.is_empty() {
                 return Ok(None);
             }

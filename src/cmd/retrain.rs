@@ -11,6 +11,7 @@ use cambio::checkpoint::lineage::os_user;
 use cambio::checkpoint::{CheckpointStore, Retention};
 use cambio::nats::serve::router::now_us;
 use cambio::retrain::holdout::HorizonScores;
+use cambio::retrain::labels::ValidatorReport;
 use cambio::retrain::{self, Options, Report, RetrainError, data};
 
 use super::{CliError, Out, parse_pair};
@@ -36,20 +37,24 @@ pub struct Args {
     #[arg(long, default_value = "20%")]
     holdout: String,
     /// Fewest ticks in the training window (500: two years of daily fixings).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = retrain::DEFAULT_MIN_WINDOW)]
     min_window: usize,
     /// Ticks simulated under the window's null to set the detectors' thresholds.
-    #[arg(long, default_value_t = 2_000_000)]
+    #[arg(long, default_value_t = retrain::DEFAULT_NULL_TICKS)]
     null_ticks: u64,
     /// Most replays of the window in the settings search.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = retrain::DEFAULT_MAX_EVALS)]
     max_evals: usize,
     /// Time bound of the settings search in seconds (the search stops early, and says so, when reached).
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = retrain::DEFAULT_SEARCH_SECS)]
     search_secs: f64,
     /// Seed of the null's bootstrap.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Review labels: the output of `cambio review list --json`. The validator's precision on the labelled
+    /// ticks is reported, and its jump band tuned to accept the jumps labelled good.
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
     /// Your name for the lineage and the audit log (default: $USER, else $LOGNAME).
     #[arg(long)]
     actor: Option<String>,
@@ -72,11 +77,6 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
             "--search-secs: give a positive number of seconds".into(),
         ));
     }
-    let history = data::load(&args.from, pair).map_err(usage)?;
-    let store = CheckpointStore::open(&args.db, Retention::default())?;
-    let champion = store
-        .latest_good(pair)?
-        .map(|(meta, state)| (meta.version, state.engine));
     let opts = Options {
         pair,
         until_us,
@@ -85,11 +85,26 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         null_ticks: args.null_ticks,
         max_evals: args.max_evals.max(1),
         seed: args.seed,
+        labels: args.labels.clone(),
     };
-    let search_started = Instant::now();
+    // The registry is opened (created when missing) only once the data has been read.
+    let mut opened = None;
+    let champion = || {
+        let store = CheckpointStore::open(&args.db, Retention::default())?;
+        let champion = store
+            .latest_good(pair)?
+            .map(|(meta, state)| (meta.version, state.engine));
+        opened = Some(store);
+        Ok(champion)
+    };
     let bound = Duration::from_secs_f64(args.search_secs);
-    let out_of_time = move || search_started.elapsed() >= bound;
-    let mut retrained = retrain::run(&history, champion, &opts, &out_of_time).map_err(usage)?;
+    // The bound is the search's: its clock starts at the search's first question.
+    let search_started = std::cell::OnceCell::new();
+    let out_of_time = || search_started.get_or_init(Instant::now).elapsed() >= bound;
+    let mut retrained = retrain::from_path(&args.from, &opts, champion, &out_of_time).map_err(usage)?;
+    let Some(store) = opened else {
+        return Err(CliError::Usage("the registry was not opened".into()));
+    };
     let actor = args.actor.clone().unwrap_or_else(os_user);
     let meta = retrain::write(&store, &mut retrained, &actor, now_us()).map_err(usage)?;
     let secs = started.elapsed().as_secs_f64();
@@ -201,6 +216,9 @@ fn print_report(out: &mut Out, r: &Report, secs: f64) -> std::io::Result<()> {
         None => writeln!(out, "    ({})", r.champion_note.as_deref().unwrap_or("no champion"))?,
     }
     rows(out, "random walk", &r.random_walk)?;
+    if let Some(v) = &r.validator {
+        print_validator(out, v)?;
+    }
     writeln!(
         out,
         "  chosen: {} (* above), written as version {} in {:.1} s",
@@ -208,5 +226,38 @@ fn print_report(out: &mut Out, r: &Report, secs: f64) -> std::io::Result<()> {
         r.version.map_or_else(|| "none".to_string(), |v| v.to_string()),
         secs
     )?;
+    Ok(())
+}
+
+fn print_validator(out: &mut Out, v: &ValidatorReport) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "  review labels ({}): {} labelled, {} bad (rightly refused), {} good (real prices refused); precision {}",
+        v.labels,
+        v.labelled,
+        v.bad,
+        v.good,
+        v.precision.map_or_else(|| "-".to_string(), |p| format!("{p:.4}"))
+    )?;
+    writeln!(out, "    recall: not computed ({})", v.recall_note)?;
+    writeln!(
+        out,
+        "    {:<24} {:>6} {:>6} {:>10}",
+        "reason", "bad", "good", "precision"
+    )?;
+    for r in &v.by_reason {
+        writeln!(
+            out,
+            "    {:<24} {:>6} {:>6} {:>10.4}",
+            r.reason, r.bad, r.good, r.precision
+        )?;
+    }
+    if let Some(j) = &v.jump {
+        writeln!(
+            out,
+            "    {} {} -> {}: {} (labelled jumps in the data: {} good, {} bad, {} not found; with it {} good accepted, {} bad refused)",
+            j.setting, j.before, j.value, j.why, j.found_good, j.found_bad, j.not_found, j.good_accepted, j.bad_refused
+        )?;
+    }
     Ok(())
 }

@@ -21,7 +21,7 @@ pub const INTERRUPTED_EXIT: u8 = 130;
 /// `cambio serve`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Configuration file ([engine], [nats], [serve], [checkpoint], [challenger], [metrics], [business] tables).
+    /// Configuration file ([engine], [nats], [serve], [checkpoint], [registry], [challenger], [metrics], [business], [retrain] tables).
     #[arg(long)]
     config: Option<PathBuf>,
     /// NATS server URL (overrides the file and CAMBIO_NATS_URL).

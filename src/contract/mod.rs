@@ -18,6 +18,7 @@
 //! | `business_event` | `<prefix>.business.masked.<PAIR>` | [`BusinessEvent`] |
 //! | `business_quarantined` | `<prefix>.business.quarantine.<PAIR>` | [`BusinessQuarantined`] |
 //! | `business_disparity` | `<prefix>.alert.<PAIR>` | [`BusinessDisparity`] |
+//! | `retrain` | `<prefix>.alert.<PAIR>` | [`RetrainVerdict`] |
 //! | `business_stats` | `<prefix>.business.stats.<PAIR>` replies | [`BusinessStatsReply`] |
 //!
 //! Ticks and factors come in as [`crate::tick::Tick`] and [`crate::tick::Factor`] (`parse_tick`,
@@ -263,6 +264,53 @@ pub struct ApprovalRequestReply {
     /// The request.
     #[serde(flatten)]
     pub request: Approval,
+}
+
+/// What one run of serve's periodic retraining (`[retrain]`) did for a pair, published on
+/// `<prefix>.alert.<PAIR>`: the version it wrote, its hold-out scores, and whether it now runs as the
+/// challenger, waits for approval, was refused, or the run failed. The contest's later promotion (or not)
+/// is the `promotion` alert.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "retrain")]
+pub struct RetrainVerdict {
+    /// The pair.
+    pub pair: Pair,
+    /// When the run ended (wall clock, RFC 3339).
+    pub ts: String,
+    /// `challenged`, `awaiting_approval`, `refused` (a version was written, the challenge was not made) or
+    /// `failed` (no version: the data or the registry could not be used).
+    pub outcome: &'static str,
+    /// The version written (reason `retrain`), when one was.
+    pub version: Option<u64>,
+    /// Who the run acts as (`[retrain] actor`).
+    pub actor: String,
+    /// The candidate chosen (`calibrated`, `configured`, `ets`).
+    pub chosen: Option<String>,
+    /// Ticks used (window and hold-out).
+    pub ticks: Option<usize>,
+    /// The chosen candidate's hold-out scores, per horizon.
+    pub holdout: Vec<RetrainScore>,
+    /// The approval request's id, under `[registry] require_approval`.
+    pub approval_id: Option<u64>,
+    /// Why it was refused or failed, or what it did, for people.
+    pub detail: String,
+    /// How long the run took, seconds.
+    pub seconds: f64,
+}
+
+/// One horizon of a retrained candidate's hold-out scores.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetrainScore {
+    /// The horizon.
+    pub horizon: String,
+    /// Forecasts scored.
+    pub n: u64,
+    /// RMSE relative to the random walk's (below 1 beats it).
+    pub rmse_ratio: f64,
+    /// Share of outcomes inside the 95% interval.
+    pub coverage95: f64,
+    /// Mean Winkler score of the 95% interval (price units).
+    pub winkler95: f64,
 }
 
 /// Latency percentiles of a histogram, in microseconds (`$SRV.STATS` data, the load report).

@@ -20,6 +20,7 @@
 pub mod calibrate;
 pub mod data;
 pub mod holdout;
+pub mod labels;
 pub mod window;
 
 use std::collections::BTreeMap;
@@ -78,6 +79,15 @@ pub enum RetrainError {
 /// Fewest ticks in the window (below it no horizon is scored often enough to compare settings).
 pub const MIN_TICKS: usize = 30;
 
+/// Default fewest ticks in the training window (two years of daily fixings).
+pub const DEFAULT_MIN_WINDOW: usize = 500;
+/// Default ticks simulated under the window's null to set the detectors' thresholds.
+pub const DEFAULT_NULL_TICKS: u64 = 2_000_000;
+/// Default most window replays of the settings search.
+pub const DEFAULT_MAX_EVALS: usize = 40;
+/// Default time bound of the settings search, seconds.
+pub const DEFAULT_SEARCH_SECS: f64 = 30.0;
+
 /// How to retrain.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -95,6 +105,9 @@ pub struct Options {
     pub max_evals: usize,
     /// Seed of the null bootstrap.
     pub seed: u64,
+    /// Review labels (`cambio review list --json`): the validator's precision is reported and its jump
+    /// band tuned from them.
+    pub labels: Option<std::path::PathBuf>,
 }
 
 /// `--holdout`: `20%` or `0.2`, strictly between 0 and 1.
@@ -215,6 +228,8 @@ pub struct Report {
     pub champion_note: Option<String>,
     /// The random walk (with the RiskMetrics interval) on the chosen candidate's hold-out forecasts.
     pub random_walk: Vec<HorizonScores>,
+    /// What the review labels say about the validator, and its tuned jump band (with `--labels`).
+    pub validator: Option<labels::ValidatorReport>,
     /// The registry version written (set by [`write`]).
     pub version: Option<u64>,
 }
@@ -267,7 +282,32 @@ fn span(ticks: &[crate::tick::Tick]) -> Span {
     }
 }
 
-/// Retrains on `history` (see the module docs). `champion` is the registry's latest version of the pair
+/// Reads the pair's history from `from` (a lake folder, a scenario, a CSV or JSON-lines tick file) and
+/// retrains on it: the one entry point of the batch path, shared by `cambio retrain` and serve's periodic
+/// retraining (`[retrain]`), so both build a version the same way. `champion` reads the registry's latest
+/// version of the pair (its number and engine); it is asked only once the data has been read, so bad input
+/// is refused before the registry is touched.
+///
+/// # Errors
+/// As [`data::load`] and [`run`], and `champion`'s error.
+pub fn from_path(
+    from: &std::path::Path,
+    opts: &Options,
+    champion: impl FnOnce() -> Result<Option<(u64, Engine)>, RetrainError>,
+    out_of_time: &dyn Fn() -> bool,
+) -> Result<Retrained, RetrainError> {
+    let history = data::load(from, opts.pair)?;
+    let labelled = match &opts.labels {
+        Some(p) => Some((p.display().to_string(), labels::load(p, opts.pair)?)),
+        None => None,
+    };
+    let labelled = labelled.as_ref().map(|(p, l)| (p.as_str(), l.as_slice()));
+    run(&history, labelled, champion()?, opts, out_of_time)
+}
+
+/// Retrains on `history` (see the module docs). `labelled` are review labels (the file's name and the
+/// pair's labelled ticks): they measure the validator and tune its jump band, which every candidate then
+/// carries. `champion` is the registry's latest version of the pair
 /// (its number and engine), scored on the hold-out beside the candidates; `out_of_time` bounds the
 /// search.
 ///
@@ -276,6 +316,7 @@ fn span(ticks: &[crate::tick::Tick]) -> Span {
 /// [`RetrainError::Engine`] when a configuration is refused.
 pub fn run(
     history: &History,
+    labelled: Option<(&str, &[labels::LabelledTick])>,
     champion: Option<(u64, Engine)>,
     opts: &Options,
     out_of_time: &dyn Fn() -> bool,
@@ -319,6 +360,19 @@ pub fn run(
         .or_else(|| champion.as_ref().map(|(_, e)| e.config().clone()))
         .unwrap_or_default();
     configured.validate().map_err(RetrainError::Engine)?;
+    // Review labels: the validator's precision, and its jump band tuned (a threshold of every candidate).
+    let mut configured = configured;
+    let validator = match labelled {
+        Some((path, l)) => {
+            let mut rep = labels::measure(path, l);
+            if let Some((tuned, jump)) = labels::tune_jump(pair, &configured, &ticks, l)? {
+                configured = tuned;
+                rep.jump = Some(jump);
+            }
+            Some(rep)
+        }
+        None => None,
+    };
     let returns = log_returns(win);
     let spacing = median_spacing_us(win);
     let (with_thresholds, null) =
@@ -442,6 +496,7 @@ pub fn run(
         champion,
         champion_note,
         random_walk: winner.random_walk.clone(),
+        validator,
         version: None,
     };
     Ok(Retrained {
@@ -534,20 +589,22 @@ pub fn lineage_scores(r: &Report) -> BTreeMap<String, f64> {
     m.insert("window.first_horizon.rmse".into(), r.search.best.rmse);
     m.insert("null.simulated_ticks".into(), r.null.simulated_ticks as f64);
     m.insert("null.alarms".into(), r.null.alarms as f64);
+    if let Some(v) = &r.validator {
+        m.insert("labels.bad".into(), v.bad as f64);
+        m.insert("labels.good".into(), v.good as f64);
+        if let Some(p) = v.precision {
+            m.insert("labels.precision".into(), p);
+        }
+    }
     m
 }
 
-/// Stores the retrained engine as a new version of its pair with reason `retrain` and its lineage; sets
-/// `report.version`. Nothing is promoted.
+/// The retrained engine as a new version to store, with reason `retrain` and its lineage (data
+/// fingerprint, window, configuration, scores, `actor`). Nothing is promoted.
 ///
 /// # Errors
-/// [`RetrainError::Format`] when the state cannot be encoded, [`RetrainError::Store`] when the write fails.
-pub fn write(
-    store: &CheckpointStore,
-    r: &mut Retrained,
-    actor: &str,
-    created_us: i64,
-) -> Result<VersionMeta, RetrainError> {
+/// [`RetrainError::Format`] when the state cannot be encoded.
+pub fn checkpoint(r: &Retrained, actor: &str, created_us: i64) -> Result<NewCheckpoint, RetrainError> {
     let state = PairState {
         engine: r.engine.clone(),
         applied: None,
@@ -584,7 +641,21 @@ pub fn write(
         });
         l.scores = Some(lineage_scores(rep));
     }
-    let meta = store.put(ckpt)?;
+    Ok(ckpt)
+}
+
+/// Stores the retrained engine as a new version of its pair ([`checkpoint`]); sets `report.version`.
+/// Nothing is promoted.
+///
+/// # Errors
+/// [`RetrainError::Format`] when the state cannot be encoded, [`RetrainError::Store`] when the write fails.
+pub fn write(
+    store: &CheckpointStore,
+    r: &mut Retrained,
+    actor: &str,
+    created_us: i64,
+) -> Result<VersionMeta, RetrainError> {
+    let meta = store.put(checkpoint(r, actor, created_us)?)?;
     r.report.version = Some(meta.version);
     tracing::info!(pair = %meta.pair, version = meta.version, actor, "retrained version stored");
     Ok(meta)

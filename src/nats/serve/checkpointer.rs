@@ -121,7 +121,8 @@ pub enum Job {
         /// Where to answer.
         reply: Reply<(VersionMeta, PairState)>,
     },
-    /// Reads a pair's newest readable version, if it has one (a pair coming back after eviction).
+    /// Reads a pair's newest readable version it may resume from, if it has one (a pair coming back after
+    /// eviction; retrained versions are not resumed from).
     LoadLatest {
         /// The pair.
         pair: Pair,
@@ -273,7 +274,7 @@ fn writer(store: &CheckpointStore, rx: &mpsc::Receiver<Job>, committed: &AtomicU
                 break;
             }
             Job::LoadLatest { pair, reply } => {
-                let _ = reply.send(store.latest_good(pair).map_err(WriterError::Store));
+                let _ = reply.send(store.latest_restorable(pair).map_err(WriterError::Store));
             }
             Job::Load { pair, version, reply } => {
                 let r = store

@@ -15,6 +15,7 @@ pub mod config;
 pub mod metrics;
 pub mod micro;
 pub mod outbox;
+pub mod retrain;
 pub mod router;
 pub mod service;
 pub mod shard;
@@ -174,6 +175,8 @@ pub struct ServeSettings {
     pub business: crate::business::BusinessConfig,
     /// The Prometheus endpoint and what it reports (`[metrics]`).
     pub metrics: metrics::MetricsConfig,
+    /// Periodic batch retraining (`[retrain]`).
+    pub retrain: retrain::RetrainConfig,
 }
 
 /// Runs the service until `shutdown` resolves, then drains and returns.
@@ -191,6 +194,12 @@ pub async fn run(
     cfg.checkpoint.validate().map_err(ServeError::Config)?;
     cfg.challenger.validate(&cfg.engine).map_err(ServeError::Config)?;
     cfg.business.validate().map_err(ServeError::Config)?;
+    let retrain_plan = cfg.retrain.plan().map_err(ServeError::Config)?;
+    if retrain_plan.is_some() && cfg.checkpoint.path.is_none() {
+        return Err(ServeError::Config(
+            "[retrain] writes versions to the model registry: set [checkpoint] path".into(),
+        ));
+    }
     // The masking key is checked before connecting: a refused key stops serve with its reason.
     let mask_key = business::load_key(&cfg.business).map_err(|e| ServeError::Config(e.to_string()))?;
     let business =
@@ -486,6 +495,17 @@ async fn serve(
     })
     .await
     .map_err(|(subject, source)| ServeError::Subscribe { subject, source })?;
+    // Periodic retraining: a task that waits between runs; each run's work is on a thread of its own.
+    let _retrain = cfg.retrain.plan().ok().flatten().map(|plan| {
+        AbortOnDrop(retrain::spawn(retrain::RetrainTask {
+            plan,
+            state: state.clone(),
+            client: client.clone(),
+            subjects: subjects.clone(),
+            outbox: outbox.clone(),
+            counters: counters.clone(),
+        }))
+    });
     let end = End {
         client: &client,
         url: &url,

@@ -451,7 +451,23 @@ impl Router {
                 }
                 true
             }
-            Ok(_) => self.start_shard(pair),
+            Ok(_) => {
+                // No version to resume from (none, or retrained ones only): fresh, with the version marked
+                // offline (`cambio models challenge`) as its challenger when there is one.
+                let cfg = &self.ctx.challenger;
+                let registry_challenger = cfg.enabled && cfg.engine.is_none();
+                let marked = writer
+                    .ask(|reply| {
+                        Job::With(Box::new(move |store| {
+                            let marks = store.challenges().unwrap_or_default();
+                            let _ = reply.send(Ok(super::marked_challenger(store, &marks, pair, registry_challenger)));
+                        }))
+                    })
+                    .await
+                    .ok()
+                    .flatten();
+                self.start_shard_from(pair, marked)
+            }
             Err(e) => {
                 tracing::error!(pair = %pair, error = %e, "cannot read the pair's checkpoints: it starts fresh");
                 self.start_shard(pair)
@@ -501,13 +517,18 @@ impl Router {
     }
 
     fn start_shard(&mut self, pair: Pair) -> bool {
+        self.start_shard_from(pair, None)
+    }
+
+    /// [`Router::start_shard`], with `previous` (a registry version and its number) as the challenger.
+    fn start_shard_from(&mut self, pair: Pair, previous: Option<(Engine, u64)>) -> bool {
         if self.shards.is_full() {
             return false;
         }
         match Engine::new(pair, &self.engine_cfg) {
             Ok(e) => {
                 tracing::info!(pair = %pair, "new pair: shard started");
-                let contest = self.contest_for(&e, None, None);
+                let contest = self.contest_for(&e, None, previous);
                 self.start_shard_with(e, contest, false)
             }
             Err(e) => {

@@ -507,11 +507,7 @@ impl ServiceState {
                     ModelsOp::Challenge { .. } => Requested::Challenge { version },
                     _ => Requested::Rollback { version },
                 };
-                let request = writer
-                    .run(move |store| store.request_approval(pair, requested, &actor, super::router::now_us()))
-                    .await?;
-                tracing::warn!(pair = %pair, id = request.id, actor = %request.requested_by,
-                    request = %request.requested.describe(), "waits for approval by another actor");
+                let request = self.file_request(pair, requested, actor).await?;
                 to_json_vec(&ApprovalRequestReply { request })
             }
             ModelsOp::Rollback { version, .. } => {
@@ -599,7 +595,57 @@ impl ServiceState {
     }
 }
 
+/// What a challenge led to.
+#[derive(Debug, Clone)]
+pub enum Challenged {
+    /// The version runs as the pair's live challenger.
+    Running(Box<crate::checkpoint::VersionMeta>),
+    /// Under `[registry] require_approval`: a request waiting for another actor's approval.
+    AwaitingApproval(crate::checkpoint::Approval),
+}
+
 impl ServiceState {
+    /// Challenges with `version` of `pair` as `actor`, exactly as a `{"op":"challenge"}` request does:
+    /// under the four-eyes rule a request waiting for approval is filed instead. Serve's periodic
+    /// retraining goes through here.
+    ///
+    /// # Errors
+    /// As the `challenge` request: no checkpoints, no such version, challengers off, the pair not served.
+    pub async fn challenge_or_request(
+        &self,
+        pair: Pair,
+        version: u64,
+        actor: &str,
+    ) -> Result<Challenged, RequestError> {
+        if self.require_approval {
+            let request = self
+                .file_request(pair, Requested::Challenge { version }, actor.to_string())
+                .await?;
+            return Ok(Challenged::AwaitingApproval(request));
+        }
+        Ok(Challenged::Running(Box::new(
+            self.challenge(pair, version, actor).await?,
+        )))
+    }
+
+    /// Files a request waiting for another actor's approval (recorded in the audit log as pending).
+    async fn file_request(
+        &self,
+        pair: Pair,
+        requested: Requested,
+        actor: String,
+    ) -> Result<crate::checkpoint::Approval, RequestError> {
+        let Some(writer) = &self.writer else {
+            return Err(RequestError::NoCheckpoints);
+        };
+        let request = writer
+            .run(move |store| store.request_approval(pair, requested, &actor, super::router::now_us()))
+            .await?;
+        tracing::warn!(pair = %pair, id = request.id, actor = %request.requested_by,
+            request = %request.requested.describe(), "waits for approval by another actor");
+        Ok(request)
+    }
+
     /// Runs `version` as the pair's live challenger and records the outcome (ok or refused, with why) in
     /// the audit log under `actor`.
     async fn challenge(

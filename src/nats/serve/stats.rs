@@ -99,7 +99,16 @@ pub struct Counters {
     pub checkpoint_duration: Latency,
     /// Unix time (ms) of the last committed cut; 0 before the first.
     pub checkpoint_last_ok_ms: AtomicU64,
+    /// Periodic retraining runs (`[retrain]`), per pair, by outcome, in the order of
+    /// [`RETRAIN_OUTCOMES`].
+    pub retrain_runs: [AtomicU64; 4],
+    /// Duration of the last retraining run (ms); 0 before the first.
+    pub retrain_last_ms: AtomicU64,
 }
+
+/// The outcomes of a periodic retraining run, as counted in [`Counters::retrain_runs`] and named in the
+/// `retrain` alert.
+pub const RETRAIN_OUTCOMES: [&str; 4] = ["challenged", "awaiting_approval", "refused", "failed"];
 
 impl Counters {
     /// Adds one to a counter.

@@ -291,6 +291,24 @@ impl ServeCollector {
             "Checkpoint cut requested to committed.",
             &[(Vec::new(), &c.checkpoint_duration)],
         )?;
+        let runs: Vec<_> = crate::nats::serve::stats::RETRAIN_OUTCOMES
+            .iter()
+            .zip(&c.retrain_runs)
+            .map(|(o, n)| (l1("outcome", (*o).to_string()), n.load(Ordering::Relaxed)))
+            .collect();
+        f.counters(
+            "cambio_retrain_runs",
+            "Periodic retraining runs ([retrain]), per pair, by outcome.",
+            &runs,
+        )?;
+        let retrain_ms = c.retrain_last_ms.load(Ordering::Relaxed);
+        if retrain_ms > 0 {
+            f.gauge(
+                "cambio_retrain_last_duration_seconds",
+                "Duration of the last periodic retraining run.",
+                retrain_ms as f64 / 1e3,
+            )?;
+        }
         let last_ms = c.checkpoint_last_ok_ms.load(Ordering::Relaxed);
         if last_ms > 0 {
             f.gauge(
