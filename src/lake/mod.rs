@@ -149,9 +149,8 @@ struct Job {
     folder: PathBuf,
 }
 
-/// The writing thread: files in through a channel of one slot (memory stays bounded: the thread writes
-/// one file while the next fills), each told to `on_durable` when written, the first error out when it
-/// is joined (or told to `on_durable`).
+/// The writing thread: files in through a channel of [`QUEUED_FILES`] slots, each told to `on_durable`
+/// when written, the first error out when it is joined (or told to `on_durable`).
 struct Background {
     tx: Option<std::sync::mpsc::SyncSender<(Job, Durable)>>,
     handle: Option<std::thread::JoinHandle<WriterExit>>,
@@ -194,6 +193,11 @@ fn writer_properties() -> WriterProperties {
     b.build()
 }
 
+/// Files that may wait for the writing thread while it writes one: memory stays bounded (each at most a
+/// roll's rows), and the partitions a replay rolls together when a day ends (forecasts, alerts,
+/// quarantined ticks) are handed over without waiting for the file before them.
+const QUEUED_FILES: usize = 4;
+
 /// Partitions (kind and key) whose last file's sizes are kept.
 const SIZES_KEPT: usize = 64;
 
@@ -231,7 +235,7 @@ impl Lake {
         if self.background.is_some() {
             return Ok(());
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(Job, Durable)>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Job, Durable)>(QUEUED_FILES);
         let props = self.props.clone();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let count = Arc::clone(&in_flight);
