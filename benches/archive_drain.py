@@ -6,8 +6,11 @@ while it drains them into Parquet. The rate is read from the archive's own metri
 
     python3 benches/archive_drain.py [--cambio target/release/cambio] [--scenario DIR] [--times 2]
 
-Prints the messages in the stream, the wall time from the archive's start to the last row durable, and
-the rate while it was draining (rows between the first and last file, over the time between them).
+Prints the messages in the stream, the floor (`cambio floor --drain`: the same stream read once through
+a durable consumer set up as the archive's, nothing done with the messages, on the same server and
+client, in the same run), the wall time from the archive's start to the last row durable, the rate while
+it was draining (rows between the first and last file, over the time between them) and its ratio to the
+floor.
 """
 
 import argparse
@@ -81,6 +84,12 @@ def main():
             time.sleep(1)
             before, total = total, held()
         print(f"the FX stream holds {total} messages", flush=True)
+        out = subprocess.run([args.cambio, "floor", "--drain", "--nats", url, "--stream", "FX",
+                              "--durable", "floor-drain"], check=True, capture_output=True, text=True,
+                             timeout=600).stdout
+        print(f"floor: {out.strip()}", flush=True)
+        m = re.search(r"drained (\d+) messages in \S+ s: (\d+) messages/s", out)
+        floor_rate = int(m.group(2)) if m and int(m.group(1)) == total else None
         murl = f"http://127.0.0.1:{mport}/metrics"
         start = time.monotonic()
         a = subprocess.Popen([args.cambio, "archive", "--dir", lake, "--nats", url, "--metrics",
@@ -108,7 +117,10 @@ def main():
         t1, n1 = steady[-1]
         print(f"archived {n_end} rows in {t_end:.2f} s from start ({n_end / t_end:,.0f} rows/s overall)")
         if t1 > t0:
-            print(f"draining rate between the first and the last full file: {(n1 - n0) / (t1 - t0):,.0f} rows/s")
+            rate = (n1 - n0) / (t1 - t0)
+            print(f"draining rate between the first and the last full file: {rate:,.0f} rows/s")
+            if floor_rate:
+                print(f"archive / floor: {rate / floor_rate:.2f}")
         return 0 if n_end == total else 1
     finally:
         server.terminate()

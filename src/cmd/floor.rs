@@ -26,6 +26,11 @@ pub struct Args {
     /// The durable consumer.
     #[arg(long, default_value = "cambio")]
     durable: String,
+    /// Instead of forwarding: read the stream once from its start to its last message through a new
+    /// durable consumer (`--durable`) set up as `cambio archive`'s, doing nothing with the messages, print
+    /// the rate and exit (the floor `benches/archive_drain.py` compares the archive with).
+    #[arg(long)]
+    drain: bool,
 }
 
 /// Runs the floor until SIGTERM or Ctrl-C.
@@ -34,14 +39,31 @@ pub struct Args {
 /// [`CliError`] when the connection, the service or the consumer cannot be set up.
 pub fn run(args: Args) -> Result<ExitCode, CliError> {
     let subjects = subjects(&args.prefix)?;
-    let jetstream = args.jetstream.then_some(JetStreamSetup {
+    let setup = JetStreamSetup {
         stream: args.stream,
         durable: args.durable,
-    });
+    };
     let cfg = NatsConfig {
         url: Some(args.nats),
         ..Default::default()
     };
+    if args.drain {
+        return runtime()?.block_on(async {
+            let (client, _events) = cambio::nats::connect(&cfg, "cambio-floor").await?;
+            let d = floor::drain(client, &setup.stream, &setup.durable).await?;
+            let rate = if d.seconds > 0.0 {
+                d.messages as f64 / d.seconds
+            } else {
+                0.0
+            };
+            println!(
+                "drained {} messages in {:.2} s: {:.0} messages/s",
+                d.messages, d.seconds, rate
+            );
+            Ok(ExitCode::SUCCESS)
+        });
+    }
+    let jetstream = args.jetstream.then_some(setup);
     runtime()?.block_on(async {
         let (client, _events) = cambio::nats::connect(&cfg, "cambio-floor").await?;
         let opts = FloorOptions { subjects, jetstream };

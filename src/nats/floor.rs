@@ -111,6 +111,75 @@ impl Routes {
     }
 }
 
+/// What [`drain`] read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DrainStats {
+    /// Messages read.
+    pub messages: u64,
+    /// Seconds from the first message read to the last.
+    pub seconds: f64,
+}
+
+/// Messages a drain pulls at a time and acknowledges with one acknowledgement: as `cambio archive` pulls.
+const DRAIN_BATCH: usize = 1_024;
+
+/// A drain stops when no message came for this long (a stream whose last messages were removed).
+const DRAIN_IDLE: Duration = Duration::from_secs(10);
+
+/// Reads `stream` from its first message to the last one it holds now, through a new durable pull consumer
+/// `durable` set up as `cambio archive`'s (acknowledgement of all up to a message, pulls of 1,024), doing
+/// nothing with the messages but reading their JetStream metadata and acknowledging each 1,024th: the
+/// floor of the archive's live drain, on the same server and client.
+///
+/// # Errors
+/// [`FloorError::JetStream`] when the stream or the consumer cannot be read.
+pub async fn drain(client: Client, stream: &str, durable: &str) -> Result<DrainStats, FloorError> {
+    let ctx = jetstream::new(client);
+    let mut s = ctx.get_stream(stream).await.map_err(js)?;
+    let last = s.info().await.map_err(js)?.state.last_sequence;
+    let consumer = s
+        .get_or_create_consumer(
+            durable,
+            pull::Config {
+                durable_name: Some(durable.to_string()),
+                ack_policy: jetstream::consumer::AckPolicy::All,
+                ack_wait: Duration::from_secs(120),
+                max_ack_pending: 1_000_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(js)?;
+    let mut stats = DrainStats {
+        messages: 0,
+        seconds: 0.0,
+    };
+    if last == 0 {
+        return Ok(stats);
+    }
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(DRAIN_BATCH)
+        .messages()
+        .await
+        .map_err(js)?;
+    let mut first = None;
+    while let Ok(Some(m)) = tokio::time::timeout(DRAIN_IDLE, messages.next()).await {
+        let m = m.map_err(js)?;
+        let seq = m.info().map_err(js)?.stream_sequence;
+        let started = *first.get_or_insert_with(std::time::Instant::now);
+        stats.messages += 1;
+        stats.seconds = started.elapsed().as_secs_f64();
+        if stats.messages % DRAIN_BATCH as u64 == 0 || seq >= last {
+            m.ack().await.map_err(js)?;
+        }
+        if seq >= last {
+            break;
+        }
+    }
+    Ok(stats)
+}
+
 /// Runs the floor until `shutdown` resolves, then stops the service and flushes.
 ///
 /// # Errors
