@@ -4,7 +4,7 @@
 while it drains them into Parquet. The rate is read from the archive's own metrics
 (`cambio_archive_rows_total`), sampled every 100 ms.
 
-    python3 benches/archive_drain.py [--cambio target/release/cambio] [--scenario DIR] [--times 2]
+    python3 benches/archive_drain.py [--cambio target/release/cambio] [--scenario DIR] [--times 2] [--floor BIN]
 
 Prints the messages in the stream, the floor (`cambio floor --drain`: the same stream read once through
 a durable consumer set up as the archive's, nothing done with the messages, on the same server and
@@ -49,6 +49,7 @@ def main():
     ap.add_argument("--cambio", default="target/release/cambio")
     ap.add_argument("--scenario", default="scenarios/eurusd_ticks_201405")
     ap.add_argument("--times", type=int, default=2)
+    ap.add_argument("--floor", default=None, help="the cambio that runs `floor --drain` (default: --cambio)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="cambio-drain-")
     port, mport, sport = free_port(), free_port(), free_port()
@@ -84,7 +85,7 @@ def main():
             time.sleep(1)
             before, total = total, held()
         print(f"the FX stream holds {total} messages", flush=True)
-        out = subprocess.run([args.cambio, "floor", "--drain", "--nats", url, "--stream", "FX",
+        out = subprocess.run([args.floor or args.cambio, "floor", "--drain", "--nats", url, "--stream", "FX",
                               "--durable", "floor-drain"], check=True, capture_output=True, text=True,
                              timeout=600).stdout
         print(f"floor: {out.strip()}", flush=True)
