@@ -139,3 +139,46 @@ fn load_against_the_floor_writes_a_report() {
     assert!(json["comparisons"].as_array().unwrap().is_empty());
     assert_eq!(json["passed"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_floor_reads_every_message_of_the_stream_once() {
+    let dir = std::env::temp_dir().join(format!("cambio-drain-floor-{}", std::process::id()));
+    let server = LocalServer::start(true, Some(&dir.join("store"))).expect("nats-server");
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: "FX".into(),
+        subjects: vec!["fx.ticks.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // More than two pulls of 1,024, and a last partial one.
+    const N: usize = 2_500;
+    for i in 0..N {
+        js.publish("fx.ticks.USDMXN", Bytes::from(format!("{{\"i\":{i}}}")))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let drain = |durable: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cambio"))
+            .args(["floor", "--drain", "--nats", &server.url(), "--durable", durable])
+            .output()
+            .unwrap()
+    };
+    let out = drain("floor-drain");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with(&format!("drained {N} messages in ")), "{text}");
+    // Everything was acknowledged up to the last message: the consumer has nothing left.
+    let mut stream = js.get_stream("FX").await.unwrap();
+    let info = stream.consumer_info("floor-drain").await.unwrap();
+    assert_eq!(info.ack_floor.stream_sequence, N as u64);
+    assert_eq!(info.num_ack_pending, 0);
+    // A second durable reads it all again.
+    let again = drain("floor-drain-2");
+    assert!(String::from_utf8_lossy(&again.stdout).starts_with(&format!("drained {N} messages")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
