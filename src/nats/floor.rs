@@ -170,7 +170,7 @@ pub async fn drain(client: Client, stream: &str, durable: &str) -> Result<DrainS
         let started = *first.get_or_insert_with(std::time::Instant::now);
         stats.messages += 1;
         stats.seconds = started.elapsed().as_secs_f64();
-        if stats.messages % DRAIN_BATCH as u64 == 0 || seq >= last {
+        if stats.messages.is_multiple_of(DRAIN_BATCH as u64) || seq >= last {
             m.ack().await.map_err(js)?;
         }
         if seq >= last {
