@@ -173,7 +173,7 @@ async fn the_drain_floor_reads_every_message_of_the_stream_once() {
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.starts_with(&format!("drained {N} messages in ")), "{text}");
     // Everything was acknowledged up to the last message: the consumer has nothing left.
-    let mut stream = js.get_stream("FX").await.unwrap();
+    let stream = js.get_stream("FX").await.unwrap();
     let info = stream.consumer_info("floor-drain").await.unwrap();
     assert_eq!(info.ack_floor.stream_sequence, N as u64);
     assert_eq!(info.num_ack_pending, 0);
