@@ -27,6 +27,8 @@ pub struct Config {
     pub business: crate::business::BusinessConfig,
     /// The Prometheus endpoint of `cambio serve` (`[metrics]`).
     pub metrics: crate::nats::serve::metrics::MetricsConfig,
+    /// Several `cambio serve` instances sharing the pairs (`[cluster]`).
+    pub cluster: crate::nats::serve::cluster::ClusterConfig,
 }
 
 impl From<Config> for crate::nats::serve::ServeSettings {
@@ -40,6 +42,7 @@ impl From<Config> for crate::nats::serve::ServeSettings {
             challenger: c.challenger,
             business: c.business,
             metrics: c.metrics,
+            cluster: c.cluster,
         }
     }
 }
@@ -94,6 +97,7 @@ impl Config {
             .and_then(|()| cfg.checkpoint.validate())
             .and_then(|()| cfg.challenger.validate(&cfg.engine))
             .and_then(|()| cfg.business.validate())
+            .and_then(|()| cfg.cluster.validate())
             .map_err(|message| ConfigError::Invalid {
                 path: path.into(),
                 message,

@@ -11,6 +11,7 @@
 
 pub mod business;
 pub mod checkpointer;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod micro;
@@ -81,6 +82,9 @@ pub enum ServeError {
     /// The micro service could not start.
     #[error(transparent)]
     Service(#[from] service::ServiceError),
+    /// Cluster mode could not set up its stream, lease bucket or shared checkpoint store.
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     /// The metrics endpoint could not listen on its address.
     #[error(transparent)]
     Metrics(#[from] crate::nats::metrics_http::MetricsError),
@@ -174,6 +178,8 @@ pub struct ServeSettings {
     pub business: crate::business::BusinessConfig,
     /// The Prometheus endpoint and what it reports (`[metrics]`).
     pub metrics: metrics::MetricsConfig,
+    /// Sharing the pairs with other instances (`[cluster]`).
+    pub cluster: cluster::ClusterConfig,
 }
 
 /// Runs the service until `shutdown` resolves, then drains and returns.
@@ -197,6 +203,12 @@ pub async fn run(
         crate::business::Business::new(&cfg.business, mask_key, cfg.serve.max_pairs).map_err(ServeError::Config)?;
     let desk = Arc::new(business::BusinessDesk::new(business));
     cfg.metrics.validate().map_err(ServeError::Config)?;
+    cfg.cluster.validate().map_err(ServeError::Config)?;
+    if cfg.cluster.enabled && (cfg.serve.mode != IngestMode::Jetstream || cfg.checkpoint.path.is_none()) {
+        return Err(ServeError::Config(
+            "[cluster] enabled needs [serve] mode = \"jetstream\" and a [checkpoint] path".into(),
+        ));
+    }
     let subjects = Subjects::new(&cfg.serve.prefix).map_err(ServeError::Config)?;
     // Fail fast on settings that only the engine's constructor checks.
     if let Some(probe) = crate::tick::Pair::parse("USDMXN") {
@@ -378,6 +390,15 @@ async fn serve(
     let shutdown = stop.wait();
     let counters = Arc::new(Counters::default());
     let opened = open_checkpoints(&cfg.checkpoint)?;
+    let cluster = if cfg.cluster.enabled {
+        // The partitioned stream sources the ticks stream: that one first.
+        jetstream_stream(&client, &subjects, &cfg.serve.jetstream).await?;
+        Some(cluster::Cluster::open(&client, &cfg.cluster, &cfg.serve.jetstream.stream, subjects.prefix()).await?)
+    } else {
+        None
+    };
+    let (uploaded_tx, uploaded_rx) = tokio::sync::watch::channel(0u64);
+    let mut uploader = None;
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<Control>(64);
     let ctx = Arc::new(ShardContext {
         client: client.clone(),
@@ -406,16 +427,24 @@ async fn serve(
         if let Err(e) = store.set_require_approval(cfg.registry.require_approval) {
             tracing::error!(error = %e, "cannot record the four-eyes rule in the registry file");
         }
-        if cfg.checkpoint.restore {
+        // Cluster mode restores a pair when it takes over its partition, from the shared store (the local
+        // file may hold an older state of a pair another instance has served since).
+        if cfg.checkpoint.restore && cluster.is_none() {
             resume = restore_into(&mut router, &store, restore, &cfg);
         }
-        let (w, join) = Checkpointer::start(store, counters.clone()).map_err(ServeError::WriterThread)?;
+        let shared = cluster.as_ref().map(|c| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            uploader = Some(AbortOnDrop(cluster::spawn_uploader(c.clone(), rx, uploaded_tx.clone())));
+            tx
+        });
+        let (w, join) =
+            Checkpointer::start_shared(store, counters.clone(), shared).map_err(ServeError::WriterThread)?;
         router.set_checkpoints(CheckpointPlan {
             writer: w.clone(),
             every_ticks: cfg.checkpoint.every_ticks,
             since: 0,
             last_id: 0,
-            resume_unseen: cfg.checkpoint.restore,
+            resume_unseen: cfg.checkpoint.restore && cluster.is_none(),
         });
         writer = Some(w.clone());
         writer_join = Some((w, join));
@@ -430,6 +459,7 @@ async fn serve(
         business: desk.clone(),
         telemetry: telemetry.clone(),
         require_approval: cfg.registry.require_approval,
+        owner: cluster.as_ref().map(|c| c.ownership.clone()),
     });
     let collector = Arc::new(metrics::collect::ServeCollector {
         telemetry: telemetry.clone(),
@@ -537,6 +567,26 @@ async fn serve(
                 tracing::warn!("subscription drain did not finish within the drain timeout");
             }
             finish(router, service, end, writer_join).await
+        }
+        IngestMode::Jetstream if cluster.is_some() => {
+            let Some(cluster) = cluster.as_ref() else {
+                unreachable!("matched on is_some")
+            };
+            router.set_partitions(cluster.cfg.partitions);
+            let service = service::start(&client, state.clone()).await?;
+            telemetry.set_consuming();
+            tracing::info!(url = %url, mode = "cluster", stream = %cluster.cfg.stream, instance = %cluster.me, "serving");
+            let (tx, rx) = tokio::sync::mpsc::channel(4096);
+            let parts = cluster::consume::Partitions::new(cluster, &subjects, tx, uploaded_rx);
+            let loops = Loops {
+                control: &mut control_rx,
+                cuts: &mut cuts,
+                sweep: &mut sweep,
+            };
+            cluster::consume::consume(parts, rx, &mut router, loops, shutdown).await;
+            let summary = finish(router, service, end, writer_join).await;
+            drop(uploader);
+            summary
         }
         IngestMode::Jetstream => {
             let mut start = resume.as_ref().map(|a| a.floor() + 1);
