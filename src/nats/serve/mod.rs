@@ -391,9 +391,7 @@ async fn serve(
     let counters = Arc::new(Counters::default());
     let opened = open_checkpoints(&cfg.checkpoint)?;
     let cluster = if cfg.cluster.enabled {
-        // The partitioned stream sources the ticks stream: that one first.
-        jetstream_stream(&client, &subjects, &cfg.serve.jetstream).await?;
-        Some(cluster::Cluster::open(&client, &cfg.cluster, &cfg.serve.jetstream.stream, subjects.prefix()).await?)
+        Some(open_cluster(&client, &subjects, &cfg).await?)
     } else {
         None
     };
@@ -635,6 +633,40 @@ async fn serve(
             )
             .await;
             finish(router, service, end, writer_join).await
+        }
+    }
+}
+
+/// How long cluster mode retries setting up its streams and buckets at start: a node that just joined (or
+/// came back) answers JetStream requests before the streams' leaders are elected.
+const CLUSTER_SETUP: Duration = Duration::from_secs(60);
+
+/// Opens cluster mode's streams and buckets (the ticks stream first: the partitioned one sources it),
+/// retrying for [`CLUSTER_SETUP`] while the cluster recovers.
+async fn open_cluster(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    cfg: &ServeSettings,
+) -> Result<cluster::Cluster, ServeError> {
+    let deadline = Instant::now() + CLUSTER_SETUP;
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let opened = async {
+            jetstream_stream(client, subjects, &cfg.serve.jetstream).await?;
+            cluster::Cluster::open(client, &cfg.cluster, &cfg.serve.jetstream.stream, subjects.prefix())
+                .await
+                .map_err(ServeError::from)
+        }
+        .await;
+        match opened {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                    "cluster: JetStream not ready; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(4));
+            }
+            Err(e) => return Err(e),
         }
     }
 }

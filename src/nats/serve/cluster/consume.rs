@@ -299,6 +299,9 @@ pub(in crate::nats::serve) async fn consume(
             Some(pm) = rx.recv() => parts.route(router, pm).await,
         }
     }
+    if let Err(e) = parts.cluster.leave().await {
+        tracing::warn!(error = %e, "cluster: heartbeat not deleted; the others see this instance leave after the lease TTL");
+    }
     let held: Vec<u32> = parts.held.keys().copied().collect();
     if !held.is_empty() {
         tracing::info!(partitions = held.len(), "shutting down: handing the partitions over");

@@ -369,6 +369,19 @@ impl Cluster {
             })
     }
 
+    /// Deletes this instance's heartbeat key (a shutdown): the others count one instance less at once, so
+    /// their share grows and they claim the partitions this one releases at their next round, instead of
+    /// after the heartbeat's TTL.
+    ///
+    /// # Errors
+    /// [`ClusterError::Lease`] (partition `u32::MAX`) when the delete fails.
+    pub async fn leave(&self) -> Result<(), ClusterError> {
+        self.leases
+            .delete(format!("instance.{}", self.me))
+            .await
+            .map_err(|e| lease(u32::MAX, e))
+    }
+
     /// Reads the bucket: the owner and revision of each leased partition, and the live instances.
     ///
     /// # Errors

@@ -1,0 +1,415 @@
+//! Cluster mode on a real 3-node nats-server cluster: three `cambio serve` instances share 20 pairs in 8
+//! partitions while ticks stream in; one instance is killed with SIGKILL (its partitions are taken over
+//! within 5 s), one nats-server node is killed and started again, the killed instance comes back, and all
+//! instances are restarted one by one with SIGTERM. At the end the de-duplicating forecast stream holds
+//! exactly one forecast per tick, and every pair's shared checkpoint holds the same state, byte for byte,
+//! as a single uninterrupted instance that read the same ticks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use cambio::checkpoint::{CheckpointStore, PairState, Retention, format};
+use cambio::nats::serve::cluster::{CHECKPOINTS_BUCKET, LEASES_BUCKET, partition_of};
+use futures_util::StreamExt;
+
+mod common;
+use common::cluster::NatsCluster;
+use common::*;
+
+const PAIRS: [&str; 20] = [
+    "USDMXN", "EURUSD", "GBPUSD", "USDJPY", "USDCAD", "AUDUSD", "NZDUSD", "USDCHF", "EURMXN", "GBPMXN", "USDBRL",
+    "USDCLP", "USDCOP", "USDPEN", "EURGBP", "EURJPY", "USDSEK", "USDNOK", "USDZAR", "USDTRY",
+];
+const TICKS_PER_PAIR: usize = 1_200;
+const PARTITIONS: u32 = 8;
+
+fn cluster_config(id: &str, db: &Path) -> String {
+    format!(
+        "[serve]\nmode = \"jetstream\"\nreport_interval_secs = 1\n\
+         [checkpoint]\npath = \"{}\"\nevery_ticks = 1000000\nevery_secs = 1\nkeep_last = 3\n\
+         [cluster]\nenabled = true\npartitions = {PARTITIONS}\nlease_ttl = \"3s\"\ninstance = \"{id}\"\n",
+        db.display()
+    )
+}
+
+fn reference_config(db: &Path) -> String {
+    format!(
+        "[serve]\nmode = \"jetstream\"\nreport_interval_secs = 1\n\
+         [serve.jetstream]\ndurable = \"reference\"\n\
+         [checkpoint]\npath = \"{}\"\nevery_ticks = 1000000\nevery_secs = 1\nkeep_last = 3\n",
+        db.display()
+    )
+}
+
+/// An instance's own folder (config file, registry, log).
+fn instance_dir(dir: &Path, id: &str) -> PathBuf {
+    let d = dir.join(id);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn start_instance(cluster: &NatsCluster, node: usize, dir: &Path, id: &str) -> Serve {
+    let d = instance_dir(dir, id);
+    Serve::start(&cluster.url(node), &cluster_config(id, &d.join("registry.redb")), &d)
+}
+
+/// The ticks in publication order: the pairs interleaved, one tick of each in turn.
+fn ticks() -> Vec<(String, String)> {
+    let walks: Vec<Vec<String>> = PAIRS
+        .iter()
+        .enumerate()
+        .map(|(i, p)| walk_of(p, 1.0 + i as f64, TICKS_PER_PAIR, 100 + i as u64))
+        .collect();
+    let mut out = Vec::with_capacity(PAIRS.len() * TICKS_PER_PAIR);
+    for k in 0..TICKS_PER_PAIR {
+        for (i, p) in PAIRS.iter().enumerate() {
+            out.push((format!("fx.ticks.{p}"), walks[i][k].clone()));
+        }
+    }
+    out
+}
+
+/// Publishes `msgs` at about `per_sec`, each with a `Nats-Msg-Id` so a retry after a lost
+/// acknowledgement (a node killed) is stored once. Counts what was stored in `done`.
+async fn publish_paced(js: jetstream::Context, msgs: Vec<(String, String)>, per_sec: usize, done: Arc<AtomicUsize>) {
+    let batch = (per_sec / 10).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    for (n, chunk) in msgs.chunks(batch).enumerate() {
+        tick.tick().await;
+        for (k, (subject, body)) in chunk.iter().enumerate() {
+            let id = format!("t-{}", n * batch + k);
+            let mut tries = 0;
+            loop {
+                let mut h = replay_header();
+                h.insert("Nats-Msg-Id", id.as_str());
+                let sent = js
+                    .publish_with_headers(subject.clone(), h, Bytes::from(body.clone()))
+                    .await;
+                let acked = match sent {
+                    Ok(ack) => tokio::time::timeout(Duration::from_secs(5), ack)
+                        .await
+                        .is_ok_and(|a| a.is_ok()),
+                    Err(_) => false,
+                };
+                if acked {
+                    break;
+                }
+                tries += 1;
+                assert!(tries < 60, "tick {id} not stored after 60 tries");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The lease owners: partition → instance id.
+async fn owners(js: &jetstream::Context) -> BTreeMap<u32, String> {
+    let mut out = BTreeMap::new();
+    let Ok(kv) = js.get_key_value(LEASES_BUCKET).await else {
+        return out;
+    };
+    let Ok(mut keys) = kv.keys().await else {
+        return out;
+    };
+    let mut names = Vec::new();
+    while let Some(Ok(k)) = keys.next().await {
+        names.push(k);
+    }
+    for k in names {
+        if let Some(p) = k.strip_prefix("partition.").and_then(|p| p.parse().ok())
+            && let Ok(Some(v)) = kv.get(k.clone()).await
+        {
+            out.insert(p, String::from_utf8_lossy(&v).into_owned());
+        }
+    }
+    out
+}
+
+/// Waits until every partition is owned and each of `ids` holds at least `min` of them.
+async fn wait_balanced(js: &jetstream::Context, ids: &[&str], min: usize, timeout: Duration) -> BTreeMap<u32, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let o = owners(js).await;
+        let counts: Vec<usize> = ids.iter().map(|id| o.values().filter(|v| v == id).count()).collect();
+        if o.len() == PARTITIONS as usize && counts.iter().all(|c| *c >= min) {
+            return o;
+        }
+        assert!(Instant::now() < deadline, "partitions not balanced over {ids:?}: {o:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The pair's state with what differs between a cluster and a single instance left out: the stream
+/// position (another stream's sequences) is not part of the engine's state.
+fn comparable(state: &PairState) -> Vec<u8> {
+    format::encode(&PairState {
+        engine: state.engine.clone(),
+        applied: None,
+        contest: state.contest.clone(),
+    })
+    .unwrap()
+}
+
+async fn forecasts_by_pair(pred: &mut stream::Stream) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(mut info) = pred.info_with_subjects("fx.pred.>").await else {
+        return out;
+    };
+    while let Some(Ok((subject, n))) = info.next().await {
+        out.insert(subject.trim_start_matches("fx.pred.").to_string(), n as u64);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster() {
+    let dir = temp_dir("cluster");
+    let mut nats = NatsCluster::start(3, &dir).await;
+    let client = async_nats::connect(nats.url(0)).await.unwrap();
+    let js = jetstream::new(client.clone());
+    js.create_stream(stream::Config {
+        name: "FX".into(),
+        subjects: vec!["fx.ticks.>".into(), "fx.factors.>".into()],
+        storage: stream::StorageType::File,
+        num_replicas: 3,
+        duplicate_window: Duration::from_secs(600),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut pred = js
+        .create_stream(stream::Config {
+            name: "PRED".into(),
+            subjects: vec!["fx.pred.>".into()],
+            storage: stream::StorageType::File,
+            num_replicas: 3,
+            duplicate_window: Duration::from_secs(900),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let ids = ["c0", "c1", "c2"];
+    let mut serves: Vec<Serve> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| start_instance(&nats, i, &dir, id))
+        .collect();
+    let owned = wait_balanced(&js, &ids, 2, Duration::from_secs(60)).await;
+    eprintln!("leases at start: {owned:?}");
+
+    // Discovery lists every instance.
+    let reply = client.new_inbox();
+    let mut inbox = client.subscribe(reply.clone()).await.unwrap();
+    client
+        .publish_with_reply("$SRV.PING.cambio", reply, Bytes::new())
+        .await
+        .unwrap();
+    let pongs = collect(&mut inbox, 3, Duration::from_secs(3)).await;
+    let instances: BTreeSet<String> = pongs
+        .iter()
+        .map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["id"].to_string())
+        .collect();
+    assert_eq!(instances.len(), 3, "$SRV.PING.cambio answered by {instances:?}");
+
+    let msgs = ticks();
+    let total = msgs.len();
+    let published = Arc::new(AtomicUsize::new(0));
+    let publisher = tokio::spawn(publish_paced(js.clone(), msgs, 600, published.clone()));
+    let wait_published = |n: usize| {
+        let published = published.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while published.load(Ordering::Relaxed) < n {
+                assert!(Instant::now() < deadline, "publisher stuck");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // Queries reach the owner from a client of any node: every pair answers, through every node.
+    wait_published(total / 8).await;
+    let clients = [
+        client.clone(),
+        async_nats::connect(nats.url(1)).await.unwrap(),
+        async_nats::connect(nats.url(2)).await.unwrap(),
+    ];
+    for (i, p) in PAIRS.iter().enumerate() {
+        let c = &clients[i % 3];
+        let (err, v) = request(c, &format!("fx.status.{p}"), "").await;
+        assert!(
+            !err && v["ticks"].as_u64().unwrap_or(0) > 0,
+            "{p} through node {}: {v}",
+            i % 3
+        );
+    }
+
+    // SIGKILL c0: its pairs' forecasts come back from another instance within 5 s.
+    wait_published(total / 5).await;
+    let held: BTreeSet<u32> = owners(&js)
+        .await
+        .into_iter()
+        .filter(|(_, o)| o == "c0")
+        .map(|(p, _)| p)
+        .collect();
+    let victims: Vec<&str> = PAIRS
+        .iter()
+        .copied()
+        .filter(|p| held.contains(&partition_of(p, PARTITIONS)))
+        .collect();
+    assert!(!victims.is_empty(), "c0 holds {held:?}");
+    let mut subs = Vec::new();
+    for p in &victims {
+        subs.push(client.subscribe(format!("fx.pred.{p}")).await.unwrap());
+    }
+    let mut merged = futures_util::stream::select_all(subs);
+    serves[0].child.kill().unwrap();
+    let killed = Instant::now();
+    serves[0].child.wait().unwrap();
+    // Forecasts already in flight when the process died are not a takeover.
+    let takeover = loop {
+        match tokio::time::timeout(Duration::from_secs(15), merged.next()).await {
+            Ok(Some(_)) if killed.elapsed() < Duration::from_millis(100) => continue,
+            Ok(Some(_)) => break killed.elapsed(),
+            _ => panic!("no forecast of {victims:?} within 15 s of the kill"),
+        }
+    };
+    drop(merged);
+    eprintln!(
+        "takeover: {} ms ({} pairs of partitions {held:?})",
+        takeover.as_millis(),
+        victims.len()
+    );
+    assert!(takeover <= Duration::from_secs(5), "takeover took {takeover:?}");
+    wait_balanced(&js, &["c1", "c2"], 4, Duration::from_secs(20)).await;
+
+    // A nats-server node dies and comes back.
+    wait_published(total * 2 / 5).await;
+    nats.kill(2);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    nats.restart(2).await;
+
+    // The killed instance comes back and gets its share again.
+    serves[0] = start_instance(&nats, 0, &dir, "c0");
+    wait_balanced(&js, &ids, 2, Duration::from_secs(30)).await;
+
+    // Rolling restart: each instance in turn stopped with SIGTERM (handover) and started again; the
+    // longest silence of any pair's forecasts is measured meanwhile.
+    let mut all = client.subscribe("fx.pred.>").await.unwrap();
+    let gaps = tokio::spawn(async move {
+        let mut last: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut worst = Duration::ZERO;
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), all.next()).await {
+            let now = Instant::now();
+            if let Some(t) = last.insert(m.subject.to_string(), now) {
+                worst = worst.max(now - t);
+            }
+        }
+        worst
+    });
+    let rolling = Instant::now();
+    for (i, id) in ids.iter().enumerate() {
+        let stopping = Instant::now();
+        assert_eq!(serves[i].terminate(), 0, "{}", serves[i].log());
+        let log = serves[i].log();
+        assert!(
+            log.contains("cluster: partitions handed over"),
+            "{id} did not hand over:\n{log}"
+        );
+        let others: Vec<&str> = ids.iter().copied().filter(|o| o != id).collect();
+        let o = wait_balanced(&js, &others, 2, Duration::from_secs(10)).await;
+        eprintln!(
+            "{id} stopped: partitions owned by the others after {} ms: {o:?}",
+            stopping.elapsed().as_millis()
+        );
+        serves[i] = start_instance(&nats, i, &dir, id);
+        let o = wait_balanced(&js, &ids, 2, Duration::from_secs(30)).await;
+        eprintln!(
+            "{id} back: its share after {} ms: {o:?}",
+            stopping.elapsed().as_millis()
+        );
+    }
+    eprintln!("rolling restart: {} ms", rolling.elapsed().as_millis());
+
+    tokio::time::timeout(Duration::from_secs(180), publisher)
+        .await
+        .unwrap()
+        .unwrap();
+    let worst_gap = gaps.await.unwrap();
+    eprintln!(
+        "longest silence of a pair's forecasts during the rolling restart and after: {} ms",
+        worst_gap.as_millis()
+    );
+    assert!(
+        worst_gap <= Duration::from_secs(1),
+        "a pair's forecasts stopped for {worst_gap:?} during the rolling restart"
+    );
+
+    // Exactly one forecast per tick.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let counts = loop {
+        let c = forecasts_by_pair(&mut pred).await;
+        if c.values().sum::<u64>() >= total as u64 || Instant::now() > deadline {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for p in PAIRS {
+        assert_eq!(
+            counts.get(p).copied(),
+            Some(TICKS_PER_PAIR as u64),
+            "{p} forecasts: {counts:?}"
+        );
+    }
+    let stored = pred.info().await.unwrap().state.messages;
+    assert_eq!(stored, total as u64, "forecasts in the de-duplicating stream");
+
+    // Every instance hands its partitions over; the last one writes them all.
+    for s in &mut serves {
+        assert_eq!(s.terminate(), 0, "{}", s.log());
+    }
+    let objects = js.get_object_store(CHECKPOINTS_BUCKET).await.unwrap();
+    let mut shared = BTreeMap::new();
+    for p in PAIRS {
+        let mut o = objects.get(p).await.unwrap();
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut o, &mut bytes).await.unwrap();
+        let state = format::decode(&bytes).unwrap();
+        assert_eq!(
+            state.engine.ticks(),
+            TICKS_PER_PAIR as u64,
+            "{p}: ticks in its shared checkpoint"
+        );
+        shared.insert(p.to_string(), comparable(&state));
+    }
+
+    // The single uninterrupted instance on the same ticks.
+    let rdir = instance_dir(&dir, "reference");
+    let rdb = rdir.join("registry.redb");
+    let mut reference = Serve::start(&nats.url(1), &reference_config(&rdb), &rdir);
+    for p in PAIRS {
+        status_until(&client, p, &reference, Duration::from_secs(120), "every tick", |v| {
+            v["ticks"].as_u64() == Some(TICKS_PER_PAIR as u64)
+        })
+        .await;
+    }
+    assert_eq!(reference.terminate(), 0, "{}", reference.log());
+    let store = CheckpointStore::open_existing(&rdb, Retention::default()).unwrap();
+    for p in PAIRS {
+        let pair = cambio::tick::Pair::parse(p).unwrap();
+        let (_, state) = store.latest_good(pair).unwrap().unwrap();
+        assert!(
+            comparable(&state) == shared[p],
+            "{p}: the cluster's final state differs from the single instance's"
+        );
+    }
+    drop(serves);
+    drop(nats);
+    let _ = std::fs::remove_dir_all(&dir);
+}
