@@ -66,9 +66,12 @@ fn ticks() -> Vec<(String, String)> {
         .map(|(i, p)| walk_of(p, 1.0 + i as f64, TICKS_PER_PAIR, 100 + i as u64))
         .collect();
     let mut out = Vec::with_capacity(PAIRS.len() * TICKS_PER_PAIR);
-    for k in 0..TICKS_PER_PAIR {
-        for (i, p) in PAIRS.iter().enumerate() {
-            out.push((format!("fx.ticks.{p}"), walks[i][k].clone()));
+    let mut walks: Vec<_> = walks.into_iter().map(Vec::into_iter).collect();
+    for _ in 0..TICKS_PER_PAIR {
+        for (p, w) in PAIRS.iter().zip(walks.iter_mut()) {
+            if let Some(t) = w.next() {
+                out.push((format!("fx.ticks.{p}"), t));
+            }
         }
     }
     out

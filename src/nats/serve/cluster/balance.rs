@@ -120,8 +120,8 @@ mod tests {
                 for step in plan(me, &v) {
                     match step {
                         Step::Claim(p) => {
-                            if !v.owners.contains_key(&p) {
-                                v.owners.insert(p, (*me).to_string());
+                            if let std::collections::btree_map::Entry::Vacant(e) = v.owners.entry(p) {
+                                e.insert((*me).to_string());
                                 changed = true;
                             }
                         }
@@ -208,8 +208,7 @@ mod tests {
         // "a" holds 4 of 8 with "b" holding 4: the share is 4, nothing moves.
         let owners: Vec<(u32, &str)> = (0..8).map(|p| (p, if p < 4 { "a" } else { "b" })).collect();
         assert!(plan("a", &view(8, &owners, &["a", "b"])).is_empty());
-        // Above the share but every other instance is at it: keep (3 instances, 8 partitions, 4/3/1 is
-        // not reachable from a plan, but a stale view may show it).
+        // At its share with a partition free: nothing for "a" (the free one is "b"'s to claim).
         let owners: Vec<(u32, &str)> = (0..7).map(|p| (p, if p < 4 { "a" } else { "b" })).collect();
         let steps = plan("a", &view(8, &owners, &["a", "b"]));
         assert!(steps.is_empty(), "{steps:?}");
