@@ -416,3 +416,96 @@ async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster()
     drop(nats);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Throughput of 1 and 2 instances in cluster mode on one nats-server (not run by default: a
+/// measurement, reported in docs/scaling.md). The instances start first and share the partitions; then
+/// 100,000 ticks of 20 pairs are published flat out, and the time until a de-duplicating stream holds
+/// every forecast is measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: cargo test --test cluster -- --ignored --nocapture"]
+async fn throughput_of_one_and_two_instances() {
+    const N: usize = 5_000;
+    for k in [1usize, 2, 1, 2] {
+        let dir = temp_dir(&format!("cluster-load-{k}"));
+        let server = cambio::nats::LocalServer::start(true, Some(&dir.join("store"))).unwrap();
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let js = jetstream::new(client.clone());
+        js.create_stream(stream::Config {
+            name: "FX".into(),
+            subjects: vec!["fx.ticks.>".into(), "fx.factors.>".into()],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let pred = js
+            .create_stream(stream::Config {
+                name: "PRED".into(),
+                subjects: vec!["fx.pred.>".into()],
+                storage: stream::StorageType::Memory,
+                duplicate_window: Duration::from_secs(900),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<String> = (0..k).map(|i| format!("l{i}")).collect();
+        let serves: Vec<Serve> = ids
+            .iter()
+            .map(|id| {
+                let d = instance_dir(&dir, id);
+                Serve::start(&server.url(), &cluster_config(id, &d.join("registry.redb")), &d)
+            })
+            .collect();
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        wait_balanced(&js, &id_refs, (PARTITIONS as usize) / k, Duration::from_secs(30)).await;
+        let walks: Vec<Vec<String>> = PAIRS
+            .iter()
+            .enumerate()
+            .map(|(i, p)| walk_of(p, 1.0 + i as f64, N, 100 + i as u64))
+            .collect();
+        let total = N * PAIRS.len();
+        let started = Instant::now();
+        let mut acks = Vec::new();
+        for t in 0..N {
+            for (i, p) in PAIRS.iter().enumerate() {
+                let ack = js
+                    .publish_with_headers(
+                        format!("fx.ticks.{p}"),
+                        replay_header(),
+                        Bytes::from(walks[i][t].clone()),
+                    )
+                    .await
+                    .unwrap();
+                acks.push(ack);
+                if acks.len() >= 2_000 {
+                    for a in acks.drain(..) {
+                        a.await.unwrap();
+                    }
+                }
+            }
+        }
+        for a in acks.drain(..) {
+            a.await.unwrap();
+        }
+        let published = started.elapsed();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let n = pred.clone().info().await.unwrap().state.messages;
+            if n >= total as u64 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{n} of {total} forecasts");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = started.elapsed();
+        eprintln!(
+            "{k} instance(s): {total} ticks published in {} ms, every forecast stored after {} ms: {:.0} forecasts/s",
+            published.as_millis(),
+            took.as_millis(),
+            total as f64 / took.as_secs_f64()
+        );
+        drop(serves);
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
