@@ -417,6 +417,43 @@ async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An instance configured with another partition count than the partitioned stream's refuses to start,
+/// and says why; the one matching it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_partition_count_is_refused() {
+    let dir = temp_dir("cluster-partitions");
+    let server = cambio::nats::LocalServer::start(true, Some(&dir.join("store"))).unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let d = instance_dir(&dir, "a");
+    let first = Serve::start(&server.url(), &cluster_config("a", &d.join("registry.redb")), &d);
+    wait_balanced(&js, &["a"], PARTITIONS as usize, Duration::from_secs(30)).await;
+    let d = instance_dir(&dir, "b");
+    let other = cluster_config("b", &d.join("registry.redb")).replace("partitions = 8", "partitions = 4");
+    let mut second = Serve::start(&server.url(), &other, &d);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = second.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "started with another partition count:\n{}",
+            second.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    let log = second.log();
+    assert!(
+        log.contains("partition(8,1)") && log.contains("partition(4,1)"),
+        "{log}"
+    );
+    drop(first);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Throughput of 1 and 2 instances in cluster mode on one nats-server (not run by default: a
 /// measurement, reported in docs/scaling.md). 200,000 ticks of 20 pairs wait in the partitioned stream;
 /// then the instances start, and the rate at which a de-duplicating stream fills from 5% to 100% of the
@@ -475,7 +512,11 @@ async fn throughput_of_one_and_two_instances() {
         for t in 0..N {
             for (i, p) in PAIRS.iter().enumerate() {
                 let ack = js
-                    .publish_with_headers(format!("fx.ticks.{p}"), replay_header(), Bytes::from(walks[i][t].clone()))
+                    .publish_with_headers(
+                        format!("fx.ticks.{p}"),
+                        replay_header(),
+                        Bytes::from(walks[i][t].clone()),
+                    )
                     .await
                     .unwrap();
                 acks.push(ack);

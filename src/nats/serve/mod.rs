@@ -660,6 +660,7 @@ async fn open_cluster(
         .await;
         match opened {
             Ok(c) => return Ok(c),
+            Err(e @ ServeError::Cluster(cluster::ClusterError::PartitionsDiffer { .. })) => return Err(e),
             Err(e) if Instant::now() < deadline => {
                 tracing::warn!(error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
                     "cluster: JetStream not ready; retrying");

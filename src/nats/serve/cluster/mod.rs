@@ -158,6 +158,20 @@ pub enum ClusterError {
         /// The server's or client's error.
         message: String,
     },
+    /// The partitioned stream exists with another partition count (or none): refused, since pairs would
+    /// be read from partitions this instance does not compute.
+    #[error(
+        "cluster: stream {stream} partitions ticks as `{found}`, this configuration as `{expected}`: give \
+         [cluster] partitions the value the other instances use (changing it: docs/scaling.md)"
+    )]
+    PartitionsDiffer {
+        /// The stream.
+        stream: String,
+        /// The transform this configuration needs.
+        expected: String,
+        /// The stream's transform.
+        found: String,
+    },
     /// A lease operation failed (the partition is then treated as not held).
     #[error("cluster: lease of partition {partition}: {message}")]
     Lease {
@@ -271,7 +285,30 @@ impl Cluster {
         let js = jetstream::new(client.clone());
         let r = replicas(client, cfg);
         let p = cfg.partitions;
-        if js.get_stream(&cfg.stream).await.is_err() {
+        let destination = format!("{prefix}.ticks.{{{{partition({p},1)}}}}.{{{{wildcard(1)}}}}");
+        if let Ok(existing) = js.get_stream(&cfg.stream).await {
+            // Another partition count would put pairs where this instance does not look for them.
+            let found: Vec<String> = existing
+                .cached_info()
+                .config
+                .sources
+                .iter()
+                .flatten()
+                .flat_map(|s| s.subject_transforms.iter())
+                .filter(|t| t.source == format!("{prefix}.ticks.*"))
+                .map(|t| t.destination.clone())
+                .collect();
+            if found.first() != Some(&destination) {
+                return Err(ClusterError::PartitionsDiffer {
+                    stream: cfg.stream.clone(),
+                    expected: destination,
+                    found: found
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| "no partition transform".into()),
+                });
+            }
+        } else {
             let transform = |r| jetstream::stream::Config {
                 name: cfg.stream.clone(),
                 storage: jetstream::stream::StorageType::File,
@@ -281,7 +318,7 @@ impl Cluster {
                     subject_transforms: vec![
                         jetstream::stream::SubjectTransform {
                             source: format!("{prefix}.ticks.*"),
-                            destination: format!("{prefix}.ticks.{{{{partition({p},1)}}}}.{{{{wildcard(1)}}}}"),
+                            destination: destination.clone(),
                         },
                         jetstream::stream::SubjectTransform {
                             source: format!("{prefix}.factors.>"),
