@@ -60,14 +60,19 @@ fn start_instance(cluster: &NatsCluster, node: usize, dir: &Path, id: &str) -> S
 
 /// The ticks in publication order: the pairs interleaved, one tick of each in turn.
 fn ticks() -> Vec<(String, String)> {
+    ticks_of(TICKS_PER_PAIR)
+}
+
+/// `n` ticks of each pair, interleaved.
+fn ticks_of(n: usize) -> Vec<(String, String)> {
     let walks: Vec<Vec<String>> = PAIRS
         .iter()
         .enumerate()
-        .map(|(i, p)| walk_of(p, 1.0 + i as f64, TICKS_PER_PAIR, 100 + i as u64))
+        .map(|(i, p)| walk_of(p, 1.0 + i as f64, n, 100 + i as u64))
         .collect();
-    let mut out = Vec::with_capacity(PAIRS.len() * TICKS_PER_PAIR);
+    let mut out = Vec::with_capacity(PAIRS.len() * n);
     let mut walks: Vec<_> = walks.into_iter().map(Vec::into_iter).collect();
-    for _ in 0..TICKS_PER_PAIR {
+    for _ in 0..n {
         for (p, w) in PAIRS.iter().zip(walks.iter_mut()) {
             if let Some(t) = w.next() {
                 out.push((format!("fx.ticks.{p}"), t));
@@ -462,11 +467,7 @@ async fn another_partition_count_is_refused() {
 #[ignore = "a measurement: cargo test --test cluster -- --ignored --nocapture"]
 async fn throughput_of_one_and_two_instances() {
     const N: usize = 10_000;
-    let walks: Vec<Vec<String>> = PAIRS
-        .iter()
-        .enumerate()
-        .map(|(i, p)| walk_of(p, 1.0 + i as f64, N, 100 + i as u64))
-        .collect();
+    let msgs = ticks_of(N);
     let total = N * PAIRS.len();
     for k in [1usize, 2, 1, 2] {
         let dir = temp_dir(&format!("cluster-load-{k}"));
@@ -509,21 +510,15 @@ async fn throughput_of_one_and_two_instances() {
         }
         drop(serves);
         let mut acks = Vec::new();
-        for t in 0..N {
-            for (i, p) in PAIRS.iter().enumerate() {
-                let ack = js
-                    .publish_with_headers(
-                        format!("fx.ticks.{p}"),
-                        replay_header(),
-                        Bytes::from(walks[i][t].clone()),
-                    )
-                    .await
-                    .unwrap();
-                acks.push(ack);
-                if acks.len() >= 2_000 {
-                    for a in acks.drain(..) {
-                        a.await.unwrap();
-                    }
+        for (subject, body) in &msgs {
+            let ack = js
+                .publish_with_headers(subject.clone(), replay_header(), Bytes::from(body.clone()))
+                .await
+                .unwrap();
+            acks.push(ack);
+            if acks.len() >= 2_000 {
+                for a in acks.drain(..) {
+                    a.await.unwrap();
                 }
             }
         }
