@@ -1,7 +1,8 @@
 //! Cluster mode on a real 3-node nats-server cluster: three `cambio serve` instances share 20 pairs in 8
 //! partitions while ticks stream in; one instance is killed with SIGKILL (its partitions are taken over
-//! within 5 s), one nats-server node is killed and started again, the killed instance comes back, and all
-//! instances are restarted one by one with SIGTERM. At the end the de-duplicating forecast stream holds
+//! within 5 s), one nats-server node is killed and started again, another instance stalls past its lease
+//! (SIGSTOP) and resumes, the killed instance comes back, and all instances are restarted one by one with
+//! SIGTERM. At the end the de-duplicating forecast stream holds
 //! exactly one forecast per tick, and every pair's shared checkpoint holds the same state, byte for byte,
 //! as a single uninterrupted instance that read the same ticks.
 
@@ -302,6 +303,26 @@ async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster()
     nats.kill(2);
     tokio::time::sleep(Duration::from_secs(3)).await;
     nats.restart(2).await;
+
+    // c1 stalls longer than the lease TTL (SIGSTOP: a long pause, a network cut): c2 takes its partitions;
+    // resumed, c1 finds its leases gone, stops reading them at once, and gets a share back.
+    let signal = |sig: &str, s: &Serve| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &s.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP", &serves[1]);
+    wait_balanced(&js, &["c2"], PARTITIONS as usize, Duration::from_secs(15)).await;
+    signal("-CONT", &serves[1]);
+    wait_balanced(&js, &["c1", "c2"], 4, Duration::from_secs(20)).await;
+    let log = serves[1].log();
+    assert!(
+        log.contains("cluster: lease lost"),
+        "c1 did not notice it lost its leases:\n{log}"
+    );
 
     // The killed instance comes back and gets its share again.
     serves[0] = start_instance(&nats, 0, &dir, "c0");
