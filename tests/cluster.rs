@@ -117,23 +117,39 @@ async fn publish_paced(js: jetstream::Context, msgs: Vec<(String, String)>, per_
     }
 }
 
-/// The lease owners: partition → instance id.
+/// Creates a stream, retrying for up to 30 s (a cluster that just elected its meta leader may time out the
+/// first requests while it places the replicas).
+async fn create_stream(js: &jetstream::Context, cfg: stream::Config) -> stream::Stream {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match js.get_or_create_stream(cfg.clone()).await {
+            Ok(s) => return s,
+            Err(e) => assert!(Instant::now() < deadline, "stream {}: {e}", cfg.name),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A subscription to every forecast, on a connection of its own to node 1.
+async fn clients_sub(nats: &NatsCluster) -> async_nats::Subscriber {
+    let c = async_nats::ConnectOptions::new()
+        .subscription_capacity(1 << 20)
+        .connect(nats.url(1))
+        .await
+        .unwrap();
+    let sub = c.subscribe("fx.pred.>").await.unwrap();
+    c.flush().await.unwrap();
+    sub
+}
+
+/// The lease owners: partition → instance id (direct gets of the known keys: no consumer is created).
 async fn owners(js: &jetstream::Context) -> BTreeMap<u32, String> {
     let mut out = BTreeMap::new();
     let Ok(kv) = js.get_key_value(LEASES_BUCKET).await else {
         return out;
     };
-    let Ok(mut keys) = kv.keys().await else {
-        return out;
-    };
-    let mut names = Vec::new();
-    while let Some(Ok(k)) = keys.next().await {
-        names.push(k);
-    }
-    for k in names {
-        if let Some(p) = k.strip_prefix("partition.").and_then(|p| p.parse().ok())
-            && let Ok(Some(v)) = kv.get(k.clone()).await
-        {
+    for p in 0..PARTITIONS {
+        if let Ok(Some(v)) = kv.get(format!("partition.{p}")).await {
             out.insert(p, String::from_utf8_lossy(&v).into_owned());
         }
     }
@@ -182,27 +198,30 @@ async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster()
     let mut nats = NatsCluster::start(3, &dir).await;
     let client = async_nats::connect(nats.url(0)).await.unwrap();
     let js = jetstream::new(client.clone());
-    js.create_stream(stream::Config {
-        name: "FX".into(),
-        subjects: vec!["fx.ticks.>".into(), "fx.factors.>".into()],
-        storage: stream::StorageType::File,
-        num_replicas: 3,
-        duplicate_window: Duration::from_secs(600),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let mut pred = js
-        .create_stream(stream::Config {
+    create_stream(
+        &js,
+        stream::Config {
+            name: "FX".into(),
+            subjects: vec!["fx.ticks.>".into(), "fx.factors.>".into()],
+            storage: stream::StorageType::File,
+            num_replicas: 3,
+            duplicate_window: Duration::from_secs(600),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut pred = create_stream(
+        &js,
+        stream::Config {
             name: "PRED".into(),
             subjects: vec!["fx.pred.>".into()],
             storage: stream::StorageType::File,
             num_replicas: 3,
             duplicate_window: Duration::from_secs(900),
             ..Default::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
 
     let ids = ["c0", "c1", "c2"];
     let mut serves: Vec<Serve> = ids
@@ -227,6 +246,25 @@ async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster()
         .collect();
     assert_eq!(instances.len(), 3, "$SRV.PING.cambio answered by {instances:?}");
 
+    // Every forecast id seen on a plain subscription, per pair: when the stream lacks forecasts, this
+    // tells whether cambio did not publish them or the stream did not store them.
+    let seen: Arc<std::sync::Mutex<BTreeMap<String, BTreeSet<String>>>> = Arc::default();
+    let watcher = {
+        let seen = seen.clone();
+        let mut sub = clients_sub(&nats).await;
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let id = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Msg-Id"))
+                    .map(|v| v.as_str().to_string())
+                    .unwrap_or_default();
+                let pair = m.subject.trim_start_matches("fx.pred.").to_string();
+                seen.lock().unwrap().entry(pair).or_default().insert(id);
+            }
+        })
+    };
     let msgs = ticks();
     let total = msgs.len();
     let published = Arc::new(AtomicUsize::new(0));
@@ -389,11 +427,13 @@ async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster()
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    watcher.abort();
+    let received: BTreeMap<String, usize> = seen.lock().unwrap().iter().map(|(p, s)| (p.clone(), s.len())).collect();
     for p in PAIRS {
         assert_eq!(
             counts.get(p).copied(),
             Some(TICKS_PER_PAIR as u64),
-            "{p} forecasts: {counts:?}"
+            "{p} forecasts stored: {counts:?}; distinct forecast ids a subscriber received: {received:?}"
         );
     }
     let stored = pred.info().await.unwrap().state.messages;

@@ -253,6 +253,8 @@ pub struct Cluster {
     pub cfg: ClusterConfig,
     js: jetstream::Context,
     leases: kv::Store,
+    /// The stream under the lease bucket (its subject list names the instances).
+    leases_stream: jetstream::stream::Stream,
     objects: object_store::ObjectStore,
     /// What this instance holds.
     pub ownership: Ownership,
@@ -373,6 +375,10 @@ impl Cluster {
                 }
             }
         };
+        let leases_stream = js
+            .get_stream(format!("KV_{LEASES_BUCKET}"))
+            .await
+            .map_err(|e| setup(&format!("key-value bucket {LEASES_BUCKET}"), e))?;
         let me = cfg.instance_id();
         tracing::info!(instance = %me, partitions = p, replicas = r, stream = %cfg.stream,
             lease_ttl_ms = u64::try_from(cfg.lease_ttl.as_millis()).unwrap_or(u64::MAX), "cluster mode");
@@ -381,6 +387,7 @@ impl Cluster {
             cfg: cfg.clone(),
             js,
             leases,
+            leases_stream,
             objects,
             ownership: Ownership::new(p),
         })
@@ -423,16 +430,29 @@ impl Cluster {
     ///
     /// # Errors
     /// [`ClusterError::Setup`] when the keys cannot be listed.
+    ///
+    /// No consumer is created: the heartbeat keys come from the bucket stream's subject list (one API
+    /// request), the partition keys are known, and each is read with a direct get. (Listing keys through
+    /// a consumer every round made the meta layer of a 3-node cluster fall behind: hundreds of ephemeral
+    /// consumers a minute.)
     pub async fn view(&self) -> Result<(View, BTreeMap<u32, u64>), ClusterError> {
-        let mut keys = self.leases.keys().await.map_err(|e| setup("lease keys", e))?;
+        let prefix = format!("$KV.{LEASES_BUCKET}.");
+        let mut subjects = self
+            .leases_stream
+            .info_with_subjects(format!("{prefix}instance.>"))
+            .await
+            .map_err(|e| setup("lease keys", e))?;
         let mut view = View {
             partitions: self.cfg.partitions,
             ..View::default()
         };
         let mut revisions = BTreeMap::new();
-        let mut names = Vec::new();
-        while let Some(k) = keys.next().await {
-            names.push(k.map_err(|e| setup("lease keys", e))?);
+        let mut names: Vec<String> = (0..self.cfg.partitions).map(|p| format!("partition.{p}")).collect();
+        while let Some(subject) = subjects.next().await {
+            let (subject, _) = subject.map_err(|e| setup("lease keys", e))?;
+            if let Some(k) = subject.strip_prefix(&prefix) {
+                names.push(k.to_string());
+            }
         }
         for k in names {
             let Ok(Some(entry)) = self.leases.entry(k.clone()).await else {
