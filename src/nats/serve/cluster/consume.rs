@@ -286,7 +286,9 @@ pub(in crate::nats::serve) async fn consume(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let mut leases = tokio::time::interval((parts.cluster.cfg.lease_ttl / 6).max(Duration::from_millis(100)));
+    // A round every tenth of the TTL: renewals well inside it, and a partition released (or a dead
+    // instance's, once expired) claimed within a tenth of the TTL.
+    let mut leases = tokio::time::interval((parts.cluster.cfg.lease_ttl / 10).max(Duration::from_millis(60)));
     leases.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
