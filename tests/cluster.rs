@@ -493,6 +493,89 @@ async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The lighter check: on a 3-node cluster with 3 instances, a status request for any pair, sent through
+/// any node, gets exactly one answer (the owner's; the other instances stay silent), and
+/// `$SRV.PING.cambio` lists three instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_reaches_the_owner_from_any_node() {
+    let dir = temp_dir("cluster-query");
+    let nats = NatsCluster::start(3, &dir).await;
+    let client = async_nats::connect(nats.url(0)).await.unwrap();
+    let js = jetstream::new(client.clone());
+    create_stream(
+        &js,
+        stream::Config {
+            name: "FX".into(),
+            subjects: vec!["fx.ticks.>".into(), "fx.factors.>".into()],
+            storage: stream::StorageType::File,
+            num_replicas: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    let ids = ["q0", "q1", "q2"];
+    let serves: Vec<Serve> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| start_instance(&nats, i, &dir, id))
+        .collect();
+    wait_balanced(&js, &ids, 2, Duration::from_secs(60)).await;
+    for (subject, body) in ticks_of(3) {
+        let ack = js
+            .publish_with_headers(subject, replay_header(), Bytes::from(body))
+            .await
+            .unwrap();
+        ack.await.unwrap();
+    }
+    let clients = [
+        client.clone(),
+        async_nats::connect(nats.url(1)).await.unwrap(),
+        async_nats::connect(nats.url(2)).await.unwrap(),
+    ];
+    for p in PAIRS {
+        for (node, c) in clients.iter().enumerate() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let inbox = c.new_inbox();
+                let mut replies = c.subscribe(inbox.clone()).await.unwrap();
+                c.publish_with_reply(format!("fx.status.{p}"), inbox, Bytes::new())
+                    .await
+                    .unwrap();
+                let got = collect(&mut replies, 3, Duration::from_millis(250)).await;
+                let answered: Vec<serde_json::Value> = got
+                    .iter()
+                    .filter(|m| m.headers.as_ref().is_none_or(|h| h.get("Nats-Service-Error").is_none()))
+                    .map(|m| serde_json::from_slice(&m.payload).unwrap())
+                    .collect();
+                assert!(got.len() <= 1, "{p} through node {node}: {} replies", got.len());
+                if answered.len() == 1 && answered[0]["ticks"].as_u64() == Some(3) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{p} through node {node}: {answered:?}");
+            }
+        }
+    }
+    let reply = client.new_inbox();
+    let mut inbox = client.subscribe(reply.clone()).await.unwrap();
+    client
+        .publish_with_reply("$SRV.PING.cambio", reply, Bytes::new())
+        .await
+        .unwrap();
+    let pongs = collect(&mut inbox, 4, Duration::from_secs(2)).await;
+    let instances: BTreeSet<String> = pongs
+        .iter()
+        .map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["id"].to_string())
+        .collect();
+    assert_eq!(
+        (pongs.len(), instances.len()),
+        (3, 3),
+        "$SRV.PING.cambio: {instances:?}"
+    );
+    drop(serves);
+    drop(nats);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// An instance configured with another partition count than the partitioned stream's refuses to start,
 /// and says why; the one matching it serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
