@@ -172,6 +172,14 @@ pub enum ClusterError {
         /// The stream's transform.
         found: String,
     },
+    /// This instance's heartbeat key could not be written or deleted.
+    #[error("cluster: heartbeat of instance {instance}: {message}")]
+    Heartbeat {
+        /// This instance's id.
+        instance: String,
+        /// The error.
+        message: String,
+    },
     /// A lease operation failed (the partition is then treated as not held).
     #[error("cluster: lease of partition {partition}: {message}")]
     Lease {
@@ -401,16 +409,20 @@ impl Cluster {
     /// Writes this instance's heartbeat key.
     ///
     /// # Errors
-    /// [`ClusterError::Lease`] (partition `u32::MAX`) when the put fails.
+    /// [`ClusterError::Heartbeat`] when the put fails.
     pub async fn heartbeat(&self) -> Result<(), ClusterError> {
         self.leases
             .put(format!("instance.{}", self.me), Bytes::from(self.me.clone()))
             .await
             .map(|_| ())
-            .map_err(|e| ClusterError::Lease {
-                partition: u32::MAX,
-                message: e.to_string(),
-            })
+            .map_err(|e| self.heartbeat_error(e))
+    }
+
+    fn heartbeat_error(&self, e: impl std::fmt::Display) -> ClusterError {
+        ClusterError::Heartbeat {
+            instance: self.me.clone(),
+            message: e.to_string(),
+        }
     }
 
     /// Deletes this instance's heartbeat key (a shutdown): the others count one instance less at once, so
@@ -418,12 +430,12 @@ impl Cluster {
     /// after the heartbeat's TTL.
     ///
     /// # Errors
-    /// [`ClusterError::Lease`] (partition `u32::MAX`) when the delete fails.
+    /// [`ClusterError::Heartbeat`] when the delete fails.
     pub async fn leave(&self) -> Result<(), ClusterError> {
         self.leases
             .delete(format!("instance.{}", self.me))
             .await
-            .map_err(|e| lease(u32::MAX, e))
+            .map_err(|e| self.heartbeat_error(e))
     }
 
     /// Reads the bucket: the owner and revision of each leased partition, and the live instances.
