@@ -29,6 +29,8 @@ pub struct Config {
     pub metrics: crate::nats::serve::metrics::MetricsConfig,
     /// Periodic batch retraining inside `cambio serve` (`[retrain]`).
     pub retrain: crate::nats::serve::retrain::RetrainConfig,
+    /// Several `cambio serve` instances sharing the pairs (`[cluster]`).
+    pub cluster: crate::nats::serve::cluster::ClusterConfig,
 }
 
 impl From<Config> for crate::nats::serve::ServeSettings {
@@ -43,6 +45,7 @@ impl From<Config> for crate::nats::serve::ServeSettings {
             business: c.business,
             metrics: c.metrics,
             retrain: c.retrain,
+            cluster: c.cluster,
         }
     }
 }
@@ -98,6 +101,7 @@ impl Config {
             .and_then(|()| cfg.challenger.validate(&cfg.engine))
             .and_then(|()| cfg.business.validate())
             .and_then(|()| cfg.retrain.validate())
+            .and_then(|()| cfg.cluster.validate())
             .map_err(|message| ConfigError::Invalid {
                 path: path.into(),
                 message,

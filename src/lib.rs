@@ -24,7 +24,8 @@
 //!   serve share.
 //! - [`replay`]: files and scenarios fed through the pipeline, with a JSON report and expectations.
 //! - [`nats`]: the only async code: connection and auth, subjects and headers, a local `nats-server`, the
-//!   service (`nats::serve`: router, shards that do I/O only, micro service, checkpointer), the
+//!   service (`nats::serve`: router, shards that do I/O only, micro service, checkpointer, cluster mode's
+//!   partitions, leases and shared checkpoints), the
 //!   operators' tools (replay to NATS, record, tail) and the load tool with its bare-NATS floor.
 //! - [`retrain`]: batch retraining (`cambio retrain`): a training window from the last structural change,
 //!   detector thresholds and model settings calibrated on it, candidates scored on a held-out tail beside

@@ -125,3 +125,19 @@ fn files_named_by_compose_and_the_dockerfile_exist() {
         }
     }
 }
+
+/// The configuration files compose gives cambio are valid configurations (unknown keys are refused), and
+/// both serve instances run in cluster mode with distinct instance ids.
+#[test]
+fn compose_configurations_are_valid() {
+    let dir = repo().join("deploy").join("compose");
+    let mut ids = Vec::new();
+    for f in ["cambio-1.toml", "cambio-2.toml", "archive.toml"] {
+        let c = cambio::config::Config::load(&dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        if f.starts_with("cambio-") {
+            assert!(c.cluster.enabled, "{f}: cluster mode");
+            ids.push(c.cluster.instance_id());
+        }
+    }
+    assert_eq!(ids, ["cambio-1", "cambio-2"]);
+}

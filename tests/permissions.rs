@@ -531,6 +531,59 @@ async fn every_role_does_what_it_may_and_nothing_else() {
         !log.to_lowercase().contains("permissions violation"),
         "cambio needs more than its role grants:\n{log}"
     );
+    drop(serve);
+
+    // The same in cluster mode: partitioned stream, lease bucket, shared checkpoints, owner-only answers.
+    let cluster_config = format!(
+        "[nats]\ntls = {{ required = true }}\n[serve]\nmode = \"jetstream\"\nreport_interval_secs = 0.2\n\
+         [checkpoint]\npath = \"{}\"\nevery_secs = 0.5\n\
+         [cluster]\nenabled = true\npartitions = 2\ninstance = \"perm\"\n",
+        dir.join("models-cluster.redb").display()
+    );
+    let mut serve = Serve::start_with_env(
+        &url,
+        &cluster_config,
+        &dir,
+        &[],
+        &[
+            ("CAMBIO_NATS_NKEY", cambio_seed.as_str()),
+            ("CAMBIO_NATS_CA", ca.to_str().unwrap()),
+            ("CAMBIO_NATS_INBOX_PREFIX", "_INBOX.cambio"),
+            ("CAMBIO_MASK_KEY", MASK_KEY),
+        ],
+    );
+    wait_ready(&operator.client, &serve).await;
+    let mut preds = credit.client.subscribe("fx.pred.EURUSD").await.unwrap();
+    credit.client.flush().await.unwrap();
+    for line in walk_of("EURUSD", 1.08, TICKS, 8) {
+        let ack = js
+            .publish_with_headers("fx.ticks.EURUSD", replay_header(), Bytes::from(line))
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), ack)
+            .await
+            .expect("stream acknowledgement in time")
+            .expect("stream acknowledgement");
+    }
+    let got = collect(&mut preds, TICKS, Duration::from_secs(60)).await;
+    assert_eq!(
+        got.len(),
+        TICKS,
+        "cluster mode: forecasts reach the credit system\n{}",
+        serve.log()
+    );
+    let (err, status) = request(&credit.client, "fx.status.EURUSD", "").await;
+    assert!(!err, "cluster mode: the owner answers {status}");
+    assert_eq!(serve.terminate(), 0, "{}", serve.log());
+    let log = serve.log();
+    assert!(
+        log.contains("cluster: partitions handed over") && log.contains("checkpoint written"),
+        "{log}"
+    );
+    assert!(
+        !log.to_lowercase().contains("permissions violation") && !log.contains("shared checkpoint not written"),
+        "cambio in cluster mode needs more than its role grants:\n{log}"
+    );
     // `cambio sources run` as the sources role publishes factors and keeps its watermark: the second run
     // reads it and publishes nothing new.
     let fred = fred_stand_in().await;

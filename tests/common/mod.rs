@@ -9,6 +9,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde_json::Value;
 
+pub mod cluster;
 pub mod postgres;
 
 /// A `cambio serve` child process, killed on drop; its log goes to a file printed when a test fails.

@@ -171,12 +171,25 @@ impl Checkpointer {
         store: CheckpointStore,
         counters: Arc<Counters>,
     ) -> std::io::Result<(Checkpointer, std::thread::JoinHandle<()>)> {
+        Self::start_shared(store, counters, None)
+    }
+
+    /// [`Checkpointer::start`], and in cluster mode every committed cut's records (and an empty one for a
+    /// failed cut, so waiters move on) also go to `shared`, for the shared checkpoint store.
+    ///
+    /// # Errors
+    /// The thread could not be spawned.
+    pub fn start_shared(
+        store: CheckpointStore,
+        counters: Arc<Counters>,
+        shared: Option<Shared>,
+    ) -> std::io::Result<(Checkpointer, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel();
         let committed = Arc::new(AtomicU64::new(0));
         let c = committed.clone();
         let join = std::thread::Builder::new()
             .name("cambio-checkpoint".into())
-            .spawn(move || writer(&store, &rx, &c, &counters))?;
+            .spawn(move || writer(&store, &rx, &c, &counters, shared.as_ref()))?;
         Ok((Checkpointer { tx, committed }, join))
     }
 
@@ -219,7 +232,16 @@ impl Checkpointer {
     }
 }
 
-fn writer(store: &CheckpointStore, rx: &mpsc::Receiver<Job>, committed: &AtomicU64, counters: &Counters) {
+/// Where cluster mode's shared checkpoint uploader takes the committed cuts.
+pub type Shared = tokio::sync::mpsc::UnboundedSender<super::cluster::SharedCut>;
+
+fn writer(
+    store: &CheckpointStore,
+    rx: &mpsc::Receiver<Job>,
+    committed: &AtomicU64,
+    counters: &Counters,
+    shared: Option<&Shared>,
+) {
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     while let Ok(job) = rx.recv() {
         match job {
@@ -270,7 +292,7 @@ fn writer(store: &CheckpointStore, rx: &mpsc::Receiver<Job>, committed: &AtomicU
             }
             Job::With(f) => f(store),
             Job::Stop => {
-                commit_ready(store, &mut pending, committed, counters);
+                commit_ready(store, &mut pending, committed, counters, shared);
                 break;
             }
             Job::LoadLatest { pair, reply } => {
@@ -284,7 +306,7 @@ fn writer(store: &CheckpointStore, rx: &mpsc::Receiver<Job>, committed: &AtomicU
                 let _ = reply.send(r);
             }
         }
-        commit_ready(store, &mut pending, committed, counters);
+        commit_ready(store, &mut pending, committed, counters, shared);
     }
     if !pending.is_empty() {
         tracing::warn!(cuts = pending.len(), "checkpoint cuts left incomplete at shutdown");
@@ -297,24 +319,34 @@ fn commit_ready(
     pending: &mut BTreeMap<u64, Pending>,
     committed: &AtomicU64,
     counters: &Counters,
+    shared: Option<&Shared>,
 ) {
     while let Some(entry) = pending.first_entry() {
         if entry.get().received < entry.get().expected {
             break;
         }
         let (id, p) = entry.remove_entry();
-        commit(store, id, p, counters);
+        commit(store, id, p, counters, shared);
         committed.store(id, Ordering::Release);
     }
 }
 
-fn commit(store: &CheckpointStore, id: u64, p: Pending, counters: &Counters) {
+fn commit(store: &CheckpointStore, id: u64, p: Pending, counters: &Counters, shared: Option<&Shared>) {
+    let records: Vec<(Pair, Vec<u8>)> = match shared {
+        Some(_) if p.failed.is_none() => p.parts.iter().map(|c| (c.meta.pair, c.record.clone())).collect(),
+        _ => Vec::new(),
+    };
     let result = match p.failed {
         Some(e) => Err(WriterError::Part(e)),
         None => store
             .put_cut(p.parts, p.applied, p.factors, super::router::now_us())
             .map_err(WriterError::Store),
     };
+    if let Some(tx) = shared {
+        // Only what the local registry committed is shared.
+        let records = if result.is_ok() { records } else { Vec::new() };
+        let _ = tx.send(super::cluster::SharedCut { id, records });
+    }
     match &result {
         Ok(metas) => {
             Counters::inc(&counters.checkpoints);

@@ -268,6 +268,8 @@ pub struct MicroService {
     started: String,
     endpoints: Vec<Arc<Endpoint>>,
     data: ServiceData,
+    /// Endpoints join the [`QUEUE_GROUP`] (false in cluster mode).
+    queue: bool,
 }
 
 impl std::fmt::Debug for MicroService {
@@ -291,7 +293,14 @@ impl MicroService {
             started: crate::time::format_ts(super::router::now_us()),
             endpoints: Vec::new(),
             data,
+            queue: true,
         }
+    }
+
+    /// Endpoints added from now on subscribe on their own, not in the [`QUEUE_GROUP`]: every instance
+    /// receives every request (cluster mode, where only the owner of a pair answers).
+    pub fn without_queue_group(&mut self) {
+        self.queue = false;
     }
 
     /// The endpoints added so far.
@@ -315,13 +324,17 @@ impl MicroService {
         name: &str,
         subject: &str,
     ) -> Result<(Arc<Endpoint>, Subscriber), MicroError> {
-        let requests = client
-            .queue_subscribe(subject.to_string(), QUEUE_GROUP.to_string())
-            .await
-            .map_err(|source| MicroError::Subscribe {
-                subject: subject.to_string(),
-                source,
-            })?;
+        let requests = if self.queue {
+            client
+                .queue_subscribe(subject.to_string(), QUEUE_GROUP.to_string())
+                .await
+        } else {
+            client.subscribe(subject.to_string()).await
+        }
+        .map_err(|source| MicroError::Subscribe {
+            subject: subject.to_string(),
+            source,
+        })?;
         let endpoint = Arc::new(Endpoint {
             name: name.to_string(),
             subject: subject.to_string(),

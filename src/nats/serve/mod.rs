@@ -11,6 +11,7 @@
 
 pub mod business;
 pub mod checkpointer;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod micro;
@@ -82,6 +83,9 @@ pub enum ServeError {
     /// The micro service could not start.
     #[error(transparent)]
     Service(#[from] service::ServiceError),
+    /// Cluster mode could not set up its stream, lease bucket or shared checkpoint store.
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     /// The metrics endpoint could not listen on its address.
     #[error(transparent)]
     Metrics(#[from] crate::nats::metrics_http::MetricsError),
@@ -177,6 +181,8 @@ pub struct ServeSettings {
     pub metrics: metrics::MetricsConfig,
     /// Periodic batch retraining (`[retrain]`).
     pub retrain: retrain::RetrainConfig,
+    /// Sharing the pairs with other instances (`[cluster]`).
+    pub cluster: cluster::ClusterConfig,
 }
 
 /// Runs the service until `shutdown` resolves, then drains and returns.
@@ -206,6 +212,12 @@ pub async fn run(
         crate::business::Business::new(&cfg.business, mask_key, cfg.serve.max_pairs).map_err(ServeError::Config)?;
     let desk = Arc::new(business::BusinessDesk::new(business));
     cfg.metrics.validate().map_err(ServeError::Config)?;
+    cfg.cluster.validate().map_err(ServeError::Config)?;
+    if cfg.cluster.enabled && (cfg.serve.mode != IngestMode::Jetstream || cfg.checkpoint.path.is_none()) {
+        return Err(ServeError::Config(
+            "[cluster] enabled needs [serve] mode = \"jetstream\" and a [checkpoint] path".into(),
+        ));
+    }
     let subjects = Subjects::new(&cfg.serve.prefix).map_err(ServeError::Config)?;
     // Fail fast on settings that only the engine's constructor checks.
     if let Some(probe) = crate::tick::Pair::parse("USDMXN") {
@@ -387,6 +399,13 @@ async fn serve(
     let shutdown = stop.wait();
     let counters = Arc::new(Counters::default());
     let opened = open_checkpoints(&cfg.checkpoint)?;
+    let cluster = if cfg.cluster.enabled {
+        Some(open_cluster(&client, &subjects, &cfg).await?)
+    } else {
+        None
+    };
+    let (uploaded_tx, uploaded_rx) = tokio::sync::watch::channel(0u64);
+    let mut uploader = None;
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<Control>(64);
     let ctx = Arc::new(ShardContext {
         client: client.clone(),
@@ -415,16 +434,24 @@ async fn serve(
         if let Err(e) = store.set_require_approval(cfg.registry.require_approval) {
             tracing::error!(error = %e, "cannot record the four-eyes rule in the registry file");
         }
-        if cfg.checkpoint.restore {
+        // Cluster mode restores a pair when it takes over its partition, from the shared store (the local
+        // file may hold an older state of a pair another instance has served since).
+        if cfg.checkpoint.restore && cluster.is_none() {
             resume = restore_into(&mut router, &store, restore, &cfg);
         }
-        let (w, join) = Checkpointer::start(store, counters.clone()).map_err(ServeError::WriterThread)?;
+        let shared = cluster.as_ref().map(|c| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            uploader = Some(AbortOnDrop(cluster::spawn_uploader(c.clone(), rx, uploaded_tx.clone())));
+            tx
+        });
+        let (w, join) =
+            Checkpointer::start_shared(store, counters.clone(), shared).map_err(ServeError::WriterThread)?;
         router.set_checkpoints(CheckpointPlan {
             writer: w.clone(),
             every_ticks: cfg.checkpoint.every_ticks,
             since: 0,
             last_id: 0,
-            resume_unseen: cfg.checkpoint.restore,
+            resume_unseen: cfg.checkpoint.restore && cluster.is_none(),
         });
         writer = Some(w.clone());
         writer_join = Some((w, join));
@@ -439,6 +466,7 @@ async fn serve(
         business: desk.clone(),
         telemetry: telemetry.clone(),
         require_approval: cfg.registry.require_approval,
+        owner: cluster.as_ref().map(|c| c.ownership.clone()),
     });
     let collector = Arc::new(metrics::collect::ServeCollector {
         telemetry: telemetry.clone(),
@@ -558,6 +586,26 @@ async fn serve(
             }
             finish(router, service, end, writer_join).await
         }
+        IngestMode::Jetstream if cluster.is_some() => {
+            let Some(cluster) = cluster.as_ref() else {
+                unreachable!("matched on is_some")
+            };
+            router.set_partitions(cluster.cfg.partitions);
+            let service = service::start(&client, state.clone()).await?;
+            telemetry.set_consuming();
+            tracing::info!(url = %url, mode = "cluster", stream = %cluster.cfg.stream, instance = %cluster.me, "serving");
+            let (tx, rx) = tokio::sync::mpsc::channel(4096);
+            let parts = cluster::consume::Partitions::new(cluster, &subjects, tx, uploaded_rx);
+            let loops = Loops {
+                control: &mut control_rx,
+                cuts: &mut cuts,
+                sweep: &mut sweep,
+            };
+            cluster::consume::consume(parts, rx, &mut router, loops, shutdown).await;
+            let summary = finish(router, service, end, writer_join).await;
+            drop(uploader);
+            summary
+        }
         IngestMode::Jetstream => {
             let mut start = resume.as_ref().map(|a| a.floor() + 1);
             if let Some(start) = start {
@@ -605,6 +653,41 @@ async fn serve(
             )
             .await;
             finish(router, service, end, writer_join).await
+        }
+    }
+}
+
+/// How long cluster mode retries setting up its streams and buckets at start: a node that just joined (or
+/// came back) answers JetStream requests before the streams' leaders are elected.
+const CLUSTER_SETUP: Duration = Duration::from_secs(60);
+
+/// Opens cluster mode's streams and buckets (the ticks stream first: the partitioned one sources it),
+/// retrying for [`CLUSTER_SETUP`] while the cluster recovers.
+async fn open_cluster(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    cfg: &ServeSettings,
+) -> Result<cluster::Cluster, ServeError> {
+    let deadline = Instant::now() + CLUSTER_SETUP;
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let opened = async {
+            jetstream_stream(client, subjects, &cfg.serve.jetstream).await?;
+            cluster::Cluster::open(client, &cfg.cluster, &cfg.serve.jetstream.stream, subjects.prefix())
+                .await
+                .map_err(ServeError::from)
+        }
+        .await;
+        match opened {
+            Ok(c) => return Ok(c),
+            Err(e @ ServeError::Cluster(cluster::ClusterError::PartitionsDiffer { .. })) => return Err(e),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                    "cluster: JetStream not ready; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(4));
+            }
+            Err(e) => return Err(e),
         }
     }
 }

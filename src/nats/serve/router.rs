@@ -183,6 +183,16 @@ pub struct Router {
     /// Pairs evicted during this run and not back yet: they resume from their eviction's version even when
     /// `[checkpoint] restore = false` started the others fresh.
     evicted: HashSet<Pair>,
+    /// Cluster mode: the partitions held and how far each one's consumer has been routed.
+    partitions: Option<Partitions>,
+}
+
+/// Cluster mode's positions: each held partition is read in stream order (an ordered consumer), so every
+/// tick of the partition at or below its position has been routed to its pair.
+#[derive(Debug, Default)]
+struct Partitions {
+    count: u32,
+    positions: HashMap<u32, u64>,
 }
 
 impl Router {
@@ -210,7 +220,79 @@ impl Router {
             applied: None,
             skip: HashMap::new(),
             evicted: HashSet::new(),
+            partitions: None,
         }
+    }
+
+    /// Cluster mode: pairs are cut into `count` partitions, each checkpointed with its own stream position.
+    pub fn set_partitions(&mut self, count: u32) {
+        self.partitions = Some(Partitions {
+            count,
+            positions: HashMap::new(),
+        });
+    }
+
+    /// Cluster mode: partition `p` is now read from after `position` (its pairs restored up to their own).
+    pub fn open_partition(&mut self, p: u32, position: u64) {
+        if let Some(parts) = &mut self.partitions {
+            parts.positions.insert(p, position);
+        }
+    }
+
+    /// Cluster mode: partition `p`'s consumer routed the message at `seq`.
+    pub fn advance_partition(&mut self, p: u32, seq: u64) {
+        if let Some(parts) = &mut self.partitions {
+            let pos = parts.positions.entry(p).or_insert(0);
+            *pos = (*pos).max(seq);
+        }
+    }
+
+    /// Cluster mode: partition `p` is no longer held. Its pairs' shards are closed: they finish what is
+    /// already in their queues (a checkpoint marker in there is answered, so the cut completes; what they
+    /// publish carries the same `Nats-Msg-Id` the new owner will use), and the shared store refuses their
+    /// checkpoints since the partition is no longer held.
+    pub fn drop_partition(&mut self, p: u32) {
+        let Some(parts) = &mut self.partitions else {
+            return;
+        };
+        parts.positions.remove(&p);
+        let count = parts.count;
+        let pairs: Vec<Pair> = self
+            .shards
+            .iter()
+            .map(|(pair, _)| *pair)
+            .filter(|pair| super::cluster::partition_of(pair.as_str(), count) == p)
+            .collect();
+        for pair in pairs {
+            self.shards.remove(&pair);
+            self.skip.remove(&pair);
+            self.evicted.remove(&pair);
+            if let Ok(mut reg) = self.registry.write() {
+                reg.remove(&pair);
+            }
+            if let Some(join) = self.joins.remove(&pair) {
+                tokio::spawn(async move {
+                    let _ = join.await;
+                });
+            }
+        }
+        self.evicted
+            .retain(|pair| super::cluster::partition_of(pair.as_str(), count) != p);
+    }
+
+    /// The number of the last checkpoint cut started.
+    pub fn last_cut(&self) -> u64 {
+        self.checkpoints.as_ref().map_or(0, |p| p.last_id)
+    }
+
+    /// Cluster mode: the stream position a pair's checkpoint covers: its partition's position, or the one
+    /// its restored state already covers if that is further.
+    fn pair_position(&self, pair: Pair) -> Option<AppliedSeqs> {
+        let parts = self.partitions.as_ref()?;
+        let p = super::cluster::partition_of(pair.as_str(), parts.count);
+        let routed = parts.positions.get(&p).copied().unwrap_or(0);
+        let restored = self.skip.get(&pair).map_or(0, AppliedSeqs::floor);
+        Some(AppliedSeqs::with_floor(routed.max(restored)))
     }
 
     /// Checkpoints through `plan`.
@@ -384,6 +466,13 @@ impl Router {
     /// whose `name` is not its subject's last token is refused: the subject is what permissions and
     /// streams are set on, so a message on `fx.factors.TIIE28` must not change another factor.
     pub async fn on_factor(&mut self, subject: &str, payload: &[u8], seq: Option<u64>) {
+        self.on_factor_in(subject, payload, seq, None).await;
+    }
+
+    /// [`Router::on_factor`] for the pairs of one partition only (cluster mode: each partition's consumer
+    /// delivers every factor, in order with that partition's ticks).
+    pub async fn on_factor_in(&mut self, subject: &str, payload: &[u8], seq: Option<u64>, partition: Option<u32>) {
+        let count = self.partitions.as_ref().map_or(1, |p| p.count);
         let counters = self.ctx.counters.clone();
         let token = self.ctx.subjects.token("factors", subject);
         let factor = parse_factor(payload).map_err(|e| e.to_string()).and_then(|f| {
@@ -403,7 +492,8 @@ impl Router {
                 let f = Arc::new(f);
                 self.factors.record(f.clone());
                 for (pair, shard) in self.shards.iter() {
-                    if !self.skipped(*pair, seq) {
+                    let elsewhere = partition.is_some_and(|p| super::cluster::partition_of(pair.as_str(), count) != p);
+                    if !elsewhere && !self.skipped(*pair, seq) {
                         let _ = shard.tx.send(ShardMsg::Factor(f.clone())).await;
                     }
                 }
@@ -635,11 +725,23 @@ impl Router {
             applied: self.applied.clone(),
             writer: plan.writer.clone(),
         });
+        let plan_writer = plan.writer.clone();
         for (&pair, shard) in self.shards.iter() {
-            if shard.tx.send(ShardMsg::Checkpoint(marker.clone())).await.is_err() {
+            // Cluster mode: each pair's checkpoint carries its own stream position.
+            let marker = match self.pair_position(pair) {
+                Some(applied) => Arc::new(Marker {
+                    id,
+                    reason: marker.reason,
+                    focus: marker.focus.clone(),
+                    applied: Some(applied),
+                    writer: plan_writer.clone(),
+                }),
+                None => marker.clone(),
+            };
+            if shard.tx.send(ShardMsg::Checkpoint(marker)).await.is_err() {
                 // The shard is gone: answer for it so the cut is not left waiting (and fails: its state
                 // is not in it).
-                let _ = plan.writer.send(Job::Part {
+                let _ = plan_writer.send(Job::Part {
                     id,
                     part: Err(PartError::ShardStopped(pair)),
                 });

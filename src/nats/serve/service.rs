@@ -247,6 +247,9 @@ pub struct ServiceState {
     pub telemetry: Arc<super::metrics::Telemetry>,
     /// `[registry] require_approval`: a manual rollback waits for another actor's approval.
     pub require_approval: bool,
+    /// Cluster mode: the partitions this instance owns. Every instance receives every request (no queue
+    /// group), and only the owner of the pair's partition answers; the others stay silent.
+    pub owner: Option<super::cluster::Ownership>,
 }
 
 impl ServiceState {
@@ -738,6 +741,9 @@ pub async fn start(client: &async_nats::Client, state: Arc<ServiceState>) -> Res
         "cambio: USD/MXN and other FX forecasts with intervals, data quality and drift",
         Box::new(move || serde_json::to_value(st.stats()).unwrap_or_default()),
     );
+    if state.owner.is_some() {
+        micro.without_queue_group();
+    }
     let mut tasks = Vec::new();
     for kind in Kind::ALL {
         let (endpoint, mut requests) = micro
@@ -747,6 +753,13 @@ pub async fn start(client: &async_nats::Client, state: Arc<ServiceState>) -> Res
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(m) = requests.next().await {
+                if let Some(owner) = &state.owner
+                    && kind != Kind::BusinessStats
+                    && let Ok(pair) = state.pair(&m.subject, kind)
+                    && !owner.owns(pair)
+                {
+                    continue;
+                }
                 let started = Instant::now();
                 let actor = m
                     .headers
