@@ -913,22 +913,7 @@ impl CheckpointStore {
     /// [`StoreError::NoGoodVersion`] when versions exist but none reads (the caller decides whether to
     /// start fresh); [`StoreError::Db`] when the file cannot be read.
     pub fn latest_good(&self, pair: Pair) -> Result<Option<(VersionMeta, PairState)>, StoreError> {
-        self.guard(|| {
-            let metas = self.list(Some(pair))?;
-            if metas.is_empty() {
-                return Ok(None);
-            }
-            for meta in metas.into_iter().rev() {
-                match self.get(pair, meta.version) {
-                    Ok(state) => return Ok(Some((meta, state))),
-                    Err(e @ (StoreError::Format { .. } | StoreError::NotFound { .. })) => {
-                        tracing::warn!(pair = %pair, version = meta.version, error = %e, "checkpoint unreadable; trying an older version");
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(StoreError::NoGoodVersion(pair))
-        })
+        self.newest_readable(pair, |_| true)
     }
 
     /// The newest readable version of `pair` a service may resume from: as [`CheckpointStore::latest_good`],
@@ -939,12 +924,18 @@ impl CheckpointStore {
     /// # Errors
     /// As [`CheckpointStore::latest_good`].
     pub fn latest_restorable(&self, pair: Pair) -> Result<Option<(VersionMeta, PairState)>, StoreError> {
+        self.newest_readable(pair, |m| m.reason != Reason::Retrain)
+    }
+
+    /// The newest version of `pair` that `wanted` accepts and that reads, skipping damaged ones with a
+    /// warning; `None` when no version is wanted.
+    fn newest_readable(
+        &self,
+        pair: Pair,
+        wanted: impl Fn(&VersionMeta) -> bool,
+    ) -> Result<Option<(VersionMeta, PairState)>, StoreError> {
         self.guard(|| {
-            let metas: Vec<VersionMeta> = self
-                .list(Some(pair))?
-                .into_iter()
-                .filter(|m| m.reason != Reason::Retrain)
-                .collect();
+            let metas: Vec<VersionMeta> = self.list(Some(pair))?.into_iter().filter(|m| wanted(m)).collect();
             if metas.is_empty() {
                 return Ok(None);
             }
