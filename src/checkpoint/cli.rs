@@ -165,11 +165,13 @@ fn code_text(l: &Lineage) -> String {
     )
 }
 
-fn scores_text(l: &Lineage) -> String {
-    match &l.scores {
-        Some(s) if !s.is_empty() => s.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
-        _ => "none".into(),
-    }
+/// The scores as `name -> value` (empty when none): one line each in show, one comparison each in diff.
+fn scores(l: &Lineage) -> BTreeMap<String, String> {
+    l.scores
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect()
 }
 
 /// A JSON value as `dotted.path = value` lines (a configuration, for show and diff).
@@ -222,7 +224,6 @@ pub fn show(store: &CheckpointStore, pair: Pair, version: Option<u64>) -> Result
     row("window", window_text(l.window.as_ref()));
     row("code", code_text(&l));
     row("config hash", or_unknown(l.config_hash.clone()));
-    row("scores", scores_text(&l));
     row("keep", if m.keep { "yes".into() } else { "no".into() });
     row("bytes", m.bytes.to_string());
     row("format", m.format_version.to_string());
@@ -240,6 +241,15 @@ pub fn show(store: &CheckpointStore, pair: Pair, version: Option<u64>) -> Result
             "  horizon {:<6} n {}  rmse/rw {ratio}  coverage95 {:.4}",
             h.horizon, h.n, h.coverage95
         );
+    }
+    let scores = scores(&l);
+    if scores.is_empty() {
+        let _ = writeln!(out, "  scores        none");
+    } else {
+        let _ = writeln!(out, "  scores");
+        for (k, v) in scores {
+            let _ = writeln!(out, "    {k} = {v}");
+        }
     }
     let config = config_lines(&l);
     if config.is_empty() {
@@ -289,7 +299,16 @@ pub fn diff(store: &CheckpointStore, pair: Pair, a: u64, b: u64) -> Result<Strin
         dataset_text(lb.dataset.as_ref()),
     );
     field("code", code_text(&la), code_text(&lb));
-    field("scores", scores_text(&la), scores_text(&lb));
+    let (sa, sb) = (scores(&la), scores(&lb));
+    let names: std::collections::BTreeSet<&String> = sa.keys().chain(sb.keys()).collect();
+    for k in names {
+        let none = "(absent)".to_string();
+        field(
+            &format!("score {k}"),
+            sa.get(k).unwrap_or(&none).clone(),
+            sb.get(k).unwrap_or(&none).clone(),
+        );
+    }
     for (ha, hb) in ma.horizons.iter().zip(&mb.horizons) {
         if ha.horizon == hb.horizon {
             let r = |x: f64| if x.is_finite() { format!("{x:.4}") } else { "n/a".into() };
