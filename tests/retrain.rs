@@ -196,11 +196,17 @@ fn from_a_scenario_a_version_with_reason_retrain_and_full_lineage() {
     let shown = String::from_utf8_lossy(&o.stdout);
     let ratio = m2["lineage"]["scores"]["holdout.1step.rmse_ratio"].as_f64().unwrap();
     assert!(shown.contains("\n  scores\n"), "{shown}");
-    assert!(shown.contains(&format!("\n    holdout.1step.rmse_ratio = {ratio}\n")), "{shown}");
+    assert!(
+        shown.contains(&format!("\n    holdout.1step.rmse_ratio = {ratio}\n")),
+        "{shown}"
+    );
     let o = cambio(&["models", "diff", "--db", db_s, "USDMXN", "1", "2"]);
     let diff = String::from_utf8_lossy(&o.stdout);
     assert!(diff.contains("\n  score holdout.1step.n: "), "{diff}");
-    assert!(diff.contains("\n  score champion.holdout.1step.rmse_ratio: (absent) -> "), "{diff}");
+    assert!(
+        diff.contains("\n  score champion.holdout.1step.rmse_ratio: (absent) -> "),
+        "{diff}"
+    );
     // A third run: version 2 has seen this hold-out (its state is warmed on it), so it is not scored,
     // and the report says why.
     let r3 = retrain_ok(&[
