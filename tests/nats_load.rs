@@ -172,9 +172,17 @@ async fn the_drain_floor_reads_every_message_of_the_stream_once() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.starts_with(&format!("drained {N} messages in ")), "{text}");
-    // Everything was acknowledged up to the last message: the consumer has nothing left.
+    // Everything was acknowledged up to the last message: the consumer has nothing left (the server
+    // applies an acknowledgement shortly after receiving it: read until it shows, for at most 5 s).
     let stream = js.get_stream("FX").await.unwrap();
-    let info = stream.consumer_info("floor-drain").await.unwrap();
+    let mut info = stream.consumer_info("floor-drain").await.unwrap();
+    for _ in 0..50 {
+        if info.ack_floor.stream_sequence == N as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        info = stream.consumer_info("floor-drain").await.unwrap();
+    }
     assert_eq!(info.ack_floor.stream_sequence, N as u64);
     assert_eq!(info.num_ack_pending, 0);
     // A second durable reads it all again.

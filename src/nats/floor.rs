@@ -134,7 +134,7 @@ const DRAIN_IDLE: Duration = Duration::from_secs(10);
 /// # Errors
 /// [`FloorError::JetStream`] when the stream or the consumer cannot be read.
 pub async fn drain(client: Client, stream: &str, durable: &str) -> Result<DrainStats, FloorError> {
-    let ctx = jetstream::new(client);
+    let ctx = jetstream::new(client.clone());
     let mut s = ctx.get_stream(stream).await.map_err(js)?;
     let last = s.info().await.map_err(js)?.state.last_sequence;
     let consumer = s
@@ -177,6 +177,8 @@ pub async fn drain(client: Client, stream: &str, durable: &str) -> Result<DrainS
             break;
         }
     }
+    // The last acknowledgement is only buffered: sent before the process exits.
+    client.flush().await.map_err(nats)?;
     Ok(stats)
 }
 
