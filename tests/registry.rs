@@ -406,23 +406,6 @@ fn pre_lineage_copy(dir: &Path) -> PathBuf {
     db
 }
 
-/// Each audit entry as `"<op> <actor> <outcome>"`.
-fn audit_ops(entries: &Value) -> Vec<String> {
-    entries
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {} {}",
-                e["op"].as_str().unwrap(),
-                e["actor"].as_str().unwrap(),
-                e["outcome"].as_str().unwrap()
-            )
-        })
-        .collect()
-}
-
 fn ok(args: &[&str]) -> String {
     let out = cambio(args);
     let (stdout, stderr) = text(&out);

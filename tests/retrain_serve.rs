@@ -94,23 +94,6 @@ async fn models_req(client: &async_nats::Client, body: &str) -> (bool, Value) {
     request(client, &format!("fx.models.{PAIR}"), body).await
 }
 
-/// Each audit entry as `"<op> <actor> <outcome>"`.
-fn audit_ops(entries: &Value) -> Vec<String> {
-    entries
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {} {}",
-                e["op"].as_str().unwrap(),
-                e["actor"].as_str().unwrap(),
-                e["outcome"].as_str().unwrap()
-            )
-        })
-        .collect()
-}
-
 /// A first session of the champion alone on the first 100 ticks, so the next start restores the pair
 /// (its shard runs from the start, and retraining at start has a pair to challenge).
 async fn champion_session(server: &LocalServer, client: &async_nats::Client, dir: &Path, cfg: &str, lines: &[String]) {

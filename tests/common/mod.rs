@@ -319,3 +319,20 @@ pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(&key_pem, leaf_key.serialize_pem()).unwrap();
     (ca_pem, cert_pem, key_pem)
 }
+
+/// Each audit entry as `"<op> <actor> <outcome>"`.
+pub fn audit_ops(entries: &Value) -> Vec<String> {
+    entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["op"].as_str().unwrap(),
+                e["actor"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
