@@ -1087,6 +1087,62 @@ impl CheckpointStore {
             self.put(NewCheckpoint { record, meta })
         })
     }
+
+    /// Takes in a version another instance wrote (cluster mode's shared store), under its own number: the
+    /// record and metadata as they are, the pair's next number moved past it, and the cut naming it as the
+    /// pair's current version, so this instance's next version of the pair continues the numbering and
+    /// descends from it. Returns false when the version was already here with the same record.
+    ///
+    /// A version under that number with another record is one this instance wrote and never shared (its
+    /// upload failed before the other instance took the pair over): it is replaced, since the shared one
+    /// is the version the cluster's forecasts name.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`], [`StoreError::Meta`] when the metadata cannot be written.
+    pub fn adopt(&self, meta: &VersionMeta, record: &[u8]) -> Result<bool, StoreError> {
+        self.guard(|| {
+            let (pair, version) = (meta.pair, meta.version);
+            let tx = self.db.begin_write().map_err(db)?;
+            let here = {
+                let records = tx.open_table(CHECKPOINTS).map_err(db)?;
+                let existing = records.get((pair.as_str(), version)).map_err(db)?;
+                existing.map(|r| r.value() == record)
+            };
+            if here != Some(true) {
+                if here == Some(false) {
+                    tracing::warn!(pair = %pair, version,
+                        "a local version never shared is replaced by the shared version of the same number");
+                }
+                let mut meta = meta.clone();
+                meta.bytes = record.len() as u64;
+                let json = serde_json::to_vec(&meta).map_err(|e| StoreError::Meta {
+                    pair,
+                    version,
+                    message: e.to_string(),
+                })?;
+                tx.open_table(CHECKPOINTS)
+                    .map_err(db)?
+                    .insert((pair.as_str(), version), record)
+                    .map_err(db)?;
+                tx.open_table(VERSIONS)
+                    .map_err(db)?
+                    .insert((pair.as_str(), version), json.as_slice())
+                    .map_err(db)?;
+            }
+            {
+                let mut next = tx.open_table(NEXT_VERSION).map_err(db)?;
+                let n = next.get(pair.as_str()).map_err(db)?.map_or(1, |v| v.value());
+                if n <= version {
+                    next.insert(pair.as_str(), version + 1).map_err(db)?;
+                }
+            }
+            let mut cut = read_cut(&tx.open_table(CUTS).map_err(db)?)?.unwrap_or_default();
+            cut.heads.insert(pair.to_string(), version);
+            write_cut(&tx, &cut)?;
+            tx.commit().map_err(db)?;
+            Ok(here != Some(true))
+        })
+    }
 }
 
 /// The audit log, approvals and challenge marks (see [`super::audit`]).
@@ -1485,6 +1541,69 @@ mod tests {
         // An identical state after an older one is written again: only the current version counts.
         assert!(store.put_cut(vec![part(&s, 5)], None, Vec::new(), 5).unwrap().len() == 1);
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn an_adopted_version_keeps_its_number_and_the_numbering_continues_after_it() {
+        // Instance A wrote versions 1..=7 and shared 7; instance B, which had written 1 and 2 of its own
+        // while it held the pair before, takes 7 over.
+        let (a, b) = (tmp("adopt-a"), tmp("adopt-b"));
+        let a = CheckpointStore::open(&a, Retention::default()).unwrap();
+        let b_store = CheckpointStore::open(&b, Retention::default()).unwrap();
+        for (i, t) in (1..=7).zip((10..).step_by(10)) {
+            let s = state(usdmxn(), t);
+            a.put_cut(
+                vec![NewCheckpoint::new(&s, Reason::Periodic, i).unwrap()],
+                None,
+                Vec::new(),
+                i,
+            )
+            .unwrap();
+        }
+        for t in [5_i64, 6] {
+            let s = state(usdmxn(), t as usize);
+            b_store
+                .put_cut(
+                    vec![NewCheckpoint::new(&s, Reason::Periodic, t).unwrap()],
+                    None,
+                    Vec::new(),
+                    t,
+                )
+                .unwrap();
+        }
+        let meta = a.meta(usdmxn(), 7).unwrap();
+        let record = a.record(usdmxn(), 7).unwrap();
+        assert!(b_store.adopt(&meta, &record).unwrap(), "written the first time");
+        assert!(
+            !b_store.adopt(&meta, &record).unwrap(),
+            "the same version again changes nothing"
+        );
+        assert_eq!(b_store.meta(usdmxn(), 7).unwrap(), meta);
+        assert_eq!(b_store.cut().unwrap().unwrap().heads.get("USDMXN"), Some(&7));
+        let next = state(usdmxn(), 200);
+        let written = b_store
+            .put_cut(
+                vec![NewCheckpoint::new(&next, Reason::Periodic, 9).unwrap()],
+                None,
+                Vec::new(),
+                9,
+            )
+            .unwrap();
+        assert_eq!(written[0].version, 8, "numbered after the adopted version");
+        assert_eq!(
+            written[0].lineage.as_ref().and_then(|l| l.parent),
+            Some(7),
+            "and descends from it"
+        );
+        // A version this instance wrote under a number the shared one has is replaced by the shared one.
+        let other = state(usdmxn(), 300);
+        let mut m2 = meta.clone();
+        m2.version = 2;
+        let r2 = NewCheckpoint::new(&other, Reason::Periodic, 10).unwrap().record;
+        assert!(b_store.adopt(&m2, &r2).unwrap());
+        assert_eq!(b_store.record(usdmxn(), 2).unwrap(), r2);
+        let _ = std::fs::remove_file(tmp("adopt-a"));
+        let _ = std::fs::remove_file(tmp("adopt-b"));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::cluster::{PartitionCut, SharedRecord};
 use super::stats::Counters;
 use crate::checkpoint::format::FormatError;
 use crate::checkpoint::{AppliedSeqs, CheckpointStore, NewCheckpoint, PairState, StoreError, VersionMeta};
@@ -80,6 +81,8 @@ pub enum Job {
         applied: Option<AppliedSeqs>,
         /// Factors the router remembers.
         factors: Vec<Factor>,
+        /// Cluster mode: the partitions held, as the cut saw them (for the shared store's indexes).
+        partitions: Vec<PartitionCut>,
         /// Told the new versions once committed.
         reply: Option<Reply<Vec<VersionMeta>>>,
     },
@@ -143,6 +146,7 @@ struct Pending {
     failed: Option<PartError>,
     applied: Option<AppliedSeqs>,
     factors: Vec<Factor>,
+    partitions: Vec<PartitionCut>,
     reply: Option<Reply<Vec<VersionMeta>>>,
     started: Instant,
 }
@@ -232,6 +236,29 @@ impl Checkpointer {
     }
 }
 
+/// The committed versions of a cut paired with their records and their partition's ownership generation.
+fn shared_records(
+    metas: &[VersionMeta],
+    mut records: BTreeMap<Pair, Vec<u8>>,
+    partitions: &[PartitionCut],
+) -> Vec<SharedRecord> {
+    metas
+        .iter()
+        .filter_map(|m| {
+            let record = records.remove(&m.pair)?;
+            let generation = partitions
+                .iter()
+                .find(|c| c.pairs.contains(&m.pair))
+                .map(|c| c.generation)?;
+            Some(SharedRecord {
+                meta: m.clone(),
+                record,
+                generation,
+            })
+        })
+        .collect()
+}
+
 /// Where cluster mode's shared checkpoint uploader takes the committed cuts.
 pub type Shared = tokio::sync::mpsc::UnboundedSender<super::cluster::SharedCut>;
 
@@ -243,6 +270,7 @@ fn writer(
     shared: Option<&Shared>,
 ) {
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+    let mut carry = Carry::new();
     while let Ok(job) = rx.recv() {
         match job {
             Job::Cut {
@@ -250,6 +278,7 @@ fn writer(
                 expected,
                 applied,
                 factors,
+                partitions,
                 reply,
             } => {
                 pending.insert(
@@ -261,6 +290,7 @@ fn writer(
                         failed: None,
                         applied,
                         factors,
+                        partitions,
                         reply,
                         started: Instant::now(),
                     },
@@ -292,7 +322,7 @@ fn writer(
             }
             Job::With(f) => f(store),
             Job::Stop => {
-                commit_ready(store, &mut pending, committed, counters, shared);
+                commit_ready(store, &mut pending, &mut carry, committed, counters, shared);
                 break;
             }
             Job::LoadLatest { pair, reply } => {
@@ -306,7 +336,7 @@ fn writer(
                 let _ = reply.send(r);
             }
         }
-        commit_ready(store, &mut pending, committed, counters, shared);
+        commit_ready(store, &mut pending, &mut carry, committed, counters, shared);
     }
     if !pending.is_empty() {
         tracing::warn!(cuts = pending.len(), "checkpoint cuts left incomplete at shutdown");
@@ -314,9 +344,13 @@ fn writer(
 }
 
 /// Commits complete cuts, oldest first.
+/// Parts of failed cuts not yet committed, by pair (see [`commit`]).
+type Carry = BTreeMap<Pair, NewCheckpoint>;
+
 fn commit_ready(
     store: &CheckpointStore,
     pending: &mut BTreeMap<u64, Pending>,
+    carry: &mut Carry,
     committed: &AtomicU64,
     counters: &Counters,
     shared: Option<&Shared>,
@@ -326,26 +360,71 @@ fn commit_ready(
             break;
         }
         let (id, p) = entry.remove_entry();
-        commit(store, id, p, counters, shared);
+        commit(store, id, p, carry, counters, shared);
         committed.store(id, Ordering::Release);
     }
 }
 
-fn commit(store: &CheckpointStore, id: u64, p: Pending, counters: &Counters, shared: Option<&Shared>) {
-    let records: Vec<(Pair, Vec<u8>)> = match shared {
-        Some(_) if p.failed.is_none() => p.parts.iter().map(|c| (c.meta.pair, c.record.clone())).collect(),
-        _ => Vec::new(),
+/// Commits cut `id`, or abandons it whole when a part failed.
+///
+/// The parts of an abandoned cut are carried into the next one: a shard answers a cut with "unchanged"
+/// when nothing happened since its last answer, and that answer is gone with the failed cut, so without
+/// the carry the next cut would name the pair's older version as current beside stream positions past
+/// the ticks only the lost part held. A pair that answers the next cut with a new part drops its carry.
+fn commit(
+    store: &CheckpointStore,
+    id: u64,
+    mut p: Pending,
+    carry: &mut Carry,
+    counters: &Counters,
+    shared: Option<&Shared>,
+) {
+    let result = match p.failed.take() {
+        Some(e) => {
+            for part in std::mem::take(&mut p.parts) {
+                carry.insert(part.meta.pair, part);
+            }
+            Err(WriterError::Part(e))
+        }
+        None => {
+            for part in &p.parts {
+                carry.remove(&part.meta.pair);
+            }
+            p.parts.extend(std::mem::take(carry).into_values());
+            Ok(())
+        }
     };
-    let result = match p.failed {
-        Some(e) => Err(WriterError::Part(e)),
-        None => store
+    let records: BTreeMap<Pair, Vec<u8>> = match (shared, &result) {
+        (Some(_), Ok(())) => p.parts.iter().map(|c| (c.meta.pair, c.record.clone())).collect(),
+        _ => BTreeMap::new(),
+    };
+    let result = result.and_then(|()| {
+        let parts = p.parts.clone();
+        store
             .put_cut(p.parts, p.applied, p.factors, super::router::now_us())
-            .map_err(WriterError::Store),
-    };
+            .map_err(|e| {
+                for part in parts {
+                    carry.entry(part.meta.pair).or_insert(part);
+                }
+                WriterError::Store(e)
+            })
+    });
     if let Some(tx) = shared {
-        // Only what the local registry committed is shared.
-        let records = if result.is_ok() { records } else { Vec::new() };
-        let _ = tx.send(super::cluster::SharedCut { id, records });
+        // Only what the local registry committed is shared: the new versions, with their numbers (a part
+        // equal to its pair's current version wrote none; that version was shared when it was written).
+        let cut = match &result {
+            Ok(metas) => super::cluster::SharedCut {
+                id,
+                records: shared_records(metas, records, &p.partitions),
+                partitions: p.partitions,
+            },
+            Err(_) => super::cluster::SharedCut {
+                id,
+                records: Vec::new(),
+                partitions: Vec::new(),
+            },
+        };
+        let _ = tx.send(cut);
     }
     match &result {
         Ok(metas) => {
@@ -526,6 +605,59 @@ mod tests {
         writer.send(Job::Stop);
         drop(writer);
         join.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_part_of_a_failed_cut_is_committed_with_the_next_one() {
+        let path = std::env::temp_dir().join(format!("cambio-carry-{}.redb", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let store = CheckpointStore::open(&path, Retention::default()).unwrap();
+        let (writer, join) = Checkpointer::start(store, Arc::new(Counters::default())).unwrap();
+        let (a, b) = (Pair::parse("USDMXN").unwrap(), Pair::parse("EURUSD").unwrap());
+        let part = |pair, ticks| {
+            let mut engine = Engine::new(pair, &EngineConfig::default()).unwrap();
+            let mut out = Vec::new();
+            for t in crate::testkit::synth_ticks(pair, ticks) {
+                engine.on_tick(&t, &mut out);
+            }
+            let state = crate::checkpoint::format::PairStateRef {
+                engine: &engine,
+                applied: None,
+                contest: None,
+            };
+            Box::new(NewCheckpoint::from_ref(state, Reason::Periodic, 1).unwrap())
+        };
+        let cut = |id, parts: Vec<Result<Option<Box<NewCheckpoint>>, PartError>>| {
+            let (tx, rx) = oneshot::channel();
+            writer.send(Job::Cut {
+                id,
+                expected: parts.len(),
+                applied: None,
+                factors: Vec::new(),
+                partitions: Vec::new(),
+                reply: Some(tx),
+            });
+            for part in parts {
+                writer.send(Job::Part { id, part });
+            }
+            rx.blocking_recv().unwrap()
+        };
+        // Cut 1: USDMXN's part is good, EURUSD's shard had stopped: the cut is abandoned.
+        assert!(cut(1, vec![Ok(Some(part(a, 50))), Err(PartError::ShardStopped(b))]).is_err());
+        // Cut 2: USDMXN saw no tick since its answer to cut 1 ("unchanged"): its part of cut 1 is the one.
+        let written = cut(2, vec![Ok(None), Ok(Some(part(b, 40)))]).unwrap();
+        let pairs: Vec<Pair> = written.iter().map(|m| m.pair).collect();
+        assert_eq!(pairs.len(), 2, "{pairs:?}");
+        assert!(pairs.contains(&a) && pairs.contains(&b));
+        // Cut 3: nothing carried any more.
+        assert!(cut(3, vec![Ok(None), Ok(None)]).unwrap().is_empty());
+        writer.send(Job::Stop);
+        drop(writer);
+        join.join().unwrap();
+        let store = CheckpointStore::open_existing(&path, Retention::default()).unwrap();
+        let heads = store.cut().unwrap().unwrap().heads;
+        assert_eq!(heads.get("USDMXN"), Some(&1), "{heads:?}");
         let _ = std::fs::remove_file(&path);
     }
 }

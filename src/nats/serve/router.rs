@@ -4,7 +4,7 @@
 //! The router is the only place that sees subjects and headers; shards see payloads. Per-pair order is
 //! kept because one router task forwards in arrival order into one queue per pair.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -12,10 +12,11 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 
 use super::checkpointer::{Checkpointer, Focus, Job, Marker, PartError, Reply, WriterError};
+use super::cluster::PartitionCut;
 use super::shard::{self, ShardContext, ShardHandle, ShardMsg, TickMsg};
 use super::stats::Counters;
 use crate::challenger::Contest;
-use crate::checkpoint::AppliedSeqs;
+use crate::checkpoint::{AppliedSeqs, PairState};
 use crate::checkpoint::{Reason, VersionMeta};
 use crate::contract::{Unrouted, UnroutedReason};
 use crate::engine::Engine;
@@ -187,12 +188,25 @@ pub struct Router {
     partitions: Option<Partitions>,
 }
 
-/// Cluster mode's positions: each held partition is read in stream order (an ordered consumer), so every
-/// tick of the partition at or below its position has been routed to its pair.
+/// Cluster mode's partitions held. Each is read in stream order (an ordered consumer), so every tick of the
+/// partition at or below its position has been routed to its pair.
 #[derive(Debug, Default)]
 struct Partitions {
     count: u32,
-    positions: HashMap<u32, u64>,
+    held: HashMap<u32, HeldPartition>,
+}
+
+/// One partition held: how far its consumer has routed, and what a cut records of it for the next owner.
+#[derive(Debug, Default)]
+struct HeldPartition {
+    generation: u64,
+    position: u64,
+    /// Every pair of the partition served (or restored) under this ownership, evicted ones included.
+    pairs: BTreeSet<Pair>,
+    /// The factors as this partition's consumer has seen them: a pair first seen in the partition gets
+    /// these, so its model is the same whichever instance reads the partition and however far the other
+    /// partitions' consumers are.
+    factors: FactorBook,
 }
 
 impl Router {
@@ -228,22 +242,32 @@ impl Router {
     pub fn set_partitions(&mut self, count: u32) {
         self.partitions = Some(Partitions {
             count,
-            positions: HashMap::new(),
+            held: HashMap::new(),
         });
     }
 
-    /// Cluster mode: partition `p` is now read from after `position` (its pairs restored up to their own).
-    pub fn open_partition(&mut self, p: u32, position: u64) {
+    /// Cluster mode: partition `p` is now held (ownership `generation`), with the pairs and factors its
+    /// index recorded; [`Router::advance_partition`] then sets where its consumer starts from.
+    pub fn open_partition(&mut self, p: u32, generation: u64, pairs: Vec<Pair>, factors: Vec<Factor>) {
         if let Some(parts) = &mut self.partitions {
-            parts.positions.insert(p, position);
+            let mut book = FactorBook::default();
+            for f in factors {
+                book.record(Arc::new(f));
+            }
+            let held = HeldPartition {
+                generation,
+                position: 0,
+                pairs: pairs.into_iter().collect(),
+                factors: book,
+            };
+            parts.held.insert(p, held);
         }
     }
 
     /// Cluster mode: partition `p`'s consumer routed the message at `seq`.
     pub fn advance_partition(&mut self, p: u32, seq: u64) {
-        if let Some(parts) = &mut self.partitions {
-            let pos = parts.positions.entry(p).or_insert(0);
-            *pos = (*pos).max(seq);
+        if let Some(held) = self.partitions.as_mut().and_then(|parts| parts.held.get_mut(&p)) {
+            held.position = held.position.max(seq);
         }
     }
 
@@ -255,7 +279,7 @@ impl Router {
         let Some(parts) = &mut self.partitions else {
             return;
         };
-        parts.positions.remove(&p);
+        parts.held.remove(&p);
         let count = parts.count;
         let pairs: Vec<Pair> = self
             .shards
@@ -280,6 +304,43 @@ impl Router {
             .retain(|pair| super::cluster::partition_of(pair.as_str(), count) != p);
     }
 
+    /// Cluster mode: the partition `pair` belongs to, if this router holds it.
+    fn held_of(&self, pair: Pair) -> Option<&HeldPartition> {
+        let parts = self.partitions.as_ref()?;
+        parts
+            .held
+            .get(&super::cluster::partition_of(pair.as_str(), parts.count))
+    }
+
+    /// The factors a pair starting now is given: in cluster mode its partition's, else the router's.
+    fn factors_for(&self, pair: Pair) -> Vec<Arc<Factor>> {
+        match (&self.partitions, self.held_of(pair)) {
+            (Some(_), Some(held)) => held.factors.latest().cloned().collect(),
+            (Some(_), None) => Vec::new(),
+            (None, _) => self.factors.latest().cloned().collect(),
+        }
+    }
+
+    /// Cluster mode: the partitions held as a cut sees them now.
+    fn partition_cuts(&self) -> Vec<PartitionCut> {
+        let Some(parts) = &self.partitions else {
+            return Vec::new();
+        };
+        let mut cuts: Vec<PartitionCut> = parts
+            .held
+            .iter()
+            .map(|(&partition, h)| PartitionCut {
+                partition,
+                generation: h.generation,
+                position: h.position,
+                pairs: h.pairs.iter().copied().collect(),
+                factors: h.factors.to_vec(),
+            })
+            .collect();
+        cuts.sort_by_key(|c| c.partition);
+        cuts
+    }
+
     /// The number of the last checkpoint cut started.
     pub fn last_cut(&self) -> u64 {
         self.checkpoints.as_ref().map_or(0, |p| p.last_id)
@@ -288,9 +349,8 @@ impl Router {
     /// Cluster mode: the stream position a pair's checkpoint covers: its partition's position, or the one
     /// its restored state already covers if that is further.
     fn pair_position(&self, pair: Pair) -> Option<AppliedSeqs> {
-        let parts = self.partitions.as_ref()?;
-        let p = super::cluster::partition_of(pair.as_str(), parts.count);
-        let routed = parts.positions.get(&p).copied().unwrap_or(0);
+        self.partitions.as_ref()?;
+        let routed = self.held_of(pair).map_or(0, |h| h.position);
         let restored = self.skip.get(&pair).map_or(0, AppliedSeqs::floor);
         Some(AppliedSeqs::with_floor(routed.max(restored)))
     }
@@ -333,6 +393,46 @@ impl Router {
         }
         let contest = self.contest_for(&engine, contest, previous);
         self.start_shard_with(engine, contest, false)
+    }
+
+    /// Cluster mode: starts a pair taken over from the shared store, its ticks up to `floor` in `state`.
+    /// The version is adopted into the local registry under its number (`meta`, when the previous owner
+    /// recorded it), so forecasts name it and the next version continues from it; with a registry
+    /// challenger configured and no contest in the checkpoint, the newest older version this instance's
+    /// registry holds runs as the challenger, as at a restart.
+    pub async fn restore_shared(
+        &mut self,
+        state: PairState,
+        meta: Option<VersionMeta>,
+        record: Vec<u8>,
+        floor: u64,
+    ) -> bool {
+        let pair = state.engine.pair();
+        let mut engine = state.engine;
+        let cfg = &self.ctx.challenger;
+        let want_previous = cfg.enabled && cfg.engine.is_none() && state.contest.is_none();
+        let mut previous = None;
+        if let (Some(meta), Some(plan)) = (meta, self.checkpoints.as_ref()) {
+            let version = meta.version;
+            engine.set_registry_version(version);
+            let adopted = plan
+                .writer
+                .run(move |store| {
+                    store.adopt(&meta, &record)?;
+                    if !want_previous {
+                        return Ok(None);
+                    }
+                    let older = store.list(Some(pair))?.into_iter().rev().find(|v| v.version < version);
+                    Ok(older.and_then(|v| store.get(pair, v.version).ok().map(|s| (s.engine, v.version))))
+                })
+                .await;
+            match adopted {
+                Ok(p) => previous = p,
+                Err(e) => tracing::error!(pair = %pair, version, error = %e,
+                    "cluster: the shared version could not be added to the local registry; forecasts still name it"),
+            }
+        }
+        self.restore(engine, Some(AppliedSeqs::with_floor(floor)), state.contest, previous)
     }
 
     /// The contest a shard runs: the restored one (with this configuration's rules), or a new one with a
@@ -491,6 +591,14 @@ impl Router {
                 Counters::inc(&counters.factors);
                 let f = Arc::new(f);
                 self.factors.record(f.clone());
+                if let Some(held) = self
+                    .partitions
+                    .as_mut()
+                    .zip(partition)
+                    .and_then(|(parts, p)| parts.held.get_mut(&p))
+                {
+                    held.factors.record(f.clone());
+                }
                 for (pair, shard) in self.shards.iter() {
                     let elsewhere = partition.is_some_and(|p| super::cluster::partition_of(pair.as_str(), count) != p);
                     if !elsewhere && !self.skipped(*pair, seq) {
@@ -535,8 +643,8 @@ impl Router {
                 }
                 // Factors published while the pair was away.
                 if let Some(shard) = self.shards.get(&pair) {
-                    for f in self.factors.latest() {
-                        let _ = shard.tx.send(ShardMsg::Factor(f.clone())).await;
+                    for f in self.factors_for(pair) {
+                        let _ = shard.tx.send(ShardMsg::Factor(f)).await;
                     }
                 }
                 true
@@ -638,10 +746,17 @@ impl Router {
         }
         // A restored engine already holds the factors it had seen.
         let factors: Vec<_> = if engine.ticks() == 0 {
-            self.factors.latest().cloned().collect()
+            self.factors_for(pair)
         } else {
             Vec::new()
         };
+        if let Some(parts) = &mut self.partitions
+            && let Some(held) = parts
+                .held
+                .get_mut(&super::cluster::partition_of(pair.as_str(), parts.count))
+        {
+            held.pairs.insert(pair);
+        }
         let (handle, join) = shard::spawn(engine, contest, self.ctx.clone(), self.queue, &factors, changed);
         if let Ok(mut reg) = self.registry.write() {
             reg.insert(
@@ -692,6 +807,7 @@ impl Router {
     /// Periodic cuts are skipped while two are still being written (the disk is behind; the next one
     /// will include everything).
     pub async fn cut(&mut self, reason: Reason, focus: Option<Focus>, reply: Option<Reply<Vec<VersionMeta>>>) {
+        let partitions = self.partition_cuts();
         let Some(plan) = &mut self.checkpoints else {
             if let Some(r) = reply {
                 let _ = r.send(Err(WriterError::NotConfigured));
@@ -712,6 +828,7 @@ impl Router {
             expected: self.shards.len(),
             applied: self.applied.clone(),
             factors: self.factors.to_vec(),
+            partitions,
             reply,
         };
         if !plan.writer.send(job) {

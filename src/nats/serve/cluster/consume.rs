@@ -128,12 +128,14 @@ impl<'a> Partitions<'a> {
     }
 
     /// Takes over partition `p` (its lease won at `revision`): restores each of its pairs from the shared
-    /// store and reads the partition from the lowest position they cover.
+    /// store and reads the partition from just after its index's position (see [`super::shared`]).
     async fn take_over(&mut self, router: &mut Router, p: u32, revision: u64) {
         let started = Instant::now();
-        self.cluster.ownership.set(p, true);
-        let records = match tokio::time::timeout(CHECKPOINT_WAIT, self.cluster.shared_of(p)).await {
-            Ok(Ok(r)) => r,
+        self.generation += 1;
+        let generation = self.generation;
+        self.cluster.ownership.set(p, Some(generation));
+        let loaded = match tokio::time::timeout(CHECKPOINT_WAIT, self.cluster.load_partition(p)).await {
+            Ok(Ok(l)) => l,
             failed => {
                 let why = match failed {
                     Ok(Err(e)) => e.to_string(),
@@ -141,39 +143,79 @@ impl<'a> Partitions<'a> {
                 };
                 // Without its checkpoints the partition cannot resume where it was: let it go.
                 tracing::error!(partition = p, error = %why, "cluster: cannot read the shared checkpoints; lease released");
-                self.cluster.ownership.set(p, false);
+                self.cluster.ownership.set(p, None);
                 let _ = self.cluster.release(p, revision).await;
                 return;
             }
         };
-        let mut position: Option<u64> = None;
+        let indexed = loaded.index.as_ref().map(|i| i.position);
+        let (index_pairs, factors) = loaded
+            .index
+            .map(|i| {
+                (
+                    i.pairs.iter().filter_map(|s| crate::tick::Pair::parse(s)).collect(),
+                    i.factors,
+                )
+            })
+            .unwrap_or_default();
+        router.open_partition(p, generation, index_pairs, factors);
+        // With an index every pair holds the partition's ticks up to its position; without one (never
+        // indexed) each pair's own position counts and the partition is read from the lowest.
+        let mut position = indexed;
+        let mut from_start = false;
         let mut pairs = 0usize;
-        for (pair, bytes) in records {
-            match crate::checkpoint::format::decode(&bytes) {
-                Ok(state) if state.engine.pair() == pair => {
-                    let floor = state.applied.as_ref().map_or(0, AppliedSeqs::floor);
-                    position = Some(position.map_or(floor, |f| f.min(floor)));
-                    if router.restore(state.engine, Some(AppliedSeqs::with_floor(floor)), state.contest, None) {
-                        pairs += 1;
-                    } else {
-                        tracing::error!(pair = %pair, "cluster: restored pair not started (max_pairs, or already served)");
-                    }
+        for (pair, read) in loaded.pairs {
+            let shared = match read {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    tracing::error!(pair = %pair, partition = p,
+                        "cluster: the partition index names a pair with no shared checkpoint; the partition is read from its start");
+                    from_start = true;
+                    continue;
                 }
-                Ok(state) => tracing::error!(pair = %pair, holds = %state.engine.pair(),
-                    "cluster: the shared checkpoint holds another pair; ignored"),
-                Err(e) => tracing::error!(pair = %pair, error = %e,
-                    "cluster: unreadable shared checkpoint; the pair starts fresh"),
+                Err(e) => {
+                    tracing::error!(pair = %pair, error = %e,
+                        "cluster: cannot read a shared checkpoint; the partition is read from its start");
+                    from_start = true;
+                    continue;
+                }
+            };
+            let state = match crate::checkpoint::format::decode(&shared.record) {
+                Ok(state) if state.engine.pair() == pair => state,
+                Ok(state) => {
+                    tracing::error!(pair = %pair, holds = %state.engine.pair(),
+                        "cluster: the shared checkpoint holds another pair; the partition is read from its start");
+                    from_start = true;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(pair = %pair, error = %e,
+                        "cluster: unreadable shared checkpoint; the partition is read from its start");
+                    from_start = true;
+                    continue;
+                }
+            };
+            let own = state.applied.as_ref().map_or(0, AppliedSeqs::floor);
+            let floor = own.max(indexed.unwrap_or(0));
+            if indexed.is_none() {
+                position = Some(position.map_or(own, |f: u64| f.min(own)));
+            }
+            if router.restore_shared(state, shared.meta, shared.record, floor).await {
+                pairs += 1;
+            } else {
+                tracing::error!(pair = %pair, "cluster: restored pair not started (max_pairs, or already served)");
             }
         }
-        let position = position.unwrap_or(0);
-        router.open_partition(p, position);
-        self.generation += 1;
+        // A pair the index names but that could not be restored starts fresh and is read from the start of
+        // the partition (the others skip what they hold): slower, but no tick of it is lost.
+        let position = if from_start { 0 } else { position.unwrap_or(0) };
+        router.advance_partition(p, position);
         let task = super::spawn_partition(
             self.cluster.js().clone(),
             self.cluster.cfg.stream.clone(),
             self.subjects.prefix().to_string(),
             p,
-            self.generation,
+            generation,
             position + 1,
             self.tx.clone(),
         );
@@ -181,7 +223,7 @@ impl<'a> Partitions<'a> {
             p,
             Held {
                 revision,
-                generation: self.generation,
+                generation,
                 _task: AbortOnDrop(task),
             },
         );
@@ -189,6 +231,7 @@ impl<'a> Partitions<'a> {
             partition = p,
             pairs,
             resume_from = position + 1,
+            indexed = indexed.is_some(),
             ms = started.elapsed().as_secs_f64() * 1e3,
             "cluster: partition taken over"
         );
@@ -196,7 +239,7 @@ impl<'a> Partitions<'a> {
 
     /// Stops reading partition `p` at once (its lease is gone).
     fn drop_partition(&mut self, router: &mut Router, p: u32) {
-        self.cluster.ownership.set(p, false);
+        self.cluster.ownership.set(p, None);
         self.held.remove(&p);
         router.drop_partition(p);
     }

@@ -28,6 +28,7 @@
 
 pub mod balance;
 pub mod consume;
+pub mod shared;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -41,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::tick::Pair;
 
 pub use balance::{Step, View, partition_of};
+pub use shared::{PartitionCut, SharedCut, SharedRecord, spawn_uploader};
 
 /// The key-value bucket of the leases and heartbeats.
 pub const LEASES_BUCKET: &str = "cambio_leases";
@@ -205,11 +207,13 @@ fn setup(what: &str, e: impl std::fmt::Display) -> ClusterError {
     }
 }
 
-/// The partitions this instance holds, shared with the request-reply side (only the owner answers).
+/// The partitions this instance holds, each with the generation of its ownership, shared with the
+/// request-reply side (only the owner answers) and the shared-store uploader (only the ownership that
+/// produced a version may write it).
 #[derive(Debug, Clone)]
 pub struct Ownership {
     partitions: u32,
-    held: Arc<RwLock<BTreeSet<u32>>>,
+    held: Arc<RwLock<BTreeMap<u32, u64>>>,
 }
 
 impl Ownership {
@@ -228,22 +232,30 @@ impl Ownership {
 
     /// Whether this instance holds partition `p`.
     pub fn holds(&self, p: u32) -> bool {
-        self.held.read().is_ok_and(|h| h.contains(&p))
+        self.generation(p).is_some()
     }
 
-    fn set(&self, p: u32, on: bool) {
+    /// The generation of this instance's ownership of `p`, if it holds it.
+    pub fn generation(&self, p: u32) -> Option<u64> {
+        self.held.read().ok().and_then(|h| h.get(&p).copied())
+    }
+
+    /// Records that `p` is held in ownership `generation` (`None`: not held).
+    fn set(&self, p: u32, generation: Option<u64>) {
         if let Ok(mut h) = self.held.write() {
-            if on {
-                h.insert(p);
-            } else {
-                h.remove(&p);
-            }
+            match generation {
+                Some(g) => h.insert(p, g),
+                None => h.remove(&p),
+            };
         }
     }
 
     /// The partitions held now.
     pub fn held(&self) -> BTreeSet<u32> {
-        self.held.read().map(|h| h.clone()).unwrap_or_default()
+        self.held
+            .read()
+            .map(|h| h.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Number of partitions.
@@ -526,65 +538,6 @@ impl Cluster {
             _ => false,
         }
     }
-
-    /// Writes a pair's checkpoint record to the shared store, if its partition's lease is still held.
-    /// Returns false when fenced off.
-    ///
-    /// # Errors
-    /// [`ClusterError::Shared`] when the write fails.
-    pub async fn put_shared(&self, pair: Pair, record: &[u8]) -> Result<bool, ClusterError> {
-        let p = partition_of(pair.as_str(), self.cfg.partitions);
-        if !self.ownership.holds(p) || !self.still_owner(p).await {
-            return Ok(false);
-        }
-        let mut reader = record;
-        self.objects
-            .put(pair.as_str(), &mut reader)
-            .await
-            .map(|_| true)
-            .map_err(|e| ClusterError::Shared {
-                pair: pair.to_string(),
-                message: e.to_string(),
-            })
-    }
-
-    /// The shared checkpoint records of partition `p`'s pairs.
-    ///
-    /// # Errors
-    /// [`ClusterError::Shared`] when the store cannot be listed or an object read.
-    pub async fn shared_of(&self, p: u32) -> Result<Vec<(Pair, Vec<u8>)>, ClusterError> {
-        let shared = |pair: &str, e: &dyn std::fmt::Display| ClusterError::Shared {
-            pair: pair.to_string(),
-            message: e.to_string(),
-        };
-        let mut list = self.objects.list().await.map_err(|e| shared("(list)", &e))?;
-        let mut names = Vec::new();
-        while let Some(info) = list.next().await {
-            let info = info.map_err(|e| shared("(list)", &e))?;
-            if info.deleted {
-                continue;
-            }
-            if let Some(pair) = Pair::parse(&info.name)
-                && partition_of(pair.as_str(), self.cfg.partitions) == p
-            {
-                names.push(pair);
-            }
-        }
-        let mut out = Vec::with_capacity(names.len());
-        for pair in names {
-            let mut object = self
-                .objects
-                .get(pair.as_str())
-                .await
-                .map_err(|e| shared(pair.as_str(), &e))?;
-            let mut bytes = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes)
-                .await
-                .map_err(|e| shared(pair.as_str(), &e))?;
-            out.push((pair, bytes));
-        }
-        Ok(out)
-    }
 }
 
 fn lease(partition: u32, e: impl std::fmt::Display) -> ClusterError {
@@ -679,37 +632,6 @@ pub fn spawn_partition(
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
-        }
-    })
-}
-
-/// A cut's records for the shared store, sent by the checkpoint writer after the local commit.
-#[derive(Debug)]
-pub struct SharedCut {
-    /// The cut's number.
-    pub id: u64,
-    /// The versions it wrote: pair and record (empty when the cut failed).
-    pub records: Vec<(Pair, Vec<u8>)>,
-}
-
-/// Puts every cut's records in the shared store, in order, and publishes the last cut done on `done`
-/// (a release waits for its cut there before deleting the lease).
-pub fn spawn_uploader(
-    cluster: Cluster,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<SharedCut>,
-    done: tokio::sync::watch::Sender<u64>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Some(cut) = rx.recv().await {
-            for (pair, record) in &cut.records {
-                match cluster.put_shared(*pair, record).await {
-                    Ok(true) => tracing::debug!(pair = %pair, bytes = record.len(), "shared checkpoint written"),
-                    Ok(false) => tracing::warn!(pair = %pair,
-                        "shared checkpoint not written: this instance no longer holds the pair's partition"),
-                    Err(e) => tracing::error!(error = %e, "shared checkpoint not written"),
-                }
-            }
-            done.send_replace(cut.id);
         }
     })
 }
