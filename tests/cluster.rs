@@ -2,9 +2,11 @@
 //! partitions while ticks stream in; one instance is killed with SIGKILL (its partitions are taken over
 //! within 5 s), one nats-server node is killed and started again, another instance stalls past its lease
 //! (SIGSTOP) and resumes, the killed instance comes back, and all instances are restarted one by one with
-//! SIGTERM. At the end the de-duplicating forecast stream holds
-//! exactly one forecast per tick, and every pair's shared checkpoint holds the same state, byte for byte,
-//! as a single uninterrupted instance that read the same ticks.
+//! SIGTERM. Policy rates (factors) are published early; once every partition has changed owner, one
+//! more tick of each pair and two pairs never seen before follow. At the end the de-duplicating forecast
+//! stream holds exactly one forecast per tick, every forecast served after a takeover names a registry
+//! version its owner can show, and every pair's shared checkpoint holds the same state, byte for byte, as
+//! a single uninterrupted instance that read the same ticks and factors.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -28,12 +30,17 @@ const PAIRS: [&str; 20] = [
 ];
 const TICKS_PER_PAIR: usize = 1_200;
 const PARTITIONS: u32 = 8;
+/// Pairs whose first tick comes after every partition has changed owner.
+const LATE_PAIRS: [&str; 2] = ["USDHKD", "USDSGD"];
+const LATE_TICKS: usize = 150;
+/// The engine joins these factors (the carry feature): a pair's state depends on the factors it was given.
+const FACTORS: &str = "[engine.model]\ndomestic_rate = \"TIIE28\"\nforeign_rate = \"FED_FUNDS\"\n";
 
 fn cluster_config(id: &str, db: &Path) -> String {
     format!(
         "[serve]\nmode = \"jetstream\"\nreport_interval_secs = 1\n\
          [checkpoint]\npath = \"{}\"\nevery_ticks = 1000000\nevery_secs = 1\nkeep_last = 3\n\
-         [cluster]\nenabled = true\npartitions = {PARTITIONS}\nlease_ttl = \"3s\"\ninstance = \"{id}\"\n",
+         [cluster]\nenabled = true\npartitions = {PARTITIONS}\nlease_ttl = \"3s\"\ninstance = \"{id}\"\n{FACTORS}",
         db.display()
     )
 }
@@ -42,7 +49,7 @@ fn reference_config(db: &Path) -> String {
     format!(
         "[serve]\nmode = \"jetstream\"\nreport_interval_secs = 1\n\
          [serve.jetstream]\ndurable = \"reference\"\n\
-         [checkpoint]\npath = \"{}\"\nevery_ticks = 1000000\nevery_secs = 1\nkeep_last = 3\n",
+         [checkpoint]\npath = \"{}\"\nevery_ticks = 1000000\nevery_secs = 1\nkeep_last = 3\n{FACTORS}",
         db.display()
     )
 }
@@ -59,9 +66,55 @@ fn start_instance(cluster: &NatsCluster, node: usize, dir: &Path, id: &str) -> S
     Serve::start(&cluster.url(node), &cluster_config(id, &d.join("registry.redb")), &d)
 }
 
-/// The ticks in publication order: the pairs interleaved, one tick of each in turn.
-fn ticks() -> Vec<(String, String)> {
-    ticks_of(TICKS_PER_PAIR)
+/// [`start_instance`] with forecasts published with the forecast stream's acknowledgement, which is what
+/// keeps every forecast in it while a node dies and restarts.
+fn start_confirmed(cluster: &NatsCluster, node: usize, dir: &Path, id: &str) -> Serve {
+    let d = instance_dir(dir, id);
+    let cfg = cluster_config(id, &d.join("registry.redb")) + "[serve.jetstream]\nconfirm_forecasts = true\n";
+    Serve::start(&cluster.url(node), &cfg, &d)
+}
+
+/// A subject and its body.
+type Msg = (String, String);
+
+/// The messages in publication order, in two phases. The first: `TICKS_PER_PAIR` ticks of each pair,
+/// interleaved, with the policy rates published at 10% and again (changed) at 30% of it. The second,
+/// published once every partition has changed owner: one more tick of each pair, and `LATE_TICKS` of
+/// each late pair, which its owner must start with the factors the partition had.
+fn phases() -> (Vec<Msg>, Vec<Msg>) {
+    let mut first = ticks_of(TICKS_PER_PAIR + 1);
+    let mut second = first.split_off(PAIRS.len() * TICKS_PER_PAIR);
+    let factor = |name: &str, ts: &str, value: f64| {
+        (
+            format!("fx.factors.{name}"),
+            format!(r#"{{"name":"{name}","ts":"{ts}","value":{value},"source":"test"}}"#),
+        )
+    };
+    let n = first.len();
+    first.insert(n * 3 / 10, factor("TIIE28", "2024-03-04", 11.0));
+    first.insert(n * 3 / 10, factor("FED_FUNDS", "2024-03-04", 5.25));
+    first.insert(n / 10, factor("TIIE28", "2024-03-03", 11.25));
+    first.insert(n / 10, factor("FED_FUNDS", "2024-03-03", 5.5));
+    let late: Vec<Vec<String>> = LATE_PAIRS
+        .iter()
+        .enumerate()
+        .map(|(i, p)| walk_of(p, 7.8 + i as f64, LATE_TICKS, 900 + i as u64))
+        .collect();
+    for k in 0..LATE_TICKS {
+        for (p, w) in LATE_PAIRS.iter().zip(&late) {
+            second.push((format!("fx.ticks.{p}"), w[k].clone()));
+        }
+    }
+    (first, second)
+}
+
+/// Ticks (so forecasts) of `pair` over both phases.
+fn ticks_of_pair(pair: &str) -> u64 {
+    if LATE_PAIRS.contains(&pair) {
+        LATE_TICKS as u64
+    } else {
+        TICKS_PER_PAIR as u64 + 1
+    }
 }
 
 /// `n` ticks of each pair, interleaved.
@@ -85,13 +138,19 @@ fn ticks_of(n: usize) -> Vec<(String, String)> {
 
 /// Publishes `msgs` at about `per_sec`, each with a `Nats-Msg-Id` so a retry after a lost
 /// acknowledgement (a node killed) is stored once. Counts what was stored in `done`.
-async fn publish_paced(js: jetstream::Context, msgs: Vec<(String, String)>, per_sec: usize, done: Arc<AtomicUsize>) {
+async fn publish_paced(
+    js: jetstream::Context,
+    phase: &'static str,
+    msgs: Vec<(String, String)>,
+    per_sec: usize,
+    done: Arc<AtomicUsize>,
+) {
     let batch = (per_sec / 10).max(1);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     for (n, chunk) in msgs.chunks(batch).enumerate() {
         tick.tick().await;
         for (k, (subject, body)) in chunk.iter().enumerate() {
-            let id = format!("t-{}", n * batch + k);
+            let id = format!("{phase}-{}", n * batch + k);
             let mut tries = 0;
             loop {
                 let mut h = replay_header();
@@ -227,7 +286,7 @@ async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster()
     let mut serves: Vec<Serve> = ids
         .iter()
         .enumerate()
-        .map(|(i, id)| start_instance(&nats, i, &dir, id))
+        .map(|(i, id)| start_confirmed(&nats, i, &dir, id))
         .collect();
     let owned = wait_balanced(&js, &ids, 2, Duration::from_secs(60)).await;
     eprintln!("leases at start: {owned:?}");
@@ -265,10 +324,10 @@ async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster()
             }
         })
     };
-    let msgs = ticks();
+    let (msgs, later) = phases();
     let total = msgs.len();
     let published = Arc::new(AtomicUsize::new(0));
-    let publisher = tokio::spawn(publish_paced(js.clone(), msgs, 600, published.clone()));
+    let publisher = tokio::spawn(publish_paced(js.clone(), "first", msgs, 600, published.clone()));
     let wait_published = |n: usize| {
         let published = published.clone();
         async move {
@@ -363,7 +422,7 @@ async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster()
     );
 
     // The killed instance comes back and gets its share again.
-    serves[0] = start_instance(&nats, 0, &dir, "c0");
+    serves[0] = start_confirmed(&nats, 0, &dir, "c0");
     wait_balanced(&js, &ids, 2, Duration::from_secs(30)).await;
 
     // Rolling restart: each instance in turn stopped with SIGTERM (handover) and started again; the
@@ -404,7 +463,7 @@ async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster()
             "{id} stopped: partitions owned by the others after {} ms: {o:?}",
             stopping.elapsed().as_millis()
         );
-        serves[i] = start_instance(&nats, i, &dir, id);
+        serves[i] = start_confirmed(&nats, i, &dir, id);
         let o = wait_balanced(&js, &ids, 2, Duration::from_secs(30)).await;
         eprintln!(
             "{id} back: its share after {} ms: {o:?}",
@@ -428,26 +487,56 @@ async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster()
         "{worst_subject} stopped for {worst_gap:?} during the rolling restart"
     );
 
+    // Every partition has changed owner: the second phase.
+    publish_paced(js.clone(), "second", later, 600, Arc::default()).await;
+
     // Exactly one forecast per tick.
+    let all_pairs: Vec<&str> = PAIRS.iter().chain(LATE_PAIRS.iter()).copied().collect();
+    let forecasts: u64 = all_pairs.iter().map(|p| ticks_of_pair(p)).sum();
     let deadline = Instant::now() + Duration::from_secs(120);
     let counts = loop {
         let c = forecasts_by_pair(&mut pred).await;
-        if c.values().sum::<u64>() >= total as u64 || Instant::now() > deadline {
+        if c.values().sum::<u64>() >= forecasts || Instant::now() > deadline {
             break c;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     watcher.abort();
     let received: BTreeMap<String, usize> = seen.lock().unwrap().iter().map(|(p, s)| (p.clone(), s.len())).collect();
-    for p in PAIRS {
+    for p in &all_pairs {
         assert_eq!(
-            counts.get(p).copied(),
-            Some(TICKS_PER_PAIR as u64),
+            counts.get(*p).copied(),
+            Some(ticks_of_pair(p)),
             "{p} forecasts stored: {counts:?}; distinct forecast ids a subscriber received: {received:?}"
         );
     }
     let stored = pred.info().await.unwrap().state.messages;
-    assert_eq!(stored, total as u64, "forecasts in the de-duplicating stream");
+    assert_eq!(stored, forecasts, "forecasts in the de-duplicating stream");
+
+    // The last forecast of each pair came from an owner that took its partition over: it names the
+    // version restored, numbered as the previous owner wrote it, and the owner's registry continues the
+    // numbering from it (the named version itself may be gone by retention: keep_last = 3).
+    for p in PAIRS {
+        let last = pred
+            .get_last_raw_message_by_subject(&format!("fx.pred.{p}"))
+            .await
+            .unwrap();
+        let f: serde_json::Value = serde_json::from_slice(&last.payload).unwrap();
+        let version = f["model"]["version"].as_u64().unwrap_or(0);
+        assert!(
+            version >= 1,
+            "{p}: the forecast after the takeovers names no version: {f}"
+        );
+        let (err, v) = request(&client, &format!("fx.models.{p}"), r#"{"op":"list"}"#).await;
+        let listed: Vec<u64> = v["versions"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|m| m["version"].as_u64()).collect())
+            .unwrap_or_default();
+        assert!(
+            !err && !listed.is_empty() && (listed.contains(&version) || listed.iter().all(|&n| n > version)),
+            "{p}: forecasts name version {version}, its owner lists {listed:?}: {v}"
+        );
+    }
 
     // Every instance hands its partitions over; the last one writes them all.
     for s in &mut serves {
@@ -455,14 +544,14 @@ async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster()
     }
     let objects = js.get_object_store(CHECKPOINTS_BUCKET).await.unwrap();
     let mut shared = BTreeMap::new();
-    for p in PAIRS {
-        let mut o = objects.get(p).await.unwrap();
+    for p in &all_pairs {
+        let mut o = objects.get(*p).await.unwrap();
         let mut bytes = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut o, &mut bytes).await.unwrap();
         let state = format::decode(&bytes).unwrap();
         assert_eq!(
             state.engine.ticks(),
-            TICKS_PER_PAIR as u64,
+            ticks_of_pair(p),
             "{p}: ticks in its shared checkpoint"
         );
         shared.insert(p.to_string(), comparable(&state));
@@ -472,19 +561,19 @@ async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster()
     let rdir = instance_dir(&dir, "reference");
     let rdb = rdir.join("registry.redb");
     let mut reference = Serve::start(&nats.url(1), &reference_config(&rdb), &rdir);
-    for p in PAIRS {
+    for p in &all_pairs {
         status_until(&client, p, &reference, Duration::from_secs(120), "every tick", |v| {
-            v["ticks"].as_u64() == Some(TICKS_PER_PAIR as u64)
+            v["ticks"].as_u64() == Some(ticks_of_pair(p))
         })
         .await;
     }
     assert_eq!(reference.terminate(), 0, "{}", reference.log());
     let store = CheckpointStore::open_existing(&rdb, Retention::default()).unwrap();
-    for p in PAIRS {
+    for p in &all_pairs {
         let pair = cambio::tick::Pair::parse(p).unwrap();
         let (_, state) = store.latest_good(pair).unwrap().unwrap();
         assert!(
-            comparable(&state) == shared[p],
+            comparable(&state) == shared[*p],
             "{p}: the cluster's final state differs from the single instance's"
         );
     }

@@ -29,6 +29,11 @@ pub struct JetStreamConfig {
     pub ack_wait_secs: u64,
     /// Most ticks delivered but not yet acknowledged.
     pub max_ack_pending: i64,
+    /// Publish forecasts with JetStream's acknowledgement: a checkpoint covers a tick only once the stream
+    /// that keeps `<prefix>.pred.>` stored its forecast, and an unacknowledged forecast is published again
+    /// (same `Nats-Msg-Id`). Needs such a stream; for a de-duplicating forecast stream that must hold every
+    /// forecast through node failures.
+    pub confirm_forecasts: bool,
 }
 
 impl Default for JetStreamConfig {
@@ -39,6 +44,7 @@ impl Default for JetStreamConfig {
             create_stream: true,
             ack_wait_secs: 30,
             max_ack_pending: 20_000,
+            confirm_forecasts: false,
         }
     }
 }

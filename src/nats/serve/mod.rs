@@ -13,6 +13,7 @@ pub mod business;
 pub mod checkpointer;
 pub mod cluster;
 pub mod config;
+pub mod confirm;
 pub mod metrics;
 pub mod micro;
 pub mod outbox;
@@ -417,6 +418,8 @@ async fn serve(
         challenger: cfg.challenger.clone(),
         outbox: outbox.clone(),
         telemetry: telemetry.clone(),
+        confirm: (cfg.serve.mode == IngestMode::Jetstream && cfg.serve.jetstream.confirm_forecasts)
+            .then(|| async_nats::jetstream::new(client.clone())),
     });
     let registry = Arc::new(RwLock::new(HashMap::new()));
     let mut router = Router::new(

@@ -125,6 +125,9 @@ pub struct ShardContext {
     pub outbox: Arc<super::outbox::Outbox>,
     /// Where each shard gets its pair's metrics.
     pub telemetry: Arc<super::metrics::Telemetry>,
+    /// Forecasts are published with JetStream's acknowledgement through this context
+    /// (`[serve.jetstream] confirm_forecasts`).
+    pub confirm: Option<async_nats::jetstream::Context>,
 }
 
 /// A running shard's handles.
@@ -164,6 +167,7 @@ pub fn spawn(
         metrics.clone(),
     );
     shard.changed = changed;
+    shard.confirmed = shard.ctx.confirm.clone().map(super::confirm::Confirmed::new);
     for f in factors {
         shard.pipeline.on_factor(f);
         shard.changed = true;
@@ -189,6 +193,8 @@ struct Shard {
     latency: Arc<Latency>,
     metrics: Arc<PairMetrics>,
     out: Vec<Output>,
+    /// Forecasts published with confirmation and their acknowledgements to come.
+    confirmed: Option<super::confirm::Confirmed>,
     /// The last forecast's time (µs); formatted only when a report needs it, not per tick.
     last_ts_us: Option<i64>,
     drift: DriftStatus,
@@ -247,6 +253,7 @@ impl Shard {
             latency,
             metrics,
             out: Vec::with_capacity(8),
+            confirmed: None,
             last_ts_us,
             drift: DriftStatus::Stable,
             dirty_report: false,
@@ -289,8 +296,10 @@ impl Shard {
                             ShardMsg::Checkpoint(m) => {
                                 // The outputs of the ticks in this checkpoint must be at the server before
                                 // it commits: after a crash those ticks are not applied (nor published) again.
-                                let flushed =
-                                    self.ctx.outbox.confirm(&self.ctx.client, Duration::from_secs(10)).await;
+                                let flushed = match self.settle_forecasts().await {
+                                    Ok(()) => self.ctx.outbox.confirm(&self.ctx.client, Duration::from_secs(10)).await,
+                                    Err(e) => Err(e),
+                                };
                                 let state = (self.pipeline.engine(), self.pipeline.contest());
                                 let lineage = super::checkpointer::ShardLineage {
                                     segment: &self.segment,
@@ -344,6 +353,11 @@ impl Shard {
         self.refresh_status();
         if self.dirty_report {
             self.publish_reports().await;
+        }
+        if let Err(e) = self.settle_forecasts().await {
+            // The next owner (or the next start) reads these ticks again from the last checkpoint and
+            // publishes their forecasts under the same ids.
+            tracing::warn!(pair = %self.pair, error = %e, "shard stopped with forecasts not acknowledged by their stream");
         }
         // In-process tick latency (received by the consumer → outputs handed to the client), which tells a
         // slow engine apart from a slow network or server when end-to-end latency is high.
@@ -425,7 +439,10 @@ impl Shard {
                     crate::nats::headers::MSG_ID,
                     std::str::from_utf8(&msg_id[..7 + digits.len()]).unwrap_or("?"),
                 );
-                self.send_with_headers(self.outlets.pred.clone(), headers, body).await;
+                match &mut self.confirmed {
+                    Some(c) => c.publish(self.outlets.pred.clone(), headers, body).await,
+                    None => self.send_with_headers(self.outlets.pred.clone(), headers, body).await,
+                }
                 self.snapshot.set_forecast(Some(f));
             }
             o @ Output::Quarantined(_) => {
@@ -524,6 +541,20 @@ impl Shard {
     async fn send(&self, subject: Subject, body: Bytes) {
         let sent = self.ctx.outbox.publish(self.ctx.client.publish(subject, body)).await;
         self.on_sent(sent);
+    }
+
+    /// Waits for the stream's acknowledgement of every forecast published so far, when forecasts are
+    /// confirmed (a checkpoint covers a tick only once its forecast is stored).
+    async fn settle_forecasts(&mut self) -> Result<(), String> {
+        match &mut self.confirmed {
+            // Short: acknowledgements take milliseconds, and while the stream cannot answer the shard must
+            // keep serving (the checkpoint fails, and the next one tries again).
+            Some(c) => c.settle(Duration::from_millis(500)).await.map_err(|e| {
+                Counters::inc(&self.ctx.counters.publish_errors);
+                format!("{} forecasts not acknowledged by their stream: {e}", c.unacked())
+            }),
+            None => Ok(()),
+        }
     }
 
     async fn send_with_headers(&self, subject: Subject, headers: HeaderMap, body: Bytes) {
