@@ -919,3 +919,67 @@ async fn a_rehearsed_scenario_gives_the_same_outputs_live_as_in_process() {
     assert_eq!(d["type"], "drift");
     drop(serve);
 }
+
+/// `confirm_forecasts`: a forecast counts as delivered only once the stream that keeps forecasts has
+/// acknowledged it. Forecasts published while no stream listens on `fx.pred.>` are not acknowledged, so
+/// the checkpoints after them fail and the forecasts stay queued; once the stream exists they are sent
+/// again and the stream holds every forecast exactly once. (Plain publishing would have lost the first
+/// ones: nothing stored them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_forecasts_reach_a_stream_created_after_them() {
+    let dir = temp_dir("js-confirm");
+    let server = LocalServer::start(true, Some(&dir.join("store"))).unwrap();
+    let config = format!(
+        "{JETSTREAM}confirm_forecasts = true\n[checkpoint]\npath = \"{}\"\nevery_secs = 0.3\n",
+        dir.join("registry.redb").display()
+    );
+    let serve = Serve::start(&server.url(), &config, &dir);
+    let client = async_nats::connect(server.url()).await.unwrap();
+    wait_ready(&client, &serve).await;
+    let js = async_nats::jetstream::new(client.clone());
+    let lines = walk(300, 11);
+    js_publish_all(&js, &lines[..200], 0).await;
+    wait_ticks(&client, 200, &serve).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !serve.log().contains("forecasts not acknowledged by their stream") {
+        assert!(Instant::now() < deadline, "no checkpoint refused:\n{}", serve.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pred = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "PRED".into(),
+            subjects: vec!["fx.pred.>".into()],
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    js_publish_all(&js, &lines[200..], 200).await;
+    wait_ticks(&client, 300, &serve).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored = pred.clone().info().await.unwrap().state.messages;
+        if stored >= 300 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stored} of 300 forecasts stored:\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Sent again until acknowledged, and de-duplicated by their ids: one per tick, the first ones included.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut pred = pred;
+    assert_eq!(pred.info().await.unwrap().state.messages, 300);
+    let first = pred.get_raw_message(1).await.unwrap();
+    let id = first.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string());
+    assert_eq!(
+        id.as_deref(),
+        Some("USDMXN-1"),
+        "the first tick's forecast is in the stream"
+    );
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -32,11 +32,19 @@ type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> +
 /// `get_mut`, never locked).
 type PendingAck = std::sync::Mutex<AckFuture>;
 
+/// Where one forecast stands.
+enum Ack {
+    /// Published; its acknowledgement to come.
+    Pending(PendingAck),
+    /// The publication or its acknowledgement failed: to be published again.
+    Failed(String),
+    /// Acknowledged (removed once every older one is).
+    Done,
+}
+
 /// One forecast not yet acknowledged.
 struct Unacked {
-    /// The acknowledgement to come; `None` when the publication or its acknowledgement failed (it is
-    /// published again at the next [`Confirmed::settle`]).
-    ack: Option<PendingAck>,
+    ack: Ack,
     subject: Subject,
     headers: HeaderMap,
     body: Bytes,
@@ -62,22 +70,24 @@ impl Confirmed {
         self.unacked.len()
     }
 
-    async fn send(&self, subject: &Subject, headers: &HeaderMap, body: &Bytes) -> Option<PendingAck> {
-        self.js
+    async fn send(js: &jetstream::Context, subject: &Subject, headers: &HeaderMap, body: &Bytes) -> Ack {
+        match js
             .publish_with_headers(subject.clone(), headers.clone(), body.clone())
             .await
-            .ok()
-            .map(|f| std::sync::Mutex::new(f.into_future()))
+        {
+            Ok(f) => Ack::Pending(std::sync::Mutex::new(f.into_future())),
+            Err(e) => Ack::Failed(e.to_string()),
+        }
     }
 
     /// Publishes one forecast; its acknowledgement is awaited later ([`Confirmed::settle`]).
     pub async fn publish(&mut self, subject: Subject, headers: HeaderMap, body: Bytes) {
         if self.unacked.len() >= MAX_UNACKED
-            && let Err(e) = self.settle_some(MAX_UNACKED / 2, FULL_WAIT).await
+            && let Err(e) = self.settle(FULL_WAIT).await
         {
             tracing::warn!(error = %e, waiting = self.unacked.len(), "forecasts not acknowledged by their stream");
         }
-        let ack = self.send(&subject, &headers, &body).await;
+        let ack = Self::send(&self.js, &subject, &headers, &body).await;
         self.unacked.push_back(Unacked {
             ack,
             subject,
@@ -87,60 +97,55 @@ impl Confirmed {
     }
 
     /// Waits until every forecast published so far is acknowledged, for at most `bound`, publishing again
-    /// (same `Nats-Msg-Id`) those whose publication or acknowledgement failed. What is not acknowledged
-    /// then stays queued: an acknowledgement still to come is kept, a failed one is published again at the
-    /// next call.
+    /// (same `Nats-Msg-Id`, all of them before waiting) those whose publication or acknowledgement failed.
+    /// What is not acknowledged then stays queued: an acknowledgement still to come is kept, a failed one
+    /// is published again at the next call.
     ///
     /// # Errors
-    /// Why the oldest forecast is not acknowledged (for the log and the failed checkpoint).
+    /// Why a forecast is not acknowledged (for the log and the failed checkpoint).
     pub async fn settle(&mut self, bound: Duration) -> Result<(), String> {
-        self.settle_some(self.unacked.len(), bound).await
-    }
-
-    async fn settle_some(&mut self, n: usize, bound: Duration) -> Result<(), String> {
         let deadline = Instant::now() + bound;
-        let mut done = 0;
-        let mut last_error = None;
-        while done < n {
-            let Some(front) = self.unacked.front() else {
+        loop {
+            for u in &mut self.unacked {
+                if matches!(u.ack, Ack::Failed(_)) {
+                    u.ack = Self::send(&self.js, &u.subject, &u.headers, &u.body).await;
+                }
+            }
+            let mut failed = None;
+            for u in &mut self.unacked {
+                let pending = match &mut u.ack {
+                    Ack::Pending(pending) => pending,
+                    Ack::Failed(e) => {
+                        failed.get_or_insert_with(|| e.clone());
+                        continue;
+                    }
+                    Ack::Done => continue,
+                };
+                let ack = pending.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, ack).await {
+                    Ok(Ok(_)) => u.ack = Ack::Done,
+                    Ok(Err(e)) => {
+                        failed.get_or_insert_with(|| e.to_string());
+                        u.ack = Ack::Failed(e.to_string());
+                    }
+                    Err(_) => {
+                        failed = Some("no acknowledgement yet".into());
+                        break;
+                    }
+                }
+            }
+            while self.unacked.front().is_some_and(|u| matches!(u.ack, Ack::Done)) {
+                self.unacked.pop_front();
+            }
+            let Some(e) = failed else {
                 return Ok(());
             };
-            if front.ack.is_none() {
-                let (subject, headers, body) = (front.subject.clone(), front.headers.clone(), front.body.clone());
-                let ack = self.send(&subject, &headers, &body).await;
-                if let Some(front) = self.unacked.front_mut() {
-                    front.ack = ack;
-                }
+            if Instant::now() >= deadline {
+                return Err(e);
             }
-            let Some(ack) = self
-                .unacked
-                .front_mut()
-                .and_then(|f| f.ack.as_mut())
-                .map(|m| m.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner))
-            else {
-                return Err(last_error.unwrap_or_else(|| "not published".into()));
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, ack).await {
-                Ok(Ok(_)) => {
-                    self.unacked.pop_front();
-                    done += 1;
-                }
-                Ok(Err(e)) => {
-                    if let Some(f) = self.unacked.front_mut() {
-                        f.ack = None;
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(e.to_string());
-                    }
-                    last_error = Some(e.to_string());
-                    // A short pause before sending it again (the stream may be electing a leader).
-                    let pause = Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now()));
-                    tokio::time::sleep(pause).await;
-                }
-                Err(_) => return Err("no acknowledgement yet".into()),
-            }
+            // A short pause before sending them again (the stream may be electing a leader).
+            tokio::time::sleep(Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now()))).await;
         }
-        Ok(())
     }
 }

@@ -337,7 +337,14 @@ impl Shard {
                         }
                     }
                 }
-                _ = reports.tick() => self.publish_reports().await,
+                _ = reports.tick() => {
+                    self.publish_reports().await;
+                    // Forecasts refused while their stream could not answer are sent again even when no
+                    // checkpoint comes (no new tick).
+                    if self.confirmed.as_ref().is_some_and(|c| c.unacked() > 0) {
+                        let _ = self.settle_forecasts().await;
+                    }
+                }
                 // Quiet after the last tick: bring the status up to date.
                 () = &mut status_timer, if timer_armed => timer_armed = false,
             }
