@@ -400,6 +400,12 @@ async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster()
     nats.kill(2);
     tokio::time::sleep(Duration::from_secs(3)).await;
     nats.restart(2).await;
+    // The rest of the test assumes a healthy cluster again: the restarted node has caught up every stream
+    // cambio writes (until then it refuses publications into them, so checkpoints fail there and take
+    // overs resume from older ones: slower, still exact).
+    let streams = ["FX", "FX_PART", "PRED", "KV_cambio_leases", "OBJ_cambio_checkpoints"];
+    let healed = nats.wait_streams_current(2, &streams).await;
+    eprintln!("node 2 back: every stream current after {} ms", healed.as_millis());
 
     // c1 stalls longer than the lease TTL (SIGSTOP: a long pause, a network cut): c2 takes its partitions;
     // resumed, c1 finds its leases gone, stops reading them at once, and gets a share back.

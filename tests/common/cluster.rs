@@ -105,6 +105,35 @@ impl NatsCluster {
         self.wait_node(i).await;
     }
 
+    /// Waits until each of `streams` has a leader and every replica is current, asking through node `i`
+    /// (a node that just restarted answers "no responders" to publications into a stream whose replica it
+    /// has not caught up yet). Returns how long that took.
+    pub async fn wait_streams_current(&self, i: usize, streams: &[&str]) -> Duration {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(60);
+        let client = async_nats::connect(self.url(i)).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        for name in streams {
+            loop {
+                let mut last = String::new();
+                if let Ok(mut s) = js.get_stream(*name).await
+                    && let Ok(info) = s.info().await
+                {
+                    match &info.cluster {
+                        Some(c) if c.leader.is_some() && c.replicas.iter().all(|r| r.current) => break,
+                        c => last = format!("{c:?}"),
+                    }
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "stream {name} not current after 60 s: {last}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        started.elapsed()
+    }
+
     /// Waits until every node accepts clients and JetStream has a meta leader.
     pub async fn wait_ready(&self) {
         for i in 0..self.nodes.len() {

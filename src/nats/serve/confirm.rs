@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 /// Most forecasts a shard keeps waiting for their acknowledgement; past it the oldest are waited for
 /// before the next is published (back-pressure on the shard, not unbounded memory).
-const MAX_UNACKED: usize = 4_096;
+pub const MAX_UNACKED: usize = 4_096;
 
 /// How long a full queue waits for the oldest acknowledgements before publishing anyway.
 const FULL_WAIT: Duration = Duration::from_secs(2);

@@ -418,8 +418,15 @@ async fn serve(
         challenger: cfg.challenger.clone(),
         outbox: outbox.clone(),
         telemetry: telemetry.clone(),
-        confirm: (cfg.serve.mode == IngestMode::Jetstream && cfg.serve.jetstream.confirm_forecasts)
-            .then(|| async_nats::jetstream::new(client.clone())),
+        confirm: (cfg.serve.mode == IngestMode::Jetstream && cfg.serve.jetstream.confirm_forecasts).then(|| {
+            // No client-wide wait for in-flight acknowledgements: the shards hold theirs until a checkpoint
+            // settles them (each shard at most `confirm::MAX_UNACKED`), so waiting for the client's permits
+            // there could never end; past the limit a publication fails and is sent again.
+            async_nats::jetstream::ContextBuilder::new()
+                .max_ack_inflight(1 << 20)
+                .backpressure_on_inflight(false)
+                .build(client.clone())
+        }),
     });
     let registry = Arc::new(RwLock::new(HashMap::new()));
     let mut router = Router::new(

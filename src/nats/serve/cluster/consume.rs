@@ -120,7 +120,10 @@ impl<'a> Partitions<'a> {
                         partition = p,
                         "cluster: releasing a partition above this instance's share"
                     );
-                    self.release(router, &[p]).await;
+                    // The other leases are not renewed meanwhile: wait for the checkpoint well inside
+                    // their TTL (without it the next owner resumes from the previous one).
+                    let wait = self.cluster.cfg.lease_ttl / 2;
+                    self.release(router, &[p], wait).await;
                 }
                 Step::Release(_) => {}
             }
@@ -246,15 +249,16 @@ impl<'a> Partitions<'a> {
 
     /// Hands partitions over: a checkpoint of every pair written locally and to the shared store, then
     /// the leases deleted, so another instance takes them at its next round from that checkpoint.
-    async fn release(&mut self, router: &mut Router, partitions: &[u32]) {
+    async fn release(&mut self, router: &mut Router, partitions: &[u32], wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
         let (tx, rx) = tokio::sync::oneshot::channel();
         router.cut(Reason::Periodic, None, Some(tx)).await;
         let id = router.last_cut();
-        let committed = matches!(tokio::time::timeout(CHECKPOINT_WAIT, rx).await, Ok(Ok(Ok(_))));
+        let committed = matches!(tokio::time::timeout_at(deadline, rx).await, Ok(Ok(Ok(_))));
         let mut uploaded = self.uploaded.clone();
         let shared = committed
             && matches!(
-                tokio::time::timeout(CHECKPOINT_WAIT, uploaded.wait_for(|&u| u >= id)).await,
+                tokio::time::timeout_at(deadline, uploaded.wait_for(|&u| u >= id)).await,
                 Ok(Ok(_))
             );
         if !shared {
@@ -350,6 +354,6 @@ pub(in crate::nats::serve) async fn consume(
     let held: Vec<u32> = parts.held.keys().copied().collect();
     if !held.is_empty() {
         tracing::info!(partitions = held.len(), "shutting down: handing the partitions over");
-        parts.release(router, &held).await;
+        parts.release(router, &held, CHECKPOINT_WAIT).await;
     }
 }
