@@ -671,6 +671,107 @@ async fn a_query_reaches_the_owner_from_any_node() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A shared store that lost objects still gives an exact takeover: a pair whose checkpoint is missing
+/// though its partition's index names it starts fresh and its partition is read from the start (the other
+/// pairs skip what they hold); a partition whose index is missing is restored from a listing of the store.
+/// The final states equal a single uninterrupted instance's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_recovers_from_a_lost_checkpoint_and_a_lost_index() {
+    let dir = temp_dir("cluster-lost");
+    let server = cambio::nats::LocalServer::start(true, Some(&dir.join("store"))).unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let start = |id: &str| {
+        let d = instance_dir(&dir, id);
+        Serve::start(&server.url(), &cluster_config(id, &d.join("registry.redb")), &d)
+    };
+    let publish = |msgs: Vec<(String, String)>| {
+        let js = js.clone();
+        async move {
+            for (subject, body) in msgs {
+                let ack = js
+                    .publish_with_headers(subject, replay_header(), Bytes::from(body))
+                    .await
+                    .unwrap();
+                ack.await.unwrap();
+            }
+        }
+    };
+    let mut msgs = ticks_of(150);
+    let later = msgs.split_off(PAIRS.len() * 100);
+
+    let mut a = start("a");
+    wait_balanced(&js, &["a"], PARTITIONS as usize, Duration::from_secs(30)).await;
+    publish(msgs).await;
+    for p in PAIRS {
+        status_until(&client, p, &a, Duration::from_secs(60), "100 ticks", |v| {
+            v["ticks"].as_u64() == Some(100)
+        })
+        .await;
+    }
+    assert_eq!(a.terminate(), 0, "{}", a.log());
+
+    // USDMXN's checkpoint is lost; so is the index of a partition that does not hold it.
+    let objects = js.get_object_store(CHECKPOINTS_BUCKET).await.unwrap();
+    let lost = "USDMXN";
+    let lost_partition = partition_of(lost, PARTITIONS);
+    let unindexed = (0..PARTITIONS).find(|p| *p != lost_partition).unwrap();
+    objects.delete(lost).await.unwrap();
+    objects.delete(format!("partition.{unindexed}")).await.unwrap();
+
+    publish(later).await;
+    let mut b = start("b");
+    for p in PAIRS {
+        status_until(&client, p, &b, Duration::from_secs(60), "150 ticks", |v| {
+            v["ticks"].as_u64() == Some(150)
+        })
+        .await;
+    }
+    let log = b.log();
+    assert!(
+        log.contains("names a pair with no shared checkpoint; the partition is read from its start"),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("partition taken over")
+            && l.contains(&format!("partition={unindexed} "))
+            && l.contains("indexed=false")),
+        "{log}"
+    );
+    assert_eq!(b.terminate(), 0, "{}", b.log());
+    let mut shared = BTreeMap::new();
+    for p in PAIRS {
+        let mut o = objects.get(p).await.unwrap();
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut o, &mut bytes).await.unwrap();
+        shared.insert(p, comparable(&format::decode(&bytes).unwrap()));
+    }
+
+    let rdir = instance_dir(&dir, "reference");
+    let rdb = rdir.join("registry.redb");
+    let mut reference = Serve::start(&server.url(), &reference_config(&rdb), &rdir);
+    for p in PAIRS {
+        status_until(&client, p, &reference, Duration::from_secs(60), "150 ticks", |v| {
+            v["ticks"].as_u64() == Some(150)
+        })
+        .await;
+    }
+    assert_eq!(reference.terminate(), 0, "{}", reference.log());
+    let store = CheckpointStore::open_existing(&rdb, Retention::default()).unwrap();
+    for p in PAIRS {
+        let (_, state) = store
+            .latest_good(cambio::tick::Pair::parse(p).unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(
+            comparable(&state) == shared[p],
+            "{p}: the state after the takeover differs from the single instance's"
+        );
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// An instance configured with another partition count than the partitioned stream's refuses to start,
 /// and says why; the one matching it serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
