@@ -13,18 +13,18 @@
 //!   Instances write `instance.<id>` beside them as a heartbeat, so each knows how many share the work and
 //!   aims at `ceil(P / N)` partitions ([`balance`]).
 //! - **Shared checkpoints.** Every checkpoint version written to the local registry is also put in the
-//!   object store `cambio_checkpoints`, named by the pair, with the same bytes (engine, contest and the
-//!   stream position it covers), after checking that the partition's lease is still held (an instance that
-//!   lost it must not overwrite the new owner's checkpoint).
-//! - **Takeover.** Claiming a partition restores each of its pairs from its shared checkpoint and reads the
-//!   partition from the lowest position they cover; ticks at or below a pair's own position are skipped.
-//!   Each partition is read by an ordered consumer: JetStream delivers the partition in stream order with
-//!   no gap (it recreates the consumer itself after a lost message or a server restart), which is what
-//!   "skip at or below the pair's position" needs to be exact. Ticks are not acknowledged: exactly-once
-//!   rests on the shared checkpoint, not on a consumer's acknowledgements, since the next owner resumes
-//!   from that checkpoint whatever was acknowledged. Forecasts keep their `Nats-Msg-Id`
-//!   (`<PAIR>-<sequence>`), so the ticks read again after a takeover publish duplicates that a
-//!   de-duplicating stream drops.
+//!   object store `cambio_checkpoints`, named by the pair, with the same bytes and the version's metadata,
+//!   followed by each partition's index ([`shared`]), after checking that the partition's lease is still
+//!   held (an instance that lost it must not overwrite the new owner's objects).
+//! - **Takeover.** Claiming a partition restores each pair its index names (adopting the version into the
+//!   local registry under its number) and reads the partition from just after the index's position; ticks
+//!   at or below a pair's own position are skipped. Each partition is read by an ordered consumer:
+//!   JetStream delivers the partition in stream order with no gap (it recreates the consumer itself after
+//!   a lost message or a server restart), which is what "skip at or below the pair's position" needs to be
+//!   exact. Ticks are not acknowledged: exactly-once rests on the shared checkpoint, not on a consumer's
+//!   acknowledgements, since the next owner resumes from that checkpoint whatever was acknowledged.
+//!   Forecasts keep their `Nats-Msg-Id` (`<PAIR>-<sequence>`), so the ticks read again after a takeover
+//!   publish duplicates that a de-duplicating stream drops.
 
 pub mod balance;
 pub mod consume;
