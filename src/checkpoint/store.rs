@@ -730,20 +730,7 @@ impl CheckpointStore {
             next.insert(pair.as_str(), version + 1).map_err(db)?;
             meta.version = version;
             meta.keep = false;
-            meta.bytes = record.len() as u64;
-            let json = serde_json::to_vec(&meta).map_err(|e| StoreError::Meta {
-                pair,
-                version,
-                message: e.to_string(),
-            })?;
-            tx.open_table(CHECKPOINTS)
-                .map_err(db)?
-                .insert((pair.as_str(), version), record.as_slice())
-                .map_err(db)?;
-            tx.open_table(VERSIONS)
-                .map_err(db)?
-                .insert((pair.as_str(), version), json.as_slice())
-                .map_err(db)?;
+            write_version(tx, &mut meta, &record)?;
             self.apply_retention(tx, pair)?;
         }
         let op = match meta.reason {
@@ -1113,21 +1100,7 @@ impl CheckpointStore {
                     tracing::warn!(pair = %pair, version,
                         "a local version never shared is replaced by the shared version of the same number");
                 }
-                let mut meta = meta.clone();
-                meta.bytes = record.len() as u64;
-                let json = serde_json::to_vec(&meta).map_err(|e| StoreError::Meta {
-                    pair,
-                    version,
-                    message: e.to_string(),
-                })?;
-                tx.open_table(CHECKPOINTS)
-                    .map_err(db)?
-                    .insert((pair.as_str(), version), record)
-                    .map_err(db)?;
-                tx.open_table(VERSIONS)
-                    .map_err(db)?
-                    .insert((pair.as_str(), version), json.as_slice())
-                    .map_err(db)?;
+                write_version(&tx, &mut meta.clone(), record)?;
             }
             {
                 let mut next = tx.open_table(NEXT_VERSION).map_err(db)?;
@@ -1441,6 +1414,26 @@ fn head_of(tx: &redb::WriteTransaction, cut: Option<&Cut>, pair: Pair) -> Result
         Some(r) => Ok(Some(r.map_err(db)?.0.value().1)),
         None => Ok(None),
     }
+}
+
+/// Writes a version's record and its metadata (with the record's size) under `meta`'s pair and number.
+fn write_version(tx: &redb::WriteTransaction, meta: &mut VersionMeta, record: &[u8]) -> Result<(), StoreError> {
+    let (pair, version) = (meta.pair, meta.version);
+    meta.bytes = record.len() as u64;
+    let json = serde_json::to_vec(&*meta).map_err(|e| StoreError::Meta {
+        pair,
+        version,
+        message: e.to_string(),
+    })?;
+    tx.open_table(CHECKPOINTS)
+        .map_err(db)?
+        .insert((pair.as_str(), version), record)
+        .map_err(db)?;
+    tx.open_table(VERSIONS)
+        .map_err(db)?
+        .insert((pair.as_str(), version), json.as_slice())
+        .map_err(db)?;
+    Ok(())
 }
 
 /// Appends an entry to the audit log in `tx`, numbering it after the last one.

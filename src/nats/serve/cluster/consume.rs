@@ -168,32 +168,20 @@ impl<'a> Partitions<'a> {
         let mut from_start = false;
         let mut pairs = 0usize;
         for (pair, read) in loaded.pairs {
-            let shared = match read {
-                Ok(Some(s)) => s,
-                Ok(None) => {
-                    tracing::error!(pair = %pair, partition = p,
-                        "cluster: the partition index names a pair with no shared checkpoint; the partition is read from its start");
-                    from_start = true;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(pair = %pair, error = %e,
-                        "cluster: cannot read a shared checkpoint; the partition is read from its start");
-                    from_start = true;
-                    continue;
-                }
-            };
-            let state = match crate::checkpoint::format::decode(&shared.record) {
-                Ok(state) if state.engine.pair() == pair => state,
-                Ok(state) => {
-                    tracing::error!(pair = %pair, holds = %state.engine.pair(),
-                        "cluster: the shared checkpoint holds another pair; the partition is read from its start");
-                    from_start = true;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(pair = %pair, error = %e,
-                        "cluster: unreadable shared checkpoint; the partition is read from its start");
+            let restorable = read
+                .and_then(|s| {
+                    s.ok_or_else(|| "the partition index names it, but it has no shared checkpoint".to_string())
+                })
+                .and_then(|s| match crate::checkpoint::format::decode(&s.record) {
+                    Ok(state) if state.engine.pair() == pair => Ok((state, s)),
+                    Ok(state) => Err(format!("its shared checkpoint holds {}", state.engine.pair())),
+                    Err(e) => Err(format!("unreadable shared checkpoint: {e}")),
+                });
+            let (state, shared) = match restorable {
+                Ok(r) => r,
+                Err(why) => {
+                    tracing::error!(pair = %pair, partition = p, error = %why,
+                        "cluster: pair not restored; it starts fresh and the partition is read from its start");
                     from_start = true;
                     continue;
                 }
