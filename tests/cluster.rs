@@ -699,6 +699,24 @@ async fn a_takeover_recovers_from_a_lost_checkpoint_and_a_lost_index() {
     };
     let mut msgs = ticks_of(150);
     let later = msgs.split_off(PAIRS.len() * 100);
+    // Policy rates set and then changed before the checkpoint: the pair started again from the stream's
+    // start must get each at its place, not the latest.
+    for (at, tiie, fed) in [(PAIRS.len() * 70, 11.0, 5.25), (PAIRS.len() * 30, 11.25, 5.5)] {
+        let day = if at > PAIRS.len() * 50 {
+            "2024-03-04"
+        } else {
+            "2024-03-03"
+        };
+        for (name, value) in [("TIIE28", tiie), ("FED_FUNDS", fed)] {
+            msgs.insert(
+                at,
+                (
+                    format!("fx.factors.{name}"),
+                    format!(r#"{{"name":"{name}","ts":"{day}","value":{value},"source":"test"}}"#),
+                ),
+            );
+        }
+    }
 
     let mut a = start("a");
     wait_balanced(&js, &["a"], PARTITIONS as usize, Duration::from_secs(30)).await;

@@ -264,6 +264,15 @@ impl Router {
         }
     }
 
+    /// Cluster mode: partition `p` is read again from its start, so its factors are rebuilt from its own
+    /// messages (the index's, as of a later position, would give a pair first seen early factors that came
+    /// after its first tick).
+    pub fn forget_partition_factors(&mut self, p: u32) {
+        if let Some(held) = self.partitions.as_mut().and_then(|parts| parts.held.get_mut(&p)) {
+            held.factors = FactorBook::default();
+        }
+    }
+
     /// Cluster mode: partition `p`'s consumer routed the message at `seq`.
     pub fn advance_partition(&mut self, p: u32, seq: u64) {
         if let Some(held) = self.partitions.as_mut().and_then(|parts| parts.held.get_mut(&p)) {

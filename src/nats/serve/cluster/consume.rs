@@ -199,7 +199,12 @@ impl<'a> Partitions<'a> {
         }
         // A pair the index names but that could not be restored starts fresh and is read from the start of
         // the partition (the others skip what they hold): slower, but no tick of it is lost.
-        let position = if from_start { 0 } else { position.unwrap_or(0) };
+        let position = if from_start {
+            router.forget_partition_factors(p);
+            0
+        } else {
+            position.unwrap_or(0)
+        };
         router.advance_partition(p, position);
         let task = super::spawn_partition(
             self.cluster.js().clone(),
