@@ -343,10 +343,10 @@ fn writer(
     }
 }
 
-/// Commits complete cuts, oldest first.
 /// Parts of failed cuts not yet committed, by pair (see [`commit`]).
 type Carry = BTreeMap<Pair, NewCheckpoint>;
 
+/// Commits complete cuts, oldest first.
 fn commit_ready(
     store: &CheckpointStore,
     pending: &mut BTreeMap<u64, Pending>,

@@ -447,7 +447,19 @@ impl Shard {
                     std::str::from_utf8(&msg_id[..7 + digits.len()]).unwrap_or("?"),
                 );
                 match &mut self.confirmed {
-                    Some(c) => c.publish(self.outlets.pred.clone(), headers, body).await,
+                    Some(c) => {
+                        // Through the outbox too, so a shutdown that gave up on NATS does not wait for it.
+                        let subject = self.outlets.pred.clone();
+                        let sent = self
+                            .ctx
+                            .outbox
+                            .publish(async {
+                                c.publish(subject, headers, body).await;
+                                Ok::<(), async_nats::PublishError>(())
+                            })
+                            .await;
+                        self.on_sent(sent);
+                    }
                     None => self.send_with_headers(self.outlets.pred.clone(), headers, body).await,
                 }
                 self.snapshot.set_forecast(Some(f));
