@@ -838,10 +838,27 @@ async fn another_partition_count_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: cargo test --test cluster -- --ignored --nocapture"]
 async fn throughput_of_one_and_two_instances() {
+    for k in [1usize, 2, 1, 2] {
+        measure_throughput(k, false).await;
+    }
+}
+
+/// The same measurement with one instance, forecasts published plainly and with the stream's
+/// acknowledgement (`confirm_forecasts`), alternated (reported in docs/deployment.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: cargo test --test cluster -- --ignored --nocapture"]
+async fn throughput_with_confirmed_forecasts() {
+    for confirm in [false, true, false, true] {
+        measure_throughput(1, confirm).await;
+    }
+}
+
+/// Forecasts per second of `k` instances over 200,000 waiting ticks (see the tests above).
+async fn measure_throughput(k: usize, confirm: bool) -> f64 {
     const N: usize = 10_000;
     let msgs = ticks_of(N);
     let total = N * PAIRS.len();
-    for k in [1usize, 2, 1, 2] {
+    {
         let dir = temp_dir(&format!("cluster-load-{k}"));
         let server = cambio::nats::LocalServer::start(true, Some(&dir.join("store"))).unwrap();
         let client = async_nats::connect(server.url()).await.unwrap();
@@ -869,7 +886,11 @@ async fn throughput_of_one_and_two_instances() {
             ids.iter()
                 .map(|id| {
                     let d = instance_dir(&dir, id);
-                    Serve::start(&server.url(), &cluster_config(id, &d.join("registry.redb")), &d)
+                    let mut cfg = cluster_config(id, &d.join("registry.redb"));
+                    if confirm {
+                        cfg.push_str("[serve.jetstream]\nconfirm_forecasts = true\n");
+                    }
+                    Serve::start(&server.url(), &cfg, &d)
                 })
                 .collect()
         };
@@ -921,11 +942,13 @@ async fn throughput_of_one_and_two_instances() {
         let from = from.unwrap_or(started);
         let rate = (total - total / 20) as f64 / from.elapsed().as_secs_f64();
         eprintln!(
-            "{k} instance(s): {total} forecasts {} ms after the start; from 5% to 100%: {rate:.0} forecasts/s",
+            "{k} instance(s), forecasts {}: {total} forecasts {} ms after the start; from 5% to 100%: {rate:.0} forecasts/s",
+            if confirm { "confirmed" } else { "plain" },
             started.elapsed().as_millis()
         );
         drop(serves);
         drop(server);
         let _ = std::fs::remove_dir_all(&dir);
+        rate
     }
 }
