@@ -19,8 +19,10 @@ use async_nats::Subject;
 use async_nats::jetstream::{self, context::PublishError, publish::PublishAck};
 use bytes::Bytes;
 
-/// Most forecasts a shard keeps waiting for their acknowledgement; past it the oldest are waited for
-/// before the next is published (back-pressure on the shard, not unbounded memory).
+/// Forecasts a shard keeps waiting for their acknowledgement before it slows down: past it each new one
+/// first waits (up to [`FULL_WAIT`]) for the older ones, so while the stream cannot take forecasts the
+/// shard publishes about one every two seconds and ticks wait in their own stream, not forecasts in
+/// memory.
 pub const MAX_UNACKED: usize = 4_096;
 
 /// How long a full queue waits for the oldest acknowledgements before publishing anyway.
