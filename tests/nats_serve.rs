@@ -923,8 +923,8 @@ async fn a_rehearsed_scenario_gives_the_same_outputs_live_as_in_process() {
 /// `confirm_forecasts`: a forecast counts as delivered only once the stream that keeps forecasts has
 /// acknowledged it. Forecasts published while no stream listens on `fx.pred.>` are not acknowledged, so
 /// the checkpoints after them fail and the forecasts stay queued; once the stream exists they are sent
-/// again and the stream holds every forecast exactly once. (Plain publishing would have lost the first
-/// ones: nothing stored them.)
+/// again (with no new tick to prompt it), the failed checkpoint is taken again, and the stream holds every
+/// forecast exactly once. (Plain publishing would have lost the first ones: nothing stored them.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_forecasts_reach_a_stream_created_after_them() {
     let dir = temp_dir("js-confirm");
@@ -954,21 +954,39 @@ async fn confirmed_forecasts_reach_a_stream_created_after_them() {
         })
         .await
         .unwrap();
-    js_publish_all(&js, &lines[200..], 200).await;
-    wait_ticks(&client, 300, &serve).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let stored = pred.clone().info().await.unwrap().state.messages;
-        if stored >= 300 {
-            break;
+    // No new tick: the forecasts are sent again anyway, and the failed checkpoint is taken again.
+    let stored_until = |n: u64| {
+        let pred = pred.clone();
+        let serve = &serve;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let stored = pred.clone().info().await.unwrap().state.messages;
+                if stored >= n {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{stored} of {n} forecasts stored:\n{}",
+                    serve.log()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
+    };
+    stored_until(200).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !serve.log().contains("checkpoint written pair=USDMXN") {
         assert!(
             Instant::now() < deadline,
-            "{stored} of 300 forecasts stored:\n{}",
+            "the failed checkpoint was not taken again:\n{}",
             serve.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    js_publish_all(&js, &lines[200..], 200).await;
+    wait_ticks(&client, 300, &serve).await;
+    stored_until(300).await;
     // Sent again until acknowledged, and de-duplicated by their ids: one per tick, the first ones included.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let mut pred = pred;

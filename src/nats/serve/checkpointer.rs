@@ -155,13 +155,21 @@ struct Pending {
 #[derive(Clone)]
 pub struct Checkpointer {
     tx: mpsc::Sender<Job>,
-    committed: Arc<AtomicU64>,
+    progress: Arc<Progress>,
+}
+
+/// How far the writer got: the last cut done (committed or abandoned) and the last one committed.
+#[derive(Debug, Default)]
+struct Progress {
+    done: AtomicU64,
+    ok: AtomicU64,
 }
 
 impl std::fmt::Debug for Checkpointer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkpointer")
             .field("committed", &self.committed())
+            .field("last_failed", &self.last_failed())
             .finish()
     }
 }
@@ -189,12 +197,12 @@ impl Checkpointer {
         shared: Option<Shared>,
     ) -> std::io::Result<(Checkpointer, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel();
-        let committed = Arc::new(AtomicU64::new(0));
-        let c = committed.clone();
+        let progress = Arc::new(Progress::default());
+        let c = progress.clone();
         let join = std::thread::Builder::new()
             .name("cambio-checkpoint".into())
             .spawn(move || writer(&store, &rx, &c, &counters, shared.as_ref()))?;
-        Ok((Checkpointer { tx, committed }, join))
+        Ok((Checkpointer { tx, progress }, join))
     }
 
     /// Queues a job; false when the writer has stopped.
@@ -204,7 +212,13 @@ impl Checkpointer {
 
     /// The last cut committed (or abandoned): cuts before it are done.
     pub fn committed(&self) -> u64 {
-        self.committed.load(Ordering::Acquire)
+        self.progress.done.load(Ordering::Acquire)
+    }
+
+    /// Whether the last cut done was abandoned (a periodic checkpoint is then taken again even without new
+    /// ticks: what the failed one should have written is still only in memory).
+    pub fn last_failed(&self) -> bool {
+        self.progress.ok.load(Ordering::Acquire) < self.committed()
     }
 
     /// Runs `f` on the store in the writer thread and waits for its result.
@@ -265,7 +279,7 @@ pub type Shared = tokio::sync::mpsc::UnboundedSender<super::cluster::SharedCut>;
 fn writer(
     store: &CheckpointStore,
     rx: &mpsc::Receiver<Job>,
-    committed: &AtomicU64,
+    progress: &Progress,
     counters: &Counters,
     shared: Option<&Shared>,
 ) {
@@ -322,7 +336,7 @@ fn writer(
             }
             Job::With(f) => f(store),
             Job::Stop => {
-                commit_ready(store, &mut pending, &mut carry, committed, counters, shared);
+                commit_ready(store, &mut pending, &mut carry, progress, counters, shared);
                 break;
             }
             Job::LoadLatest { pair, reply } => {
@@ -336,7 +350,7 @@ fn writer(
                 let _ = reply.send(r);
             }
         }
-        commit_ready(store, &mut pending, &mut carry, committed, counters, shared);
+        commit_ready(store, &mut pending, &mut carry, progress, counters, shared);
     }
     if !pending.is_empty() {
         tracing::warn!(cuts = pending.len(), "checkpoint cuts left incomplete at shutdown");
@@ -351,7 +365,7 @@ fn commit_ready(
     store: &CheckpointStore,
     pending: &mut BTreeMap<u64, Pending>,
     carry: &mut Carry,
-    committed: &AtomicU64,
+    progress: &Progress,
     counters: &Counters,
     shared: Option<&Shared>,
 ) {
@@ -360,8 +374,10 @@ fn commit_ready(
             break;
         }
         let (id, p) = entry.remove_entry();
-        commit(store, id, p, carry, counters, shared);
-        committed.store(id, Ordering::Release);
+        if commit(store, id, p, carry, counters, shared) {
+            progress.ok.store(id, Ordering::Release);
+        }
+        progress.done.store(id, Ordering::Release);
     }
 }
 
@@ -378,7 +394,7 @@ fn commit(
     carry: &mut Carry,
     counters: &Counters,
     shared: Option<&Shared>,
-) {
+) -> bool {
     let result = match p.failed.take() {
         Some(e) => {
             for part in std::mem::take(&mut p.parts) {
@@ -447,9 +463,11 @@ fn commit(
             tracing::error!(cut = id, error = %e, "checkpoint failed; the previous one stays the restore point");
         }
     }
+    let ok = result.is_ok();
     if let Some(reply) = p.reply {
         let _ = reply.send(result);
     }
+    ok
 }
 
 /// A pair a cut is about, with its own reason (a rollback, a drift adaptation, a manual request).

@@ -875,9 +875,13 @@ impl Router {
         }
     }
 
-    /// A periodic checkpoint, if ticks arrived since the last one.
+    /// A periodic checkpoint, if ticks arrived since the last one or the last one failed.
     pub async fn periodic_cut(&mut self) {
-        if self.checkpoints.as_ref().is_some_and(|p| p.since > 0) {
+        if self
+            .checkpoints
+            .as_ref()
+            .is_some_and(|p| p.since > 0 || p.writer.last_failed())
+        {
             self.cut(Reason::Periodic, None, None).await;
         }
     }
