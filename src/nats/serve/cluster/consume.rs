@@ -55,34 +55,11 @@ impl<'a> Partitions<'a> {
     /// One round of the leases: heartbeat, renew what is held (dropping what cannot be renewed), read the
     /// bucket, adopt leases still in this instance's name, claim and release as the balance says.
     async fn maintain(&mut self, router: &mut Router) {
-        let step = (self.cluster.cfg.lease_ttl / 3).max(Duration::from_millis(200));
+        let step = self.step();
         if let Ok(Err(e)) = tokio::time::timeout(step, self.cluster.heartbeat()).await {
             tracing::warn!(error = %e, "cluster: heartbeat not written");
         }
-        let partitions: Vec<u32> = self.held.keys().copied().collect();
-        for p in partitions {
-            let Some(revision) = self.held.get(&p).map(|h| h.revision) else {
-                continue;
-            };
-            match tokio::time::timeout(step, self.cluster.renew(p, revision)).await {
-                Ok(Ok(r)) => {
-                    if let Some(h) = self.held.get_mut(&p) {
-                        h.revision = r;
-                    }
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(partition = p, error = %e, "cluster: lease lost; stopped consuming the partition");
-                    self.drop_partition(router, p);
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        partition = p,
-                        "cluster: lease renewal timed out; stopped consuming the partition"
-                    );
-                    self.drop_partition(router, p);
-                }
-            }
-        }
+        self.renew_held(router).await;
         let (view, revisions) = match tokio::time::timeout(step, self.cluster.view()).await {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
@@ -130,6 +107,40 @@ impl<'a> Partitions<'a> {
         }
     }
 
+    /// How long one lease operation may take.
+    fn step(&self) -> Duration {
+        (self.cluster.cfg.lease_ttl / 3).max(Duration::from_millis(200))
+    }
+
+    /// Renews every lease held, dropping the partitions whose renewal fails.
+    async fn renew_held(&mut self, router: &mut Router) {
+        let step = self.step();
+        let partitions: Vec<u32> = self.held.keys().copied().collect();
+        for p in partitions {
+            let Some(revision) = self.held.get(&p).map(|h| h.revision) else {
+                continue;
+            };
+            match tokio::time::timeout(step, self.cluster.renew(p, revision)).await {
+                Ok(Ok(r)) => {
+                    if let Some(h) = self.held.get_mut(&p) {
+                        h.revision = r;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(partition = p, error = %e, "cluster: lease lost; stopped consuming the partition");
+                    self.drop_partition(router, p);
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        partition = p,
+                        "cluster: lease renewal timed out; stopped consuming the partition"
+                    );
+                    self.drop_partition(router, p);
+                }
+            }
+        }
+    }
+
     /// Takes over partition `p` (its lease won at `revision`): restores each of its pairs from the shared
     /// store and reads the partition from just after its index's position (see [`super::shared`]).
     async fn take_over(&mut self, router: &mut Router, p: u32, revision: u64) {
@@ -137,7 +148,31 @@ impl<'a> Partitions<'a> {
         self.generation += 1;
         let generation = self.generation;
         self.cluster.ownership.set(p, Some(generation));
-        let loaded = match tokio::time::timeout(CHECKPOINT_WAIT, self.cluster.load_partition(p)).await {
+        // The leases (this one and those held) are renewed while the store is read: on a slow cluster the
+        // read may outlast the TTL.
+        let cluster = self.cluster;
+        let load = tokio::time::timeout(CHECKPOINT_WAIT, cluster.load_partition(p));
+        tokio::pin!(load);
+        let every = (cluster.cfg.lease_ttl / 10).max(Duration::from_millis(60));
+        let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut revision = revision;
+        let loaded = loop {
+            tokio::select! {
+                r = &mut load => break r,
+                _ = renewals.tick() => {
+                    self.renew_held(router).await;
+                    match tokio::time::timeout(self.step(), cluster.renew(p, revision)).await {
+                        Ok(Ok(r)) => revision = r,
+                        _ => {
+                            tracing::warn!(partition = p, "cluster: lease lost while reading its checkpoints");
+                            self.cluster.ownership.set(p, None);
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        let loaded = match loaded {
             Ok(Ok(l)) => l,
             failed => {
                 let why = match failed {
