@@ -240,6 +240,25 @@ fn comparable(state: &PairState) -> Vec<u8> {
     .unwrap()
 }
 
+/// A pair's checkpoint as the shared store holds it.
+async fn shared_state(objects: &async_nats::jetstream::object_store::ObjectStore, pair: &str) -> PairState {
+    let mut o = objects.get(pair).await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut o, &mut bytes).await.unwrap();
+    format::decode(&bytes).unwrap()
+}
+
+/// Waits until `serve` reports `ticks` ticks for every one of `pairs`.
+async fn all_at(client: &async_nats::Client, serve: &Serve, pairs: &[&str], ticks: impl Fn(&str) -> u64) {
+    for p in pairs {
+        let n = ticks(p);
+        status_until(client, p, serve, Duration::from_secs(120), &format!("{n} ticks"), |v| {
+            v["ticks"].as_u64() == Some(n)
+        })
+        .await;
+    }
+}
+
 async fn forecasts_by_pair(pred: &mut stream::Stream) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     let Ok(mut info) = pred.info_with_subjects("fx.pred.>").await else {
@@ -551,10 +570,7 @@ async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster()
     let objects = js.get_object_store(CHECKPOINTS_BUCKET).await.unwrap();
     let mut shared = BTreeMap::new();
     for p in &all_pairs {
-        let mut o = objects.get(*p).await.unwrap();
-        let mut bytes = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut o, &mut bytes).await.unwrap();
-        let state = format::decode(&bytes).unwrap();
+        let state = shared_state(&objects, p).await;
         assert_eq!(
             state.engine.ticks(),
             ticks_of_pair(p),
@@ -567,12 +583,7 @@ async fn three_instances_share_take_over_and_hand_over_on_a_three_node_cluster()
     let rdir = instance_dir(&dir, "reference");
     let rdb = rdir.join("registry.redb");
     let mut reference = Serve::start(&nats.url(1), &reference_config(&rdb), &rdir);
-    for p in &all_pairs {
-        status_until(&client, p, &reference, Duration::from_secs(120), "every tick", |v| {
-            v["ticks"].as_u64() == Some(ticks_of_pair(p))
-        })
-        .await;
-    }
+    all_at(&client, &reference, &all_pairs, ticks_of_pair).await;
     assert_eq!(reference.terminate(), 0, "{}", reference.log());
     let store = CheckpointStore::open_existing(&rdb, Retention::default()).unwrap();
     for p in &all_pairs {
@@ -721,12 +732,7 @@ async fn a_takeover_recovers_from_a_lost_checkpoint_and_a_lost_index() {
     let mut a = start("a");
     wait_balanced(&js, &["a"], PARTITIONS as usize, Duration::from_secs(30)).await;
     publish(msgs).await;
-    for p in PAIRS {
-        status_until(&client, p, &a, Duration::from_secs(60), "100 ticks", |v| {
-            v["ticks"].as_u64() == Some(100)
-        })
-        .await;
-    }
+    all_at(&client, &a, &PAIRS, |_| 100).await;
     assert_eq!(a.terminate(), 0, "{}", a.log());
 
     // USDMXN's checkpoint is lost; so is the index of a partition that does not hold it.
@@ -739,12 +745,7 @@ async fn a_takeover_recovers_from_a_lost_checkpoint_and_a_lost_index() {
 
     publish(later).await;
     let mut b = start("b");
-    for p in PAIRS {
-        status_until(&client, p, &b, Duration::from_secs(60), "150 ticks", |v| {
-            v["ticks"].as_u64() == Some(150)
-        })
-        .await;
-    }
+    all_at(&client, &b, &PAIRS, |_| 150).await;
     let log = b.log();
     assert!(
         log.lines().any(
@@ -763,21 +764,13 @@ async fn a_takeover_recovers_from_a_lost_checkpoint_and_a_lost_index() {
     assert_eq!(b.terminate(), 0, "{}", b.log());
     let mut shared = BTreeMap::new();
     for p in PAIRS {
-        let mut o = objects.get(p).await.unwrap();
-        let mut bytes = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut o, &mut bytes).await.unwrap();
-        shared.insert(p, comparable(&format::decode(&bytes).unwrap()));
+        shared.insert(p, comparable(&shared_state(&objects, p).await));
     }
 
     let rdir = instance_dir(&dir, "reference");
     let rdb = rdir.join("registry.redb");
     let mut reference = Serve::start(&server.url(), &reference_config(&rdb), &rdir);
-    for p in PAIRS {
-        status_until(&client, p, &reference, Duration::from_secs(60), "150 ticks", |v| {
-            v["ticks"].as_u64() == Some(150)
-        })
-        .await;
-    }
+    all_at(&client, &reference, &PAIRS, |_| 150).await;
     assert_eq!(reference.terminate(), 0, "{}", reference.log());
     let store = CheckpointStore::open_existing(&rdb, Retention::default()).unwrap();
     for p in PAIRS {
@@ -858,97 +851,95 @@ async fn measure_throughput(k: usize, confirm: bool) -> f64 {
     const N: usize = 10_000;
     let msgs = ticks_of(N);
     let total = N * PAIRS.len();
-    {
-        let dir = temp_dir(&format!("cluster-load-{k}"));
-        let server = cambio::nats::LocalServer::start(true, Some(&dir.join("store"))).unwrap();
-        let client = async_nats::connect(server.url()).await.unwrap();
-        let js = jetstream::new(client.clone());
-        js.create_stream(stream::Config {
-            name: "FX".into(),
-            subjects: vec!["fx.ticks.>".into(), "fx.factors.>".into()],
-            storage: stream::StorageType::File,
+    let dir = temp_dir(&format!("cluster-load-{k}"));
+    let server = cambio::nats::LocalServer::start(true, Some(&dir.join("store"))).unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    js.create_stream(stream::Config {
+        name: "FX".into(),
+        subjects: vec!["fx.ticks.>".into(), "fx.factors.>".into()],
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let pred = js
+        .create_stream(stream::Config {
+            name: "PRED".into(),
+            subjects: vec!["fx.pred.>".into()],
+            storage: stream::StorageType::Memory,
+            duplicate_window: Duration::from_secs(900),
             ..Default::default()
         })
         .await
         .unwrap();
-        let pred = js
-            .create_stream(stream::Config {
-                name: "PRED".into(),
-                subjects: vec!["fx.pred.>".into()],
-                storage: stream::StorageType::Memory,
-                duplicate_window: Duration::from_secs(900),
-                ..Default::default()
+    let ids: Vec<String> = (0..k).map(|i| format!("l{i}")).collect();
+    let start_all = || -> Vec<Serve> {
+        ids.iter()
+            .map(|id| {
+                let d = instance_dir(&dir, id);
+                let mut cfg = cluster_config(id, &d.join("registry.redb"));
+                if confirm {
+                    cfg.push_str("[serve.jetstream]\nconfirm_forecasts = true\n");
+                }
+                Serve::start(&server.url(), &cfg, &d)
             })
+            .collect()
+    };
+    // A first start creates the partitioned stream and the buckets; then the ticks are stored while
+    // no instance runs.
+    let mut serves = start_all();
+    wait_balanced(&js, &[ids[0].as_str()], 1, Duration::from_secs(30)).await;
+    for s in &mut serves {
+        assert_eq!(s.terminate(), 0, "{}", s.log());
+    }
+    drop(serves);
+    let mut acks = Vec::new();
+    for (subject, body) in &msgs {
+        let ack = js
+            .publish_with_headers(subject.clone(), replay_header(), Bytes::from(body.clone()))
             .await
             .unwrap();
-        let ids: Vec<String> = (0..k).map(|i| format!("l{i}")).collect();
-        let start_all = || -> Vec<Serve> {
-            ids.iter()
-                .map(|id| {
-                    let d = instance_dir(&dir, id);
-                    let mut cfg = cluster_config(id, &d.join("registry.redb"));
-                    if confirm {
-                        cfg.push_str("[serve.jetstream]\nconfirm_forecasts = true\n");
-                    }
-                    Serve::start(&server.url(), &cfg, &d)
-                })
-                .collect()
-        };
-        // A first start creates the partitioned stream and the buckets; then the ticks are stored while
-        // no instance runs.
-        let mut serves = start_all();
-        wait_balanced(&js, &[ids[0].as_str()], 1, Duration::from_secs(30)).await;
-        for s in &mut serves {
-            assert_eq!(s.terminate(), 0, "{}", s.log());
-        }
-        drop(serves);
-        let mut acks = Vec::new();
-        for (subject, body) in &msgs {
-            let ack = js
-                .publish_with_headers(subject.clone(), replay_header(), Bytes::from(body.clone()))
-                .await
-                .unwrap();
-            acks.push(ack);
-            if acks.len() >= 2_000 {
-                for a in acks.drain(..) {
-                    a.await.unwrap();
-                }
+        acks.push(ack);
+        if acks.len() >= 2_000 {
+            for a in acks.drain(..) {
+                a.await.unwrap();
             }
         }
-        for a in acks.drain(..) {
-            a.await.unwrap();
-        }
-        let mut part = js.get_stream("FX_PART").await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while part.info().await.unwrap().state.messages < total as u64 {
-            assert!(Instant::now() < deadline, "FX_PART not filled");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let started = Instant::now();
-        let serves = start_all();
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let mut from: Option<Instant> = None;
-        loop {
-            let n = pred.clone().info().await.unwrap().state.messages;
-            if from.is_none() && n >= total as u64 / 20 {
-                from = Some(Instant::now());
-            }
-            if n >= total as u64 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{n} of {total} forecasts");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let from = from.unwrap_or(started);
-        let rate = (total - total / 20) as f64 / from.elapsed().as_secs_f64();
-        eprintln!(
-            "{k} instance(s), forecasts {}: {total} forecasts {} ms after the start; from 5% to 100%: {rate:.0} forecasts/s",
-            if confirm { "confirmed" } else { "plain" },
-            started.elapsed().as_millis()
-        );
-        drop(serves);
-        drop(server);
-        let _ = std::fs::remove_dir_all(&dir);
-        rate
     }
+    for a in acks.drain(..) {
+        a.await.unwrap();
+    }
+    let mut part = js.get_stream("FX_PART").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while part.info().await.unwrap().state.messages < total as u64 {
+        assert!(Instant::now() < deadline, "FX_PART not filled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    let serves = start_all();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut from: Option<Instant> = None;
+    loop {
+        let n = pred.clone().info().await.unwrap().state.messages;
+        if from.is_none() && n >= total as u64 / 20 {
+            from = Some(Instant::now());
+        }
+        if n >= total as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{n} of {total} forecasts");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let from = from.unwrap_or(started);
+    let rate = (total - total / 20) as f64 / from.elapsed().as_secs_f64();
+    eprintln!(
+        "{k} instance(s), forecasts {}: {total} forecasts {} ms after the start; from 5% to 100%: {rate:.0} forecasts/s",
+        if confirm { "confirmed" } else { "plain" },
+        started.elapsed().as_millis()
+    );
+    drop(serves);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    rate
 }

@@ -816,7 +816,6 @@ impl Router {
     /// Periodic cuts are skipped while two are still being written (the disk is behind; the next one
     /// will include everything).
     pub async fn cut(&mut self, reason: Reason, focus: Option<Focus>, reply: Option<Reply<Vec<VersionMeta>>>) {
-        let partitions = self.partition_cuts();
         let Some(plan) = &mut self.checkpoints else {
             if let Some(r) = reply {
                 let _ = r.send(Err(WriterError::NotConfigured));
@@ -830,6 +829,10 @@ impl Router {
             tracing::debug!("periodic checkpoint skipped: the writer is behind");
             return;
         }
+        let partitions = self.partition_cuts();
+        let Some(plan) = &mut self.checkpoints else {
+            return;
+        };
         plan.last_id += 1;
         let id = plan.last_id;
         let job = Job::Cut {

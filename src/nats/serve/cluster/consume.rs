@@ -153,7 +153,7 @@ impl<'a> Partitions<'a> {
         let cluster = self.cluster;
         let load = tokio::time::timeout(CHECKPOINT_WAIT, cluster.load_partition(p));
         tokio::pin!(load);
-        let every = (cluster.cfg.lease_ttl / 10).max(Duration::from_millis(60));
+        let every = round(&cluster.cfg);
         let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let mut revision = revision;
         let loaded = loop {
@@ -352,6 +352,12 @@ impl<'a> Partitions<'a> {
     }
 }
 
+/// The period of the lease rounds: a tenth of the TTL (renewals well inside it, and a partition released,
+/// or a dead instance's once expired, claimed within a tenth of it).
+fn round(cfg: &super::ClusterConfig) -> Duration {
+    (cfg.lease_ttl / 10).max(Duration::from_millis(60))
+}
+
 /// Runs cluster mode until shutdown, then hands every partition held over.
 pub(in crate::nats::serve) async fn consume(
     mut parts: Partitions<'_>,
@@ -361,9 +367,7 @@ pub(in crate::nats::serve) async fn consume(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    // A round every tenth of the TTL: renewals well inside it, and a partition released (or a dead
-    // instance's, once expired) claimed within a tenth of the TTL.
-    let mut leases = tokio::time::interval((parts.cluster.cfg.lease_ttl / 10).max(Duration::from_millis(60)));
+    let mut leases = tokio::time::interval(round(&parts.cluster.cfg));
     leases.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
